@@ -1,0 +1,1 @@
+//! webex-token library (not a stable API).
