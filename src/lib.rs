@@ -1,1 +1,22 @@
-//! webex-token library (not a stable API).
+//! `webex-token`: keeps Webex service-app tokens working without a person in
+//! the loop.
+//!
+//! This library backs the `webex-token` binary and its tests. It is not a
+//! stable API: anything here may change in any release.
+
+pub mod app;
+pub mod audit;
+pub mod chain;
+pub mod cli;
+pub mod clock;
+pub mod completions;
+pub mod config;
+pub mod env_file;
+pub mod error;
+pub mod fs_atomic;
+pub mod names;
+pub mod output;
+pub mod secret;
+pub mod settings;
+pub mod store;
+pub mod webex;

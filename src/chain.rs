@@ -1,0 +1,578 @@
+//! The refresh chain as plain logic.
+//!
+//! Given the stored tokens, the config, a policy, "now" and a [`WebexApi`],
+//! decide and perform the contract's levels 0–4 and return an [`Outcome`].
+//! It never touches files: a renewed personal token (level 3) is handed to a
+//! [`Persist`] sink at once, before anything else can fail, because the
+//! integration may have rotated its refresh token and losing that would
+//! strand the user.
+
+use crate::clock;
+use crate::config::{Config, ConfigError, PersonalUpdate};
+use crate::secret::{ExposeSecret, SecretString, fingerprint};
+use crate::webex::{ApiError, ClientCredentials, MintRequest, TokenGrant, WebexApi};
+use jiff::Timestamp;
+use std::fmt;
+use std::time::Duration;
+
+/// A step of the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// 0: is the stored access token still good?
+    Validation,
+    /// 1: the service app's own refresh token.
+    ServiceRefreshToken,
+    /// 2: a personal access token mints new service-app tokens.
+    PersonalAccessToken,
+    /// 3: the OAuth integration renews the personal access token.
+    IntegrationRefreshToken,
+}
+
+impl Level {
+    pub fn number(self) -> u8 {
+        match self {
+            Level::Validation => 0,
+            Level::ServiceRefreshToken => 1,
+            Level::PersonalAccessToken => 2,
+            Level::IntegrationRefreshToken => 3,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Validation => "validation",
+            Level::ServiceRefreshToken => "service-app refresh token",
+            Level::PersonalAccessToken => "personal access token",
+            Level::IntegrationRefreshToken => "integration refresh token",
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "level {} ({})", self.number(), self.name())
+    }
+}
+
+/// The service-app tokens as stored in the env file.
+#[derive(Debug, Clone, Default)]
+pub struct StoredTokens {
+    pub access_token: Option<SecretString>,
+    pub access_expires_at: Option<Timestamp>,
+    pub refresh_token: Option<SecretString>,
+    pub refresh_expires_at: Option<Timestamp>,
+}
+
+impl StoredTokens {
+    /// The set after a successful grant received at `now`: a missing
+    /// `refresh_token` keeps the old one (and its expiry), never erases it.
+    pub fn after_grant(&self, grant: &TokenGrant, now: Timestamp) -> StoredTokens {
+        let (refresh_token, refresh_expires_at) = match &grant.refresh_token {
+            Some(rt) => (
+                Some(rt.clone()),
+                grant.refresh_token_expires_in.map(|s| clock::after(now, s)),
+            ),
+            None => (self.refresh_token.clone(), self.refresh_expires_at),
+        };
+        StoredTokens {
+            access_token: Some(grant.access_token.clone()),
+            access_expires_at: grant.expires_in.map(|s| clock::after(now, s)),
+            refresh_token,
+            refresh_expires_at,
+        }
+    }
+}
+
+/// How step 0 treats a stored token whose expiry is far enough away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// `refresh`: validate it with one GET.
+    Validate,
+    /// `token`/`exec`: trust the stored expiry (no request).
+    TrustExpiry,
+}
+
+/// What the caller asked for.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub min_valid: Duration,
+    pub force: bool,
+    pub dry_run: bool,
+    pub check: Check,
+}
+
+/// How step 0 concluded the token works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validation {
+    /// `GET /dataSources` answered 200.
+    Checked,
+    /// `GET /dataSources` answered 403: the token is genuine but lacks a
+    /// data-source scope. It works; the warning says what is missing.
+    CheckedWithoutScope,
+    /// Its stored expiry is far enough away (no request made).
+    TrustedExpiry,
+    /// Another run refreshed it while this one waited for the lock.
+    JustRefreshed,
+}
+
+/// Why the chain ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    Forced,
+    NoAccessToken,
+    /// Stored expiry is within `min_valid` or passed.
+    Expiring(Timestamp),
+    /// Validation answered 401.
+    Rejected(String),
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Trigger::Forced => f.write_str("--force was given"),
+            Trigger::NoAccessToken => f.write_str("there is no access token yet"),
+            Trigger::Expiring(t) => {
+                write!(f, "the access token expires at {}", clock::format_utc(*t))
+            }
+            Trigger::Rejected(why) => write!(f, "Webex rejected the access token ({why})"),
+        }
+    }
+}
+
+/// What became of one level.
+#[derive(Debug, Clone)]
+pub enum AttemptResult {
+    /// Not tried, and why (not configured, known to be expired, …).
+    Skipped(String),
+    /// Tried and refused by Webex.
+    Rejected {
+        error: ApiError,
+    },
+    Succeeded,
+}
+
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub level: Level,
+    pub result: AttemptResult,
+}
+
+impl fmt::Display for Attempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.result {
+            AttemptResult::Skipped(why) => write!(f, "{}: skipped: {why}", self.level),
+            AttemptResult::Rejected { error } => write!(f, "{}: rejected: {error}", self.level),
+            AttemptResult::Succeeded => write!(f, "{}: succeeded", self.level),
+        }
+    }
+}
+
+/// What the chain did.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// The stored token works; nothing to write.
+    Kept(Validation),
+    /// New tokens from `level` (3 means level 3 renewed the personal token
+    /// and level 2 then minted).
+    Refreshed { level: Level, trigger: Trigger },
+    /// `--dry-run`: this level would be tried first.
+    WouldRefresh { level: Level, trigger: Trigger },
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub action: Action,
+    /// The token set to keep (new after a refresh, else the stored one).
+    pub tokens: StoredTokens,
+    pub attempts: Vec<Attempt>,
+    /// Level 3 renewed the personal token (and it was persisted).
+    pub personal_renewed: bool,
+    /// The trackingId of the last Webex answer that failed, if any.
+    pub tracking_id: Option<String>,
+}
+
+/// Why the chain could not produce a working token.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error("{level} failed for a reason that may pass: {error}")]
+    Transient {
+        level: Level,
+        error: ApiError,
+        attempts: Vec<Attempt>,
+    },
+    #[error("validation of the access token failed: {error}")]
+    ValidationRefused { error: ApiError },
+    #[error("every available level of the refresh chain was rejected")]
+    Exhausted { attempts: Vec<Attempt> },
+    #[error("nothing can refresh the access token: no level of the chain is configured")]
+    NothingToTry { attempts: Vec<Attempt> },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Persist(String),
+}
+
+/// Where a renewed personal token goes the moment it exists.
+pub trait Persist {
+    fn personal_renewed(&mut self, update: &PersonalUpdate) -> Result<(), String>;
+}
+
+/// Runs step 0 and, when needed, levels 1–3.
+pub async fn ensure_fresh<A: WebexApi, P: Persist>(
+    stored: &StoredTokens,
+    config: &Config,
+    policy: &Policy,
+    api: &A,
+    now: Timestamp,
+    persist: &mut P,
+) -> Result<Outcome, ChainError> {
+    let kept = |v: Validation| Outcome {
+        action: Action::Kept(v),
+        tokens: stored.clone(),
+        attempts: Vec::new(),
+        personal_renewed: false,
+        tracking_id: None,
+    };
+
+    // Step 0: does the stored token work?
+    let trigger = if policy.force {
+        Trigger::Forced
+    } else if let Some(access) = &stored.access_token {
+        let threshold = clock::after(now, policy.min_valid.as_secs());
+        match stored.access_expires_at {
+            Some(exp) if exp <= threshold => Trigger::Expiring(exp),
+            Some(_) if policy.check == Check::TrustExpiry => {
+                tracing::debug!("level 0: stored expiry is beyond --min-valid; trusting it");
+                return Ok(kept(Validation::TrustedExpiry));
+            }
+            _ => match api.validate(access).await {
+                Ok(()) => {
+                    tracing::debug!(
+                        "level 0: GET /dataSources accepted access token {}",
+                        fingerprint(access)
+                    );
+                    return Ok(kept(Validation::Checked));
+                }
+                Err(ApiError::Refused { status: 403, body }) => {
+                    let e = ApiError::Refused { status: 403, body };
+                    tracing::warn!(
+                        "the access token works but GET /dataSources answered {e}; the service app may lack scope spark-admin:datasource_read"
+                    );
+                    return Ok(kept(Validation::CheckedWithoutScope));
+                }
+                Err(e @ ApiError::Rejected { .. }) => {
+                    tracing::debug!("level 0: access token rejected: {e}");
+                    Trigger::Rejected(e.to_string())
+                }
+                Err(e @ ApiError::Transient { .. }) => {
+                    return Err(ChainError::Transient {
+                        level: Level::Validation,
+                        error: e,
+                        attempts: vec![],
+                    });
+                }
+                Err(e) => return Err(ChainError::ValidationRefused { error: e }),
+            },
+        }
+    } else {
+        Trigger::NoAccessToken
+    };
+    tracing::debug!("refreshing because {trigger}");
+
+    let mut run = Run {
+        stored,
+        config,
+        api,
+        now,
+        attempts: Vec::new(),
+        tracking_id: None,
+    };
+    if policy.dry_run {
+        return match run.first_available() {
+            Some(level) => Ok(Outcome {
+                action: Action::WouldRefresh { level, trigger },
+                tokens: stored.clone(),
+                attempts: run.attempts,
+                personal_renewed: false,
+                tracking_id: None,
+            }),
+            None => Err(ChainError::NothingToTry {
+                attempts: run.attempts,
+            }),
+        };
+    }
+    run.walk(trigger, persist).await
+}
+
+struct Run<'a, A> {
+    stored: &'a StoredTokens,
+    config: &'a Config,
+    api: &'a A,
+    now: Timestamp,
+    attempts: Vec<Attempt>,
+    tracking_id: Option<String>,
+}
+
+impl<A: WebexApi> Run<'_, A> {
+    fn note(&mut self, level: Level, result: AttemptResult) {
+        let attempt = Attempt { level, result };
+        match &attempt.result {
+            AttemptResult::Rejected { error } => {
+                if let Some(t) = error.tracking_id() {
+                    self.tracking_id = Some(t.to_string());
+                }
+                tracing::warn!("{attempt}");
+            }
+            _ => tracing::info!("{attempt}"),
+        }
+        self.attempts.push(attempt);
+    }
+
+    /// Level 1 is usable: a refresh token not known to be expired.
+    fn level1_gap(&self) -> Option<String> {
+        match (&self.stored.refresh_token, self.stored.refresh_expires_at) {
+            (None, _) => Some("no service-app refresh token in the env file".into()),
+            (Some(_), Some(exp)) if exp <= self.now => Some(format!(
+                "the service-app refresh token expired at {}",
+                clock::format_utc(exp)
+            )),
+            _ => None,
+        }
+    }
+
+    fn personal_gap(&self) -> Option<String> {
+        let f = &self.config.personal_access_token;
+        match (&f.value, self.config.personal_expires_at) {
+            (Err(a), _) => Some(format!("`{}` {a}", f.key)),
+            (Ok(_), Some(exp)) if exp <= self.now => Some(format!(
+                "the personal access token expired at {}",
+                clock::format_utc(exp)
+            )),
+            _ => None,
+        }
+    }
+
+    fn integration_gap(&self) -> Option<String> {
+        match &self.config.integration {
+            None => Some(
+                "no integration in the config file (run `webex-token setup-oauth` to add one)"
+                    .into(),
+            ),
+            Some(i) => match i.first_gap() {
+                Some(g) => Some(g),
+                None => match i.refresh_expires_at {
+                    Some(exp) if exp <= self.now => Some(format!(
+                        "the integration refresh token expired at {}",
+                        clock::format_utc(exp)
+                    )),
+                    _ => None,
+                },
+            },
+        }
+    }
+
+    /// For `--dry-run`: the level a real run would try first.
+    fn first_available(&mut self) -> Option<Level> {
+        let service_creds = self.config.service_app.client_id.is_set()
+            && self.config.service_app.client_secret.is_set();
+        if service_creds && self.level1_gap().is_none() {
+            return Some(Level::ServiceRefreshToken);
+        }
+        if self.personal_gap().is_none() {
+            return Some(Level::PersonalAccessToken);
+        }
+        if self.integration_gap().is_none() {
+            return Some(Level::IntegrationRefreshToken);
+        }
+        None
+    }
+
+    async fn walk<P: Persist>(
+        mut self,
+        trigger: Trigger,
+        persist: &mut P,
+    ) -> Result<Outcome, ChainError> {
+        let sa = &self.config.service_app;
+        let path = &self.config.path;
+
+        // Level 1.
+        match self.level1_gap() {
+            Some(gap) => self.note(Level::ServiceRefreshToken, AttemptResult::Skipped(gap)),
+            None => {
+                let client = ClientCredentials {
+                    client_id: sa.client_id.require(path)?,
+                    client_secret: sa.client_secret.require(path)?,
+                };
+                let rt = self.stored.refresh_token.as_ref().expect("gap checked");
+                match self.api.refresh(&client, rt).await {
+                    Ok(grant) => {
+                        return Ok(self.done(Level::ServiceRefreshToken, trigger, &grant, false));
+                    }
+                    Err(e) if e.is_transient() => {
+                        return Err(self.transient(Level::ServiceRefreshToken, e));
+                    }
+                    Err(error) => self.note(
+                        Level::ServiceRefreshToken,
+                        AttemptResult::Rejected { error },
+                    ),
+                }
+            }
+        }
+
+        // Levels 2 and 3.
+        let integration_gap = self.integration_gap();
+        let mut personal: Option<SecretString> = match self.personal_gap() {
+            None => self.config.personal_access_token.get().cloned(),
+            Some(gap) => {
+                self.note(Level::PersonalAccessToken, AttemptResult::Skipped(gap));
+                None
+            }
+        };
+        let mut renewed = false;
+        loop {
+            if let Some(pat) = &personal {
+                let req = MintRequest {
+                    app_id: sa.app_id.require(path)?,
+                    client_id: sa.client_id.require(path)?,
+                    client_secret: sa.client_secret.require(path)?,
+                    target_org_id: sa.target_org_id.require(path)?,
+                };
+                match self.api.mint(pat, &req).await {
+                    Ok(grant) => {
+                        let level = if renewed {
+                            Level::IntegrationRefreshToken
+                        } else {
+                            Level::PersonalAccessToken
+                        };
+                        return Ok(self.done(level, trigger, &grant, renewed));
+                    }
+                    Err(e) if e.is_transient() => {
+                        return Err(self.transient(Level::PersonalAccessToken, e));
+                    }
+                    Err(error) => {
+                        // Only a rejected personal token (401) is one that
+                        // level 3 can renew; a 403 (scope, or no Full Admin
+                        // authorization) or 404 (app id) would fail again.
+                        let renewable = matches!(error, ApiError::Rejected { .. });
+                        self.note(
+                            Level::PersonalAccessToken,
+                            AttemptResult::Rejected { error },
+                        );
+                        if !renewable || renewed {
+                            break;
+                        }
+                    }
+                }
+            }
+            if renewed {
+                break;
+            }
+            // Level 3.
+            if let Some(gap) = &integration_gap {
+                self.note(
+                    Level::IntegrationRefreshToken,
+                    AttemptResult::Skipped(gap.clone()),
+                );
+                break;
+            }
+            let integ = self.config.usable_integration().expect("gap checked");
+            let client = ClientCredentials {
+                client_id: integ.client_id.require(path)?,
+                client_secret: integ.client_secret.require(path)?,
+            };
+            let rt = integ.refresh_token.require(path)?;
+            match self.api.refresh(&client, rt).await {
+                Ok(grant) => {
+                    let update = PersonalUpdate {
+                        personal_access_token: grant.access_token.clone(),
+                        personal_expires_at: grant.expires_in.map(|s| clock::after(self.now, s)),
+                        integration_refresh_expires_at: match (
+                            &grant.refresh_token,
+                            grant.refresh_token_expires_in,
+                        ) {
+                            (_, Some(s)) => Some(clock::after(self.now, s)),
+                            (None, None) => integ.refresh_expires_at,
+                            (Some(_), None) => None,
+                        },
+                        integration_refresh_token: grant.refresh_token.clone(),
+                        integration_client: None,
+                    };
+                    persist
+                        .personal_renewed(&update)
+                        .map_err(ChainError::Persist)?;
+                    self.note(Level::IntegrationRefreshToken, AttemptResult::Succeeded);
+                    personal = Some(grant.access_token);
+                    renewed = true;
+                }
+                Err(e) if e.is_transient() => {
+                    return Err(self.transient(Level::IntegrationRefreshToken, e));
+                }
+                Err(error) => {
+                    self.note(
+                        Level::IntegrationRefreshToken,
+                        AttemptResult::Rejected { error },
+                    );
+                    break;
+                }
+            }
+        }
+
+        let tried = self
+            .attempts
+            .iter()
+            .any(|a| !matches!(a.result, AttemptResult::Skipped(_)));
+        if tried {
+            Err(ChainError::Exhausted {
+                attempts: self.attempts,
+            })
+        } else {
+            Err(ChainError::NothingToTry {
+                attempts: self.attempts,
+            })
+        }
+    }
+
+    fn transient(&mut self, level: Level, error: ApiError) -> ChainError {
+        tracing::debug!("{level}: transient failure: {error}");
+        ChainError::Transient {
+            level,
+            error,
+            attempts: std::mem::take(&mut self.attempts),
+        }
+    }
+
+    fn done(
+        mut self,
+        level: Level,
+        trigger: Trigger,
+        grant: &TokenGrant,
+        renewed: bool,
+    ) -> Outcome {
+        let shown = if level == Level::IntegrationRefreshToken {
+            Level::PersonalAccessToken
+        } else {
+            level
+        };
+        self.note(shown, AttemptResult::Succeeded);
+        let tokens = self.stored.after_grant(grant, self.now);
+        if let (Some(old), Some(new)) = (&self.stored.access_token, &tokens.access_token)
+            && old.expose_secret() == new.expose_secret()
+        {
+            // Webex hands back the same token within about a day of the
+            // last refresh: that is success, not a loop.
+            tracing::info!(
+                "Webex returned the same access token as before (normal within a day of the last refresh)"
+            );
+        }
+        Outcome {
+            action: Action::Refreshed { level, trigger },
+            tokens,
+            attempts: self.attempts,
+            personal_renewed: renewed,
+            tracking_id: self.tracking_id,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,218 @@
+//! The command line, as clap types only. Nothing here reads files or the
+//! network; `settings` turns these into what the commands use.
+
+use crate::clock::parse_duration;
+use crate::names::*;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Keeps Webex service-app tokens working without a person in the loop.
+///
+/// Walks the refresh chain (service-app refresh token → personal access
+/// token → OAuth integration refresh) and keeps the tokens in an env file.
+#[derive(Debug, Parser)]
+#[command(name = "webex-token", version, about, long_about = None, max_term_width = 100)]
+#[command(
+    after_help = "Exit codes: 0 ok · 1 transient (network, 5xx, 429, lock timeout) · 2 usage · \
+3 config/input · 4 re-authorization required (run `webex-token setup-oauth`) · 5 `status --check` window"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags accepted before or after the subcommand.
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// Config file (service app and token-manager credentials)
+    #[arg(long, global = true, env = ENV_CONFIG, value_name = "PATH", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+
+    /// Env file holding the service-app tokens
+    #[arg(long, global = true, env = ENV_ENV_FILE, value_name = "PATH", default_value = DEFAULT_ENV_FILE)]
+    pub env_file: PathBuf,
+
+    /// Webex API base URL [default: config `apiBaseUrl`, else https://webexapis.com/v1]
+    #[arg(long, global = true, env = ENV_API_BASE, value_name = "URL", value_parser = parse_base_url)]
+    pub api_base: Option<String>,
+
+    /// More logging on stderr (-v: debug, -vv: trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Print nothing on success (errors still go to stderr)
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Print one JSON object on stdout instead of human text
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// How long to wait for another run holding the env file's lock
+    #[arg(long, global = true, env = ENV_LOCK_TIMEOUT, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+    pub lock_timeout: Duration,
+
+    /// How files are replaced: atomic (rename) or in-place (single-file bind mounts only)
+    #[arg(long, global = true, env = ENV_WRITE_MODE, value_enum, default_value_t = WriteModeArg::Atomic)]
+    pub write_mode: WriteModeArg,
+
+    /// Audit log (JSON lines) path, or `off` [default: beside the env file]
+    #[arg(long, global = true, env = ENV_AUDIT_LOG, value_name = "PATH|off")]
+    pub audit_log: Option<String>,
+
+    /// Log format on stderr
+    #[arg(long, global = true, env = ENV_LOG_FORMAT, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Timeout for one HTTP request to Webex
+    #[arg(long, global = true, env = ENV_HTTP_TIMEOUT, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub http_timeout: Duration,
+
+    /// Total time the retries of one request may take
+    #[arg(long, global = true, env = ENV_RETRY_BUDGET, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub retry_budget: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WriteModeArg {
+    Atomic,
+    InPlace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make sure the service-app access token works; refresh it through the chain if not
+    Refresh(RefreshArgs),
+    /// Report each token, its expiry and the refresh levels available (never writes)
+    Status(StatusArgs),
+    /// Print a working access token alone on stdout, refreshing first if needed
+    Token(TokenArgs),
+    /// Run a command with a working token in its environment
+    Exec(ExecArgs),
+    /// Print a shell completion script
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RefreshArgs {
+    /// Refresh even if the access token works
+    #[arg(long)]
+    pub force: bool,
+    /// Say what would be done; write nothing and mint nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Refresh when the access token expires within this window
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub min_valid: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Also validate the access token against GET {api-base}/dataSources
+    #[arg(long)]
+    pub online: bool,
+    /// Exit 5 if a credential that cannot renew itself expires within DURATION
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub check: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Check the token against Webex even when its stored expiry is far away
+    #[arg(long)]
+    pub validate: bool,
+    /// Refresh when the access token expires within this window
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub min_valid: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Refresh when the access token expires within this window
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub min_valid: Duration,
+    /// The command and its arguments
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+fn parse_base_url(v: &str) -> Result<String, String> {
+    let t = v.trim().trim_end_matches('/');
+    if (t.starts_with("http://") || t.starts_with("https://")) && t.len() > "https://".len() {
+        Ok(t.to_string())
+    } else {
+        Err(format!(
+            "`{v}` is not an http(s) URL; use e.g. https://webexapis.com/v1"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_before_or_after() {
+        let a = Cli::try_parse_from(["webex-token", "--env-file", "x.env", "refresh", "--force"])
+            .unwrap();
+        let b = Cli::try_parse_from(["webex-token", "refresh", "--force", "--env-file", "x.env"])
+            .unwrap();
+        assert_eq!(a.global.env_file, b.global.env_file);
+        assert_eq!(a.global.env_file, PathBuf::from("x.env"));
+    }
+
+    #[test]
+    fn durations_and_bad_values() {
+        let c = Cli::try_parse_from(["webex-token", "refresh", "--min-valid", "30m"]).unwrap();
+        match c.command {
+            Command::Refresh(r) => assert_eq!(r.min_valid, Duration::from_secs(1800)),
+            _ => panic!(),
+        }
+        let e = Cli::try_parse_from(["webex-token", "refresh", "--min-valid", "soon"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let e =
+            Cli::try_parse_from(["webex-token", "--api-base", "ftp://x", "status"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn exec_takes_the_rest() {
+        let c = Cli::try_parse_from(["webex-token", "exec", "--", "sh", "-c", "echo $X"]).unwrap();
+        match c.command {
+            Command::Exec(e) => assert_eq!(e.command.len(), 3),
+            _ => panic!(),
+        }
+        let c = Cli::try_parse_from(["webex-token", "exec", "env", "-i"]).unwrap();
+        match c.command {
+            Command::Exec(e) => assert_eq!(e.command, vec!["env", "-i"]),
+            _ => panic!(),
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! Every name the outside world sees in one place: environment variables,
+//! env-file keys, default file names. Documented in the README's
+//! configuration reference.
+
+/// Env-file key: the service-app access token.
+pub const KEY_ACCESS_TOKEN: &str = "WEBEX_SERVICE_APP_ACCESS_TOKEN";
+/// Env-file key: the service-app refresh token.
+pub const KEY_REFRESH_TOKEN: &str = "WEBEX_SERVICE_APP_REFRESH_TOKEN";
+/// Env-file key: when the access token expires (RFC 3339, UTC).
+pub const KEY_ACCESS_EXPIRES_AT: &str = "WEBEX_SERVICE_APP_ACCESS_TOKEN_EXPIRES_AT";
+/// Env-file key: when the refresh token expires (RFC 3339, UTC).
+pub const KEY_REFRESH_EXPIRES_AT: &str = "WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT";
+/// The keys the program owns in the env file, in the order it appends them.
+pub const OWNED_KEYS: [&str; 4] = [
+    KEY_ACCESS_TOKEN,
+    KEY_ACCESS_EXPIRES_AT,
+    KEY_REFRESH_TOKEN,
+    KEY_REFRESH_EXPIRES_AT,
+];
+
+/// Env var: config file path (`--config`).
+pub const ENV_CONFIG: &str = "WEBEX_TOKEN_CONFIG";
+/// Env var: env file path (`--env-file`).
+pub const ENV_ENV_FILE: &str = "WEBEX_TOKEN_ENV_FILE";
+/// Env var: API base URL (`--api-base`).
+pub const ENV_API_BASE: &str = "WEBEX_API_BASE_URL";
+/// Env var: lock wait (`--lock-timeout`).
+pub const ENV_LOCK_TIMEOUT: &str = "WEBEX_TOKEN_LOCK_TIMEOUT";
+/// Env var: HTTP request timeout (`--http-timeout`).
+pub const ENV_HTTP_TIMEOUT: &str = "WEBEX_TOKEN_HTTP_TIMEOUT";
+/// Env var: total time allowed for retries of one request (`--retry-budget`).
+pub const ENV_RETRY_BUDGET: &str = "WEBEX_TOKEN_RETRY_BUDGET";
+/// Env var: audit log path or `off` (`--audit-log`).
+pub const ENV_AUDIT_LOG: &str = "WEBEX_TOKEN_AUDIT_LOG";
+/// Env var: write mode (`--write-mode`).
+pub const ENV_WRITE_MODE: &str = "WEBEX_TOKEN_WRITE_MODE";
+/// Env var: log format (`--log-format`).
+pub const ENV_LOG_FORMAT: &str = "WEBEX_TOKEN_LOG_FORMAT";
+
+/// Hidden, for tests only: pretend "now" is this RFC 3339 instant.
+pub const ENV_TEST_NOW: &str = "WEBEX_TOKEN_TEST_NOW";
+/// Hidden, for tests only: retry at once instead of sleeping between tries.
+pub const ENV_TEST_NO_RETRY_DELAY: &str = "WEBEX_TOKEN_TEST_NO_RETRY_DELAY";
+
+/// Default config file name (relative to the working directory).
+pub const DEFAULT_CONFIG: &str = "token-config.json";
+/// Default env file name (relative to the working directory).
+pub const DEFAULT_ENV_FILE: &str = ".env";
+/// Default Webex API base URL.
+pub const DEFAULT_API_BASE: &str = "https://webexapis.com/v1";
+/// The scope the token-manager integration needs.
+pub const SCOPE_APPLICATIONS_TOKEN: &str = "spark:applications_token";

@@ -1,0 +1,243 @@
+//! Everything written to stdout: human text or one JSON object (with
+//! `schemaVersion`). Logs and errors go to stderr; nothing else in the
+//! program prints to stdout.
+
+use crate::chain::{Action, Attempt, AttemptResult, Outcome, StoredTokens, Validation};
+use crate::clock;
+use crate::error::Error;
+use crate::secret::{SecretString, fingerprint};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+
+/// Version of every `--json` shape; bumped only on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// How results are shown.
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    pub json: bool,
+    pub quiet: bool,
+    pub color: bool,
+}
+
+impl Printer {
+    pub fn new(json: bool, quiet: bool) -> Printer {
+        let color = !json
+            && std::io::stdout().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        Printer { json, quiet, color }
+    }
+
+    fn emit_json(&self, v: &Value) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{v}");
+    }
+
+    fn emit_text(&self, text: &str) {
+        if self.quiet {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{text}");
+    }
+
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+
+    /// Result of `refresh`.
+    pub fn refresh(&self, o: &Outcome, now: Timestamp, env_path: &Path, config_path: &Path) {
+        if self.json {
+            self.emit_json(&refresh_json(o, now, env_path, config_path));
+            return;
+        }
+        let exp = expiry_text(o.tokens.access_expires_at, now);
+        let text = match &o.action {
+            Action::Kept(v) => {
+                let how = match v {
+                    Validation::Checked => "works (checked with Webex)",
+                    Validation::CheckedWithoutScope => {
+                        "works (Webex accepted it, but it lacks a data-source scope)"
+                    }
+                    Validation::TrustedExpiry => "is fresh",
+                    Validation::JustRefreshed => "was just refreshed by another run",
+                };
+                format!("{} the access token {how}; {exp}", self.paint("32", "ok:"))
+            }
+            Action::Refreshed { level, .. } => {
+                let mut s = format!("{} refreshed via {level}; {exp}", self.paint("32", "ok:"));
+                if o.personal_renewed {
+                    s.push_str(&format!(
+                        "\n    the personal access token was renewed through the integration and saved in {}",
+                        config_path.display()
+                    ));
+                }
+                s
+            }
+            Action::WouldRefresh { level, trigger } => format!(
+                "dry run: would refresh via {level}, because {trigger}; nothing was written"
+            ),
+        };
+        self.emit_text(&text);
+    }
+
+    /// Output of `token`: the token alone (or JSON with it).
+    pub fn token(&self, token: &SecretString, expires: Option<Timestamp>, now: Timestamp) {
+        use crate::secret::ExposeSecret;
+        if self.json {
+            let mut v = token_json(Some(token), expires, now);
+            v["schemaVersion"] = json!(SCHEMA_VERSION);
+            v["command"] = json!("token");
+            v["accessToken"] = json!(token.expose_secret());
+            self.emit_json(&v);
+        } else {
+            // `token` prints its token even with -q: it is the result.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", token.expose_secret());
+        }
+    }
+
+    /// Any JSON report (status and friends) or its human text.
+    pub fn report(&self, json_value: &Value, human: &str) {
+        if self.json {
+            self.emit_json(json_value);
+        } else {
+            self.emit_text(human);
+        }
+    }
+
+    /// An error: always on stderr; with `--json` also as an object on stdout.
+    pub fn error(&self, command: &str, err: &Error) {
+        let mut e = std::io::stderr().lock();
+        let _ = writeln!(e, "error: {err}");
+        for d in err.details() {
+            let _ = writeln!(e, "  {d}");
+        }
+        if let Some(h) = err.hint() {
+            let _ = writeln!(e, "hint: {h}");
+        }
+        if self.json {
+            self.emit_json(&json!({
+                "schemaVersion": SCHEMA_VERSION,
+                "command": command,
+                "ok": false,
+                "exitCode": err.exit_code(),
+                "error": {
+                    "kind": err.kind(),
+                    "message": err.to_string(),
+                    "details": err.details(),
+                    "hint": err.hint(),
+                }
+            }));
+        }
+    }
+}
+
+/// "expires 2026-12-07T19:00:00Z (in 13d 23h)" or "expiry unknown".
+pub fn expiry_text(at: Option<Timestamp>, now: Timestamp) -> String {
+    match at {
+        Some(t) => format!(
+            "expires {} ({})",
+            clock::format_utc(t),
+            clock::human_left(clock::seconds_until(now, t))
+        ),
+        None => "expiry unknown".into(),
+    }
+}
+
+/// The JSON view of one credential.
+pub fn token_json(t: Option<&SecretString>, exp: Option<Timestamp>, now: Timestamp) -> Value {
+    json!({
+        "present": t.is_some(),
+        "fingerprint": t.map(fingerprint),
+        "expiresAt": exp.map(clock::format_utc),
+        "secondsLeft": exp.map(|e| clock::seconds_until(now, e)),
+        "expired": exp.map(|e| e <= now),
+    })
+}
+
+pub fn attempts_json(attempts: &[Attempt]) -> Value {
+    Value::Array(
+        attempts
+            .iter()
+            .map(|a| {
+                let (result, detail, status, tracking) = match &a.result {
+                    AttemptResult::Skipped(why) => ("skipped", Some(why.clone()), None, None),
+                    AttemptResult::Rejected { error } => (
+                        "rejected",
+                        Some(error.to_string()),
+                        error.status(),
+                        error.tracking_id().map(str::to_string),
+                    ),
+                    AttemptResult::Succeeded => ("succeeded", None, None, None),
+                };
+                json!({
+                    "level": a.level.number(),
+                    "name": a.level.name(),
+                    "result": result,
+                    "detail": detail,
+                    "httpStatus": status,
+                    "trackingId": tracking,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn tokens_json(t: &StoredTokens, now: Timestamp) -> (Value, Value) {
+    (
+        token_json(t.access_token.as_ref(), t.access_expires_at, now),
+        token_json(t.refresh_token.as_ref(), t.refresh_expires_at, now),
+    )
+}
+
+/// The `refresh --json` shape.
+pub fn refresh_json(o: &Outcome, now: Timestamp, env_path: &Path, config_path: &Path) -> Value {
+    let (action, level, validation, trigger) = match &o.action {
+        Action::Kept(v) => (
+            "none",
+            None,
+            Some(match v {
+                Validation::Checked => "checked",
+                Validation::CheckedWithoutScope => "checked_without_scope",
+                Validation::TrustedExpiry => "trusted_expiry",
+                Validation::JustRefreshed => "just_refreshed",
+            }),
+            None,
+        ),
+        Action::Refreshed { level, trigger } => (
+            "refreshed",
+            Some(level.number()),
+            None,
+            Some(trigger.to_string()),
+        ),
+        Action::WouldRefresh { level, trigger } => (
+            "would_refresh",
+            Some(level.number()),
+            None,
+            Some(trigger.to_string()),
+        ),
+    };
+    let (access, refresh) = tokens_json(&o.tokens, now);
+    json!({
+        "schemaVersion": SCHEMA_VERSION,
+        "command": "refresh",
+        "ok": true,
+        "action": action,
+        "level": level,
+        "validation": validation,
+        "reason": trigger,
+        "personalTokenRenewed": o.personal_renewed,
+        "accessToken": access,
+        "refreshToken": refresh,
+        "attempts": attempts_json(&o.attempts),
+        "envFile": env_path.display().to_string(),
+        "configFile": config_path.display().to_string(),
+    })
+}

@@ -1,0 +1,76 @@
+//! Secrets and how people get to see them.
+//!
+//! Every token, client secret and authorization code lives in a
+//! [`SecretString`] from the moment it is read. Its `Debug` prints
+//! `[REDACTED]`, it has no `Display`, and the value only comes out through
+//! [`ExposeSecret::expose_secret`], which the code calls only where a value is
+//! sent to Webex or written to a file. What a person sees is a
+//! [`fingerprint`]: a short hash, never part of the value itself.
+
+pub use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+/// A short, stable, non-reversible label for a secret, e.g. `sha256:3f9a1c2b`.
+///
+/// Why a hash and not the last four characters: Webex tokens end with the
+/// organization id (`..._PF84_<org uuid>`), so every token of one org shares
+/// its tail, and a tail fingerprint would tell tokens apart badly. Eight hex
+/// digits of SHA-256 tell them apart and reveal nothing usable.
+pub fn fingerprint(secret: &SecretString) -> String {
+    fingerprint_str(secret.expose_secret())
+}
+
+/// [`fingerprint`] for a value that is not (yet) wrapped.
+pub fn fingerprint_str(value: &str) -> String {
+    let digest = Sha256::digest(value.as_bytes());
+    let mut out = String::from("sha256:");
+    for byte in &digest[..4] {
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out
+}
+
+/// Wraps a string into a secret.
+pub fn secret(value: impl Into<String>) -> SecretString {
+    SecretString::from(value.into())
+}
+
+/// Compares two secrets in time that does not depend on where they differ
+/// (used for OAuth `state`), so a timing side channel reveals nothing.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_is_short_and_hides_the_value() {
+        let s = secret("ZDI3MGEyYzQtNmFlNS00NDNhLWFkNzktYjUxNzQ0ZjZhYmI4_PF84_org");
+        let fp = fingerprint(&s);
+        assert_eq!(fp.len(), "sha256:".len() + 8);
+        assert!(!fp.contains("org"));
+        assert_eq!(
+            fp,
+            fingerprint_str("ZDI3MGEyYzQtNmFlNS00NDNhLWFkNzktYjUxNzQ0ZjZhYmI4_PF84_org")
+        );
+        assert_ne!(fp, fingerprint_str("another"));
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let s = secret("supersecretvalue");
+        assert!(!format!("{s:?}").contains("supersecretvalue"));
+    }
+
+    #[test]
+    fn constant_time_eq_works() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}
