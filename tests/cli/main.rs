@@ -1,1 +1,8 @@
+//! Integration tests: the real binary, in temp dirs, against a local HTTP
+//! server standing in for Webex. One test binary for all (faster links).
 
+mod common;
+
+mod chain_paths;
+mod commands;
+mod files;

@@ -1,0 +1,296 @@
+//! The test environment: a temp dir with config and env file, a mock Webex,
+//! and a run helper that scans every output for every secret it knows.
+
+#![allow(dead_code)]
+
+use assert_cmd::Command;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use tempfile::TempDir;
+use wiremock::matchers::{body_string_contains, header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+pub const SA_CLIENT_ID: &str = "Cservice-app-client-id";
+pub const SA_SECRET: &str = "SECRET-service-app-client-secret-7f3a";
+pub const APP_ID: &str = "Y2lzY29zcGFyazovL3VzL0FQUExJQ0FUSU9OL0NzZXJ2aWNl";
+pub const ORG_ID: &str = "Y2lzY29zcGFyazovL3VzL09SR0FOSVpBVElPTi9vcmc";
+pub const PAT: &str = "SECRET-personal-access-token-11aa";
+pub const INT_CLIENT_ID: &str = "Cintegration-client-id";
+pub const INT_SECRET: &str = "SECRET-integration-client-secret-22bb";
+pub const INT_REFRESH: &str = "SECRET-integration-refresh-token-33cc";
+pub const OLD_ACCESS: &str = "SECRET-old-access-token-44dd";
+pub const OLD_REFRESH: &str = "SECRET-old-refresh-token-55ee";
+
+pub struct TestEnv {
+    pub dir: TempDir,
+    pub server: MockServer,
+    pub secrets: Vec<String>,
+}
+
+impl TestEnv {
+    pub async fn new() -> TestEnv {
+        let env = TestEnv {
+            dir: tempfile::tempdir().unwrap(),
+            server: MockServer::start().await,
+            secrets: vec![
+                SA_SECRET, PAT, INT_SECRET, INT_REFRESH, OLD_ACCESS, OLD_REFRESH,
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        };
+        env.write_config(&default_config(true));
+        env
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn env_path(&self) -> PathBuf {
+        self.path(".env")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path("token-config.json")
+    }
+
+    pub fn write_config(&self, v: &Value) {
+        std::fs::write(self.config_path(), serde_json::to_string_pretty(v).unwrap()).unwrap();
+    }
+
+    pub fn write_env(&self, text: &str) {
+        std::fs::write(self.env_path(), text).unwrap();
+    }
+
+    pub fn read_env(&self) -> String {
+        std::fs::read_to_string(self.env_path()).unwrap()
+    }
+
+    pub fn read_config(&self) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(self.config_path()).unwrap()).unwrap()
+    }
+
+    /// Values the env file holds, read the way dotenvy reads them.
+    pub fn env_values(&self) -> std::collections::HashMap<String, String> {
+        dotenvy::from_path_iter(self.env_path())
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
+    pub fn base(&self) -> String {
+        format!("{}/v1", self.server.uri())
+    }
+
+    /// The binary, in the temp dir, with a scrubbed environment.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("webex-token").unwrap();
+        c.current_dir(self.dir.path());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("WEBEX_") || k == "RUST_LOG" || k == "NO_COLOR" {
+                c.env_remove(k);
+            }
+        }
+        c.env("WEBEX_API_BASE_URL", self.base())
+            .env("WEBEX_TOKEN_TEST_NO_RETRY_DELAY", "1")
+            .env("RUST_BACKTRACE", "0")
+            .env("HOME", self.dir.path());
+        c
+    }
+
+    /// Runs with `args` (plus -vv unless `quiet_logs`), checks that no
+    /// known secret appears in stdout or stderr, returns the output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_allowing(args, &[])
+    }
+
+    /// Like [`run`], but `allowed_on_stdout` may appear on stdout (the
+    /// token `token` was asked for).
+    pub fn run_allowing(&self, args: &[&str], allowed_on_stdout: &[&str]) -> Output {
+        let mut c = self.cmd();
+        c.args(args);
+        if !args.contains(&"-q") && !args.iter().any(|a| a.starts_with("-v")) {
+            c.arg("-vv");
+        }
+        let out = c.output().unwrap();
+        self.assert_no_secrets(&out, allowed_on_stdout);
+        out
+    }
+
+    pub fn assert_no_secrets(&self, out: &Output, allowed_on_stdout: &[&str]) {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for s in &self.secrets {
+            assert!(!stderr.contains(s.as_str()), "secret {s} leaked on stderr:\n{stderr}");
+            if !allowed_on_stdout.contains(&s.as_str()) {
+                assert!(!stdout.contains(s.as_str()), "secret {s} leaked on stdout:\n{stdout}");
+            }
+        }
+        // Audit log: never a secret either.
+        if let Ok(audit) = std::fs::read_to_string(self.path(".env.audit.jsonl")) {
+            for s in &self.secrets {
+                assert!(!audit.contains(s.as_str()), "secret {s} in the audit log");
+            }
+        }
+    }
+
+    /// Registers a token value a mock will hand out, so scans look for it.
+    pub fn secret(&mut self, s: &str) -> String {
+        self.secrets.push(s.to_string());
+        s.to_string()
+    }
+
+    pub async fn requests(&self) -> Vec<wiremock::Request> {
+        self.server.received_requests().await.unwrap_or_default()
+    }
+
+    pub async fn count(&self, m: &str, p: &str) -> usize {
+        self.requests()
+            .await
+            .iter()
+            .filter(|r| r.method.as_str() == m && r.url.path() == p)
+            .count()
+    }
+
+    // ---- mocks ----
+
+    pub async fn mock_validate(&self, token: &str, status: u16) {
+        let body = if status == 200 {
+            json!({"items": []})
+        } else {
+            webex_error("The request requires a valid access token set in the Authorization request header.")
+        };
+        Mock::given(method("GET"))
+            .and(path("/v1/dataSources"))
+            .and(header("authorization", format!("Bearer {token}").as_str()))
+            .respond_with(ResponseTemplate::new(status).set_body_json(body))
+            .mount(&self.server)
+            .await;
+    }
+
+    /// `POST /access_token` for `client_id` + `refresh_token` answers `resp`.
+    pub async fn mock_refresh(&self, client_id: &str, refresh_token: &str, resp: ResponseTemplate) {
+        Mock::given(method("POST"))
+            .and(path("/v1/access_token"))
+            .and(body_string_contains(format!("client_id={}", urlenc(client_id)).as_str()))
+            .and(body_string_contains(format!("refresh_token={}", urlenc(refresh_token)).as_str()))
+            .and(body_string_contains("grant_type=refresh_token"))
+            .respond_with(resp)
+            .mount(&self.server)
+            .await;
+    }
+
+    /// `POST /applications/{appId}/token` with bearer `pat` answers `resp`.
+    pub async fn mock_mint(&self, pat: &str, resp: ResponseTemplate) {
+        Mock::given(method("POST"))
+            .and(path(format!("/v1/applications/{APP_ID}/token").as_str()))
+            .and(header("authorization", format!("Bearer {pat}").as_str()))
+            .respond_with(resp)
+            .mount(&self.server)
+            .await;
+    }
+}
+
+pub fn urlenc(s: &str) -> String {
+    form_urlencoded(s)
+}
+
+fn form_urlencoded(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => out.push(b as char),
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+pub fn default_config(with_integration: bool) -> Value {
+    let mut v = json!({
+        "serviceApp": {
+            "appId": APP_ID,
+            "clientId": SA_CLIENT_ID,
+            "clientSecret": SA_SECRET,
+            "targetOrgId": ORG_ID,
+        },
+        "tokenManager": {
+            "personalAccessToken": PAT,
+        },
+        "customKey": {"kept": true},
+    });
+    if with_integration {
+        v["tokenManager"]["integration"] = json!({
+            "clientId": INT_CLIENT_ID,
+            "clientSecret": INT_SECRET,
+            "refreshToken": INT_REFRESH,
+        });
+    }
+    v
+}
+
+pub fn webex_error(message: &str) -> Value {
+    json!({
+        "message": message,
+        "errors": [{"description": message}],
+        "trackingId": "ROUTER_TEST_TRACKING_1",
+    })
+}
+
+pub fn oauth_error(code: &str) -> ResponseTemplate {
+    ResponseTemplate::new(400).set_body_json(json!({
+        "error": code,
+        "message": "The refresh token provided is expired, revoked, malformed, or invalid.",
+        "trackingId": "ROUTER_TEST_TRACKING_2",
+    }))
+}
+
+pub fn token_response(access: &str, expires_in: u64, refresh: Option<(&str, u64)>) -> ResponseTemplate {
+    let mut v = json!({
+        "access_token": access,
+        "expires_in": expires_in,
+        "token_type": "Bearer",
+    });
+    if let Some((r, e)) = refresh {
+        v["refresh_token"] = json!(r);
+        v["refresh_token_expires_in"] = json!(e);
+    }
+    ResponseTemplate::new(200).set_body_json(v)
+}
+
+/// An RFC 3339 UTC instant `secs` from now.
+pub fn in_secs(secs: i64) -> String {
+    let t = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(secs);
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+pub fn env_with(access: &str, access_exp: Option<&str>, refresh: Option<&str>) -> String {
+    let mut s = format!("WEBEX_SERVICE_APP_ACCESS_TOKEN={access}\n");
+    if let Some(e) = access_exp {
+        s.push_str(&format!("WEBEX_SERVICE_APP_ACCESS_TOKEN_EXPIRES_AT={e}\n"));
+    }
+    if let Some(r) = refresh {
+        s.push_str(&format!("WEBEX_SERVICE_APP_REFRESH_TOKEN={r}\n"));
+    }
+    s
+}
+
+pub fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
