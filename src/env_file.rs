@@ -815,3 +815,458 @@ fn substitute(subst: &HashMap<String, Option<String>>, name: &str, out: &mut Str
         out.push_str(v);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const A: &str = "WEBEX_SERVICE_APP_ACCESS_TOKEN";
+    const R: &str = "WEBEX_SERVICE_APP_REFRESH_TOKEN";
+    const AE: &str = "WEBEX_SERVICE_APP_ACCESS_TOKEN_EXPIRES_AT";
+    const RE: &str = "WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT";
+    const TOKEN: &str = "ZDI3MGEyYzQtNmFlNS00NDNhLWFlNzAtZGVhMjVmMGY2ZTg2NjYy_PF84_1eb65fdf-9643-417f-9974-ad72cae0e10f";
+
+    fn path() -> PathBuf {
+        PathBuf::from("/abs/.env")
+    }
+
+    fn doc(bytes: &[u8]) -> EnvDocument {
+        EnvDocument::parse(bytes.to_vec(), &path()).expect("parses")
+    }
+
+    /// What dotenvy reads: all pairs in order. `from_read_iter` does not skip
+    /// a BOM (only `load`/`from_path` do), so strip it like they do.
+    fn dotenvy_pairs(bytes: &[u8]) -> Vec<(String, String)> {
+        let body = bytes.strip_prefix(BOM).unwrap_or(bytes);
+        dotenvy::from_read_iter(body)
+            .collect::<Result<Vec<_>, _>>()
+            .expect("dotenvy parses")
+    }
+
+    /// Bytes outside the entries of `keys` (each entry's text up to its line
+    /// terminator), in order.
+    fn gaps(d: &EnvDocument, keys: &[&str], limit: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut cursor = 0;
+        for e in d
+            .entries
+            .iter()
+            .filter(|e| keys.contains(&e.key.as_str()))
+            .take(limit)
+        {
+            out.push(d.bytes[cursor..e.start].to_vec());
+            cursor = e.term_start;
+        }
+        out.push(d.bytes[cursor..].to_vec());
+        out
+    }
+
+    /// Check every property of a render: updated keys read back exactly (all
+    /// occurrences), other keys unchanged, bytes outside updated entries
+    /// unchanged, re-render idempotent.
+    fn check_render(original: &[u8], updates: &[(&str, &str)]) -> Result<(), TestCaseError> {
+        let before = doc(original);
+        let rendered = before.render_with(updates);
+        let after = EnvDocument::parse(rendered.clone(), &path())
+            .map_err(|e| TestCaseError::fail(format!("rendered file does not parse: {e}")))?;
+        let keys: Vec<&str> = updates.iter().map(|u| u.0).collect();
+        let want = |k: &str| updates.iter().rev().find(|u| u.0 == k).map(|u| u.1);
+
+        let old_pairs = dotenvy_pairs(original);
+        let new_pairs = dotenvy_pairs(&rendered);
+        for k in &keys {
+            let vals: Vec<&String> = new_pairs
+                .iter()
+                .filter(|p| p.0 == *k)
+                .map(|p| &p.1)
+                .collect();
+            prop_assert!(!vals.is_empty(), "key {} missing", k);
+            for v in vals {
+                prop_assert_eq!(Some(v.as_str()), want(k));
+            }
+            let got = after.get(k);
+            prop_assert_eq!(got.as_deref(), want(k));
+        }
+        let others = |pairs: &[(String, String)]| {
+            pairs
+                .iter()
+                .filter(|p| !keys.contains(&p.0.as_str()))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        prop_assert_eq!(others(&old_pairs), others(&new_pairs));
+
+        // Byte preservation outside the updated entries.
+        let n = before
+            .entries
+            .iter()
+            .filter(|e| keys.contains(&e.key.as_str()))
+            .count();
+        let g_old = gaps(&before, &keys, n);
+        let g_new = gaps(&after, &keys, n);
+        prop_assert_eq!(g_old.len(), g_new.len());
+        let last = g_old.len() - 1;
+        prop_assert_eq!(&g_old[..last], &g_new[..last]);
+        prop_assert!(g_new[last].starts_with(&g_old[last]), "tail changed");
+
+        // Idempotent.
+        prop_assert_eq!(after.render_with(updates), rendered);
+        Ok(())
+    }
+
+    const MESSY: &str = "# Webex settings\n\
+\n\
+   # indented comment with 'quote\n\
+export WEBEX_SERVICE_APP_ACCESS_TOKEN=old-access # note\n\
+OTHER='single quoted $NOT'\n\
+  export   SPACED = \"double \\\"q\\\" \\$x\"\n\
+MULTI=\"line one\n\
+line two # not a comment\n\
+line three\"\n\
+WEBEX_SERVICE_APP_REFRESH_TOKEN='multi\n\
+line refresh'\n\
+EMPTY=\n\
+HASH=a#b\n\
+WEBEX_SERVICE_APP_ACCESS_TOKEN=\"second\"\n\
+dotted.key=1\n\
+TAIL=last";
+
+    fn owned_updates() -> Vec<(&'static str, &'static str)> {
+        vec![
+            (A, TOKEN),
+            (R, "new'refresh\"$HOME\\ with # hash\nand newline"),
+            (AE, "2026-03-21T10:00:00Z"),
+            (RE, "2026-06-19T10:00:00+00:00"),
+        ]
+    }
+
+    #[test]
+    fn messy_lf_file_keeps_every_other_byte() {
+        let rendered = doc(MESSY.as_bytes()).render_with(&owned_updates());
+        let text = String::from_utf8(rendered.clone()).unwrap();
+        let expected = format!(
+            "# Webex settings\n\
+\n\
+   # indented comment with 'quote\n\
+export WEBEX_SERVICE_APP_ACCESS_TOKEN={TOKEN} # note\n\
+OTHER='single quoted $NOT'\n\
+  export   SPACED = \"double \\\"q\\\" \\$x\"\n\
+MULTI=\"line one\n\
+line two # not a comment\n\
+line three\"\n\
+WEBEX_SERVICE_APP_REFRESH_TOKEN=\"new'refresh\\\"\\$HOME\\\\ with # hash\\nand newline\"\n\
+EMPTY=\n\
+HASH=a#b\n\
+WEBEX_SERVICE_APP_ACCESS_TOKEN=\"{TOKEN}\"\n\
+dotted.key=1\n\
+TAIL=last\n\
+WEBEX_SERVICE_APP_ACCESS_TOKEN_EXPIRES_AT=2026-03-21T10:00:00Z\n\
+WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT=2026-06-19T10:00:00+00:00\n"
+        );
+        assert_eq!(text, expected);
+        check_render(MESSY.as_bytes(), &owned_updates()).unwrap();
+        let d = doc(MESSY.as_bytes());
+        assert_eq!(
+            d.get(A).as_deref(),
+            Some("old-access"),
+            "first occurrence wins"
+        );
+        assert_eq!(
+            d.get("MULTI").as_deref(),
+            Some("line one\nline two # not a comment\nline three")
+        );
+        assert_eq!(d.get("OTHER").as_deref(), Some("single quoted $NOT"));
+        assert_eq!(d.get("SPACED").as_deref(), Some("double \"q\" $x"));
+        assert_eq!(d.get("EMPTY").as_deref(), Some(""));
+        assert_eq!(d.get("HASH").as_deref(), Some("a#b"));
+        assert_eq!(d.get("dotted.key").as_deref(), Some("1"));
+        assert_eq!(d.get("MISSING"), None);
+    }
+
+    #[test]
+    fn messy_crlf_file_with_bom() {
+        let crlf = format!("\u{FEFF}{}", MESSY.replace('\n', "\r\n"));
+        let rendered = doc(crlf.as_bytes()).render_with(&owned_updates());
+        assert!(rendered.starts_with(BOM));
+        let text = String::from_utf8(rendered).unwrap();
+        assert!(text.ends_with(
+            "TAIL=last\r\nWEBEX_SERVICE_APP_ACCESS_TOKEN_EXPIRES_AT=2026-03-21T10:00:00Z\r\n\
+WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT=2026-06-19T10:00:00+00:00\r\n"
+        ));
+        assert!(text.contains(&format!(
+            "export WEBEX_SERVICE_APP_ACCESS_TOKEN={TOKEN} # note\r\n"
+        )));
+        check_render(crlf.as_bytes(), &owned_updates()).unwrap();
+        // A multi-line value in a CRLF file keeps the CR (dotenvy does too).
+        assert_eq!(
+            doc(crlf.as_bytes()).get("MULTI").as_deref(),
+            Some("line one\r\nline two # not a comment\r\nline three")
+        );
+    }
+
+    #[test]
+    fn empty_and_missing_files() {
+        let d = EnvDocument::empty();
+        assert_eq!(d.get(A), None);
+        let out = d.render_with(&[(A, TOKEN), (AE, "")]);
+        assert_eq!(out, format!("{A}={TOKEN}\n{AE}=''\n").into_bytes());
+        check_render(b"", &[(A, TOKEN), (AE, "")]).unwrap();
+        check_render(b"# only a comment", &[(A, TOKEN)]).unwrap();
+        assert_eq!(
+            doc(b"# c").render_with(&[(A, "x")]),
+            b"# c\nWEBEX_SERVICE_APP_ACCESS_TOKEN=x\n".to_vec()
+        );
+        assert_eq!(
+            doc(b"\xEF\xBB\xBF").render_with(&[(A, "x")]),
+            b"\xEF\xBB\xBFWEBEX_SERVICE_APP_ACCESS_TOKEN=x\n".to_vec()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read(&dir.path().join("nope")).unwrap().is_none());
+        let err = read(dir.path()).unwrap_err();
+        assert!(matches!(err, EnvFileError::IsDirectory { .. }), "{err}");
+    }
+
+    #[test]
+    fn quoting_rules() {
+        assert_eq!(encode_value(TOKEN, QuoteStyle::Bare), TOKEN);
+        assert_eq!(
+            encode_value("2026-03-21T10:00:00Z", QuoteStyle::Bare),
+            "2026-03-21T10:00:00Z"
+        );
+        assert_eq!(encode_value("abc", QuoteStyle::Single), "'abc'");
+        assert_eq!(encode_value("abc", QuoteStyle::Double), "\"abc\"");
+        assert_eq!(encode_value("", QuoteStyle::Bare), "''");
+        assert_eq!(encode_value("a b#c$d\"", QuoteStyle::Bare), "'a b#c$d\"'");
+        assert_eq!(encode_value("it's", QuoteStyle::Single), "\"it's\"");
+        assert_eq!(encode_value("a\\b", QuoteStyle::Bare), "\"a\\\\b\"");
+        assert_eq!(encode_value("$x\n", QuoteStyle::Bare), "\"\\$x\\n\"");
+    }
+
+    #[test]
+    fn comment_kept_or_dropped_safely() {
+        // Kept.
+        let out = doc(b"K=old # note\n").render_with(&[("K", "new value")]);
+        assert_eq!(out, b"K='new value' # note\n".to_vec());
+        // The old "comment" contains a quote, so dotenvy's line splitter
+        // swallowed the next line into this entry; keeping the suffix with a
+        // value of the same shape still reads back correctly.
+        let src = b"K=old  # it's\nstill comment'\nB=2\n";
+        assert_eq!(doc(src).get("K").as_deref(), Some("old"));
+        check_render(src, &[("K", "x y")]).unwrap();
+    }
+
+    #[test]
+    fn render_without_removes_entries() {
+        let d = doc(MESSY.as_bytes());
+        let out = d.render_without(&[A, R]);
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains(A));
+        assert!(!text.contains("line refresh"));
+        assert!(text.contains("OTHER='single quoted $NOT'\n"));
+        let pairs = dotenvy_pairs(text.as_bytes());
+        assert_eq!(pairs.len(), dotenvy_pairs(MESSY.as_bytes()).len() - 3);
+    }
+
+    fn err_text(src: &[u8]) -> String {
+        EnvDocument::parse(src.to_vec(), &path())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn malformed_files_name_path_and_line_never_value() {
+        let cases: &[(&[u8], &str, &str)] = &[
+            (
+                b"A=1\nB=\"s3cr3t\nC=2\n",
+                "line 2: unterminated double quote",
+                "s3cr3t",
+            ),
+            (
+                b"A=1\n\nB='s3cr3t\n",
+                "line 3: unterminated single quote",
+                "s3cr3t",
+            ),
+            (
+                b"A=s3cr3t value\n",
+                "line 1: variable A: unquoted value contains",
+                "s3cr3t",
+            ),
+            (
+                b"# c\nA=s3cr3t\\q\n",
+                "line 2: variable A: unsupported backslash escape",
+                "s3cr3t",
+            ),
+            (
+                b"A=1\n1s3cr3t=2\n",
+                "line 2: expected a variable name",
+                "s3cr3t",
+            ),
+            (b"A s3cr3t\n", "line 1: expected `=`", "s3cr3t"),
+            (b"A=${s3cr3t\n", "line 1: unterminated ${...}", "s3cr3t"),
+            (
+                b"A=s3cr3t ",
+                "line 1: last line ends with a single space",
+                "s3cr3t",
+            ),
+            (
+                b"A=1\nB=ok\nC=s3cr3t\xff\n",
+                "line 3: is not valid UTF-8",
+                "s3cr3t",
+            ),
+        ];
+        for (src, want, secret) in cases {
+            let msg = err_text(src);
+            assert!(msg.starts_with("env file /abs/.env: "), "{msg}");
+            assert!(msg.contains(want), "{msg:?} lacks {want:?}");
+            assert!(!msg.contains(secret), "{msg} leaks the value");
+            // dotenvy agrees that these are malformed.
+            let body = src.strip_prefix(BOM).unwrap_or(src);
+            assert!(
+                dotenvy::from_read_iter(body).any(|r| r.is_err()),
+                "dotenvy accepts {:?}",
+                String::from_utf8_lossy(src)
+            );
+        }
+        // `read` gives the same errors for a real file.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(".env");
+        std::fs::write(&p, b"A=1\nB=\"s3cr3t\n").unwrap();
+        let msg = read(&p).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            format!(
+                "env file {}: line 2: unterminated double quote",
+                p.display()
+            )
+        );
+    }
+
+    // ---- property tests -------------------------------------------------
+
+    fn key_strategy() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(A.to_string()),
+            Just(R.to_string()),
+            Just(AE.to_string()),
+            Just(RE.to_string()),
+            "[A-Z_][A-Z0-9_.]{0,6}",
+        ]
+    }
+
+    /// A value written in one of the ways a human might write it.
+    fn written_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            "[A-Za-z0-9_./:=+@,-]{1,12}",
+            "[^'\\\\\n]{0,12}".prop_map(|v| format!("'{v}'")),
+            any::<String>().prop_map(|v| double_quote(&v)),
+            // Raw newlines inside double quotes (multi-line value).
+            "[a-z \n#']{0,12}".prop_map(|v| format!("\"{v}\"")),
+        ]
+    }
+
+    fn line_strategy() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[^\r\n]{0,12}".prop_map(|c| format!("#{c}")),
+            "[ \t]{0,3}".prop_map(|ws| format!("{ws}")),
+            (
+                "[ \t]{0,2}",
+                any::<bool>(),
+                key_strategy(),
+                "[ ]{0,1}",
+                written_value(),
+                prop_oneof![Just(String::new()), "[ ]{1,2}#[^\r\n]{0,8}".prop_map(|c| c)],
+            )
+                .prop_map(|(ws, export, key, sp, value, comment)| {
+                    let export = if export { "export " } else { "" };
+                    format!("{ws}{export}{key}{sp}={sp}{value}{comment}")
+                }),
+        ]
+    }
+
+    fn file_strategy() -> impl Strategy<Value = Vec<u8>> {
+        (
+            prop::collection::vec(line_strategy(), 0..12),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(lines, crlf, trailing, bom)| {
+                let eol = if crlf { "\r\n" } else { "\n" };
+                let mut s = if bom {
+                    "\u{FEFF}".to_string()
+                } else {
+                    String::new()
+                };
+                s.push_str(&lines.join(eol));
+                if trailing && !lines.is_empty() {
+                    s.push_str(eol);
+                }
+                s.into_bytes()
+            })
+    }
+
+    fn update_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(TOKEN.to_string()),
+            Just("2026-03-21T10:00:00Z".to_string()),
+            "[A-Za-z0-9_./:=+@,-]{0,20}",
+            "[ a-z'\"$#\\\\\n\r\t{}]{0,20}",
+            any::<String>(),
+        ]
+    }
+
+    fn updates_strategy() -> impl Strategy<Value = Vec<(String, String)>> {
+        prop::collection::vec(
+            (
+                prop::sample::select(vec![A, R, AE, RE]).prop_map(String::from),
+                update_value(),
+            ),
+            1..=4,
+        )
+    }
+
+    fn parses(file: &[u8]) -> bool {
+        let body = file.strip_prefix(BOM).unwrap_or(file);
+        EnvDocument::parse(file.to_vec(), &path()).is_ok()
+            && dotenvy::from_read_iter(body).all(|r| r.is_ok())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn prop_render_round_trips(file in file_strategy(), updates in updates_strategy()) {
+            // A generated file can be malformed (e.g. a lone trailing space at
+            // EOF); our parser and dotenvy must then agree it is.
+            let body = file.strip_prefix(BOM).unwrap_or(&file);
+            let ours = EnvDocument::parse(file.clone(), &path()).is_ok();
+            let theirs = dotenvy::from_read_iter(body).all(|r| r.is_ok());
+            prop_assert_eq!(ours, theirs);
+            prop_assume!(ours);
+            let updates: Vec<(&str, &str)> = updates.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            check_render(&file, &updates)?;
+        }
+
+        #[test]
+        fn prop_render_is_idempotent(file in file_strategy(), updates in updates_strategy()) {
+            prop_assume!(parses(&file));
+            let updates: Vec<(&str, &str)> = updates.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let once = doc(&file).render_with(&updates);
+            let twice = doc(&once).render_with(&updates);
+            prop_assert_eq!(once, twice);
+        }
+
+        #[test]
+        fn prop_get_matches_dotenvy_first_wins(file in file_strategy()) {
+            prop_assume!(parses(&file));
+            let d = doc(&file);
+            let pairs = dotenvy_pairs(&file);
+            for (k, _) in &pairs {
+                let first = pairs.iter().find(|p| &p.0 == k).map(|p| p.1.clone());
+                prop_assert_eq!(d.get(k), first);
+            }
+        }
+    }
+}
