@@ -1169,14 +1169,17 @@ WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT=2026-06-19T10:00:00+00:00\r\n"
     fn line_strategy() -> impl Strategy<Value = String> {
         prop_oneof![
             "[^\r\n]{0,12}".prop_map(|c| format!("#{c}")),
-            "[ \t]{0,3}".prop_map(|ws| format!("{ws}")),
+            "[ \t]{0,3}".prop_map(|ws: String| ws),
             (
                 "[ \t]{0,2}",
                 any::<bool>(),
                 key_strategy(),
                 "[ ]{0,1}",
                 written_value(),
-                prop_oneof![Just(String::new()), "[ ]{1,2}#[^\r\n]{0,8}".prop_map(|c| c)],
+                prop_oneof![
+                    Just(String::new()),
+                    "[ ]{1,2}#[^\r\n]{0,8}".prop_map(|c: String| c)
+                ],
             )
                 .prop_map(|(ws, export, key, sp, value, comment)| {
                     let export = if export { "export " } else { "" };
