@@ -294,3 +294,176 @@ fn write_in_place(target: &Path, contents: &[u8]) -> Result<(), WriteError> {
         .map_err(|e| io_err(target, "flush it to disk", e))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn mode_of(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// Names in `dir`, sorted.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn running_as_root(dir: &Path) -> bool {
+        let probe = dir.join("probe");
+        fs::write(&probe, b"").unwrap();
+        let root = fs::metadata(&probe).unwrap().uid() == 0;
+        fs::remove_file(probe).unwrap();
+        root
+    }
+
+    #[test]
+    fn new_file_gets_0600_and_no_temp_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(".env");
+        write_file(&p, b"A=1\n", WriteMode::Atomic).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"A=1\n");
+        assert_eq!(mode_of(&p), 0o600);
+        assert_eq!(names(dir.path()), vec![".env"]);
+    }
+
+    #[test]
+    fn existing_file_keeps_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(".env");
+        fs::write(&p, b"old").unwrap();
+        fs::set_permissions(&p, Permissions::from_mode(0o640)).unwrap();
+        write_file(&p, b"new", WriteMode::Atomic).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"new");
+        assert_eq!(mode_of(&p), 0o640);
+        assert_eq!(names(dir.path()), vec![".env"]);
+    }
+
+    #[test]
+    fn symlink_is_kept_and_target_updated() {
+        let dir = tempfile::tempdir().unwrap();
+        let real_dir = dir.path().join("real");
+        fs::create_dir(&real_dir).unwrap();
+        let target = real_dir.join("secrets.env");
+        fs::write(&target, b"old").unwrap();
+        fs::set_permissions(&target, Permissions::from_mode(0o640)).unwrap();
+        let link = dir.path().join(".env");
+        symlink("real/secrets.env", &link).unwrap(); // relative link
+        write_file(&link, b"new", WriteMode::Atomic).unwrap();
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(
+            fs::read_link(&link).unwrap(),
+            PathBuf::from("real/secrets.env")
+        );
+        assert_eq!(fs::read(&target).unwrap(), b"new");
+        assert_eq!(mode_of(&target), 0o640);
+        assert_eq!(names(&real_dir), vec!["secrets.env"]);
+
+        // A dangling link creates its target.
+        let dangling = dir.path().join("dangling");
+        symlink(real_dir.join("new.env"), &dangling).unwrap();
+        write_file(&dangling, b"x", WriteMode::Atomic).unwrap();
+        assert_eq!(fs::read(real_dir.join("new.env")).unwrap(), b"x");
+        assert_eq!(mode_of(&real_dir.join("new.env")), 0o600);
+    }
+
+    #[test]
+    fn failures_leave_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+
+        // Parent is a regular file: cannot even create the temp file.
+        let file = dir.path().join("plain");
+        fs::write(&file, b"keep").unwrap();
+        let err = write_file(&file.join(".env"), b"x", WriteMode::Atomic).unwrap_err();
+        assert!(err.to_string().contains("plain/.env"), "{err}");
+        assert_eq!(fs::read(&file).unwrap(), b"keep");
+
+        // Target is a directory.
+        let sub = dir.path().join("sub");
+        fs::create_dir(&sub).unwrap();
+        fs::write(sub.join("inner"), b"").unwrap();
+        let err = write_file(&sub, b"x", WriteMode::Atomic).unwrap_err();
+        assert!(matches!(err, WriteError::IsDirectory { .. }), "{err}");
+
+        // The rename itself fails (a non-empty directory cannot be replaced
+        // by a file): the temp file was written and must be removed again.
+        let err = write_atomic(&sub, b"x", None).unwrap_err();
+        assert!(err.to_string().contains("rename"), "{err}");
+        assert_eq!(names(dir.path()), vec!["plain", "sub"]);
+
+        // Read-only directory. Root ignores directory permissions, so this
+        // part only runs as an ordinary user.
+        if !running_as_root(dir.path()) {
+            let ro = dir.path().join("ro");
+            fs::create_dir(&ro).unwrap();
+            fs::write(ro.join(".env"), b"old").unwrap();
+            fs::set_permissions(&ro, Permissions::from_mode(0o500)).unwrap();
+            let err = write_file(&ro.join(".env"), b"new", WriteMode::Atomic).unwrap_err();
+            fs::set_permissions(&ro, Permissions::from_mode(0o700)).unwrap();
+            assert!(matches!(err, WriteError::PermissionDenied { .. }), "{err}");
+            assert!(err.to_string().contains("writable"), "{err}");
+            assert_eq!(names(&ro), vec![".env"]);
+            assert_eq!(fs::read(ro.join(".env")).unwrap(), b"old");
+        }
+    }
+
+    #[test]
+    fn rename_not_possible_message_names_in_place_mode() {
+        let err = WriteError::RenameNotPossible {
+            path: PathBuf::from("/app/.env"),
+            source: io::Error::from(io::ErrorKind::ResourceBusy),
+        };
+        let msg = err.to_string();
+        assert!(msg.starts_with("cannot replace /app/.env"), "{msg}");
+        assert!(msg.contains("--write-mode in-place"), "{msg}");
+    }
+
+    #[test]
+    fn in_place_writes_backup_and_keeps_inode_and_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(".env");
+        fs::write(&p, b"A=a-long-old-value\n").unwrap();
+        fs::set_permissions(&p, Permissions::from_mode(0o640)).unwrap();
+        let inode = fs::metadata(&p).unwrap().ino();
+
+        write_file(&p, b"A=short\n", WriteMode::InPlace).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"A=short\n");
+        assert_eq!(mode_of(&p), 0o640);
+        assert_eq!(
+            fs::metadata(&p).unwrap().ino(),
+            inode,
+            "same file, not replaced"
+        );
+
+        let bak = dir.path().join(".env.webex-token.bak");
+        assert_eq!(backup_path(&p), bak);
+        assert_eq!(fs::read(&bak).unwrap(), b"A=a-long-old-value\n");
+        assert_eq!(mode_of(&bak), 0o600);
+        assert_eq!(names(dir.path()), vec![".env", ".env.webex-token.bak"]);
+
+        // Growing works too, and the backup then holds the previous version.
+        write_file(&p, b"A=a-much-longer-new-value\n", WriteMode::InPlace).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"A=a-much-longer-new-value\n");
+        assert_eq!(fs::read(&bak).unwrap(), b"A=short\n");
+    }
+
+    #[test]
+    fn in_place_creates_missing_file_0600_without_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(".env");
+        write_file(&p, b"A=1\n", WriteMode::InPlace).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"A=1\n");
+        assert_eq!(mode_of(&p), 0o600);
+        assert_eq!(names(dir.path()), vec![".env"]);
+    }
+}
