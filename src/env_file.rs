@@ -49,7 +49,7 @@ pub enum EnvFileError {
     #[error("env file {}: is a directory, not a file", path.display())]
     IsDirectory { path: PathBuf },
     /// The file is not valid UTF-8.
-    #[error("env file {}: line {line}: is not valid UTF-8 (save the file as UTF-8)", path.display())]
+    #[error("env file {}: line {line}: not valid UTF-8 (save the file as UTF-8)", path.display())]
     NotUtf8 { path: PathBuf, line: usize },
     /// dotenvy would reject the file.
     #[error("env file {}: line {line}: {problem}", path.display())]
@@ -1054,6 +1054,15 @@ WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT=2026-06-19T10:00:00+00:00\r\n"
         let src = b"K=old  # it's\nstill comment'\nB=2\n";
         assert_eq!(doc(src).get("K").as_deref(), Some("old"));
         check_render(src, &[("K", "x y")]).unwrap();
+        // Dropped: dotenvy's line splitter treats `\'` inside single quotes
+        // as an escape but its value parser does not, so the old entry runs
+        // on through the quote in its comment. Keeping that comment after a
+        // new value would swallow the next line, so the comment goes.
+        let src = b"K='a\\'  # x'\nB=2\n";
+        assert_eq!(doc(src).get("K").as_deref(), Some("a\\"));
+        let out = doc(src).render_with(&[("K", "new")]);
+        assert_eq!(out, b"K='new'\nB=2\n".to_vec());
+        check_render(src, &[("K", "new")]).unwrap();
     }
 
     #[test]
@@ -1111,7 +1120,7 @@ WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT=2026-06-19T10:00:00+00:00\r\n"
             ),
             (
                 b"A=1\nB=ok\nC=s3cr3t\xff\n",
-                "line 3: is not valid UTF-8",
+                "line 3: not valid UTF-8",
                 "s3cr3t",
             ),
         ];
@@ -1163,6 +1172,10 @@ WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT=2026-06-19T10:00:00+00:00\r\n"
             any::<String>().prop_map(|v| double_quote(&v)),
             // Raw newlines inside double quotes (multi-line value).
             "[a-z \n#']{0,12}".prop_map(|v| format!("\"{v}\"")),
+            // Backslashes in single quotes (dotenvy's splitter and parser
+            // disagree about them), escapes and substitutions in bare values.
+            "[a\\\\ #]{0,6}".prop_map(|v| format!("'{v}'")),
+            "([a-z]|\\\\[ $n]|\\$[A-Z]{1,3}|\\$\\{[A-Z]{0,3}\\}){1,4}",
         ]
     }
 
