@@ -3,6 +3,7 @@
 
 use crate::chain::{AttemptResult, ChainError, Level};
 use crate::config::ConfigError;
+use crate::env_file::EnvFileError;
 use crate::store::StoreError;
 use crate::webex::ApiError;
 
@@ -105,9 +106,11 @@ impl Error {
         match self {
             Error::Config(e) => Some(e.hint()),
             Error::Chain(ChainError::Config(e)) => Some(e.hint()),
-            Error::Store(StoreError::EnvFile(_)) => Some(
-                "fix the env file by hand (it must parse as a .env file); nothing was changed".into(),
-            ),
+            Error::Store(StoreError::EnvFile(e)) => Some(match e {
+                EnvFileError::Read { .. } => "check the path (--env-file / WEBEX_TOKEN_ENV_FILE) and its permissions".into(),
+                EnvFileError::IsDirectory { .. } => "point --env-file at a file (it is created on the first refresh)".into(),
+                _ => "fix the env file by hand (it must parse as a .env file); nothing was changed".into(),
+            }),
             Error::Store(StoreError::LockTimeout { .. }) => Some(
                 "another run is still refreshing; try again, or raise --lock-timeout".into(),
             ),

@@ -34,7 +34,12 @@ impl TestEnv {
             dir: tempfile::tempdir().unwrap(),
             server: MockServer::start().await,
             secrets: vec![
-                SA_SECRET, PAT, INT_SECRET, INT_REFRESH, OLD_ACCESS, OLD_REFRESH,
+                SA_SECRET,
+                PAT,
+                INT_SECRET,
+                INT_REFRESH,
+                OLD_ACCESS,
+                OLD_REFRESH,
             ]
             .into_iter()
             .map(String::from)
@@ -110,10 +115,11 @@ impl TestEnv {
     /// token `token` was asked for).
     pub fn run_allowing(&self, args: &[&str], allowed_on_stdout: &[&str]) -> Output {
         let mut c = self.cmd();
-        c.args(args);
+        // Global flags go before the subcommand so `exec -- CMD` keeps its own.
         if !args.contains(&"-q") && !args.iter().any(|a| a.starts_with("-v")) {
             c.arg("-vv");
         }
+        c.args(args);
         let out = c.output().unwrap();
         self.assert_no_secrets(&out, allowed_on_stdout);
         out
@@ -123,9 +129,15 @@ impl TestEnv {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         for s in &self.secrets {
-            assert!(!stderr.contains(s.as_str()), "secret {s} leaked on stderr:\n{stderr}");
+            assert!(
+                !stderr.contains(s.as_str()),
+                "secret {s} leaked on stderr:\n{stderr}"
+            );
             if !allowed_on_stdout.contains(&s.as_str()) {
-                assert!(!stdout.contains(s.as_str()), "secret {s} leaked on stdout:\n{stdout}");
+                assert!(
+                    !stdout.contains(s.as_str()),
+                    "secret {s} leaked on stdout:\n{stdout}"
+                );
             }
         }
         // Audit log: never a secret either.
@@ -160,7 +172,9 @@ impl TestEnv {
         let body = if status == 200 {
             json!({"items": []})
         } else {
-            webex_error("The request requires a valid access token set in the Authorization request header.")
+            webex_error(
+                "The request requires a valid access token set in the Authorization request header.",
+            )
         };
         Mock::given(method("GET"))
             .and(path("/v1/dataSources"))
@@ -174,8 +188,12 @@ impl TestEnv {
     pub async fn mock_refresh(&self, client_id: &str, refresh_token: &str, resp: ResponseTemplate) {
         Mock::given(method("POST"))
             .and(path("/v1/access_token"))
-            .and(body_string_contains(format!("client_id={}", urlenc(client_id)).as_str()))
-            .and(body_string_contains(format!("refresh_token={}", urlenc(refresh_token)).as_str()))
+            .and(body_string_contains(
+                format!("client_id={}", urlenc(client_id)).as_str(),
+            ))
+            .and(body_string_contains(
+                format!("refresh_token={}", urlenc(refresh_token)).as_str(),
+            ))
             .and(body_string_contains("grant_type=refresh_token"))
             .respond_with(resp)
             .mount(&self.server)
@@ -201,7 +219,9 @@ fn form_urlencoded(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                out.push(b as char)
+            }
             b' ' => out.push('+'),
             _ => out.push_str(&format!("%{b:02X}")),
         }
@@ -248,7 +268,11 @@ pub fn oauth_error(code: &str) -> ResponseTemplate {
     }))
 }
 
-pub fn token_response(access: &str, expires_in: u64, refresh: Option<(&str, u64)>) -> ResponseTemplate {
+pub fn token_response(
+    access: &str,
+    expires_in: u64,
+    refresh: Option<(&str, u64)>,
+) -> ResponseTemplate {
     let mut v = json!({
         "access_token": access,
         "expires_in": expires_in,

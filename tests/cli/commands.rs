@@ -1,0 +1,340 @@
+//! `token`, `status`, `exec`, `completions`, and the global output flags.
+
+use crate::common::*;
+use serde_json::Value;
+
+#[tokio::test]
+async fn token_with_fresh_expiry_makes_no_request_and_prints_only_the_token() {
+    let t = TestEnv::new().await;
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(86_400)),
+        Some(OLD_REFRESH),
+    ));
+    let out = t.run_allowing(&["token"], &[OLD_ACCESS]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("{OLD_ACCESS}\n"));
+    assert_eq!(t.requests().await.len(), 0);
+    assert!(!t.path(".env.lock").exists(), "the fast path takes no lock");
+}
+
+#[tokio::test]
+async fn token_refreshes_when_expired() {
+    let mut t = TestEnv::new().await;
+    let new = t.secret("SECRET-token-cmd-new");
+    t.write_env(&env_with(OLD_ACCESS, Some(&in_secs(-1)), Some(OLD_REFRESH)));
+    t.mock_refresh(
+        SA_CLIENT_ID,
+        OLD_REFRESH,
+        token_response(&new, 3600 * 24, None),
+    )
+    .await;
+    let out = t.run_allowing(&["token", "-q"], &[&new]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("{new}\n"));
+    assert_eq!(stderr(&out), "");
+    assert_eq!(t.env_values()["WEBEX_SERVICE_APP_ACCESS_TOKEN"], new);
+}
+
+#[tokio::test]
+async fn token_validate_checks_with_webex() {
+    let t = TestEnv::new().await;
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(86_400)),
+        Some(OLD_REFRESH),
+    ));
+    t.mock_validate(OLD_ACCESS, 200).await;
+    let out = t.run_allowing(&["token", "--validate"], &[OLD_ACCESS]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(t.count("GET", "/v1/dataSources").await, 1);
+}
+
+#[tokio::test]
+async fn token_failure_prints_nothing_on_stdout() {
+    let t = TestEnv::new().await;
+    t.write_env(&env_with(OLD_ACCESS, Some(&in_secs(-1)), Some(OLD_REFRESH)));
+    t.mock_refresh(SA_CLIENT_ID, OLD_REFRESH, oauth_error("invalid_grant"))
+        .await;
+    t.mock_mint(PAT, wiremock::ResponseTemplate::new(401)).await;
+    t.mock_refresh(INT_CLIENT_ID, INT_REFRESH, oauth_error("invalid_grant"))
+        .await;
+    let out = t.run(&["token"]);
+    assert_eq!(code(&out), 4);
+    assert_eq!(stdout(&out), "");
+}
+
+#[tokio::test]
+async fn status_reads_only() {
+    let t = TestEnv::new().await;
+    let env = env_with(OLD_ACCESS, Some(&in_secs(86_400)), Some(OLD_REFRESH));
+    t.write_env(&env);
+    let before = std::fs::read(t.config_path()).unwrap();
+    let out = t.run(&["status"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let s = stdout(&out);
+    assert!(s.contains("service-app access token"), "{s}");
+    assert!(s.contains("present"), "{s}");
+    assert!(s.contains("sha256:"), "{s}");
+    assert!(s.contains("next refresh would use level 1"), "{s}");
+    assert_eq!(t.requests().await.len(), 0);
+    assert_eq!(t.read_env(), env);
+    assert_eq!(std::fs::read(t.config_path()).unwrap(), before);
+    assert!(!t.path(".env.lock").exists());
+    assert!(!t.path(".env.audit.jsonl").exists());
+}
+
+#[tokio::test]
+async fn status_online_and_json() {
+    let t = TestEnv::new().await;
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(86_400)),
+        Some(OLD_REFRESH),
+    ));
+    t.mock_validate(OLD_ACCESS, 200).await;
+    let out = t.run(&["status", "--online", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["schemaVersion"], 1);
+    assert_eq!(v["command"], "status");
+    assert_eq!(v["online"]["valid"], true);
+    assert_eq!(v["credentials"]["serviceAccessToken"]["present"], true);
+    assert!(
+        v["credentials"]["serviceAccessToken"]["secondsLeft"]
+            .as_i64()
+            .unwrap()
+            > 86_000
+    );
+    assert_eq!(v["credentials"]["integrationRefreshToken"]["present"], true);
+    assert_eq!(v["nextLevel"], 1);
+    assert_eq!(t.count("GET", "/v1/dataSources").await, 1);
+}
+
+#[tokio::test]
+async fn status_check_exits_5_for_a_lapsing_refresh_token() {
+    let t = TestEnv::new().await;
+    let mut env = env_with(OLD_ACCESS, Some(&in_secs(86_400)), Some(OLD_REFRESH));
+    env.push_str(&format!(
+        "WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT={}\n",
+        in_secs(3 * 86_400)
+    ));
+    t.write_env(&env);
+    let ok = t.run(&["status", "--check", "1d"]);
+    assert_eq!(code(&ok), 0, "{}", stderr(&ok));
+    let out = t.run(&["status", "--check", "7d"]);
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("service-app refresh token"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(t.read_env(), env);
+}
+
+#[tokio::test]
+async fn refresh_json_is_one_object() {
+    let t = TestEnv::new().await;
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(86_400)),
+        Some(OLD_REFRESH),
+    ));
+    t.mock_validate(OLD_ACCESS, 200).await;
+    let out = t.run(&["--json", "refresh"]);
+    assert_eq!(code(&out), 0);
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["action"], "none");
+    assert_eq!(v["validation"], "checked");
+    assert_eq!(v["schemaVersion"], 1);
+}
+
+#[tokio::test]
+async fn error_json_on_stdout_with_exit_code() {
+    let t = TestEnv::new().await;
+    std::fs::remove_file(t.config_path()).unwrap();
+    let out = t.run(&["refresh", "--json"]);
+    assert_eq!(code(&out), 3);
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["exitCode"], 3);
+    assert_eq!(v["error"]["kind"], "config");
+}
+
+#[tokio::test]
+async fn quiet_prints_nothing_on_success() {
+    let t = TestEnv::new().await;
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(86_400)),
+        Some(OLD_REFRESH),
+    ));
+    t.mock_validate(OLD_ACCESS, 200).await;
+    let out = t.run(&["refresh", "-q"]);
+    assert_eq!(code(&out), 0);
+    assert_eq!(stdout(&out), "");
+    assert_eq!(stderr(&out), "");
+}
+
+#[tokio::test]
+async fn exec_passes_env_and_exit_code() {
+    let t = TestEnv::new().await;
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(86_400)),
+        Some(OLD_REFRESH),
+    ));
+    let out = t.run(&[
+        "exec",
+        "--",
+        "sh",
+        "-c",
+        "test \"$WEBEX_SERVICE_APP_ACCESS_TOKEN\" = \"$EXPECTED\" && echo same; exit 7",
+    ]);
+    // The env var EXPECTED is not set above; run again with it.
+    assert_eq!(code(&out), 7);
+    let out = t
+        .cmd()
+        .env("EXPECTED", OLD_ACCESS)
+        .args([
+            "exec",
+            "--",
+            "sh",
+            "-c",
+            "test \"$WEBEX_SERVICE_APP_ACCESS_TOKEN\" = \"$EXPECTED\" && echo same; exit 7",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 7);
+    assert_eq!(stdout(&out), "same\n");
+    assert_eq!(t.requests().await.len(), 0);
+    let missing = t.run(&["exec", "--", "definitely-not-a-command-xyz"]);
+    assert_eq!(code(&missing), 127, "{}", stderr(&missing));
+}
+
+#[tokio::test]
+async fn completions_generate() {
+    let t = TestEnv::new().await;
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let out = t.cmd().args(["completions", shell]).output().unwrap();
+        assert_eq!(code(&out), 0, "{shell}");
+        assert!(stdout(&out).contains("webex-token"), "{shell}");
+    }
+    let bad = t.cmd().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(code(&bad), 2);
+}
+
+#[tokio::test]
+async fn usage_errors_exit_2() {
+    let t = TestEnv::new().await;
+    for args in [
+        vec!["refresh", "--min-valid", "soon"],
+        vec!["frobnicate"],
+        vec!["refresh", "--write-mode", "sideways"],
+        vec!["--api-base", "not-a-url", "status"],
+    ] {
+        let out = t.cmd().args(&args).output().unwrap();
+        assert_eq!(code(&out), 2, "{args:?}");
+    }
+}
+
+#[tokio::test]
+async fn global_flags_after_the_subcommand_and_env_vars() {
+    let t = TestEnv::new().await;
+    std::fs::create_dir(t.path("sub")).unwrap();
+    std::fs::rename(t.config_path(), t.path("sub/cfg.json")).unwrap();
+    t.write_env(&env_with(OLD_ACCESS, Some(&in_secs(86_400)), None));
+    std::fs::rename(t.env_path(), t.path("sub/prod.env")).unwrap();
+    let out = t.run(&[
+        "status",
+        "--config",
+        "sub/cfg.json",
+        "--env-file",
+        "sub/prod.env",
+        "--json",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(v["envFile"].as_str().unwrap().ends_with("sub/prod.env"));
+    assert!(std::path::Path::new(v["envFile"].as_str().unwrap()).is_absolute());
+    let out = t
+        .cmd()
+        .env("WEBEX_TOKEN_CONFIG", t.path("sub/cfg.json"))
+        .env("WEBEX_TOKEN_ENV_FILE", t.path("sub/prod.env"))
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn other_time_zone_still_writes_utc() {
+    let mut t = TestEnv::new().await;
+    let new = t.secret("SECRET-tz");
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some("2020-01-01T10:00:00+05:00"),
+        Some(OLD_REFRESH),
+    ));
+    t.mock_refresh(
+        SA_CLIENT_ID,
+        OLD_REFRESH,
+        token_response(&new, 3600 * 24, None),
+    )
+    .await;
+    let out = t
+        .cmd()
+        .env("TZ", "America/New_York")
+        .args(["refresh"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v = t.env_values();
+    assert!(v["WEBEX_SERVICE_APP_ACCESS_TOKEN_EXPIRES_AT"].ends_with('Z'));
+}
+
+#[tokio::test]
+async fn lock_held_elsewhere_times_out_with_exit_1() {
+    let t = TestEnv::new().await;
+    let env = env_with(OLD_ACCESS, Some(&in_secs(-5)), Some(OLD_REFRESH));
+    t.write_env(&env);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(t.path(".env.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let out = t.run(&["refresh", "--lock-timeout", "300ms"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains(".env.lock"), "{}", stderr(&out));
+    assert_eq!(t.requests().await.len(), 0);
+    assert_eq!(t.read_env(), env);
+}
+
+#[tokio::test]
+async fn audit_line_for_a_refresh() {
+    let mut t = TestEnv::new().await;
+    let new = t.secret("SECRET-audited");
+    t.write_env(&env_with(OLD_ACCESS, Some(&in_secs(-5)), Some(OLD_REFRESH)));
+    t.mock_refresh(SA_CLIENT_ID, OLD_REFRESH, token_response(&new, 3600, None))
+        .await;
+    let out = t.run(&["refresh"]);
+    assert_eq!(code(&out), 0);
+    let audit = std::fs::read_to_string(t.path(".env.audit.jsonl")).unwrap();
+    let line: Value = serde_json::from_str(audit.lines().next().unwrap()).unwrap();
+    assert_eq!(line["level"], 1);
+    assert_eq!(line["outcome"], "ok");
+    assert!(
+        line["accessTokenFingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    assert_eq!(mode(&t.path(".env.audit.jsonl")), 0o600);
+    // --audit-log off writes none.
+    std::fs::remove_file(t.path(".env.audit.jsonl")).unwrap();
+    let out = t.run(&["refresh", "--force", "--audit-log", "off"]);
+    assert_eq!(code(&out), 0);
+    assert!(!t.path(".env.audit.jsonl").exists());
+}
