@@ -91,7 +91,12 @@ impl TestEnv {
 
     /// The binary, in the temp dir, with a scrubbed environment.
     pub fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("webex-token").unwrap();
+        Command::from_std(self.std_cmd())
+    }
+
+    /// Like [`cmd`], as a plain `std::process::Command` (for spawning).
+    pub fn std_cmd(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("webex-token"));
         c.current_dir(self.dir.path());
         for (k, _) in std::env::vars() {
             if k.starts_with("WEBEX_") || k == "RUST_LOG" || k == "NO_COLOR" {
