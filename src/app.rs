@@ -33,6 +33,9 @@ pub async fn run(cli: Cli) -> u8 {
             crate::completions::write(a.shell, &mut std::io::stdout());
             Ok(0)
         }
+        Command::Man => crate::completions::write_man(&mut std::io::stdout())
+            .map(|_| 0)
+            .map_err(|e| Error::Other(format!("could not write the man page: {e}"))),
     };
     match result {
         Ok(code) => code,
@@ -50,6 +53,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Token(_) => "token",
         Command::Exec(_) => "exec",
         Command::Completions(_) => "completions",
+        Command::Man => "man",
     }
 }
 

@@ -100,6 +100,8 @@ pub enum Command {
     Exec(ExecArgs),
     /// Print a shell completion script
     Completions(CompletionsArgs),
+    /// Print the man page (roff) on stdout
+    Man,
 }
 
 #[derive(Debug, Args)]

@@ -338,3 +338,75 @@ async fn audit_line_for_a_refresh() {
     assert_eq!(code(&out), 0);
     assert!(!t.path(".env.audit.jsonl").exists());
 }
+
+#[tokio::test]
+async fn man_page_generates() {
+    let t = TestEnv::new().await;
+    let out = t.cmd().arg("man").output().unwrap();
+    assert_eq!(code(&out), 0);
+    let page = stdout(&out);
+    assert!(page.starts_with(".ie") || page.contains(".TH"), "{page}");
+    assert!(page.contains("webex\\-token") || page.contains("webex-token"));
+}
+
+#[tokio::test]
+async fn log_format_json_lines_parse() {
+    let t = TestEnv::new().await;
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(86_400)),
+        Some(OLD_REFRESH),
+    ));
+    t.mock_validate(OLD_ACCESS, 200).await;
+    let out = t.run(&["-v", "--log-format", "json", "refresh"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(!err.trim().is_empty());
+    for line in err.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v.get("level").is_some(), "{line}");
+    }
+}
+
+/// Colour only on a terminal, and never with NO_COLOR. `script` (util-linux)
+/// gives the program a pseudo-terminal; without it the test says so.
+#[tokio::test]
+async fn colour_only_on_a_tty_and_never_with_no_color() {
+    let t = TestEnv::new().await;
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("`script` not installed: colour on a TTY not checked here");
+        return;
+    }
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(86_400)),
+        Some(OLD_REFRESH),
+    ));
+    t.mock_validate(OLD_ACCESS, 200).await;
+    let bin = assert_cmd::cargo::cargo_bin("webex-token");
+    let run = |no_color: bool| {
+        let mut s = std::process::Command::new("script");
+        s.current_dir(t.dir.path())
+            .env("WEBEX_API_BASE_URL", t.base())
+            .env_remove("WEBEX_TOKEN_CONFIG")
+            .env_remove("WEBEX_TOKEN_ENV_FILE")
+            .args(["-qec", &format!("{} refresh", bin.display()), "/dev/null"]);
+        if no_color {
+            s.env("NO_COLOR", "1");
+        } else {
+            s.env_remove("NO_COLOR");
+        }
+        let out = s.output().unwrap();
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        stdout(&out)
+    };
+    let coloured = run(false);
+    assert!(coloured.contains("\x1b["), "colour on a TTY: {coloured:?}");
+    let plain = run(true);
+    assert!(!plain.contains("\x1b["), "NO_COLOR honoured: {plain:?}");
+    assert!(plain.contains("works"), "{plain:?}");
+}
