@@ -74,3 +74,34 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"ab"));
     }
 }
+
+#[cfg(test)]
+mod redaction {
+    use crate::chain::StoredTokens;
+    use crate::config::PersonalUpdate;
+    use crate::secret::secret;
+    use crate::webex::grant;
+
+    /// Every type that carries a token prints a redacted form.
+    #[test]
+    fn token_carrying_types_debug_redacted() {
+        let t = StoredTokens {
+            access_token: Some(secret("AAAA-secret-access")),
+            access_expires_at: None,
+            refresh_token: Some(secret("RRRR-secret-refresh")),
+            refresh_expires_at: None,
+        };
+        let u = PersonalUpdate {
+            personal_access_token: secret("PPPP-secret-personal"),
+            personal_expires_at: None,
+            integration_refresh_token: Some(secret("IIII-secret-int")),
+            integration_refresh_expires_at: None,
+            integration_client: Some(("client".into(), secret("CCCC-secret-client"))),
+        };
+        let g = grant("GGGG-secret-grant", 1, Some(("HHHH-secret-grant-rt", 2)));
+        let shown = format!("{t:?} {u:?} {g:?}");
+        for s in ["AAAA", "RRRR", "PPPP", "IIII", "CCCC", "GGGG", "HHHH"] {
+            assert!(!shown.contains(s), "{s} leaked in {shown}");
+        }
+    }
+}
