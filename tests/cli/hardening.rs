@@ -75,7 +75,10 @@ async fn killed_runs_never_leave_a_partial_file() {
     )
     .await;
     // CRASH_RUNS=500 cargo test --test cli killed_runs  for a longer soak.
-    let runs: usize = std::env::var("CRASH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
+    let runs: usize = std::env::var("CRASH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
     let mut killed = 0;
     for i in 0..runs {
         if i % 2 == 0 {
@@ -87,7 +90,9 @@ async fn killed_runs_never_leave_a_partial_file() {
             .stderr(Stdio::null());
         let mut child = c.spawn().unwrap();
         // Kill somewhere between start-up and well after the write.
-        std::thread::sleep(Duration::from_millis((i * 7 % 60) as u64 + (i / 60 % 3) as u64));
+        std::thread::sleep(Duration::from_millis(
+            (i * 7 % 60) as u64 + (i / 60 % 3) as u64,
+        ));
         if child.try_wait().unwrap().is_none() {
             killed += 1;
         }
@@ -108,9 +113,10 @@ async fn killed_runs_never_leave_a_partial_file() {
         // are a nicety; the real file is what matters.
     }
     assert!(
-        killed > 5,
-        "the test must really kill runs mid-flight ({killed})"
+        killed > runs / 8,
+        "the test must really kill runs mid-flight ({killed} of {runs})"
     );
+    eprintln!("crash test: {runs} runs, {killed} killed mid-flight, 0 partial files");
 }
 
 #[tokio::test]
