@@ -148,11 +148,14 @@ pub(crate) fn parse_urlencoded(s: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// A short, non-secret fingerprint of a token for logs: `…abcd`.
+/// A short, non-secret fingerprint of a token for logs: `sha256:1a2b3c4d`.
+/// (The last characters of a Webex token are the org id, the same for every
+/// token of an org, so "last 4 characters" would not tell tokens apart.)
 pub(crate) fn fingerprint(token: &str) -> String {
-    let n = token.chars().count();
-    let tail: String = token.chars().skip(n.saturating_sub(4)).collect();
-    format!("…{tail}")
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(token.as_bytes());
+    let hex: String = d.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 #[cfg(test)]
