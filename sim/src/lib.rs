@@ -517,7 +517,11 @@ impl Sim {
                                     .name("webex-sim-request".into())
                                     .spawn(move || server::serve_one(&inner, rq));
                             }
-                            Err(_) => break,
+                            // `unblock()` on drop, or a transient accept error
+                            // (e.g. too many open files under load): keep serving
+                            // unless we are stopping.
+                            Err(_) if stop.load(Ordering::SeqCst) => break,
+                            Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
                         }
                     }
                 })?

@@ -792,3 +792,45 @@ fn recorded_requests_and_counts() {
     s.clear_requests();
     assert!(s.requests().is_empty());
 }
+
+#[test]
+fn drop_stops_the_server() {
+    let s = sim();
+    let addr = s
+        .base_url()
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1")
+        .to_string();
+    assert!(std::net::TcpStream::connect(&addr).is_ok());
+    drop(s);
+    // tiny_http closes its listener on its own accept thread, shortly after.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::net::TcpStream::connect(&addr).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "still listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn many_concurrent_requests() {
+    let s = sim();
+    let pat = s.issue_personal_token(Duration::from_secs(3600));
+    let url = mint_url(&s);
+    let body = mint_body(&s);
+    let handles: Vec<_> = (0..32)
+        .map(|_| {
+            let (url, body, pat) = (url.clone(), body.clone(), pat.clone());
+            std::thread::spawn(move || send_json("POST", &url, Some(&pat), &body).status)
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 200);
+    }
+    assert_eq!(
+        s.count(
+            "POST",
+            &format!("/v1/applications/{}/token", s.credentials().app_id)
+        ),
+        32
+    );
+}
