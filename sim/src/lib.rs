@@ -2,6 +2,8 @@
 //! `webex-token` uses, with real state (tokens, codes, data sources), a
 //! controllable clock, request recording and fault injection.
 //!
+//! See `sim/README.md` for the endpoints, the `/_sim/` control API and the binary.
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use webex_sim::{Sim, SimOptions};
