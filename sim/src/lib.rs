@@ -442,7 +442,7 @@ impl State {
         n
     }
 
-    pub fn new_data_source(&mut self, inner: &Inner, ds: &NewDataSource) -> String {
+    pub fn new_data_source(&mut self, ds: &NewDataSource) -> String {
         let now = self.now();
         let id = util::uuid_v4();
         let nonce = util::uuid_v4();
@@ -465,7 +465,6 @@ impl State {
             updated_at: now,
         };
         d.jws = server::make_jws(&d, expiry.checked_sub(lifetime).unwrap_or(now), expiry);
-        let _ = inner;
         self.data_sources.push(d);
         id
     }
@@ -706,7 +705,7 @@ impl Sim {
     /// Creates a data source owned by the service app; returns its id.
     pub fn add_data_source(&self, ds: NewDataSource) -> String {
         let mut st = self.inner.lock();
-        st.new_data_source(&self.inner, &ds)
+        st.new_data_source(&ds)
     }
 
     /// The data source as the API would return it.

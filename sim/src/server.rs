@@ -1328,7 +1328,7 @@ fn control(inner: &Inner, req: &Incoming) -> Resp {
                     .and_then(Value::as_str)
                     .map(str::to_string),
             };
-            let id = st.new_data_source(inner, &nd);
+            let id = st.new_data_source(&nd);
             let v = st
                 .data_sources
                 .iter()
