@@ -1,0 +1,1411 @@
+//! HTTP handling: routing, the simulated Webex endpoints and the `/_sim/` control API.
+
+use std::collections::BTreeMap;
+use std::io::{Cursor, Read, Write};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{Value, json};
+
+use crate::util;
+use crate::{
+    APPLICATIONS_TOKEN_SCOPE, CodeRec, DataSource, Fault, FaultKind, Inner, NewDataSource,
+    RecordedRequest, State, TokenKind,
+};
+
+const JSON: &str = "application/json;charset=UTF-8";
+
+const CODE_TTL: Duration = Duration::from_secs(300);
+
+pub(crate) struct Incoming {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub form: Option<BTreeMap<String, String>>,
+}
+
+impl Incoming {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+enum Body {
+    Normal(String),
+    Garbage,
+}
+
+pub(crate) struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Body,
+}
+
+impl Resp {
+    fn json(status: u16, v: &Value) -> Resp {
+        Resp {
+            status,
+            headers: vec![("Content-Type".into(), JSON.into())],
+            body: Body::Normal(v.to_string()),
+        }
+    }
+
+    fn empty(status: u16) -> Resp {
+        Resp {
+            status,
+            headers: vec![],
+            body: Body::Normal(String::new()),
+        }
+    }
+
+    fn html(status: u16, text: &str) -> Resp {
+        Resp {
+            status,
+            headers: vec![("Content-Type".into(), "text/html;charset=UTF-8".into())],
+            body: Body::Normal(format!(
+                "<!DOCTYPE html><html><head><title>Webex</title></head><body><h1>{status}</h1><p>{text}</p></body></html>"
+            )),
+        }
+    }
+
+    fn redirect(location: String) -> Resp {
+        Resp {
+            status: 302,
+            headers: vec![("Location".into(), location)],
+            body: Body::Normal(String::new()),
+        }
+    }
+
+    fn header(mut self, k: &str, v: &str) -> Resp {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(k));
+        self.headers.push((k.to_string(), v.to_string()));
+        self
+    }
+}
+
+fn tracking_id() -> String {
+    format!("WEBEXSIM_{}", util::uuid_v4())
+}
+
+/// Webex-style error: `{message, errors:[{description}], trackingId}`.
+fn webex_error(status: u16, message: &str) -> Resp {
+    let tid = tracking_id();
+    Resp::json(
+        status,
+        &json!({
+            "message": message,
+            "errors": [{"description": message}],
+            "trackingId": tid,
+        }),
+    )
+    .header("trackingid", &tid)
+}
+
+/// OAuth error at `/v1/access_token`: both the OAuth and the Webex shape.
+fn oauth_error(status: u16, error: &str, message: &str) -> Resp {
+    let tid = tracking_id();
+    Resp::json(
+        status,
+        &json!({
+            "error": error,
+            "error_description": message,
+            "message": message,
+            "errors": [{"description": message}],
+            "trackingId": tid,
+        }),
+    )
+    .header("trackingid", &tid)
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        415 => "Unsupported Media Type",
+        423 => "Locked",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
+
+pub(crate) fn bearer_of(auth: Option<&str>) -> Option<&str> {
+    let auth = auth?.trim();
+    let (scheme, rest) = auth.split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        let t = rest.trim();
+        (!t.is_empty()).then_some(t)
+    } else {
+        None
+    }
+}
+
+pub(crate) fn service_scopes() -> Vec<String> {
+    [
+        "spark-admin:datasource_read",
+        "spark-admin:datasource_write",
+        "spark:kms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+// ---------------------------------------------------------------- serving
+
+pub(crate) fn serve_one(inner: &Inner, mut rq: tiny_http::Request) {
+    let started = Instant::now();
+    let method = rq.method().as_str().to_ascii_uppercase();
+    let url = rq.url().to_string();
+    let (path, query) = match url.split_once('?') {
+        Some((p, q)) => (p.to_string(), q.to_string()),
+        None => (url.clone(), String::new()),
+    };
+    let headers: Vec<(String, String)> = rq
+        .headers()
+        .iter()
+        .map(|h| {
+            (
+                h.field.as_str().as_str().to_ascii_lowercase(),
+                h.value.as_str().to_string(),
+            )
+        })
+        .collect();
+    let mut raw = Vec::new();
+    let _ = rq.as_reader().take(16 * 1024 * 1024).read_to_end(&mut raw);
+    let body = String::from_utf8_lossy(&raw).into_owned();
+    let is_form = headers.iter().any(|(k, v)| {
+        k == "content-type"
+            && v.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+    });
+    let form = is_form.then(|| util::parse_urlencoded(&body));
+    let req = Incoming {
+        method,
+        path,
+        query,
+        headers,
+        body,
+        form,
+    };
+
+    let control = req.path == "/_sim" || req.path.starts_with("/_sim/");
+    let fault = if control {
+        None
+    } else {
+        take_fault(inner, &req.method, &req.path)
+    };
+    let resp = match fault {
+        None => handle(inner, &req),
+        Some(FaultKind::Delay(d)) => {
+            std::thread::sleep(d);
+            handle(inner, &req)
+        }
+        Some(FaultKind::Status {
+            status,
+            body,
+            retry_after,
+            content_type,
+        }) => {
+            let mut r = if body.is_empty() {
+                let msg = match status {
+                    429 => "Too many requests have been made. Please retry after the time given in the Retry-After header.".to_string(),
+                    s => format!("{} (simulated fault)", reason(s)),
+                };
+                if req.path == "/v1/access_token" && status < 500 && status != 429 {
+                    oauth_error(status, "invalid_request", &msg)
+                } else {
+                    webex_error(status, &msg)
+                }
+            } else {
+                let tid = tracking_id();
+                Resp {
+                    status,
+                    headers: vec![("Content-Type".into(), JSON.into())],
+                    body: Body::Normal(body),
+                }
+                .header("trackingid", &tid)
+            };
+            if let Some(ct) = content_type {
+                r = r.header("Content-Type", &ct);
+            }
+            if let Some(ra) = retry_after {
+                r = r.header("Retry-After", &ra);
+            }
+            r
+        }
+        Some(FaultKind::Truncated) => {
+            let cut = if req.path.starts_with("/v1/dataSources") {
+                format!("{{\"items\":[{{\"id\":\"{}", &util::uuid_v4()[..13])
+            } else {
+                format!(
+                    "{{\"access_token\":\"{}\",\"expires_in\":12",
+                    util::random_alnum(40)
+                )
+            };
+            Resp {
+                status: 200,
+                headers: vec![("Content-Type".into(), JSON.into())],
+                body: Body::Normal(cut),
+            }
+            .header("trackingid", &tracking_id())
+        }
+        Some(FaultKind::CloseConnection) => Resp {
+            status: 0,
+            headers: vec![],
+            body: Body::Garbage,
+        },
+    };
+
+    {
+        let mut st = inner.lock();
+        if !control {
+            let at = st.now();
+            st.requests.push(RecordedRequest {
+                method: req.method.clone(),
+                path: req.path.clone(),
+                query: req.query.clone(),
+                headers: req.headers.clone(),
+                body: req.body.clone(),
+                form: req.form.clone(),
+                status: resp.status,
+                at,
+            });
+        }
+        if st.log_requests {
+            eprintln!(
+                "{} {}{} -> {} ({} ms)",
+                req.method,
+                req.path,
+                log_detail(&req),
+                if resp.status == 0 {
+                    "connection dropped".to_string()
+                } else {
+                    resp.status.to_string()
+                },
+                started.elapsed().as_millis()
+            );
+        }
+    }
+    send(rq, resp);
+}
+
+/// Non-secret details for the log line.
+fn log_detail(req: &Incoming) -> String {
+    let mut parts = Vec::new();
+    if let Some(t) = bearer_of(req.header("authorization")) {
+        parts.push(format!("bearer {}", util::fingerprint(t)));
+    }
+    if let Some(f) = &req.form {
+        if let Some(g) = f.get("grant_type") {
+            parts.push(format!("grant_type={g}"));
+        }
+        if let Some(t) = f.get("refresh_token") {
+            parts.push(format!("refresh_token {}", util::fingerprint(t)));
+        }
+        if let Some(c) = f.get("client_id") {
+            parts.push(format!("client {}", util::fingerprint(c)));
+        }
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", parts.join(", "))
+    }
+}
+
+fn send(rq: tiny_http::Request, resp: Resp) {
+    match resp.body {
+        Body::Garbage => {
+            let mut w = rq.into_writer();
+            let _ = w.write_all(b"\x00\x00 webex-sim dropped this connection \x00\r\n\r\n");
+            let _ = w.flush();
+        }
+        Body::Normal(body) => {
+            let headers: Vec<tiny_http::Header> = resp
+                .headers
+                .iter()
+                .filter_map(|(k, v)| tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).ok())
+                .collect();
+            let len = body.len();
+            let r = tiny_http::Response::new(
+                tiny_http::StatusCode(resp.status),
+                headers,
+                Cursor::new(body.into_bytes()),
+                Some(len),
+                None,
+            );
+            let _ = rq.respond(r);
+        }
+    }
+}
+
+fn take_fault(inner: &Inner, method: &str, path: &str) -> Option<FaultKind> {
+    let mut st = inner.lock();
+    let idx = st.faults.iter().position(|f| {
+        f.path == path
+            && f.times > 0
+            && f.method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method))
+    })?;
+    let f = &mut st.faults[idx];
+    let kind = f.kind.clone();
+    if f.times != usize::MAX {
+        f.times -= 1;
+        if f.times == 0 {
+            st.faults.remove(idx);
+        }
+    }
+    Some(kind)
+}
+
+// ---------------------------------------------------------------- routing
+
+fn handle(inner: &Inner, req: &Incoming) -> Resp {
+    let path = req.path.as_str();
+    let m = req.method.as_str();
+    if path == "/_sim" || path.starts_with("/_sim/") {
+        return control(inner, req);
+    }
+    let segs: Vec<&str> = path
+        .strip_prefix("/v1/")
+        .map(|p| p.trim_end_matches('/').split('/').collect())
+        .unwrap_or_default();
+    let wrong_method = || {
+        webex_error(
+            405,
+            "The requested HTTP method is not supported by this resource.",
+        )
+    };
+    match segs.as_slice() {
+        ["access_token"] => match m {
+            "POST" => access_token(inner, req),
+            _ => wrong_method(),
+        },
+        ["authorize"] => match m {
+            "GET" => authorize(inner, req),
+            _ => wrong_method(),
+        },
+        ["applications", app_id, "token"] => match m {
+            "POST" => mint(inner, req, app_id),
+            _ => wrong_method(),
+        },
+        ["dataSources"] => match m {
+            "GET" => ds_list(inner, req),
+            "POST" => ds_register(inner, req),
+            _ => wrong_method(),
+        },
+        ["dataSources", "schemas"] => match m {
+            "GET" => schemas(inner, req, None),
+            _ => wrong_method(),
+        },
+        ["dataSources", "schemas", id] => match m {
+            "GET" => schemas(inner, req, Some(id)),
+            _ => wrong_method(),
+        },
+        ["dataSources", id] => match m {
+            "GET" => ds_get(inner, req, id),
+            "PUT" => ds_update(inner, req, id),
+            "DELETE" => ds_delete(inner, req, id),
+            _ => wrong_method(),
+        },
+        ["authorizations", "tokenExpiry"] => match m {
+            "GET" => token_expiry(inner, req),
+            _ => wrong_method(),
+        },
+        ["people", "me"] => match m {
+            "GET" => people_me(inner, req),
+            _ => wrong_method(),
+        },
+        _ => webex_error(404, "The requested resource could not be found."),
+    }
+}
+
+// ---------------------------------------------------------------- auth helpers
+
+const MSG_401: &str =
+    "The request requires a valid access token set in the Authorization request header.";
+
+/// A live access token (service or personal) from the bearer header, or a 401.
+fn access_auth(st: &State, req: &Incoming) -> Result<(String, TokenKind, Vec<String>), Resp> {
+    let Some(tok) = bearer_of(req.header("authorization")) else {
+        return Err(webex_error(401, MSG_401));
+    };
+    match st.live(tok) {
+        Some(r) if matches!(r.kind, TokenKind::ServiceAccess | TokenKind::Personal) => {
+            Ok((tok.to_string(), r.kind, r.scopes.clone()))
+        }
+        _ => Err(webex_error(401, MSG_401)),
+    }
+}
+
+/// A live service-app access token, else 401 (missing/invalid) or 403 (user token).
+fn service_auth(st: &State, req: &Incoming) -> Result<(), Resp> {
+    let (_, kind, _) = access_auth(st, req)?;
+    if kind != TokenKind::ServiceAccess {
+        return Err(webex_error(
+            403,
+            "The server understood the request, but refused to fulfill it because the access token is missing required scopes: spark-admin:datasource_read, spark-admin:datasource_write.",
+        ));
+    }
+    Ok(())
+}
+
+fn token_json(st: &State, access: &str, refresh: &str) -> Value {
+    let now = st.now();
+    let left = |t: &str| {
+        st.tokens
+            .get(t)
+            .and_then(|r| r.expires_at.duration_since(now).ok())
+            // rounded to the nearest second, so a fresh token reports exactly its lifetime
+            .map(|d| (d + Duration::from_millis(500)).as_secs())
+            .unwrap_or(0)
+    };
+    json!({
+        "access_token": access,
+        "expires_in": left(access),
+        "refresh_token": refresh,
+        "refresh_token_expires_in": left(refresh),
+        "token_type": "Bearer",
+    })
+}
+
+// ---------------------------------------------------------------- /access_token
+
+fn access_token(inner: &Inner, req: &Incoming) -> Resp {
+    let Some(form) = &req.form else {
+        return oauth_error(
+            400,
+            "invalid_request",
+            "The request must be form-encoded (Content-Type: application/x-www-form-urlencoded).",
+        );
+    };
+    let get = |k: &str| form.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    // Client authentication: form fields, or HTTP Basic.
+    let basic = req
+        .header("authorization")
+        .and_then(|a| a.trim().strip_prefix("Basic ").map(str::trim))
+        .and_then(|b| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.decode(b).ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| {
+            s.split_once(':')
+                .map(|(a, b)| (util::percent_decode(a), util::percent_decode(b)))
+        });
+    let (client_id, client_secret) = match (get("client_id"), get("client_secret"), &basic) {
+        (Some(id), Some(sec), _) => (id.to_string(), sec.to_string()),
+        (_, _, Some((id, sec))) => (id.clone(), sec.clone()),
+        (id, _, _) => (id.unwrap_or("").to_string(), String::new()),
+    };
+    let grant = match get("grant_type") {
+        None => {
+            return oauth_error(
+                400,
+                "invalid_request",
+                "The request is missing the grant_type parameter.",
+            );
+        }
+        Some(g @ ("refresh_token" | "authorization_code")) => g,
+        Some(_) => {
+            return oauth_error(
+                400,
+                "unsupported_grant_type",
+                "The authorization grant type is not supported by the authorization server.",
+            );
+        }
+    };
+    let c = &inner.creds;
+    let client_ok = (client_id == c.service_client_id && client_secret == c.service_client_secret)
+        || (client_id == c.integration_client_id && client_secret == c.integration_client_secret);
+    if !client_ok {
+        return oauth_error(
+            401,
+            "invalid_client",
+            "Client authentication failed: the client_id or client_secret is invalid.",
+        );
+    }
+    let is_service = client_id == c.service_client_id;
+    let mut st = inner.lock();
+
+    match grant {
+        "refresh_token" => {
+            let Some(rt) = get("refresh_token") else {
+                return oauth_error(
+                    400,
+                    "invalid_request",
+                    "The request is missing the refresh_token parameter.",
+                );
+            };
+            let want = if is_service {
+                TokenKind::ServiceRefresh
+            } else {
+                TokenKind::IntegrationRefresh
+            };
+            let scopes = match st.live(rt) {
+                Some(r) if r.kind == want && r.client_id == client_id => r.scopes.clone(),
+                _ => {
+                    return oauth_error(
+                        400,
+                        "invalid_grant",
+                        "The refresh token provided is expired, revoked, malformed, or invalid.",
+                    );
+                }
+            };
+            let (access_kind, access_ttl, refresh_ttl) = if is_service {
+                (
+                    TokenKind::ServiceAccess,
+                    inner.opts.access_ttl,
+                    inner.opts.refresh_ttl,
+                )
+            } else {
+                (
+                    TokenKind::Personal,
+                    inner.opts.integration_access_ttl,
+                    inner.opts.integration_refresh_ttl,
+                )
+            };
+            let access = st.issue(access_kind, &client_id, &scopes, access_ttl);
+            let refresh = if inner.opts.rotate_refresh_tokens {
+                if let Some(r) = st.tokens.get_mut(rt) {
+                    r.revoked = true;
+                }
+                st.issue(want, &client_id, &scopes, refresh_ttl)
+            } else {
+                rt.to_string()
+            };
+            Resp::json(200, &token_json(&st, &access, &refresh))
+        }
+        _ => {
+            let (Some(code), Some(redirect_uri)) = (get("code"), get("redirect_uri")) else {
+                return oauth_error(
+                    400,
+                    "invalid_request",
+                    "The request is missing the code or redirect_uri parameter.",
+                );
+            };
+            let now = st.now();
+            let bad = |why: &str| oauth_error(400, "invalid_grant", why);
+            let rec: CodeRec = match st.codes.get(code) {
+                Some(r) => r.clone(),
+                None => return bad("The authorization code is invalid."),
+            };
+            if rec.used {
+                return bad("The authorization code has already been used.");
+            }
+            if rec.expires_at <= now {
+                return bad("The authorization code has expired.");
+            }
+            if rec.client_id != client_id {
+                return bad("The authorization code was issued to another client.");
+            }
+            if rec.redirect_uri != redirect_uri {
+                return bad(
+                    "The redirect_uri does not match the one used in the authorization request.",
+                );
+            }
+            if let Some((method, challenge)) = &rec.challenge {
+                let Some(verifier) = get("code_verifier") else {
+                    return bad("PKCE verification failed: code_verifier is required.");
+                };
+                let computed = if method == "S256" {
+                    util::pkce_s256(verifier)
+                } else {
+                    verifier.to_string()
+                };
+                if !(43..=128).contains(&verifier.len()) || &computed != challenge {
+                    return bad(
+                        "PKCE verification failed: the code_verifier does not match the code_challenge.",
+                    );
+                }
+            }
+            if let Some(r) = st.codes.get_mut(code) {
+                r.used = true;
+            }
+            let access = st.issue(
+                TokenKind::Personal,
+                &client_id,
+                &rec.scopes,
+                inner.opts.integration_access_ttl,
+            );
+            let refresh = st.issue(
+                TokenKind::IntegrationRefresh,
+                &client_id,
+                &rec.scopes,
+                inner.opts.integration_refresh_ttl,
+            );
+            Resp::json(200, &token_json(&st, &access, &refresh))
+        }
+    }
+}
+
+// ---------------------------------------------------------------- /authorize
+
+fn authorize(inner: &Inner, req: &Incoming) -> Resp {
+    let q = util::parse_urlencoded(&req.query);
+    let get = |k: &str| q.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let Some(client_id) = get("client_id") else {
+        return Resp::html(400, "Invalid request: client_id is missing.");
+    };
+    if client_id != inner.creds.integration_client_id {
+        return Resp::html(400, "Invalid client_id: no such integration.");
+    }
+    let Some(redirect_uri) = get("redirect_uri") else {
+        return Resp::html(400, "Invalid request: redirect_uri is missing.");
+    };
+    if !(redirect_uri.starts_with("http://") || redirect_uri.starts_with("https://")) {
+        return Resp::html(400, "Invalid redirect_uri.");
+    }
+    let state = get("state");
+    let back = |params: Vec<(&str, String)>| {
+        let mut url = redirect_uri.to_string();
+        let mut sep = if url.contains('?') { '&' } else { '?' };
+        let mut all = params;
+        if let Some(s) = state {
+            all.push(("state", s.to_string()));
+        }
+        for (k, v) in all {
+            url.push(sep);
+            url.push_str(k);
+            url.push('=');
+            url.push_str(&util::percent_encode(&v));
+            sep = '&';
+        }
+        Resp::redirect(url)
+    };
+    let err = |e: &str, d: &str| {
+        back(vec![
+            ("error", e.to_string()),
+            ("error_description", d.to_string()),
+        ])
+    };
+    if get("response_type") != Some("code") {
+        return err(
+            "unsupported_response_type",
+            "Only response_type=code is supported.",
+        );
+    }
+    let Some(scope) = get("scope") else {
+        return err("invalid_scope", "The scope parameter is required.");
+    };
+    let challenge = match (get("code_challenge"), get("code_challenge_method")) {
+        (None, _) => None,
+        (Some(c), Some("S256")) => Some(("S256".to_string(), c.to_string())),
+        (Some(c), None | Some("plain")) => Some(("plain".to_string(), c.to_string())),
+        (Some(_), Some(_)) => {
+            return err("invalid_request", "Unsupported code_challenge_method.");
+        }
+    };
+    let mut st = inner.lock();
+    if st.authorize_denied {
+        return err("access_denied", "The user denied the request.");
+    }
+    let code = util::random_alnum(64);
+    let now = st.now();
+    st.codes.insert(
+        code.clone(),
+        CodeRec {
+            client_id: client_id.to_string(),
+            redirect_uri: redirect_uri.to_string(),
+            scopes: scope.split_whitespace().map(str::to_string).collect(),
+            challenge,
+            expires_at: now + CODE_TTL,
+            used: false,
+        },
+    );
+    back(vec![("code", code)])
+}
+
+// ---------------------------------------------------------------- /applications/{id}/token
+
+fn mint(inner: &Inner, req: &Incoming, app_id: &str) -> Resp {
+    let mut st = inner.lock();
+    let (_, kind, scopes) = match access_auth(&st, req) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if kind != TokenKind::Personal || !scopes.iter().any(|s| s == APPLICATIONS_TOKEN_SCOPE) {
+        return webex_error(
+            403,
+            "The server understood the request, but refused to fulfill it because the access token is missing required scopes: spark:applications_token.",
+        );
+    }
+    let c = &inner.creds;
+    if app_id != c.app_id {
+        return webex_error(404, "Service App not found.");
+    }
+    let body: Value = match serde_json::from_str(&req.body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            return webex_error(
+                400,
+                "The request body must be a JSON object with clientId, clientSecret and targetOrgId.",
+            );
+        }
+    };
+    let field = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let (Some(cid), Some(secret), Some(org)) = (
+        field("clientId"),
+        field("clientSecret"),
+        field("targetOrgId"),
+    ) else {
+        return webex_error(
+            400,
+            "Missing required field: clientId, clientSecret and targetOrgId are required.",
+        );
+    };
+    if cid != c.service_client_id {
+        return webex_error(400, "Invalid clientId.");
+    }
+    if secret != c.service_client_secret {
+        return webex_error(400, "Invalid clientSecret.");
+    }
+    if org != c.target_org_id {
+        return webex_error(
+            403,
+            "The Service App is not authorized by a Full Admin of the target organization.",
+        );
+    }
+    let scopes = service_scopes();
+    let access = st.issue(
+        TokenKind::ServiceAccess,
+        cid,
+        &scopes,
+        inner.opts.access_ttl,
+    );
+    let refresh = st.issue(
+        TokenKind::ServiceRefresh,
+        cid,
+        &scopes,
+        inner.opts.refresh_ttl,
+    );
+    Resp::json(200, &token_json(&st, &access, &refresh))
+}
+
+// ---------------------------------------------------------------- data sources
+
+pub(crate) fn make_jws(ds: &DataSource, iat: SystemTime, exp: SystemTime) -> String {
+    let header = json!({"alg": "RS256", "kid": "webex-sim-datasource-1", "typ": "JWT"});
+    let payload = json!({
+        "aud": ds.audience,
+        "sub": ds.subject,
+        "iss": "https://idbroker.webex.com/idb",
+        "iat": util::epoch_secs(iat),
+        "exp": util::epoch_secs(exp),
+        "jti": util::random_alnum(22),
+        "com.cisco.datasource.url": ds.url,
+        "com.cisco.datasource.schema.uuid": ds.schema_id,
+        "com.cisco.org.uuid": crate::ORG_UUID,
+    });
+    format!(
+        "{}.{}.{}",
+        util::b64url(header.to_string().as_bytes()),
+        util::b64url(payload.to_string().as_bytes()),
+        util::b64url(&util::random_bytes(256))
+    )
+}
+
+pub(crate) fn ds_json(inner: &Inner, d: &DataSource) -> Value {
+    let mut v = json!({
+        "id": d.id,
+        "schemaId": d.schema_id,
+        "orgId": inner.creds.target_org_id,
+        "applicationId": inner.creds.app_id,
+        "url": d.url,
+        "audience": d.audience,
+        "subject": d.subject,
+        "nonce": d.nonce,
+        "tokenLifetimeMinutes": d.lifetime_minutes,
+        "status": d.status,
+        "jwsToken": d.jws,
+        "tokenExpiryTime": util::rfc3339(d.token_expiry),
+        "createdBy": inner.machine_account_id(),
+        "createdAt": util::rfc3339(d.created_at),
+        "updatedAt": util::rfc3339(d.updated_at),
+    });
+    if let Some(e) = &d.error_message {
+        v["errorMessage"] = Value::String(e.clone());
+    }
+    v
+}
+
+fn ds_list(inner: &Inner, req: &Incoming) -> Resp {
+    let st = inner.lock();
+    if let Err(r) = service_auth(&st, req) {
+        return r;
+    }
+    let items: Vec<Value> = st.data_sources.iter().map(|d| ds_json(inner, d)).collect();
+    Resp::json(200, &json!({ "items": items }))
+}
+
+fn ds_get(inner: &Inner, req: &Incoming, id: &str) -> Resp {
+    let st = inner.lock();
+    if let Err(r) = service_auth(&st, req) {
+        return r;
+    }
+    match st.data_sources.iter().find(|d| d.id == id) {
+        Some(d) => Resp::json(200, &ds_json(inner, d)),
+        None => webex_error(404, "Data source not found."),
+    }
+}
+
+fn ds_delete(inner: &Inner, req: &Incoming, id: &str) -> Resp {
+    let mut st = inner.lock();
+    if let Err(r) = service_auth(&st, req) {
+        return r;
+    }
+    let before = st.data_sources.len();
+    st.data_sources.retain(|d| d.id != id);
+    if st.data_sources.len() == before {
+        webex_error(404, "Data source not found.")
+    } else {
+        Resp::empty(204)
+    }
+}
+
+fn json_body(req: &Incoming) -> Result<serde_json::Map<String, Value>, Resp> {
+    match serde_json::from_str(&req.body) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(webex_error(400, "The request body must be a JSON object.")),
+    }
+}
+
+fn lifetime_of(v: &Value) -> Result<u32, Resp> {
+    match v.as_u64() {
+        Some(n @ 1..=1440) => Ok(n as u32),
+        _ => Err(webex_error(
+            400,
+            "tokenLifetimeMinutes must be an integer between 1 and 1440.",
+        )),
+    }
+}
+
+fn ds_register(inner: &Inner, req: &Incoming) -> Resp {
+    let mut st = inner.lock();
+    if let Err(r) = service_auth(&st, req) {
+        return r;
+    }
+    let body = match json_body(req) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let mut vals = BTreeMap::new();
+    for k in ["schemaId", "url", "audience", "subject", "nonce"] {
+        match body
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
+            Some(s) => {
+                vals.insert(k, s.to_string());
+            }
+            None => return webex_error(400, &format!("Missing required field: {k}.")),
+        }
+    }
+    let lifetime = match body.get("tokenLifetimeMinutes").map(lifetime_of) {
+        Some(Ok(n)) => n,
+        Some(Err(r)) => return r,
+        None => return webex_error(400, "Missing required field: tokenLifetimeMinutes."),
+    };
+    if st.nonces.contains(&vals["nonce"]) {
+        return webex_error(
+            400,
+            "The nonce has already been used. Use a new unique nonce.",
+        );
+    }
+    let now = st.now();
+    let exp = now + Duration::from_secs(u64::from(lifetime) * 60);
+    let mut d = DataSource {
+        id: util::uuid_v4(),
+        schema_id: vals["schemaId"].clone(),
+        url: vals["url"].clone(),
+        audience: vals["audience"].clone(),
+        subject: vals["subject"].clone(),
+        nonce: vals["nonce"].clone(),
+        lifetime_minutes: lifetime,
+        status: "active".to_string(),
+        error_message: None,
+        jws: String::new(),
+        token_expiry: exp,
+        created_at: now,
+        updated_at: now,
+    };
+    d.jws = make_jws(&d, now, exp);
+    st.nonces.insert(d.nonce.clone());
+    let v = ds_json(inner, &d);
+    st.data_sources.push(d);
+    Resp::json(200, &v)
+}
+
+fn ds_update(inner: &Inner, req: &Incoming, id: &str) -> Resp {
+    let mut st = inner.lock();
+    if let Err(r) = service_auth(&st, req) {
+        return r;
+    }
+    let Some(idx) = st.data_sources.iter().position(|d| d.id == id) else {
+        return webex_error(404, "Data source not found.");
+    };
+    let body = match json_body(req) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let s = |k: &str| -> Result<Option<String>, Resp> {
+        match body.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(v)) if !v.is_empty() => Ok(Some(v.clone())),
+            Some(_) => Err(webex_error(400, &format!("Invalid value for {k}."))),
+        }
+    };
+    let parsed = (|| {
+        Ok::<_, Resp>((
+            s("nonce")?,
+            s("audience")?,
+            s("subject")?,
+            s("url")?,
+            s("schemaId")?,
+            s("status")?,
+            s("errorMessage")?,
+        ))
+    })();
+    let (nonce, audience, subject, url, schema_id, status, error_message) = match parsed {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Some(nonce) = nonce else {
+        return webex_error(400, "Missing required field: nonce.");
+    };
+    if st.nonces.contains(&nonce) {
+        return webex_error(
+            400,
+            "The nonce has already been used. Use a new unique nonce.",
+        );
+    }
+    let lifetime = match body.get("tokenLifetimeMinutes").map(lifetime_of) {
+        Some(Ok(n)) => Some(n),
+        Some(Err(r)) => return r,
+        None => None,
+    };
+    if let Some(s) = &status {
+        if s != "active" && s != "disabled" {
+            return webex_error(400, "status must be active or disabled.");
+        }
+        if s == "disabled" && error_message.is_none() {
+            return webex_error(
+                400,
+                "errorMessage is required when disabling a data source.",
+            );
+        }
+    }
+    let now = st.now();
+    st.nonces.insert(nonce.clone());
+    let d = &mut st.data_sources[idx];
+    d.nonce = nonce;
+    if let Some(v) = audience {
+        d.audience = v;
+    }
+    if let Some(v) = subject {
+        d.subject = v;
+    }
+    if let Some(v) = url {
+        d.url = v;
+    }
+    if let Some(v) = schema_id {
+        d.schema_id = v;
+    }
+    if let Some(v) = lifetime {
+        d.lifetime_minutes = v;
+    }
+    match status.as_deref() {
+        Some("active") => {
+            d.status = "active".into();
+            d.error_message = None;
+        }
+        Some(_) => {
+            d.status = "disabled".into();
+            d.error_message = error_message;
+        }
+        None => {
+            if error_message.is_some() && d.status == "disabled" {
+                d.error_message = error_message;
+            }
+        }
+    }
+    let exp = now + Duration::from_secs(u64::from(d.lifetime_minutes) * 60);
+    d.token_expiry = exp;
+    d.updated_at = now;
+    d.jws = make_jws(d, now, exp);
+    let v = ds_json(inner, d);
+    Resp::json(200, &v)
+}
+
+fn schemas(inner: &Inner, req: &Incoming, id: Option<&str>) -> Resp {
+    let st = inner.lock();
+    if let Err(r) = access_auth(&st, req) {
+        return r;
+    }
+    let schema = json!({
+        "id": crate::DEFAULT_SCHEMA_ID,
+        "name": "Generic data source schema (webex-sim)",
+        "serviceType": "DATA_SOURCE",
+        "description": "A schema the simulator knows about.",
+    });
+    match id {
+        None => Resp::json(200, &json!({ "items": [schema] })),
+        Some(i) if i == crate::DEFAULT_SCHEMA_ID => Resp::json(200, &schema),
+        Some(_) => webex_error(404, "Schema not found."),
+    }
+}
+
+fn token_expiry(inner: &Inner, req: &Incoming) -> Resp {
+    let st = inner.lock();
+    let (tok, _, _) = match access_auth(&st, req) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let exp = st
+        .tokens
+        .get(&tok)
+        .map(|r| r.expires_at)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    Resp::json(200, &json!({ "exp": util::epoch_millis(exp) as u64 }))
+}
+
+fn people_me(inner: &Inner, req: &Incoming) -> Resp {
+    let st = inner.lock();
+    let (_, kind, _) = match access_auth(&st, req) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let (id, name, email, typ) = match kind {
+        TokenKind::ServiceAccess => (
+            inner.machine_account_id(),
+            "webex-sim service app",
+            "webex-sim-service-app@example.com",
+            "bot",
+        ),
+        _ => (
+            util::webex_id("PEOPLE", "0c3b1f5e-2a8d-4e6b-9f71-3d5a8c2e4b19"),
+            "Sim User",
+            "sim.user@example.com",
+            "person",
+        ),
+    };
+    Resp::json(
+        200,
+        &json!({
+            "id": id,
+            "emails": [email],
+            "displayName": name,
+            "orgId": inner.creds.target_org_id,
+            "type": typ,
+        }),
+    )
+}
+
+// ---------------------------------------------------------------- control API
+
+fn control(inner: &Inner, req: &Incoming) -> Resp {
+    let body: Value = if req.body.trim().is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_str(&req.body) {
+            Ok(v) => v,
+            Err(e) => return Resp::json(400, &json!({"error": format!("bad JSON: {e}")})),
+        }
+    };
+    let bad = |msg: &str| Resp::json(400, &json!({ "error": msg }));
+    let ok = || Resp::json(200, &json!({"ok": true}));
+    let mut st = inner.lock();
+    match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/_sim/requests") => {
+            let v: Vec<Value> = st.requests.iter().map(RecordedRequest::to_json).collect();
+            Resp::json(200, &Value::Array(v))
+        }
+        ("GET", "/_sim/stats") => {
+            let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+            for r in &st.requests {
+                *counts
+                    .entry(format!("{} {}", r.method, r.path))
+                    .or_default() += 1;
+            }
+            Resp::json(200, &json!(counts))
+        }
+        ("POST", "/_sim/reset-stats") => {
+            st.requests.clear();
+            ok()
+        }
+        ("GET", "/_sim/credentials") => {
+            let c = &inner.creds;
+            Resp::json(
+                200,
+                &json!({
+                    "apiBaseUrl": inner.base_url,
+                    "appId": c.app_id,
+                    "serviceClientId": c.service_client_id,
+                    "serviceClientSecret": c.service_client_secret,
+                    "targetOrgId": c.target_org_id,
+                    "integrationClientId": c.integration_client_id,
+                    "integrationClientSecret": c.integration_client_secret,
+                }),
+            )
+        }
+        ("GET", "/_sim/now") => Resp::json(
+            200,
+            &json!({"now": util::rfc3339(st.now()), "offsetSeconds": st.clock_offset.as_secs()}),
+        ),
+        ("POST", "/_sim/expire") => {
+            if let Some(t) = body.get("token").and_then(Value::as_str) {
+                let n = st.expire_where(|k, _| k == t);
+                return Resp::json(200, &json!({"expired": n}));
+            }
+            let kinds: &[TokenKind] = match body.get("kind").and_then(Value::as_str) {
+                Some("service_access") => &[TokenKind::ServiceAccess],
+                Some("service_refresh") => &[TokenKind::ServiceRefresh],
+                Some("personal") => &[TokenKind::Personal],
+                Some("integration_refresh") => &[TokenKind::IntegrationRefresh],
+                Some("all_access") => &[TokenKind::ServiceAccess, TokenKind::Personal],
+                _ => {
+                    return bad(
+                        "expected {\"token\": ...} or {\"kind\": service_access|service_refresh|personal|integration_refresh|all_access}",
+                    );
+                }
+            };
+            let n = st.expire_where(|_, r| kinds.contains(&r.kind));
+            Resp::json(200, &json!({"expired": n}))
+        }
+        ("POST", "/_sim/revoke") => match body.get("token").and_then(Value::as_str) {
+            Some(t) => {
+                let n = match st.tokens.get_mut(t) {
+                    Some(r) => {
+                        r.revoked = true;
+                        1
+                    }
+                    None => 0,
+                };
+                Resp::json(200, &json!({"revoked": n}))
+            }
+            None => bad("expected {\"token\": ...}"),
+        },
+        ("POST", "/_sim/advance") => match body.get("seconds").and_then(Value::as_f64) {
+            Some(s) if s >= 0.0 && s.is_finite() => {
+                st.clock_offset += Duration::from_secs_f64(s);
+                Resp::json(200, &json!({"now": util::rfc3339(st.now())}))
+            }
+            _ => bad("expected {\"seconds\": N} with N >= 0"),
+        },
+        ("POST", "/_sim/fault") => match fault_from_json(&body) {
+            Ok(f) => {
+                if f.times > 0 {
+                    st.faults.push(f);
+                }
+                ok()
+            }
+            Err(e) => bad(&e),
+        },
+        ("POST", "/_sim/clear-faults") => {
+            st.faults.clear();
+            ok()
+        }
+        ("POST", "/_sim/authorize-denied") => match body.get("denied").and_then(Value::as_bool) {
+            Some(d) => {
+                st.authorize_denied = d;
+                ok()
+            }
+            None => bad("expected {\"denied\": true|false}"),
+        },
+        ("POST", "/_sim/issue") => {
+            let ttl = body
+                .get("ttlSeconds")
+                .and_then(Value::as_u64)
+                .map(Duration::from_secs);
+            let o = &inner.opts;
+            let c = &inner.creds;
+            let pat_scopes = vec![
+                APPLICATIONS_TOKEN_SCOPE.to_string(),
+                "spark:kms".to_string(),
+            ];
+            let v = match body.get("kind").and_then(Value::as_str) {
+                Some("personal") => {
+                    let t = st.issue(
+                        TokenKind::Personal,
+                        &c.integration_client_id,
+                        &pat_scopes,
+                        ttl.unwrap_or(o.personal_ttl),
+                    );
+                    json!({"token": t})
+                }
+                Some("personal_without_scope") => {
+                    let t = st.issue(
+                        TokenKind::Personal,
+                        &c.integration_client_id,
+                        &["spark:people_read".to_string()],
+                        ttl.unwrap_or(o.personal_ttl),
+                    );
+                    json!({"token": t})
+                }
+                Some("integration_refresh") => {
+                    let t = st.issue(
+                        TokenKind::IntegrationRefresh,
+                        &c.integration_client_id,
+                        &pat_scopes,
+                        ttl.unwrap_or(o.integration_refresh_ttl),
+                    );
+                    json!({"token": t})
+                }
+                Some("service") => {
+                    let a = st.issue(
+                        TokenKind::ServiceAccess,
+                        &c.service_client_id,
+                        &service_scopes(),
+                        ttl.unwrap_or(o.access_ttl),
+                    );
+                    let r = st.issue(
+                        TokenKind::ServiceRefresh,
+                        &c.service_client_id,
+                        &service_scopes(),
+                        o.refresh_ttl,
+                    );
+                    json!({"access_token": a, "refresh_token": r})
+                }
+                _ => {
+                    return bad(
+                        "expected {\"kind\": personal|personal_without_scope|integration_refresh|service, \"ttlSeconds\"?: N}",
+                    );
+                }
+            };
+            Resp::json(200, &v)
+        }
+        ("GET", "/_sim/datasources") => {
+            let v: Vec<Value> = st.data_sources.iter().map(|d| ds_json(inner, d)).collect();
+            Resp::json(200, &json!({ "items": v }))
+        }
+        ("POST", "/_sim/datasources") => {
+            let d = NewDataSource::default();
+            let s = |k: &str, def: String| {
+                body.get(k)
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .unwrap_or(def)
+            };
+            let lifetime = match body.get("tokenLifetimeMinutes") {
+                None => d.token_lifetime_minutes,
+                Some(v) => match v.as_u64() {
+                    Some(n) if n <= 1440 => n as u32,
+                    _ => return bad("tokenLifetimeMinutes must be 0..=1440"),
+                },
+            };
+            let nd = NewDataSource {
+                schema_id: s("schemaId", d.schema_id),
+                url: s("url", d.url),
+                audience: s("audience", d.audience),
+                subject: s("subject", d.subject),
+                token_lifetime_minutes: lifetime,
+                expires_in: body
+                    .get("expiresInSeconds")
+                    .and_then(Value::as_u64)
+                    .map(Duration::from_secs)
+                    .unwrap_or(Duration::from_secs(u64::from(lifetime) * 60)),
+                status: s("status", d.status),
+                error_message: body
+                    .get("errorMessage")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            };
+            let id = st.new_data_source(&nd);
+            let v = st
+                .data_sources
+                .iter()
+                .find(|d| d.id == id)
+                .map(|d| ds_json(inner, d))
+                .unwrap_or(Value::Null);
+            Resp::json(200, &v)
+        }
+        _ => Resp::json(
+            404,
+            &json!({"error": "unknown control endpoint", "endpoints": [
+            "GET /_sim/requests", "GET /_sim/stats", "POST /_sim/reset-stats", "GET /_sim/credentials",
+            "GET /_sim/now", "POST /_sim/expire", "POST /_sim/revoke", "POST /_sim/advance",
+            "POST /_sim/fault", "POST /_sim/clear-faults", "POST /_sim/authorize-denied",
+            "POST /_sim/issue", "GET /_sim/datasources", "POST /_sim/datasources"]}),
+        ),
+    }
+}
+
+/// Parses a fault from control JSON:
+/// `{"path": "/v1/access_token", "method"?: "POST", "times"?: N | "forever" (default 1),
+///   "kind": "status", "status": 503, "body"?: "...", "retryAfter"?: "5", "contentType"?: "..."}`
+/// or `"kind": "delay", "ms": 1500` (or `"seconds": 1.5`), `"kind": "truncated"`, `"kind": "close"`.
+pub(crate) fn fault_from_json(v: &Value) -> Result<Fault, String> {
+    let path = v
+        .get("path")
+        .and_then(Value::as_str)
+        .ok_or("fault needs \"path\"")?
+        .to_string();
+    let method = v
+        .get("method")
+        .and_then(Value::as_str)
+        .map(str::to_ascii_uppercase);
+    let times = match v.get("times") {
+        None | Some(Value::Null) => 1,
+        Some(Value::String(s)) if s == "forever" => usize::MAX,
+        Some(t) => t
+            .as_u64()
+            .map(|n| n as usize)
+            .ok_or("\"times\" must be a number or \"forever\"")?,
+    };
+    let str_of = |a: &str, b: &str| {
+        v.get(a).or_else(|| v.get(b)).and_then(|x| match x {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+    };
+    let kind = match v.get("kind").and_then(Value::as_str).unwrap_or("status") {
+        "status" => FaultKind::Status {
+            status: v
+                .get("status")
+                .and_then(Value::as_u64)
+                .filter(|s| (100..=599).contains(s))
+                .ok_or("status fault needs \"status\" (100..=599)")? as u16,
+            body: str_of("body", "body").unwrap_or_default(),
+            retry_after: str_of("retryAfter", "retry_after"),
+            content_type: str_of("contentType", "content_type"),
+        },
+        "delay" => {
+            let d = if let Some(ms) = v.get("ms").and_then(Value::as_u64) {
+                Duration::from_millis(ms)
+            } else if let Some(s) = v.get("seconds").and_then(Value::as_f64) {
+                Duration::from_secs_f64(s.max(0.0))
+            } else {
+                return Err("delay fault needs \"ms\" or \"seconds\"".into());
+            };
+            FaultKind::Delay(d)
+        }
+        "truncated" => FaultKind::Truncated,
+        "close" | "close_connection" => FaultKind::CloseConnection,
+        other => return Err(format!("unknown fault kind {other:?}")),
+    };
+    Ok(Fault {
+        method,
+        path,
+        times,
+        kind,
+    })
+}
