@@ -221,7 +221,13 @@ fn audit_failure(settings: &Settings, command: &str, e: &ChainError) {
         return;
     };
     let (attempts, tracking) = match e {
-        ChainError::Exhausted { attempts } => (attempts.as_slice(), None),
+        ChainError::Exhausted { attempts } => (
+            attempts.as_slice(),
+            attempts.iter().rev().find_map(|a| match &a.result {
+                chain::AttemptResult::Rejected { error } => error.tracking_id(),
+                _ => None,
+            }),
+        ),
         ChainError::Transient {
             attempts, error, ..
         } => (attempts.as_slice(), error.tracking_id()),

@@ -1,6 +1,7 @@
 //! The `webex-token` binary: parse flags, set up logging, run, exit.
 
 use clap::Parser;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use webex_token::cli::{Cli, LogFormat};
 
@@ -33,13 +34,49 @@ fn init_logging(verbose: u8, quiet: bool, format: LogFormat) {
         (false, _) => "warn,webex_token=trace",
     };
     let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let ansi = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_target(false);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text if verbose > 0 => builder.init(),
-        LogFormat::Text => builder.without_time().init(),
+        LogFormat::Text => builder.event_format(Plain { ansi }).init(),
+    }
+}
+
+/// Default text logs read like the rest of the output: `warning: …`, no
+/// timestamps or levels in columns (`-v` switches to the full format).
+struct Plain {
+    ansi: bool,
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Plain
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let (label, colour) = match *event.metadata().level() {
+            tracing::Level::ERROR => ("error", "31"),
+            tracing::Level::WARN => ("warning", "33"),
+            tracing::Level::INFO => ("note", "36"),
+            _ => ("debug", "2"),
+        };
+        if self.ansi {
+            write!(writer, "\x1b[{colour}m{label}:\x1b[0m ")?;
+        } else {
+            write!(writer, "{label}: ")?;
+        }
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
     }
 }
