@@ -7,3 +7,4 @@ mod chain_paths;
 mod commands;
 mod files;
 mod hardening;
+mod sim_e2e;

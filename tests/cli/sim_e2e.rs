@@ -1,0 +1,275 @@
+//! End to end against webex-sim, the project's stateful Webex stand-in:
+//! real token lifetimes, expiry, revocation and rotation.
+
+use crate::common::{code, stderr, stdout};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+use tempfile::TempDir;
+use webex_sim::{Sim, SimOptions, TokenKind};
+
+struct SimEnv {
+    sim: Sim,
+    dir: TempDir,
+}
+
+impl SimEnv {
+    fn new(opts: SimOptions) -> SimEnv {
+        let sim = Sim::start(opts).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        sim.write_demo_files(dir.path()).unwrap();
+        SimEnv { sim, dir }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(assert_cmd::cargo::cargo_bin("webex-token"));
+        c.current_dir(self.dir.path());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("WEBEX_") || k == "RUST_LOG" {
+                c.env_remove(k);
+            }
+        }
+        c.env("WEBEX_TOKEN_TEST_NO_RETRY_DELAY", "1");
+        c
+    }
+
+    /// Every secret the files hold right now (config and env file).
+    fn secrets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let cfg: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(self.dir.path().join("token-config.json")).unwrap(),
+        )
+        .unwrap();
+        let c = &cfg;
+        for v in [
+            &c["serviceApp"]["clientSecret"],
+            &c["tokenManager"]["personalAccessToken"],
+            &c["tokenManager"]["integration"]["clientSecret"],
+            &c["tokenManager"]["integration"]["refreshToken"],
+        ] {
+            if let Some(s) = v.as_str() {
+                out.push(s.to_string());
+            }
+        }
+        for (k, v) in self.env() {
+            if !k.ends_with("EXPIRES_AT") {
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        match dotenvy::from_path_iter(self.dir.path().join(".env")) {
+            Ok(it) => it.map(|r| r.unwrap()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn env_value(&self, key: &str) -> Option<String> {
+        self.env()
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let before = self.secrets();
+        let out = self.cmd().arg("-vv").args(args).output().unwrap();
+        let after = self.secrets();
+        let (o, e) = (stdout(&out), stderr(&out));
+        for s in before.iter().chain(after.iter()) {
+            assert!(
+                !o.contains(s.as_str()) && !e.contains(s.as_str()),
+                "secret leaked:\n{o}\n{e}"
+            );
+        }
+        out
+    }
+}
+
+#[test]
+fn the_whole_chain_against_the_simulator() {
+    let t = SimEnv::new(SimOptions::default());
+    let sim = &t.sim;
+
+    // No .env: level 2 mints.
+    let out = t.run(&["refresh"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("level 2"), "{}", stdout(&out));
+    let access = t.env_value("WEBEX_SERVICE_APP_ACCESS_TOKEN").unwrap();
+    assert!(sim.is_token_valid(&access));
+
+    // Valid: one GET, nothing else.
+    sim.clear_requests();
+    let out = t.run(&["refresh"]);
+    assert_eq!(code(&out), 0);
+    assert_eq!(sim.requests().len(), 1);
+    assert_eq!(sim.count("GET", "/v1/dataSources"), 1);
+
+    // Expired at Webex: 401, then level 1.
+    sim.expire_all(TokenKind::ServiceAccess);
+    sim.clear_requests();
+    let out = t.run(&["refresh"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("level 1"));
+    assert_eq!(sim.requests().len(), 2);
+    let access2 = t.env_value("WEBEX_SERVICE_APP_ACCESS_TOKEN").unwrap();
+    assert_ne!(access, access2);
+    assert!(sim.is_token_valid(&access2));
+
+    // Refresh token dead too: level 2.
+    sim.expire_all(TokenKind::ServiceAccess);
+    sim.expire_all(TokenKind::ServiceRefresh);
+    let out = t.run(&["refresh"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("level 2"));
+
+    // Personal token dead too: level 3, and the config gets the new one.
+    sim.expire_all(TokenKind::ServiceAccess);
+    sim.expire_all(TokenKind::ServiceRefresh);
+    sim.expire_all(TokenKind::Personal);
+    let out = t.run(&["refresh"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("level 3"));
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(t.dir.path().join("token-config.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(sim.is_token_valid(cfg["tokenManager"]["personalAccessToken"].as_str().unwrap()));
+
+    // `token` with a fresh stored expiry: no request at all.
+    sim.clear_requests();
+    let out = t.cmd().arg("token").output().unwrap();
+    assert_eq!(code(&out), 0);
+    assert!(sim.is_token_valid(stdout(&out).trim()));
+    assert_eq!(sim.requests().len(), 0);
+
+    // Everything dead: exit 4.
+    for k in [
+        TokenKind::ServiceAccess,
+        TokenKind::ServiceRefresh,
+        TokenKind::Personal,
+        TokenKind::IntegrationRefresh,
+    ] {
+        sim.expire_all(k);
+    }
+    let env_before = std::fs::read(t.dir.path().join(".env")).unwrap();
+    let out = t.run(&["refresh"]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(t.dir.path().join(".env")).unwrap(),
+        env_before
+    );
+}
+
+#[test]
+fn rotated_refresh_tokens_are_always_saved() {
+    let t = SimEnv::new(SimOptions {
+        rotate_refresh_tokens: true,
+        ..SimOptions::default()
+    });
+    let sim = &t.sim;
+    assert_eq!(code(&t.run(&["refresh"])), 0);
+    for round in 0..3 {
+        let old_rt = t.env_value("WEBEX_SERVICE_APP_REFRESH_TOKEN").unwrap();
+        sim.expire_all(TokenKind::ServiceAccess);
+        let out = t.run(&["refresh"]);
+        assert_eq!(code(&out), 0, "round {round}: {}", stderr(&out));
+        assert!(stdout(&out).contains("level 1"), "round {round}");
+        let new_rt = t.env_value("WEBEX_SERVICE_APP_REFRESH_TOKEN").unwrap();
+        assert_ne!(old_rt, new_rt, "rotated");
+        assert!(sim.is_token_valid(&new_rt));
+        assert!(
+            !sim.is_token_valid(&old_rt),
+            "the old one is revoked by rotation"
+        );
+    }
+    // Integration refresh token rotation is saved into the config.
+    sim.expire_all(TokenKind::ServiceAccess);
+    sim.expire_all(TokenKind::ServiceRefresh);
+    sim.expire_all(TokenKind::Personal);
+    let read_irt = || -> String {
+        let cfg: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(t.dir.path().join("token-config.json")).unwrap(),
+        )
+        .unwrap();
+        cfg["tokenManager"]["integration"]["refreshToken"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let irt = read_irt();
+    let out = t.run(&["refresh"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let irt2 = read_irt();
+    assert_ne!(irt, irt2);
+    assert!(sim.is_token_valid(&irt2));
+}
+
+#[test]
+fn personal_token_expiry_passing_on_the_clock() {
+    // Short lifetimes, moved forward on the simulator's clock.
+    let t = SimEnv::new(SimOptions {
+        access_ttl: Duration::from_secs(30),
+        ..SimOptions::default()
+    });
+    let sim = &t.sim;
+    assert_eq!(code(&t.run(&["refresh"])), 0);
+    // 30 s tokens are always within the default --min-valid of 1 h, so the
+    // next run refreshes without validating (one POST).
+    sim.clear_requests();
+    let out = t.run(&["refresh"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(sim.count("GET", "/v1/dataSources"), 0);
+    assert_eq!(sim.count("POST", "/v1/access_token"), 1);
+    // With --min-valid 10s it is validated instead, and after the
+    // simulator's clock passes the lifetime, the 401 leads to level 1.
+    sim.clear_requests();
+    let out = t.run(&["refresh", "--min-valid", "10s"]);
+    assert_eq!(code(&out), 0);
+    assert_eq!(sim.count("GET", "/v1/dataSources"), 1);
+    sim.advance_clock(Duration::from_secs(31));
+    sim.clear_requests();
+    let out = t.run(&["refresh", "--min-valid", "10s"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(sim.count("GET", "/v1/dataSources"), 1);
+    assert_eq!(sim.count("POST", "/v1/access_token"), 1);
+}
+
+#[test]
+fn twenty_concurrent_runs_against_the_simulator() {
+    let t = SimEnv::new(SimOptions::default());
+    let sim = &t.sim;
+    assert_eq!(code(&t.run(&["refresh"])), 0);
+    sim.expire_all(TokenKind::ServiceAccess);
+    // Make the stored expiry pass too, so every run wants to refresh.
+    let env_path = t.dir.path().join(".env");
+    let text = std::fs::read_to_string(&env_path).unwrap();
+    let exp = t
+        .env_value("WEBEX_SERVICE_APP_ACCESS_TOKEN_EXPIRES_AT")
+        .unwrap();
+    std::fs::write(&env_path, text.replace(&exp, "2001-01-01T00:00:00Z")).unwrap();
+    sim.push_fault(webex_sim::Fault::new(
+        "/v1/access_token",
+        webex_sim::FaultKind::Delay(Duration::from_millis(200)),
+    ));
+    sim.clear_requests();
+    let kids: Vec<_> = (0..20)
+        .map(|_| {
+            t.cmd()
+                .args(["-q", "refresh"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for k in kids {
+        let out = k.wait_with_output().unwrap();
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert_eq!(stdout(&out), "");
+    }
+    assert_eq!(sim.count("POST", "/v1/access_token"), 1);
+    assert_eq!(sim.requests().len(), 1);
+    assert!(sim.is_token_valid(&t.env_value("WEBEX_SERVICE_APP_ACCESS_TOKEN").unwrap()));
+}
