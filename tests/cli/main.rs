@@ -5,4 +5,5 @@ mod common;
 
 mod chain_paths;
 mod commands;
+mod datasources;
 mod files;
