@@ -900,6 +900,11 @@ fn report_extend(
         "results": items,
     });
 
+    // Pad before painting, so escape codes do not upset the columns.
+    let label = |colour: Option<&str>, text: &str| {
+        let padded = format!("{text:<11}");
+        colour.map_or(padded.clone(), |c| printer.paint(c, &padded))
+    };
     let mut human = Vec::new();
     if refreshed {
         human.push("the service-app access token was refreshed first".to_string());
@@ -907,23 +912,29 @@ fn report_extend(
     for (id, f) in results {
         human.push(match f {
             Fate::Skipped { expires } => format!(
-                "skipped   {id}  {} (beyond --min-valid {})",
+                "{} {id}  {} (beyond --min-valid {})",
+                label(None, "skipped"),
                 output::expiry_text(Some(*expires), now),
                 clock::human_span(a.min_valid.as_secs())
             ),
-            Fate::WouldExtend { expires } => {
-                format!("would renew {id}  {}", output::expiry_text(*expires, now))
-            }
+            Fate::WouldExtend { expires } => format!(
+                "{} {id}  {}",
+                label(Some("33"), "would renew"),
+                output::expiry_text(*expires, now)
+            ),
             Fate::Extended { after, .. } => format!(
-                "{}   {id}  {}",
-                printer.paint("32", "renewed"),
+                "{} {id}  {}",
+                label(Some("32"), "renewed"),
                 match after {
                     Some(_) => output::expiry_text(*after, now),
                     None => "new expiry not reported".into(),
                 }
             ),
-            Fate::Failed(e) => format!("{}    {id}  {e}", printer.paint("1;31", "failed")),
-            Fate::NotAttempted => format!("not tried {id}"),
+            Fate::Failed(e) => format!("{} {id}  {e}", label(Some("1;31"), "failed")),
+            Fate::NotAttempted => format!(
+                "{} {id}  (the service-app token stopped working)",
+                label(Some("31"), "not tried")
+            ),
         });
     }
     let mut summary = if a.dry_run {

@@ -290,8 +290,8 @@ async fn datasources_extend_renews_expiring_skips_fresh_with_new_nonce() {
     let out = t.run(&["datasources", "extend", "--all"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let s = stdout(&out);
-    assert!(s.contains("skipped   ds-fresh"), "{s}");
-    assert!(s.contains("renewed   ds-soon  expires"), "{s}");
+    assert!(s.contains("skipped     ds-fresh"), "{s}");
+    assert!(s.contains("renewed     ds-soon  expires"), "{s}");
     assert!(
         s.contains("(in 23h 59m)") || s.contains("(in 1d 0h)"),
         "{s}"
@@ -575,7 +575,7 @@ async fn datasources_extend_unknown_id_fails_alone() {
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     let s = stdout(&out);
     assert!(
-        s.contains("failed    nope") && s.contains("renewed   ds-a"),
+        s.contains("failed      nope") && s.contains("renewed     ds-a"),
         "{s}"
     );
     assert_eq!(t.count("PUT", "/v1/dataSources/ds-a").await, 1);
@@ -593,7 +593,7 @@ async fn datasources_extend_dry_run_sends_no_put() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let s = stdout(&out);
     assert!(s.contains("would renew ds-a"), "{s}");
-    assert!(s.contains("skipped   ds-b"), "{s}");
+    assert!(s.contains("skipped     ds-b"), "{s}");
     assert!(s.contains("dry run: 1 would be renewed, 1 skipped"), "{s}");
     let out = t.run(&["--json", "datasources", "extend", "--all", "--dry-run"]);
     let v = parse_json(&out);
