@@ -793,3 +793,35 @@ async fn datasources_register_is_not_retried() {
         stderr(&out)
     );
 }
+
+#[tokio::test]
+async fn datasources_extend_stops_when_the_service_token_is_rejected() {
+    let mut t = TestEnv::new().await;
+    fresh_env(&t);
+    let new_access = t.secret("SECRET-ds-rejected-midway");
+    t.mock_validate(OLD_ACCESS, 401).await;
+    t.mock_refresh(
+        SA_CLIENT_ID,
+        OLD_REFRESH,
+        token_response(&new_access, 14 * 86_400, None),
+    )
+    .await;
+    mock_get(
+        &t,
+        "ds-a",
+        ResponseTemplate::new(401).set_body_json(webex_error("invalid token")),
+    )
+    .await;
+    let out = t.run(&["--json", "datasources", "extend", "ds-a", "ds-b"]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    let v = parse_json(&out);
+    assert_eq!(v["results"][0]["action"], "failed");
+    assert_eq!(v["results"][0]["error"]["exitCode"], 4);
+    assert_eq!(v["results"][1]["id"], "ds-b");
+    assert_eq!(v["results"][1]["action"], "not_attempted");
+    assert_eq!(v["summary"]["notAttempted"], 1);
+    assert_eq!(t.count("POST", "/v1/access_token").await, 1);
+    assert_eq!(t.count("GET", "/v1/dataSources/ds-a").await, 2);
+    assert_eq!(t.count("GET", "/v1/dataSources/ds-b").await, 0);
+    assert!(put_bodies(&t).await.is_empty());
+}
