@@ -29,6 +29,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Status(a) => status(&settings, &printer, &a).await,
         Command::Token(a) => token(&settings, &printer, &a).await,
         Command::Exec(a) => exec(&settings, &a).await,
+        Command::Datasources(a) => crate::datasources::run(&settings, &printer, &a).await,
         Command::Completions(a) => {
             crate::completions::write(a.shell, &mut std::io::stdout());
             Ok(0)
@@ -52,6 +53,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Status(_) => "status",
         Command::Token(_) => "token",
         Command::Exec(_) => "exec",
+        Command::Datasources(a) => crate::datasources::command_name(&a.command),
         Command::Completions(_) => "completions",
         Command::Man => "man",
     }
@@ -102,7 +104,7 @@ impl Persist for ConfigSink<'_> {
 
 /// The shared core of `refresh`, `token` and `exec`: make sure a working
 /// token is stored, under the lock, and return what happened.
-async fn ensure(
+pub(crate) async fn ensure(
     settings: &Settings,
     policy: &Policy,
     command: &'static str,
@@ -282,7 +284,9 @@ async fn refresh(settings: &Settings, printer: &Printer, a: &RefreshArgs) -> Res
 }
 
 async fn token(settings: &Settings, printer: &Printer, a: &TokenArgs) -> Result<u8, Error> {
-    let tokens = working_tokens(settings, a.min_valid, a.validate, "token").await?;
+    let tokens = working_tokens(settings, a.min_valid, a.validate, "token")
+        .await?
+        .tokens;
     let access = tokens
         .access_token
         .as_ref()
@@ -291,15 +295,23 @@ async fn token(settings: &Settings, printer: &Printer, a: &TokenArgs) -> Result<
     Ok(0)
 }
 
-/// A working token set for `token` and `exec`. The fast path (a stored
-/// expiry beyond `min_valid`) reads two small files and makes no request,
-/// takes no lock and builds no HTTP client.
-async fn working_tokens(
+/// A working token set, and whether this run refreshed it to get there.
+pub(crate) struct Working {
+    pub tokens: StoredTokens,
+    /// True when the chain refreshed the token in this run (so a 401 right
+    /// after cannot be cured by refreshing once more).
+    pub refreshed: bool,
+}
+
+/// A working token set for `token`, `exec` and `datasources`. The fast path
+/// (a stored expiry beyond `min_valid`) reads two small files and makes no
+/// request, takes no lock and builds no HTTP client.
+pub(crate) async fn working_tokens(
     settings: &Settings,
     min_valid: Duration,
     validate: bool,
     command: &'static str,
-) -> Result<StoredTokens, Error> {
+) -> Result<Working, Error> {
     if !validate {
         let state = store::read_env(&settings.env_path)?;
         Config::load(&settings.config_path)?;
@@ -310,7 +322,10 @@ async fn working_tokens(
                 .access_expires_at
                 .is_some_and(|e| e > threshold)
         {
-            return Ok(state.tokens);
+            return Ok(Working {
+                tokens: state.tokens,
+                refreshed: false,
+            });
         }
     }
     let policy = Policy {
@@ -323,11 +338,17 @@ async fn working_tokens(
             Check::TrustExpiry
         },
     };
-    Ok(ensure(settings, &policy, command).await?.tokens)
+    let outcome = ensure(settings, &policy, command).await?;
+    Ok(Working {
+        refreshed: matches!(outcome.action, Action::Refreshed { .. }),
+        tokens: outcome.tokens,
+    })
 }
 
 async fn exec(settings: &Settings, a: &ExecArgs) -> Result<u8, Error> {
-    let tokens = working_tokens(settings, a.min_valid, false, "exec").await?;
+    let tokens = working_tokens(settings, a.min_valid, false, "exec")
+        .await?
+        .tokens;
     let (program, args) = a.command.split_first().expect("clap requires a command");
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);

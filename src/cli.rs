@@ -98,6 +98,9 @@ pub enum Command {
     Token(TokenArgs),
     /// Run a command with a working token in its environment
     Exec(ExecArgs),
+    /// BYODS data sources: list them, renew their tokens, register new ones
+    #[command(name = "datasources", visible_alias = "ds")]
+    Datasources(DatasourcesArgs),
     /// Print a shell completion script
     Completions(CompletionsArgs),
     /// Print the man page (roff) on stdout
@@ -152,6 +155,90 @@ pub struct ExecArgs {
     pub command: Vec<std::ffi::OsString>,
 }
 
+/// The longest data-source token lifetime Webex accepts (24 h), and the default.
+pub const MAX_TOKEN_LIFETIME_MINUTES: u32 = 1440;
+
+#[derive(Debug, Args)]
+pub struct DatasourcesArgs {
+    #[command(subcommand)]
+    pub command: DatasourcesCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatasourcesCommand {
+    /// List the service app's data sources with their token expiry
+    List,
+    /// Show one data source
+    Show(DsShowArgs),
+    /// Renew the tokens of data sources that expire soon (PUT with a fresh nonce)
+    Extend(DsExtendArgs),
+    /// Register a new data source (the nonce is generated)
+    Register(DsRegisterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DsShowArgs {
+    /// The data source's id
+    #[arg(value_name = "ID")]
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "all"])))]
+pub struct DsExtendArgs {
+    /// Data sources to renew
+    #[arg(value_name = "ID")]
+    pub ids: Vec<String>,
+    /// Renew every data source of the service app that needs it
+    #[arg(long, conflicts_with = "ids")]
+    pub all: bool,
+    /// Renew a token that expires within this window; fresher ones are skipped.
+    /// 6h: with an hourly timer a renewal survives five failed runs in a row
+    #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = parse_duration)]
+    pub min_valid: Duration,
+    /// Lifetime of the renewed token in minutes (1–1440)
+    #[arg(long, value_name = "MINUTES", default_value_t = MAX_TOKEN_LIFETIME_MINUTES, value_parser = parse_lifetime)]
+    pub lifetime: u32,
+    /// Say which data sources would be renewed; send no PUT
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DsRegisterArgs {
+    /// The schema the data source serves (`GET /dataSources/schemas`)
+    #[arg(long, value_name = "UUID")]
+    pub schema_id: String,
+    /// Where Webex sends the data (https URL of your service)
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+    /// The token's `aud` claim, usually your provider app's name
+    #[arg(long)]
+    pub audience: String,
+    /// The token's `sub` claim
+    #[arg(long)]
+    pub subject: String,
+    /// Lifetime of the token in minutes (1–1440)
+    #[arg(long, value_name = "MINUTES", default_value_t = MAX_TOKEN_LIFETIME_MINUTES, value_parser = parse_lifetime)]
+    pub lifetime: u32,
+}
+
+/// `--lifetime`: 1..=1440 minutes. Checked by clap, so a bad value is a
+/// usage error (exit 2) before any file is read or request sent.
+fn parse_lifetime(v: &str) -> Result<u32, String> {
+    let n: u32 = v
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{v}` is not a number of minutes"))?;
+    if (1..=MAX_TOKEN_LIFETIME_MINUTES).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{n} is out of range: Webex accepts 1 to {MAX_TOKEN_LIFETIME_MINUTES} minutes (24 h)"
+        ))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
     /// The shell
@@ -202,6 +289,63 @@ mod tests {
         let e =
             Cli::try_parse_from(["webex-token", "--api-base", "ftp://x", "status"]).unwrap_err();
         assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn datasources_extend_flags() {
+        let c = Cli::try_parse_from(["webex-token", "datasources", "extend", "--all"]).unwrap();
+        let Command::Datasources(DatasourcesArgs {
+            command: DatasourcesCommand::Extend(e),
+        }) = c.command
+        else {
+            panic!()
+        };
+        assert!(e.all && e.ids.is_empty() && !e.dry_run);
+        assert_eq!(e.lifetime, 1440);
+        assert_eq!(e.min_valid, Duration::from_secs(6 * 3600));
+
+        let c = Cli::try_parse_from([
+            "webex-token",
+            "ds",
+            "extend",
+            "a",
+            "b",
+            "--lifetime",
+            "60",
+            "--min-valid",
+            "2h",
+        ])
+        .unwrap();
+        let Command::Datasources(DatasourcesArgs {
+            command: DatasourcesCommand::Extend(e),
+        }) = c.command
+        else {
+            panic!()
+        };
+        assert_eq!(e.ids, vec!["a", "b"]);
+        assert_eq!((e.lifetime, e.min_valid.as_secs()), (60, 7200));
+
+        for bad in [
+            vec!["extend"],
+            vec!["extend", "--all", "x"],
+            vec!["extend", "--all", "--lifetime", "1441"],
+            vec!["extend", "--all", "--lifetime", "0"],
+            vec!["extend", "--all", "--lifetime", "-5"],
+            vec![
+                "register",
+                "--schema-id",
+                "s",
+                "--url",
+                "u",
+                "--audience",
+                "a",
+            ],
+        ] {
+            let mut argv = vec!["webex-token", "datasources"];
+            argv.extend(bad.iter().copied());
+            let e = Cli::try_parse_from(&argv).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{argv:?}");
+        }
     }
 
     #[test]

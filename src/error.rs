@@ -3,6 +3,7 @@
 
 use crate::chain::{AttemptResult, ChainError, Level};
 use crate::config::ConfigError;
+use crate::datasources::DsError;
 use crate::env_file::EnvFileError;
 use crate::store::StoreError;
 use crate::webex::ApiError;
@@ -25,6 +26,8 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Chain(#[from] ChainError),
+    #[error(transparent)]
+    DataSource(#[from] DsError),
     #[error("{0}")]
     CheckFailed(String),
     #[error("could not run `{program}`: {source}")]
@@ -54,6 +57,7 @@ impl Error {
                 ChainError::Config(_) => exit::CONFIG,
                 ChainError::Persist(_) => exit::CONFIG,
             },
+            Error::DataSource(e) => e.exit_code(),
             Error::CheckFailed(_) => exit::CHECK,
             Error::Exec { source, .. } => match source.kind() {
                 std::io::ErrorKind::NotFound => 127,
@@ -149,13 +153,14 @@ impl Error {
             Error::CheckFailed(_) => Some(
                 "renew it before it lapses: `webex-token setup-oauth` for the integration, or a new personal access token".into(),
             ),
+            Error::DataSource(e) => e.hint(),
             Error::Exec { .. } => Some("check the command name and PATH".into()),
             Error::Usage(_) | Error::Other(_) => None,
         }
     }
 }
 
-fn transient_hint(e: &ApiError) -> String {
+pub(crate) fn transient_hint(e: &ApiError) -> String {
     match e.status() {
         Some(429) => "Webex is rate-limiting; the next scheduled run will try again".into(),
         Some(s) if s >= 500 => "Webex had a server error; try again later (quote the trackingId to Webex support if it persists)".into(),

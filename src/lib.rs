@@ -11,6 +11,7 @@ pub mod cli;
 pub mod clock;
 pub mod completions;
 pub mod config;
+pub mod datasources;
 pub mod env_file;
 pub mod error;
 pub mod fs_atomic;

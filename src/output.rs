@@ -43,7 +43,8 @@ impl Printer {
         let _ = writeln!(out, "{text}");
     }
 
-    fn paint(&self, code: &str, s: &str) -> String {
+    /// `s` in the ANSI colour `code` when stdout is a colour terminal.
+    pub fn paint(&self, code: &str, s: &str) -> String {
         if self.color {
             format!("\x1b[{code}m{s}\x1b[0m")
         } else {

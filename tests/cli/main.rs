@@ -5,6 +5,7 @@ mod common;
 
 mod chain_paths;
 mod commands;
+mod datasources;
 mod files;
 mod hardening;
 mod sim_e2e;
