@@ -74,7 +74,11 @@ impl SimEnv {
 
     fn run(&self, args: &[&str]) -> Output {
         let before = self.secrets();
-        let out = self.cmd().arg("-vv").args(args).output().unwrap();
+        let mut c = self.cmd();
+        if !args.contains(&"-q") {
+            c.arg("-vv");
+        }
+        let out = c.args(args).output().unwrap();
         let after = self.secrets();
         let (o, e) = (stdout(&out), stderr(&out));
         for s in before.iter().chain(after.iter()) {
@@ -272,4 +276,50 @@ fn twenty_concurrent_runs_against_the_simulator() {
     assert_eq!(sim.count("POST", "/v1/access_token"), 1);
     assert_eq!(sim.requests().len(), 1);
     assert!(sim.is_token_valid(&t.env_value("WEBEX_SERVICE_APP_ACCESS_TOKEN").unwrap()));
+}
+
+#[test]
+fn datasources_extend_against_the_simulator() {
+    let t = SimEnv::new(SimOptions::default());
+    let sim = &t.sim;
+    // No .env yet: extend refreshes first (level 2), then lists and renews
+    // the one source whose token expires within the default 6 h.
+    let out = t.run(&["datasources", "extend", "--all", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["summary"]["extended"], 1, "{v}");
+    assert_eq!(v["summary"]["skipped"], 1, "{v}");
+    assert_eq!(
+        sim.count(
+            "PUT",
+            &format!(
+                "/v1/dataSources/{}",
+                v["results"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|r| r["action"] == "extended")
+                    .unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+            )
+        ),
+        1
+    );
+    for ds in sim.data_sources() {
+        let jws = ds["jwsToken"].as_str().unwrap();
+        assert!(!stdout(&out).contains(jws), "no JWS in output");
+    }
+    // A second tick finds nothing to do.
+    sim.clear_requests();
+    let out = t.run(&["-q", "datasources", "extend", "--all"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    assert_eq!(
+        sim.requests().iter().filter(|r| r.method == "PUT").count(),
+        0
+    );
+    let list = t.run(&["datasources", "list"]);
+    assert_eq!(code(&list), 0);
+    assert!(stdout(&list).contains("demo-crm-feed"), "{}", stdout(&list));
 }
