@@ -19,6 +19,54 @@ use crate::webex::{ApiError, HttpApi, WebexApi};
 use serde_json::{Value, json};
 use std::time::Duration;
 
+/// Runs the parsed command line and returns the exit code. The common
+/// `token` case (a stored expiry far enough away) is answered before any
+/// async runtime exists: it reads two small files and prints, nothing more.
+pub fn main(cli: Cli) -> u8 {
+    if let Command::Token(a) = &cli.command
+        && !a.validate
+    {
+        let settings = Settings::from_args(&cli.global);
+        let printer = Printer::new(settings.json, settings.quiet);
+        match fresh_tokens(&settings, a.min_valid) {
+            Ok(Some(tokens)) => {
+                let access = tokens.access_token.as_ref().expect("fresh tokens have one");
+                printer.token(access, tokens.access_expires_at, clock::now());
+                return 0;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                printer.error("token", &e);
+                return e.exit_code();
+            }
+        }
+    }
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(run(cli)),
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            crate::error::exit::TRANSIENT
+        }
+    }
+}
+
+/// The stored tokens when their expiry is beyond `min_valid` (no lock, no
+/// request); `None` when they must be checked or refreshed.
+fn fresh_tokens(settings: &Settings, min_valid: Duration) -> Result<Option<StoredTokens>, Error> {
+    let state = store::read_env(&settings.env_path)?;
+    Config::load(&settings.config_path)?;
+    let threshold = clock::after(clock::now(), min_valid.as_secs());
+    let fresh = state.tokens.access_token.is_some()
+        && state
+            .tokens
+            .access_expires_at
+            .is_some_and(|e| e > threshold);
+    Ok(fresh.then_some(state.tokens))
+}
+
 /// Runs the parsed command line; returns the exit code.
 pub async fn run(cli: Cli) -> u8 {
     let settings = Settings::from_args(&cli.global);
@@ -312,21 +360,11 @@ pub(crate) async fn working_tokens(
     validate: bool,
     command: &'static str,
 ) -> Result<Working, Error> {
-    if !validate {
-        let state = store::read_env(&settings.env_path)?;
-        Config::load(&settings.config_path)?;
-        let threshold = clock::after(clock::now(), min_valid.as_secs());
-        if state.tokens.access_token.is_some()
-            && state
-                .tokens
-                .access_expires_at
-                .is_some_and(|e| e > threshold)
-        {
-            return Ok(Working {
-                tokens: state.tokens,
-                refreshed: false,
-            });
-        }
+    if !validate && let Some(tokens) = fresh_tokens(settings, min_valid)? {
+        return Ok(Working {
+            tokens,
+            refreshed: false,
+        });
     }
     let policy = Policy {
         min_valid,

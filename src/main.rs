@@ -33,7 +33,10 @@ fn init_logging(verbose: u8, quiet: bool, format: LogFormat) {
         (false, 1) => "warn,webex_token=debug",
         (false, _) => "warn,webex_token=trace",
     };
-    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = match std::env::var_os("RUST_LOG") {
+        Some(_) => EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default)),
+        None => EnvFilter::new(default),
+    };
     let ansi = std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
