@@ -10,6 +10,15 @@
 //! never reach the chain as "rejected", because a Webex outage must not make
 //! the tool throw away a good refresh token or walk the chain as if it had.
 //!
+//! Why the retry loop is ours and not `reqwest-retry`/`backon`: what counts
+//! as transient here needs the response *body* (a 200 whose token JSON is
+//! cut off must be retried; a 400 is final unless it is not), which
+//! middleware that sees only status codes cannot judge; `Retry-After` would
+//! need a second middleware crate (`reqwest-retry-after`) in the same stack;
+//! and the total time budget and the "give up at once when Retry-After is
+//! beyond the budget" rule are not expressible in their policies. The loop
+//! is small ([`HttpApi::send`], [`RetryPolicy::backoff`]) and unit-tested.
+//!
 //! The client is built lazily: commands that make no request (a fresh
 //! `token`, `status`) never pay for TLS setup.
 
