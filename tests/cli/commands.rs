@@ -410,3 +410,114 @@ async fn colour_only_on_a_tty_and_never_with_no_color() {
     assert!(!plain.contains("\x1b["), "NO_COLOR honoured: {plain:?}");
     assert!(plain.contains("works"), "{plain:?}");
 }
+
+/// Every `--json` output is one object with the documented keys.
+#[tokio::test]
+async fn json_shapes_match_the_readme() {
+    let mut t = TestEnv::new().await;
+    let new = t.secret("SECRET-json-shape");
+    t.write_env(&env_with(OLD_ACCESS, Some(&in_secs(-5)), Some(OLD_REFRESH)));
+    t.mock_refresh(
+        SA_CLIENT_ID,
+        OLD_REFRESH,
+        token_response(&new, 86_400, None),
+    )
+    .await;
+    let has = |v: &Value, keys: &[&str]| {
+        for k in keys {
+            assert!(v.get(*k).is_some(), "missing `{k}` in {v}");
+        }
+        assert_eq!(v["schemaVersion"], 1, "{v}");
+    };
+    let token_keys = [
+        "present",
+        "fingerprint",
+        "expiresAt",
+        "secondsLeft",
+        "expired",
+    ];
+
+    let dry = t.run(&["refresh", "--dry-run", "--json"]);
+    let v: Value = serde_json::from_str(&stdout(&dry)).unwrap();
+    has(
+        &v,
+        &[
+            "command",
+            "ok",
+            "action",
+            "level",
+            "validation",
+            "reason",
+            "personalTokenRenewed",
+            "accessToken",
+            "refreshToken",
+            "attempts",
+            "envFile",
+            "configFile",
+        ],
+    );
+    assert_eq!(v["action"], "would_refresh");
+    assert_eq!(v["level"], 1);
+
+    let done = t.run(&["refresh", "--json"]);
+    let v: Value = serde_json::from_str(&stdout(&done)).unwrap();
+    assert_eq!(v["action"], "refreshed");
+    for k in ["accessToken", "refreshToken"] {
+        for tk in token_keys {
+            assert!(v[k].get(tk).is_some(), "{k}.{tk} in {v}");
+        }
+    }
+    let a = &v["attempts"][0];
+    for k in [
+        "level",
+        "name",
+        "result",
+        "detail",
+        "httpStatus",
+        "trackingId",
+    ] {
+        assert!(a.get(k).is_some(), "attempts[].{k}");
+    }
+
+    let tok = t.run_allowing(&["token", "--json"], &[&new]);
+    let v: Value = serde_json::from_str(&stdout(&tok)).unwrap();
+    has(&v, &["command", "accessToken", "expiresAt"]);
+    assert_eq!(v["accessToken"], new.as_str());
+
+    let st = t.run(&["status", "--json", "--check", "1d"]);
+    let v: Value = serde_json::from_str(&stdout(&st)).unwrap();
+    has(
+        &v,
+        &[
+            "command",
+            "ok",
+            "envFile",
+            "envFileExists",
+            "configFile",
+            "apiBase",
+            "credentials",
+            "levels",
+            "nextLevel",
+            "online",
+            "check",
+            "notes",
+        ],
+    );
+    for k in [
+        "serviceAccessToken",
+        "serviceRefreshToken",
+        "personalAccessToken",
+        "integrationRefreshToken",
+    ] {
+        for tk in token_keys {
+            assert!(
+                v["credentials"][k].get(tk).is_some(),
+                "credentials.{k}.{tk}"
+            );
+        }
+    }
+    for k in ["level", "name", "available", "reason"] {
+        assert!(v["levels"][0].get(k).is_some(), "levels[].{k}");
+    }
+    assert!(v["check"].get("windowSeconds").is_some() && v["check"].get("expiring").is_some());
+}
