@@ -29,6 +29,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Status(a) => status(&settings, &printer, &a).await,
         Command::Token(a) => token(&settings, &printer, &a).await,
         Command::Exec(a) => exec(&settings, &a).await,
+        Command::SetupOauth(a) => crate::oauth_setup::run(&settings, &printer, &a).await,
         Command::Completions(a) => {
             crate::completions::write(a.shell, &mut std::io::stdout());
             Ok(0)
@@ -49,6 +50,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Status(_) => "status",
         Command::Token(_) => "token",
         Command::Exec(_) => "exec",
+        Command::SetupOauth(_) => "setup-oauth",
         Command::Completions(_) => "completions",
     }
 }

@@ -98,6 +98,8 @@ pub enum Command {
     Token(TokenArgs),
     /// Run a command with a working token in its environment
     Exec(ExecArgs),
+    /// One-time browser authorization of the token-manager integration (OAuth, PKCE)
+    SetupOauth(SetupOauthArgs),
     /// Print a shell completion script
     Completions(CompletionsArgs),
 }
@@ -148,6 +150,23 @@ pub struct ExecArgs {
         value_name = "CMD"
     )]
     pub command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct SetupOauthArgs {
+    /// Local port of the callback; must match the integration's redirect URI
+    /// http://localhost:PORT/callback (0: any free port, for tests)
+    #[arg(long, default_value_t = 3000)]
+    pub port: u16,
+    /// Do not open a browser; print the address (with an SSH port-forward hint)
+    #[arg(long)]
+    pub no_browser: bool,
+    /// Do not listen; paste the address the browser was redirected to on stdin
+    #[arg(long)]
+    pub manual: bool,
+    /// How long to wait for the authorization
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]

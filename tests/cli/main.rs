@@ -6,3 +6,4 @@ mod common;
 mod chain_paths;
 mod commands;
 mod files;
+mod setup_oauth;
