@@ -162,8 +162,13 @@ pub struct SetupOauthArgs {
     #[arg(long)]
     pub no_browser: bool,
     /// Do not listen; paste the address the browser was redirected to on stdin
-    #[arg(long)]
+    #[arg(long, conflicts_with = "device")]
     pub manual: bool,
+    /// Device Authorization Grant: enter a short code on any device; no
+    /// redirect to this machine (the integration must list Webex's device
+    /// redirect URIs)
+    #[arg(long)]
+    pub device: bool,
     /// How long to wait for the authorization
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub timeout: Duration,

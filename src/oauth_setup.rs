@@ -59,6 +59,13 @@ use std::time::{Duration, Instant};
 /// Where the integration's credentials are found on the portal.
 const PORTAL_HINT: &str = "open developer.webex.com → My Webex Apps → your token-manager integration (create one with redirect URI http://localhost:3000/callback and scope spark:applications_token if you have none); its Client ID and Client Secret are on that page (the secret is shown only when the integration is created or the secret is regenerated)";
 
+/// The redirect URIs an integration must list for the device grant.
+const DEVICE_REDIRECT_URIS: [&str; 3] = [
+    "https://oauth-helper-a.wbx2.com/helperservice/v1/actions/device/callback",
+    "https://oauth-helper-k.wbx2.com/helperservice/v1/actions/device/callback",
+    "https://oauth-helper-r.wbx2.com/helperservice/v1/actions/device/callback",
+];
+
 /// Why `setup-oauth` did not finish. Nothing is written in any of these cases.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -99,6 +106,10 @@ pub enum SetupError {
     Exchange(ApiError),
     #[error("the token endpoint's answer cannot be used: {0}; nothing was written")]
     BadGrant(String),
+    #[error("the device authorization request failed: {0}; nothing was written")]
+    Device(ApiError),
+    #[error("the device authorization answer cannot be used: {0}; nothing was written")]
+    DeviceAnswer(String),
     #[error("could not build the OAuth request: {0}")]
     Build(String),
 }
@@ -124,13 +135,18 @@ impl SetupError {
             SetupError::ManualNeedsPort => exit::USAGE,
             SetupError::Listener(_) | SetupError::TimedOut { .. } => exit::TRANSIENT,
             SetupError::Authorization { error, .. } => match error.as_str() {
-                "server_error" | "temporarily_unavailable" => exit::TRANSIENT,
+                // The person took longer than the device code lives: as
+                // with our own --timeout, trying again is the remedy.
+                "server_error" | "temporarily_unavailable" | "expired_token" => exit::TRANSIENT,
                 _ => exit::REAUTH,
             },
             SetupError::ManualInput(_) => exit::CONFIG,
             SetupError::Exchange(e) if e.is_transient() => exit::TRANSIENT,
             SetupError::Exchange(_) => exit::REAUTH,
             SetupError::BadGrant(_) => exit::TRANSIENT,
+            SetupError::Device(e) if e.is_transient() => exit::TRANSIENT,
+            SetupError::Device(_) => exit::REAUTH,
+            SetupError::DeviceAnswer(_) => exit::TRANSIENT,
             SetupError::Build(_) => exit::CONFIG,
         }
     }
@@ -146,6 +162,7 @@ impl SetupError {
             SetupError::TimedOut { .. } => "run `webex-token setup-oauth` again and finish signing in within --timeout (default 5m); on a machine without a browser use --no-browser with an SSH port forward, or --manual".into(),
             SetupError::Authorization { error, .. } => match error.as_str() {
                 "access_denied" => "the sign-in was cancelled or the access was not granted; run `webex-token setup-oauth` again and accept the requested access".into(),
+                "expired_token" => "the code shown was not entered in time; run `webex-token setup-oauth --device` again".into(),
                 "invalid_scope" => "the integration must have the scope spark:applications_token; edit it on developer.webex.com, then run `webex-token setup-oauth` again".into(),
                 "server_error" | "temporarily_unavailable" => "Webex had a problem; try again in a few minutes".into(),
                 _ => "check the integration on developer.webex.com (redirect URI, scopes), then run `webex-token setup-oauth` again".into(),
@@ -157,7 +174,9 @@ impl SetupError {
                 _ if e.to_string().contains("invalid_client") => "check `clientId`/`clientSecret` of the integration in the config file against developer.webex.com, then run `webex-token setup-oauth` again".into(),
                 _ => "run `webex-token setup-oauth` again (an authorization code can be used only once and expires quickly); if it keeps failing, check that the integration's redirect URI matches exactly".into(),
             },
-            SetupError::BadGrant(_) => "run `webex-token setup-oauth` again".into(),
+            SetupError::BadGrant(_) | SetupError::DeviceAnswer(_) => "run `webex-token setup-oauth` again".into(),
+            SetupError::Device(e) if e.is_transient() => "Webex or the network had a problem; run `webex-token setup-oauth --device` again".into(),
+            SetupError::Device(_) => format!("the integration must allow the device grant: on developer.webex.com add these redirect URIs to it: {}; or use --manual", DEVICE_REDIRECT_URIS.join(", ")),
             SetupError::Build(_) => "check --api-base / `apiBaseUrl` (e.g. https://webexapis.com/v1)".into(),
         })
     }
@@ -244,55 +263,57 @@ pub async fn run(settings: &Settings, printer: &Printer, a: &SetupOauthArgs) -> 
     if a.manual && a.port == 0 {
         return Err(SetupError::ManualNeedsPort.into());
     }
-
-    let listener = if a.manual { None } else { Some(bind(a.port)?) };
-    let port = match &listener {
-        Some((_, port)) => *port,
-        None => a.port,
-    };
-    let redirect_uri = format!("http://localhost:{port}/callback");
-    let base = settings.api_base(Some(&config));
-    let build = |e: oauth2::url::ParseError| SetupError::Build(e.to_string());
-    let client = BasicClient::new(ClientId::new(client_id.clone()))
-        .set_client_secret(ClientSecret::new(client_secret.expose_secret().to_string()))
-        .set_auth_uri(AuthUrl::new(format!("{base}/authorize")).map_err(build)?)
-        .set_token_uri(TokenUrl::new(format!("{base}/access_token")).map_err(build)?)
-        .set_redirect_uri(RedirectUrl::new(redirect_uri.clone()).map_err(build)?)
-        .set_auth_type(AuthType::RequestBody);
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let (auth_url, state) = client
-        .authorize_url(CsrfToken::new_random)
-        .add_scope(Scope::new(SCOPE_APPLICATIONS_TOKEN.to_string()))
-        .set_pkce_challenge(challenge)
-        .url();
-
-    let tty = std::io::stderr().is_terminal();
-    instructions(&auth_url, &redirect_uri, port, a, listener.is_some());
-
+    let countdown = std::io::stderr().is_terminal() && !printer.quiet;
+    let api = HttpApi::new(settings.http(Some(&config)));
     let started = Instant::now();
-    let (callback, pending) = match &listener {
-        Some((server, _)) => {
-            let (cb, req) = wait_for_callback(server, &state, a.timeout, tty && !printer.quiet)?;
-            (cb, Some(req))
-        }
-        None => (read_pasted(&state, a.timeout, &redirect_uri)?, None),
+
+    // The browser's callback request, answered once the outcome is known.
+    let mut browser: Option<tiny_http::Request> = None;
+    let (grant, flow, redirect_uri) = if a.device {
+        let grant = device_flow(&api, &client_id, &client_secret, a, countdown).await;
+        (grant, "device", None)
+    } else {
+        let listener = if a.manual { None } else { Some(bind(a.port)?) };
+        let port = match &listener {
+            Some((_, port)) => *port,
+            None => a.port,
+        };
+        let redirect_uri = format!("http://localhost:{port}/callback");
+        let client = oauth_client(&api, &client_id, &client_secret, &redirect_uri)?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (auth_url, state) = client
+            .authorize_url(CsrfToken::new_random)
+            .add_scope(Scope::new(SCOPE_APPLICATIONS_TOKEN.to_string()))
+            .set_pkce_challenge(challenge)
+            .url();
+        instructions(&auth_url, &redirect_uri, port, a, listener.is_some());
+        let callback = match &listener {
+            Some((server, _)) => {
+                let (cb, req) = wait_for_callback(server, &state, a.timeout, countdown)?;
+                browser = Some(req);
+                cb
+            }
+            None => read_pasted(&state, a.timeout, &redirect_uri)?,
+        };
+        let grant = match callback {
+            Callback::Code(code) => exchange(&api, &client, code, verifier).await,
+            Callback::Error { error, description } => {
+                Err(SetupError::Authorization { error, description })
+            }
+        };
+        let flow = if a.manual { "manual" } else { "browser" };
+        (grant, flow, Some(redirect_uri))
     };
     tracing::debug!(
-        "authorization arrived after {:.1}s",
+        "authorization finished after {:.1}s",
         started.elapsed().as_secs_f64()
     );
 
-    let result = finish(
-        settings,
-        &config,
-        &client,
-        callback,
-        verifier,
-        &client_id,
-        &client_secret,
-    )
-    .await;
-    if let Some(req) = pending {
+    let result = match grant {
+        Ok(g) => store_grant(settings, &config, g, &client_id, &client_secret, flow),
+        Err(e) => Err(e.into()),
+    };
+    if let Some(req) = browser {
         let page = match &result {
             Ok(_) => page(
                 200,
@@ -311,8 +332,25 @@ pub async fn run(settings: &Settings, printer: &Printer, a: &SetupOauthArgs) -> 
         let _ = req.respond(page);
     }
     let stored = result?;
-    report(printer, &stored, &redirect_uri);
+    report(printer, &stored, redirect_uri.as_deref(), flow);
     Ok(0)
+}
+
+/// The `oauth2` client for the authorization-code flow.
+fn oauth_client(
+    api: &HttpApi,
+    client_id: &str,
+    client_secret: &SecretString,
+    redirect_uri: &str,
+) -> Result<ConfiguredClient, SetupError> {
+    let build = |e: oauth2::url::ParseError| SetupError::Build(e.to_string());
+    Ok(BasicClient::new(ClientId::new(client_id.to_string()))
+        .set_client_secret(ClientSecret::new(client_secret.expose_secret().to_string()))
+        .set_auth_uri(AuthUrl::new(api.url("/authorize")).map_err(build)?)
+        .set_token_uri(TokenUrl::new(api.url("/access_token")).map_err(build)?)
+        .set_redirect_uri(RedirectUrl::new(redirect_uri.to_string()).map_err(build)?)
+        // Webex takes the client credentials as form fields.
+        .set_auth_type(AuthType::RequestBody))
 }
 
 /// What was stored, for the report and the audit line.
@@ -326,36 +364,29 @@ struct Stored {
     client_secret_fp: String,
 }
 
-/// Exchanges the code and writes the tokens.
-async fn finish(
+/// Writes the tokens (and the client credentials they belong to) into the
+/// config file, and appends the audit line.
+fn store_grant(
     settings: &Settings,
     config: &Config,
-    client: &ConfiguredClient,
-    callback: Callback,
-    verifier: PkceCodeVerifier,
+    grant: TokenGrant,
     client_id: &str,
     client_secret: &SecretString,
+    flow: &str,
 ) -> Result<Stored, Error> {
-    let code = match callback {
-        Callback::Code(c) => c,
-        Callback::Error { error, description } => {
-            return Err(SetupError::Authorization { error, description }.into());
-        }
-    };
     let now = clock::now();
-    let grant = exchange(settings, config, client, code, verifier).await?;
     let refresh_expires_at = grant
         .refresh_token_expires_in
         .filter(|_| grant.refresh_token.is_some())
         .map(|s| clock::after(now, s));
     let update = PersonalUpdate {
-        personal_access_token: grant.access_token.clone(),
+        personal_access_token: grant.access_token,
         personal_expires_at: grant.expires_in.map(|s| clock::after(now, s)),
-        integration_refresh_token: grant.refresh_token.clone(),
+        integration_refresh_token: grant.refresh_token,
         integration_refresh_expires_at: refresh_expires_at,
         integration_client: Some((client_id.to_string(), client_secret.clone())),
     };
-    if grant.refresh_token.is_none() {
+    if update.integration_refresh_token.is_none() {
         tracing::warn!(
             "the token endpoint returned no refresh token; the personal access token is stored, but level 3 will not be able to renew it"
         );
@@ -383,6 +414,7 @@ async fn finish(
             json!({
                 "command": "setup-oauth",
                 "operation": "setup",
+                "flow": flow,
                 "outcome": "ok",
                 "personalTokenFingerprint": fingerprint(&stored.personal),
                 "personalTokenExpiresAt": stored.personal_expires_at.map(clock::format_utc),
@@ -426,16 +458,13 @@ impl std::error::Error for Transport {}
 /// POSTs the code to the token endpoint: `oauth2` builds the request, our
 /// client sends it, `parse_grant` reads the answer.
 async fn exchange(
-    settings: &Settings,
-    config: &Config,
+    api: &HttpApi,
     client: &ConfiguredClient,
     code: SecretString,
     verifier: PkceCodeVerifier,
 ) -> Result<TokenGrant, SetupError> {
-    let api = HttpApi::new(settings.http(Some(config)));
     let body_seen: RefCell<Option<Vec<u8>>> = RefCell::new(None);
     let send = |req: oauth2::HttpRequest| {
-        let api = &api;
         let body_seen = &body_seen;
         async move {
             let (parts, body) = req.into_parts();
@@ -555,7 +584,7 @@ fn instructions(url: &Url, redirect_uri: &str, port: u16, a: &SetupOauthArgs, li
     let mut err = std::io::stderr().lock();
     let try_browser = !a.no_browser && has_display();
     let opened = try_browser
-        && match open::that(url.as_str()) {
+        && match open::that_detached(url.as_str()) {
             Ok(()) => true,
             Err(e) => {
                 let _ = writeln!(
@@ -612,6 +641,143 @@ fn ssh_target() -> String {
     match std::env::var("USER") {
         Ok(u) if !u.is_empty() => format!("{u}@{host}"),
         _ => host,
+    }
+}
+
+/// `POST /device/authorize` answer (RFC 8628 section 3.2), read leniently.
+#[derive(serde::Deserialize)]
+struct DeviceAuthorization {
+    device_code: SecretString,
+    user_code: String,
+    #[serde(alias = "verification_url")]
+    verification_uri: String,
+    #[serde(default, alias = "verification_url_complete")]
+    verification_uri_complete: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+    #[serde(default)]
+    interval: Option<u64>,
+}
+
+/// The Device Authorization Grant (RFC 8628): show a code, poll for the
+/// tokens. Done by hand rather than with `oauth2`'s poller because its
+/// HTTP interface wants error answers handed back as responses, while
+/// [`HttpApi`] classifies and retries them; this keeps one transport.
+async fn device_flow(
+    api: &HttpApi,
+    client_id: &str,
+    client_secret: &SecretString,
+    a: &SetupOauthArgs,
+    countdown: bool,
+) -> Result<TokenGrant, SetupError> {
+    let url = api.url("/device/authorize");
+    let body = api
+        .send("POST /device/authorize", |c| {
+            c.post(&url).header("accept", "application/json").form(&[
+                ("client_id", client_id),
+                ("scope", SCOPE_APPLICATIONS_TOKEN),
+            ])
+        })
+        .await
+        .map_err(SetupError::Device)?;
+    let d: DeviceAuthorization = serde_json::from_slice(&body)
+        .map_err(|e| SetupError::DeviceAnswer(format!("not the expected JSON ({e})")))?;
+    let user_code = clip(&d.user_code);
+    {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(
+            err,
+            "On any device with a browser, open\n\n  {}\n\nand enter the code\n\n  {user_code}\n",
+            d.verification_uri
+        );
+        if let Some(c) = &d.verification_uri_complete {
+            let _ = writeln!(err, "(or open {c} , which fills in the code)");
+        }
+        let _ = writeln!(
+            err,
+            "Sign in as the user whose personal access token the integration should keep renewing. This waits up to {}.",
+            clock::human_span(a.timeout.as_secs())
+        );
+    }
+    if !a.no_browser && has_display() {
+        let target = d
+            .verification_uri_complete
+            .as_deref()
+            .unwrap_or(&d.verification_uri);
+        if let Err(e) = open::that_detached(target) {
+            tracing::info!("could not open a browser ({e})");
+        }
+    }
+
+    let no_delay = std::env::var_os(crate::names::ENV_TEST_NO_RETRY_DELAY).is_some();
+    let lifetime = d.expires_in.map(Duration::from_secs).unwrap_or(a.timeout);
+    let timeout = a.timeout.min(lifetime);
+    let deadline = Instant::now() + timeout;
+    let mut interval = Duration::from_secs(d.interval.unwrap_or(5).max(1));
+    let mut spinner = Countdown::new(countdown);
+    let url = api.url("/device/token");
+    loop {
+        // Wait one interval, drawing the countdown.
+        let wake = Instant::now() + if no_delay { Duration::ZERO } else { interval };
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                spinner.clear();
+                return Err(SetupError::TimedOut {
+                    after: timeout,
+                    refused: 0,
+                });
+            }
+            if now >= wake {
+                break;
+            }
+            spinner.tick(deadline - now);
+            tokio::time::sleep((wake - now).min(Duration::from_millis(200))).await;
+        }
+        let answer = api
+            .send("POST /device/token", |c| {
+                c.post(&url)
+                    .basic_auth(client_id, Some(client_secret.expose_secret()))
+                    .header("accept", "application/json")
+                    .form(&[
+                        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                        ("device_code", d.device_code.expose_secret()),
+                        ("client_id", client_id),
+                    ])
+            })
+            .await;
+        let e = match answer {
+            Ok(body) => {
+                spinner.clear();
+                return parse_grant(&body).map_err(SetupError::BadGrant);
+            }
+            Err(e) => e,
+        };
+        let (status, oauth_error) = match &e {
+            ApiError::Rejected { status, body } | ApiError::Refused { status, body } => {
+                (*status, body.oauth_error.clone())
+            }
+            ApiError::Transient { .. } => {
+                spinner.clear();
+                return Err(SetupError::Exchange(e));
+            }
+        };
+        match oauth_error.as_deref() {
+            Some("authorization_pending") => {}
+            None if status == 428 => {}
+            Some("slow_down") => interval += Duration::from_secs(5),
+            Some(code @ ("access_denied" | "expired_token")) => {
+                spinner.clear();
+                return Err(SetupError::Authorization {
+                    error: code.to_string(),
+                    description: None,
+                });
+            }
+            _ => {
+                spinner.clear();
+                return Err(SetupError::Exchange(e));
+            }
+        }
     }
 }
 
@@ -820,12 +986,13 @@ fn page(status: u16, title: &str, body: &str) -> tiny_http::Response<std::io::Cu
 }
 
 /// Prints what was stored: fingerprints and expiry times, never values.
-fn report(printer: &Printer, s: &Stored, redirect_uri: &str) {
+fn report(printer: &Printer, s: &Stored, redirect_uri: Option<&str>, flow: &str) {
     let now = clock::now();
     let value = json!({
         "schemaVersion": SCHEMA_VERSION,
         "command": "setup-oauth",
         "ok": true,
+        "flow": flow,
         "configFile": s.config_path.display().to_string(),
         "redirectUri": redirect_uri,
         "integrationClientId": s.client_id,

@@ -585,3 +585,122 @@ async fn setup_oauth_manual_refuses_a_foreign_address() {
     assert_eq!(t.count("POST", "/v1/access_token").await, 0);
     t.assert_no_secrets(&out, &[]);
 }
+
+const DEVICE_CODE: &str = "SECRET-device-code-99ii";
+const USER_CODE: &str = "WXYZ-1234";
+
+async fn mock_device_authorize(t: &TestEnv) {
+    Mock::given(method("POST"))
+        .and(path("/v1/device/authorize"))
+        .and(body_string_contains(format!("client_id={INT_CLIENT_ID}").as_str()))
+        .and(body_string_contains("scope=spark%3Aapplications_token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "device_code": DEVICE_CODE,
+            "user_code": USER_CODE,
+            "verification_uri": "https://login.example.test/device",
+            "verification_uri_complete": format!("https://login.example.test/device?userCode={USER_CODE}"),
+            "expires_in": 600,
+            "interval": 5,
+        })))
+        .mount(&t.server)
+        .await;
+}
+
+/// `POST /device/token` answers `first` once, then `then`.
+async fn mock_device_token(t: &TestEnv, first: ResponseTemplate, then: ResponseTemplate) {
+    Mock::given(method("POST"))
+        .and(path("/v1/device/token"))
+        .respond_with(first)
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&t.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/device/token"))
+        .respond_with(then)
+        .with_priority(2)
+        .mount(&t.server)
+        .await;
+}
+
+fn pending() -> ResponseTemplate {
+    ResponseTemplate::new(400).set_body_json(serde_json::json!({
+        "error": "authorization_pending",
+        "error_description": "The user has not yet authorized",
+    }))
+}
+
+#[tokio::test]
+async fn setup_oauth_device_polls_until_authorized() {
+    let mut t = new_env().await;
+    t.secret(DEVICE_CODE);
+    mock_device_authorize(&t).await;
+    mock_device_token(
+        &t,
+        pending(),
+        token_response(NEW_PAT, 1_209_599, Some((NEW_INT_REFRESH, 7_775_999))),
+    )
+    .await;
+    let out = t.run(&[
+        "setup-oauth",
+        "--device",
+        "--no-browser",
+        "--timeout",
+        "30s",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains(USER_CODE), "{}", stderr(&out));
+    assert!(stderr(&out).contains("https://login.example.test/device"));
+    let polls: Vec<_> = t
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r.url.path() == "/v1/device/token")
+        .collect();
+    assert_eq!(polls.len(), 2, "one pending answer, then the tokens");
+    let expected_auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{INT_CLIENT_ID}:{INT_SECRET}"))
+    );
+    assert_eq!(polls[1].headers["authorization"], expected_auth.as_str());
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&polls[1].body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    assert_eq!(
+        form["grant_type"],
+        "urn:ietf:params:oauth:grant-type:device_code"
+    );
+    assert_eq!(form["device_code"], DEVICE_CODE);
+    assert_eq!(form["client_id"], INT_CLIENT_ID);
+    assert_stored_new_tokens(&t);
+    assert!(stdout(&out).contains(&fp(NEW_PAT)));
+    let audit = std::fs::read_to_string(t.path(".env.audit.jsonl")).unwrap();
+    assert!(audit.contains(r#""flow":"device""#), "{audit}");
+}
+
+#[tokio::test]
+async fn setup_oauth_device_denied_exits_4_and_expired_exits_1() {
+    let mut t = new_env().await;
+    t.secret(DEVICE_CODE);
+    let before = std::fs::read(t.config_path()).unwrap();
+    mock_device_authorize(&t).await;
+    let error =
+        |code: &str| ResponseTemplate::new(400).set_body_json(serde_json::json!({"error": code}));
+    mock_device_token(&t, pending(), error("access_denied")).await;
+    let out = t.run(&["setup-oauth", "--device", "--no-browser"]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(stderr(&out).contains("access_denied"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(t.config_path()).unwrap(), before);
+
+    t.server.reset().await;
+    mock_device_authorize(&t).await;
+    mock_device_token(&t, error("slow_down"), error("expired_token")).await;
+    let out = t.run(&["setup-oauth", "--device", "--no-browser"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("expired_token"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(t.config_path()).unwrap(), before);
+
+    // --device and --manual exclude each other.
+    let out = t.run(&["setup-oauth", "--device", "--manual"]);
+    assert_eq!(code(&out), 2);
+}
