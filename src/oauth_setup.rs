@@ -614,7 +614,7 @@ fn instructions(url: &Url, redirect_uri: &str, port: u16, a: &SetupOauthArgs, li
         if !opened {
             let _ = writeln!(
                 err,
-                "The browser is sent back to localhost: on another machine, forward the port first, e.g.\n  ssh -L {port}:localhost:{port} {}\nor run `webex-token setup-oauth --manual` instead.",
+                "The browser is sent back to localhost:{port} of the machine it runs on. If that is not this machine, connect from it first with\n  ssh -L {port}:localhost:{port} {}\nand open the address there; or run `webex-token setup-oauth --manual` (or `--device`) instead.",
                 ssh_target()
             );
         }
@@ -938,7 +938,7 @@ impl Countdown {
         const FRAMES: [char; 4] = ['|', '/', '-', '\\'];
         self.frame = (self.frame + 1) % FRAMES.len();
         self.last = Some(Instant::now());
-        let s = left.as_secs();
+        let s = left.as_millis().div_ceil(1000);
         let mut e = std::io::stderr().lock();
         let _ = write!(
             e,

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use url::Url;
-use wiremock::matchers::{body_string_contains, method, path};
+use wiremock::matchers::{body_string_contains, method, path, query_param};
 use wiremock::{Mock, ResponseTemplate};
 
 const CODE: &str = "SECRET-auth-code-66ff";
@@ -172,13 +172,18 @@ fn check_authorize_url(t: &TestEnv, u: &Url) -> (String, String, u16) {
     )
 }
 
-/// A browser in one function: GET on 127.0.0.1:port; (status, body).
+/// A browser in one function: GET on 127.0.0.1:port; (status, response).
 fn http_get(port: u16, target: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    http_get_at(std::net::SocketAddr::from(([127, 0, 0, 1], port)), target)
+}
+
+fn http_get_at(addr: std::net::SocketAddr, target: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write!(
         s,
-        "GET {target} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"
+        "GET {target} HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
+        addr.port()
     )
     .unwrap();
     let mut resp = String::new();
@@ -272,7 +277,38 @@ async fn setup_oauth_success_stores_tokens_and_sends_the_pkce_verifier() {
     let flow = spawn(&t, &["--port", "0"]);
     let u = flow.authorize_url();
     let (state, challenge, port) = check_authorize_url(&t, &u);
-    let (status, page) = http_get(port, &format!("/callback?code={CODE}&state={state}"));
+    // Play the browser: the (mock) authorize endpoint signs the person in
+    // and redirects to the callback with a code and the state it was given.
+    let redirect_uri = format!("http://localhost:{port}/callback");
+    Mock::given(method("GET"))
+        .and(path("/v1/authorize"))
+        .and(query_param("client_id", INT_CLIENT_ID))
+        .and(query_param("redirect_uri", redirect_uri.as_str()))
+        .and(query_param("code_challenge_method", "S256"))
+        .respond_with(ResponseTemplate::new(302).insert_header(
+            "location",
+            format!("{redirect_uri}?code={CODE}&state={state}").as_str(),
+        ))
+        .mount(&t.server)
+        .await;
+    let target = &u.as_str()[u.as_str().find("/v1/authorize").unwrap()..];
+    let (status, resp) = http_get_at(*t.server.address(), target);
+    assert_eq!(status, 302, "{resp}");
+    let location = resp
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("location: ")
+                .or_else(|| l.strip_prefix("Location: "))
+        })
+        .expect("a Location header")
+        .trim()
+        .to_string();
+    let location = Url::parse(&location).unwrap();
+    assert_eq!(location.port(), Some(port));
+    let (status, page) = http_get(
+        port,
+        &format!("{}?{}", location.path(), location.query().unwrap()),
+    );
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("close this tab"), "{page}");
     let out = flow.finish();
@@ -402,6 +438,10 @@ async fn setup_oauth_times_out_with_exit_1() {
         stderr(&out)
     );
     assert!(stderr(&out).contains("nothing was written"));
+    assert!(
+        !stderr(&out).contains('\r'),
+        "no countdown without a terminal"
+    );
     assert_eq!(std::fs::read(t.config_path()).unwrap(), before);
     assert_eq!(stdout(&out), "");
 }
