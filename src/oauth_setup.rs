@@ -69,7 +69,7 @@ const DEVICE_REDIRECT_URIS: [&str; 3] = [
 /// Why `setup-oauth` did not finish. Nothing is written in any of these cases.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("config file {}: the token-manager integration's {} not set ({})", path.display(), fields.join(" and "), reasons.join("; "))]
+    #[error("config file {}: the token-manager integration's client credentials are not set: {}", path.display(), reasons.join("; "))]
     MissingClient {
         path: PathBuf,
         fields: Vec<String>,
@@ -221,7 +221,7 @@ fn judge<'a>(
     let (mut code, mut state, mut error, mut description) = (None, None, None, None);
     for (k, v) in pairs {
         match k.as_ref() {
-            "code" => code = Some(secret(v.into_owned())),
+            "code" if !v.is_empty() => code = Some(secret(v.into_owned())),
             "state" => state = Some(v.into_owned()),
             "error" => error = Some(v.into_owned()),
             "error_description" => description = Some(v.into_owned()),
@@ -534,11 +534,7 @@ fn integration_client(config: &Config) -> Result<(String, SecretString), SetupEr
     if !fields.is_empty() {
         return Err(SetupError::MissingClient {
             path: config.path.clone(),
-            fields: if fields.len() == 1 {
-                vec![format!("{} is", fields[0])]
-            } else {
-                vec![fields.join(" and ") + " are"]
-            },
+            fields,
             reasons,
         });
     }
@@ -1058,6 +1054,10 @@ mod tests {
         );
         assert_eq!(
             judge(pairs("state=abc").into_iter(), &st).unwrap_err(),
+            Refusal::NoCode
+        );
+        assert_eq!(
+            judge(pairs("code=&state=abc").into_iter(), &st).unwrap_err(),
             Refusal::NoCode
         );
         assert!(matches!(

@@ -525,7 +525,7 @@ async fn setup_oauth_missing_client_exits_3_before_binding() {
     assert_eq!(code(&out), 3);
     let e = stderr(&out);
     assert!(
-        e.contains("`tokenManager.integration.clientSecret` is not set"),
+        e.contains("`tokenManager.integration.clientSecret` is empty"),
         "{e}"
     );
     assert!(!e.contains("integration.clientId`"), "{e}");
