@@ -78,6 +78,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Token(a) => token(&settings, &printer, &a).await,
         Command::Exec(a) => exec(&settings, &a).await,
         Command::Datasources(a) => crate::datasources::run(&settings, &printer, &a).await,
+        Command::SetupOauth(a) => crate::oauth_setup::run(&settings, &printer, &a).await,
         Command::Completions(a) => {
             crate::completions::write(a.shell, &mut std::io::stdout());
             Ok(0)
@@ -102,6 +103,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Token(_) => "token",
         Command::Exec(_) => "exec",
         Command::Datasources(a) => crate::datasources::command_name(&a.command),
+        Command::SetupOauth(_) => "setup-oauth",
         Command::Completions(_) => "completions",
         Command::Man => "man",
     }

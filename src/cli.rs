@@ -101,6 +101,8 @@ pub enum Command {
     /// BYODS data sources: list them, renew their tokens, register new ones
     #[command(name = "datasources", visible_alias = "ds")]
     Datasources(DatasourcesArgs),
+    /// One-time browser authorization of the token-manager integration (OAuth, PKCE)
+    SetupOauth(SetupOauthArgs),
     /// Print a shell completion script
     Completions(CompletionsArgs),
     /// Print the man page (roff) on stdout
@@ -237,6 +239,28 @@ fn parse_lifetime(v: &str) -> Result<u32, String> {
             "{n} is out of range: Webex accepts 1 to {MAX_TOKEN_LIFETIME_MINUTES} minutes (24 h)"
         ))
     }
+}
+
+#[derive(Debug, Args)]
+pub struct SetupOauthArgs {
+    /// Local port of the callback; must match the integration's redirect URI
+    /// http://localhost:PORT/callback (0: any free port, for tests)
+    #[arg(long, default_value_t = 3000)]
+    pub port: u16,
+    /// Do not open a browser; print the address (with an SSH port-forward hint)
+    #[arg(long)]
+    pub no_browser: bool,
+    /// Do not listen; paste the address the browser was redirected to on stdin
+    #[arg(long, conflicts_with = "device")]
+    pub manual: bool,
+    /// Device Authorization Grant: enter a short code on any device; no
+    /// redirect to this machine (the integration must list Webex's device
+    /// redirect URIs)
+    #[arg(long)]
+    pub device: bool,
+    /// How long to wait for the authorization
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@ use crate::chain::{AttemptResult, ChainError, Level};
 use crate::config::ConfigError;
 use crate::datasources::DsError;
 use crate::env_file::EnvFileError;
+use crate::oauth_setup::SetupError;
 use crate::store::StoreError;
 use crate::webex::ApiError;
 
@@ -28,6 +29,8 @@ pub enum Error {
     Chain(#[from] ChainError),
     #[error(transparent)]
     DataSource(#[from] DsError),
+    #[error(transparent)]
+    Setup(#[from] SetupError),
     #[error("{0}")]
     CheckFailed(String),
     #[error("could not run `{program}`: {source}")]
@@ -58,6 +61,7 @@ impl Error {
                 ChainError::Persist(_) => exit::CONFIG,
             },
             Error::DataSource(e) => e.exit_code(),
+            Error::Setup(e) => e.exit_code(),
             Error::CheckFailed(_) => exit::CHECK,
             Error::Exec { source, .. } => match source.kind() {
                 std::io::ErrorKind::NotFound => 127,
@@ -110,6 +114,7 @@ impl Error {
         match self {
             Error::Config(e) => Some(e.hint()),
             Error::Chain(ChainError::Config(e)) => Some(e.hint()),
+            Error::Setup(e) => e.hint(),
             Error::Store(StoreError::EnvFile(e)) => Some(match e {
                 EnvFileError::Read { .. } => "check the path (--env-file / WEBEX_TOKEN_ENV_FILE) and its permissions".into(),
                 EnvFileError::IsDirectory { .. } => "point --env-file at a file (it is created on the first refresh)".into(),

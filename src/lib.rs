@@ -16,6 +16,7 @@ pub mod env_file;
 pub mod error;
 pub mod fs_atomic;
 pub mod names;
+pub mod oauth_setup;
 pub mod output;
 pub mod secret;
 pub mod settings;

@@ -8,4 +8,5 @@ mod commands;
 mod datasources;
 mod files;
 mod hardening;
+mod setup_oauth;
 mod sim_e2e;
