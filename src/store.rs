@@ -122,12 +122,31 @@ pub struct EnvState {
 }
 
 /// Reads the env file; a missing file is an empty state, not an error.
+///
+/// When the file holds no service-app refresh token but the process
+/// environment does (`WEBEX_SERVICE_APP_REFRESH_TOKEN`, e.g. one copied from
+/// the developer portal's "Generate tokens" for the first run), that one is
+/// used, so the first refresh can use level 1; the file then keeps it.
 pub fn read_env(path: &Path) -> Result<EnvState, StoreError> {
     let doc = env_file::read(path)?;
-    let tokens = match &doc {
+    let mut tokens = match &doc {
         None => StoredTokens::default(),
         Some(d) => tokens_from(d, path),
     };
+    if tokens.refresh_token.is_none()
+        && let Some(rt) = std::env::var(KEY_REFRESH_TOKEN)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+    {
+        tracing::info!(
+            "the env file {} has no service-app refresh token; using {KEY_REFRESH_TOKEN} from the environment",
+            path.display()
+        );
+        tokens.refresh_token = Some(secret(rt.trim()));
+        tokens.refresh_expires_at = std::env::var(KEY_REFRESH_EXPIRES_AT)
+            .ok()
+            .and_then(|v| clock::parse(&v));
+    }
     Ok(EnvState {
         path: path.into(),
         doc,

@@ -450,3 +450,32 @@ async fn slow_response_times_out() {
     assert!(stderr(&out).contains("timed out"), "{}", stderr(&out));
     assert_eq!(t.read_env(), env);
 }
+
+#[tokio::test]
+async fn missing_env_file_with_a_known_refresh_token_uses_level1() {
+    let mut t = TestEnv::new().await;
+    let new = t.secret("SECRET-seeded-access");
+    t.mock_refresh(
+        SA_CLIENT_ID,
+        OLD_REFRESH,
+        token_response(&new, 1_209_600, None),
+    )
+    .await;
+    let out = t
+        .cmd()
+        .env("WEBEX_SERVICE_APP_REFRESH_TOKEN", OLD_REFRESH)
+        .args(["-v", "refresh"])
+        .output()
+        .unwrap();
+    t.assert_no_secrets(&out, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("level 1"), "{}", stdout(&out));
+    assert_eq!(t.requests().await.len(), 1);
+    let v = t.env_values();
+    assert_eq!(v["WEBEX_SERVICE_APP_ACCESS_TOKEN"], new);
+    assert_eq!(
+        v["WEBEX_SERVICE_APP_REFRESH_TOKEN"], OLD_REFRESH,
+        "kept in the new file"
+    );
+    assert_eq!(mode(&t.env_path()), 0o600);
+}
