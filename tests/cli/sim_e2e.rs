@@ -323,3 +323,141 @@ fn datasources_extend_against_the_simulator() {
     assert_eq!(code(&list), 0);
     assert!(stdout(&list).contains("demo-crm-feed"), "{}", stdout(&list));
 }
+
+/// A plain HTTP GET over std (no client crate): status and raw response.
+fn raw_get(host_port: &str, target: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(host_port).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {target} HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (status, resp)
+}
+
+/// setup-oauth end to end: the simulator plays Webex's authorize page and
+/// token endpoint (and checks the PKCE verifier against the challenge); the
+/// test plays the browser. Then `refresh` works with what was stored.
+#[test]
+fn setup_oauth_against_the_simulator() {
+    use std::io::{BufRead, BufReader};
+    let t = SimEnv::new(SimOptions::default());
+    let sim = &t.sim;
+    let cfg_path = t.dir.path().join("token-config.json");
+    let before: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    // The stored personal token is dead: only the new authorization helps.
+    sim.expire_all(TokenKind::Personal);
+    sim.expire_all(TokenKind::IntegrationRefresh);
+
+    let mut child = t
+        .cmd()
+        .args([
+            "setup-oauth",
+            "--no-browser",
+            "--port",
+            "0",
+            "--timeout",
+            "60s",
+        ])
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let url = loop {
+        let mut line = String::new();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "no authorize URL:\n{seen}"
+        );
+        seen.push_str(&line);
+        let l = line.trim();
+        if l.starts_with("http") && l.contains("/authorize?") {
+            break l.to_string();
+        }
+    };
+    // The "browser": ask the simulator's authorize page, follow its redirect.
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host_port, path) = rest.split_at(rest.find('/').unwrap());
+    let (status, resp) = raw_get(host_port, path);
+    assert_eq!(status, 302, "{resp}");
+    let location = resp
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Location: ")
+                .or_else(|| l.strip_prefix("location: "))
+        })
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        location.contains("code=") && location.contains("state="),
+        "{location}"
+    );
+    let cb = location.strip_prefix("http://localhost:").unwrap();
+    let (port, cb_path) = cb.split_at(cb.find('/').unwrap());
+    let (status, page) = raw_get(&format!("127.0.0.1:{port}"), cb_path);
+    assert_eq!(status, 200, "{page}");
+    let out = child.wait_with_output().unwrap();
+    let mut rest_err = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest_err).unwrap();
+    assert_eq!(code(&out), 0, "{seen}{rest_err}");
+
+    // The simulator accepted the PKCE verifier (it answers 400 otherwise).
+    let exchange = sim
+        .requests()
+        .into_iter()
+        .find(|r| {
+            r.path == "/v1/access_token" && r.form_value("grant_type") == Some("authorization_code")
+        })
+        .expect("a code exchange");
+    assert_eq!(exchange.status, 200);
+    assert!(
+        exchange
+            .form_value("code_verifier")
+            .is_some_and(|v| v.len() >= 43)
+    );
+
+    let after: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    let pat = after["tokenManager"]["personalAccessToken"]
+        .as_str()
+        .unwrap();
+    let irt = after["tokenManager"]["integration"]["refreshToken"]
+        .as_str()
+        .unwrap();
+    assert_ne!(
+        pat,
+        before["tokenManager"]["personalAccessToken"]
+            .as_str()
+            .unwrap()
+    );
+    assert!(sim.is_token_valid(pat) && sim.is_token_valid(irt));
+    let printed = format!("{}{seen}{rest_err}", stdout(&out));
+    for s in [
+        pat,
+        irt,
+        exchange.form_value("code").unwrap(),
+        exchange.form_value("code_verifier").unwrap(),
+    ] {
+        assert!(!printed.contains(s), "secret printed");
+    }
+
+    // And the chain now works from it.
+    let out = t.run(&["refresh"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("level 2"), "{}", stdout(&out));
+}
