@@ -243,3 +243,73 @@ async fn rotated_integration_refresh_token_is_saved_even_if_level2_then_fails() 
     );
     assert_eq!(c["tokenManager"]["personalAccessToken"], new_pat.as_str());
 }
+
+/// A single-file bind mount (Docker `-v host.env:/app/.env`) cannot be
+/// replaced by rename: EBUSY. Reproduced for real in a private mount
+/// namespace (needs root and `unshare`; skipped with a message otherwise).
+#[tokio::test]
+async fn single_file_bind_mount_is_explained_and_in_place_works() {
+    let mut t = TestEnv::new().await;
+    let new = t.secret("SECRET-bind-mount");
+    let host = t.path("host.env");
+    let original = env_with(OLD_ACCESS, Some(&in_secs(-5)), Some(OLD_REFRESH));
+    std::fs::write(&host, &original).unwrap();
+    std::fs::write(t.env_path(), "").unwrap();
+    t.mock_refresh(
+        SA_CLIENT_ID,
+        OLD_REFRESH,
+        token_response(&new, 86_400, None),
+    )
+    .await;
+    let bin = assert_cmd::cargo::cargo_bin("webex-token");
+    let run = |mode: &str| {
+        let script = format!(
+            "mount --bind '{}' '{}' && exec '{}' refresh --write-mode {mode}",
+            host.display(),
+            t.env_path().display(),
+            bin.display()
+        );
+        let mut c = Command::new("unshare");
+        c.args(["-m", "sh", "-c", &script])
+            .current_dir(t.dir.path());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("WEBEX_") || k == "RUST_LOG" {
+                c.env_remove(k);
+            }
+        }
+        c.env("WEBEX_API_BASE_URL", t.base())
+            .env("WEBEX_TOKEN_TEST_NO_RETRY_DELAY", "1")
+            .output()
+    };
+    let probe = Command::new("unshare").args(["-m", "true"]).output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("unshare -m is not available here: bind-mount behaviour not checked");
+        return;
+    }
+    let out = run("atomic").unwrap();
+    t.assert_no_secrets(&out, &[]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("--write-mode in-place"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&host).unwrap(),
+        original,
+        "host file untouched"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(t.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+    // The new tokens were not lost: they wait in a recovery file.
+    assert!(err.contains(".recovered-"), "{err}");
+
+    let out = run("in-place").unwrap();
+    t.assert_no_secrets(&out, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let host_after = std::fs::read_to_string(&host).unwrap();
+    assert!(host_after.contains(&new), "written through the bind mount");
+    assert!(host_after.contains(OLD_REFRESH));
+}
