@@ -441,54 +441,14 @@ async fn exec(settings: &Settings, a: &ExecArgs) -> Result<u8, Error> {
     }
 }
 
-/// Which level `refresh` would use next, and why the others cannot.
-fn level_availability(
-    config: &Config,
-    tokens: &StoredTokens,
-    now: jiff::Timestamp,
-) -> Vec<(u8, &'static str, Option<String>)> {
-    let sa_creds =
-        config.service_app.client_id.is_set() && config.service_app.client_secret.is_set();
-    let l1 = match (&tokens.refresh_token, tokens.refresh_expires_at) {
-        (None, _) => Some("no service-app refresh token in the env file".to_string()),
-        (Some(_), Some(e)) if e <= now => Some(format!("expired at {}", clock::format_utc(e))),
-        _ if !sa_creds => Some("`serviceApp.clientId`/`clientSecret` not set".into()),
-        _ => None,
-    };
-    let sa_all =
-        sa_creds && config.service_app.app_id.is_set() && config.service_app.target_org_id.is_set();
-    let l2 = match (
-        &config.personal_access_token.value,
-        config.personal_expires_at,
-    ) {
-        (Err(a), _) => Some(format!("`{}` {a}", config.personal_access_token.key)),
-        (Ok(_), Some(e)) if e <= now => Some(format!("expired at {}", clock::format_utc(e))),
-        _ if !sa_all => Some("`serviceApp` is incomplete".into()),
-        _ => None,
-    };
-    let l3 = match &config.integration {
-        None => Some("no integration configured (run `webex-token setup-oauth`)".to_string()),
-        Some(i) => match (i.first_gap(), i.refresh_expires_at) {
-            (Some(g), _) => Some(g),
-            (None, Some(e)) if e <= now => Some(format!("expired at {}", clock::format_utc(e))),
-            _ => None,
-        },
-    };
-    vec![
-        (1, "service-app refresh token", l1),
-        (2, "personal access token", l2),
-        (3, "integration refresh token", l3),
-    ]
-}
-
 async fn status(settings: &Settings, printer: &Printer, a: &StatusArgs) -> Result<u8, Error> {
     let config = Config::load(&settings.config_path)?;
     let state: EnvState = store::read_env(&settings.env_path)?;
     let now = clock::now();
     let t = &state.tokens;
     let integ = config.integration.as_ref();
-    let levels = level_availability(&config, t, now);
-    let next = levels.iter().find(|l| l.2.is_none()).map(|l| l.0);
+    let levels = chain::availability(&config, t, now);
+    let next = levels.iter().find(|l| l.1.is_none()).map(|l| l.0.number());
 
     let online = if a.online {
         let api = HttpApi::new(settings.http(Some(&config)));
@@ -570,8 +530,8 @@ async fn status(settings: &Settings, printer: &Printer, a: &StatusArgs) -> Resul
             "personalAccessToken": personal_json,
             "integrationRefreshToken": integ_json,
         },
-        "levels": levels.iter().map(|(n, name, gap)| json!({
-            "level": n, "name": name, "available": gap.is_none(), "reason": gap,
+        "levels": levels.iter().map(|(level, gap)| json!({
+            "level": level.number(), "name": level.name(), "available": gap.is_none(), "reason": gap,
         })).collect::<Vec<_>>(),
         "nextLevel": next,
         "online": online,
@@ -612,7 +572,8 @@ async fn status(settings: &Settings, printer: &Printer, a: &StatusArgs) -> Resul
         human.push('\n');
     }
     human.push_str("\nrefresh levels\n");
-    for (n, name, gap) in &levels {
+    for (level, gap) in &levels {
+        let (n, name) = (level.number(), level.name());
         match gap {
             None => human.push_str(&format!("  {n} {name:<27} available\n")),
             Some(g) => human.push_str(&format!("  {n} {name:<27} not available: {g}\n")),

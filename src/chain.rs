@@ -8,7 +8,7 @@
 //! strand the user.
 
 use crate::clock;
-use crate::config::{Config, ConfigError, PersonalUpdate};
+use crate::config::{Config, ConfigError, Field, PersonalUpdate};
 use crate::secret::{ExposeSecret, SecretString, fingerprint};
 use crate::webex::{ApiError, ClientCredentials, MintRequest, TokenGrant, WebexApi};
 use jiff::Timestamp;
@@ -304,6 +304,79 @@ pub async fn ensure_fresh<A: WebexApi, P: Persist>(
     run.walk(trigger, persist).await
 }
 
+/// Level 1 is usable: a refresh token not known to be expired.
+fn level1_gap(stored: &StoredTokens, now: Timestamp) -> Option<String> {
+    match (&stored.refresh_token, stored.refresh_expires_at) {
+        (None, _) => Some("no service-app refresh token in the env file".into()),
+        (Some(_), Some(exp)) if exp <= now => Some(format!(
+            "the service-app refresh token expired at {}",
+            clock::format_utc(exp)
+        )),
+        _ => None,
+    }
+}
+
+/// Level 2 has a personal token that is set and not known to be expired.
+fn personal_gap(config: &Config, now: Timestamp) -> Option<String> {
+    let f = &config.personal_access_token;
+    match (&f.value, config.personal_expires_at) {
+        (Err(a), _) => Some(format!("`{}` {a}", f.key)),
+        (Ok(_), Some(exp)) if exp <= now => Some(format!(
+            "the personal access token expired at {}",
+            clock::format_utc(exp)
+        )),
+        _ => None,
+    }
+}
+
+/// Level 3 has a complete integration whose refresh token is not known to
+/// be expired.
+fn integration_gap(config: &Config, now: Timestamp) -> Option<String> {
+    match &config.integration {
+        None => Some(
+            "no integration in the config file (run `webex-token setup-oauth` to add one)".into(),
+        ),
+        Some(i) => match i.first_gap() {
+            Some(g) => Some(g),
+            None => match i.refresh_expires_at {
+                Some(exp) if exp <= now => Some(format!(
+                    "the integration refresh token expired at {}",
+                    clock::format_utc(exp)
+                )),
+                _ => None,
+            },
+        },
+    }
+}
+
+/// Which of levels 1–3 could run now, and why not where not: the one
+/// answer that `refresh --dry-run` and `status` both give.
+pub fn availability(
+    config: &Config,
+    stored: &StoredTokens,
+    now: Timestamp,
+) -> [(Level, Option<String>); 3] {
+    let sa = &config.service_app;
+    let incomplete = |keys: &[&Field<String>]| {
+        keys.iter()
+            .find(|f| !f.is_set())
+            .map(|f| format!("`{}` is not set", f.key))
+    };
+    let secret_missing =
+        (!sa.client_secret.is_set()).then(|| format!("`{}` is not set", sa.client_secret.key));
+    let l1 = level1_gap(stored, now)
+        .or_else(|| incomplete(&[&sa.client_id]))
+        .or_else(|| secret_missing.clone());
+    let l2 = personal_gap(config, now)
+        .or_else(|| incomplete(&[&sa.app_id, &sa.client_id, &sa.target_org_id]))
+        .or_else(|| secret_missing.clone());
+    [
+        (Level::ServiceRefreshToken, l1),
+        (Level::PersonalAccessToken, l2),
+        (Level::IntegrationRefreshToken, integration_gap(config, now)),
+    ]
+}
+
 struct Run<'a, A> {
     stored: &'a StoredTokens,
     config: &'a Config,
@@ -328,63 +401,24 @@ impl<A: WebexApi> Run<'_, A> {
         self.attempts.push(attempt);
     }
 
-    /// Level 1 is usable: a refresh token not known to be expired.
     fn level1_gap(&self) -> Option<String> {
-        match (&self.stored.refresh_token, self.stored.refresh_expires_at) {
-            (None, _) => Some("no service-app refresh token in the env file".into()),
-            (Some(_), Some(exp)) if exp <= self.now => Some(format!(
-                "the service-app refresh token expired at {}",
-                clock::format_utc(exp)
-            )),
-            _ => None,
-        }
+        level1_gap(self.stored, self.now)
     }
 
     fn personal_gap(&self) -> Option<String> {
-        let f = &self.config.personal_access_token;
-        match (&f.value, self.config.personal_expires_at) {
-            (Err(a), _) => Some(format!("`{}` {a}", f.key)),
-            (Ok(_), Some(exp)) if exp <= self.now => Some(format!(
-                "the personal access token expired at {}",
-                clock::format_utc(exp)
-            )),
-            _ => None,
-        }
+        personal_gap(self.config, self.now)
     }
 
     fn integration_gap(&self) -> Option<String> {
-        match &self.config.integration {
-            None => Some(
-                "no integration in the config file (run `webex-token setup-oauth` to add one)"
-                    .into(),
-            ),
-            Some(i) => match i.first_gap() {
-                Some(g) => Some(g),
-                None => match i.refresh_expires_at {
-                    Some(exp) if exp <= self.now => Some(format!(
-                        "the integration refresh token expired at {}",
-                        clock::format_utc(exp)
-                    )),
-                    _ => None,
-                },
-            },
-        }
+        integration_gap(self.config, self.now)
     }
 
     /// For `--dry-run`: the level a real run would try first.
     fn first_available(&mut self) -> Option<Level> {
-        let service_creds = self.config.service_app.client_id.is_set()
-            && self.config.service_app.client_secret.is_set();
-        if service_creds && self.level1_gap().is_none() {
-            return Some(Level::ServiceRefreshToken);
-        }
-        if self.personal_gap().is_none() {
-            return Some(Level::PersonalAccessToken);
-        }
-        if self.integration_gap().is_none() {
-            return Some(Level::IntegrationRefreshToken);
-        }
-        None
+        availability(self.config, self.stored, self.now)
+            .into_iter()
+            .find(|(_, gap)| gap.is_none())
+            .map(|(level, _)| level)
     }
 
     async fn walk<P: Persist>(

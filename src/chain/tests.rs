@@ -627,3 +627,38 @@ async fn missing_service_app_field_is_a_config_error_before_any_request() {
     }
     assert!(fake.calls().is_empty());
 }
+
+#[test]
+fn availability_explains_each_level() {
+    let full = availability(&config("pat", true), &stored(None, Some("rt")), now());
+    assert!(full.iter().all(|(_, gap)| gap.is_none()), "{full:?}");
+
+    let cfg = Config::parse(
+        br#"{"serviceApp":{"appId":"a","clientId":"c","clientSecret":"s"},"tokenManager":{"personalAccessToken":"your_pat"}}"#,
+        Path::new("/abs/c.json"),
+    )
+    .unwrap();
+    let [(l1, g1), (l2, g2), (l3, g3)] = availability(&cfg, &StoredTokens::default(), now());
+    assert_eq!(
+        (l1, l2, l3),
+        (
+            Level::ServiceRefreshToken,
+            Level::PersonalAccessToken,
+            Level::IntegrationRefreshToken
+        )
+    );
+    assert!(g1.unwrap().contains("no service-app refresh token"));
+    assert!(g2.unwrap().contains("not filled in"));
+    assert!(g3.unwrap().contains("setup-oauth"));
+
+    let cfg = Config::parse(
+        br#"{"serviceApp":{"appId":"a","clientId":"c","clientSecret":"s"},"tokenManager":{"personalAccessToken":"pat"}}"#,
+        Path::new("/abs/c.json"),
+    )
+    .unwrap();
+    let [_, (_, g2), _] = availability(&cfg, &StoredTokens::default(), now());
+    assert!(
+        g2.unwrap().contains("serviceApp.targetOrgId"),
+        "level 2 needs the org"
+    );
+}
