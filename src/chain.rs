@@ -589,6 +589,18 @@ impl<A: WebexApi> Run<'_, A> {
         };
         self.note(shown, AttemptResult::Succeeded);
         let tokens = self.stored.after_grant(grant, self.now);
+        tracing::debug!(
+            "new access token {} ({}); refresh token {}",
+            fingerprint(&grant.access_token),
+            grant
+                .expires_in
+                .map(|s| format!("expires in {s} s"))
+                .unwrap_or_else(|| "no expires_in".into()),
+            match &grant.refresh_token {
+                Some(rt) => format!("{} (from the answer)", fingerprint(rt)),
+                None => "kept (none in the answer)".into(),
+            }
+        );
         if let (Some(old), Some(new)) = (&self.stored.access_token, &tokens.access_token)
             && old.expose_secret() == new.expose_secret()
         {

@@ -415,7 +415,20 @@ impl HttpApi {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let (reason, body, retry_after) = match self.once(client, &make).await {
+            let sent = Instant::now();
+            let result = self.once(client, &make).await;
+            match &result {
+                Ok(raw) => tracing::debug!(
+                    "{what} → HTTP {} in {} ms (try {attempt})",
+                    raw.status,
+                    sent.elapsed().as_millis()
+                ),
+                Err(reason) => tracing::debug!(
+                    "{what} → {reason:?} after {} ms (try {attempt})",
+                    sent.elapsed().as_millis()
+                ),
+            }
+            let (reason, body, retry_after) = match result {
                 Ok(raw) if (200..300).contains(&raw.status) => return Ok(raw.body),
                 Ok(raw) => {
                     let body = ErrorBody::parse(&raw.body, raw.tracking.clone());
