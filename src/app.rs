@@ -580,7 +580,7 @@ async fn status(settings: &Settings, printer: &Printer, a: &StatusArgs) -> Resul
         }
     }
     match next {
-        Some(n) => human.push_str(&format!("next refresh would use level {n}")),
+        Some(n) => human.push_str(&format!("when the access token needs renewing, level {n} is tried first")),
         None => human.push_str("no level can refresh the token: run `webex-token setup-oauth`"),
     }
     if let Some(o) = &online {

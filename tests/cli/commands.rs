@@ -76,7 +76,7 @@ async fn status_reads_only() {
     assert!(s.contains("service-app access token"), "{s}");
     assert!(s.contains("present"), "{s}");
     assert!(s.contains("sha256:"), "{s}");
-    assert!(s.contains("next refresh would use level 1"), "{s}");
+    assert!(s.contains("level 1 is tried first"), "{s}");
     assert_eq!(t.requests().await.len(), 0);
     assert_eq!(t.read_env(), env);
     assert_eq!(std::fs::read(t.config_path()).unwrap(), before);
