@@ -26,6 +26,7 @@ pub struct Cli {
 
 /// Flags accepted before or after the subcommand.
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Config file (service app and token-manager credentials)
     #[arg(long, global = true, env = ENV_CONFIG, value_name = "PATH", default_value = DEFAULT_CONFIG)]
