@@ -83,9 +83,13 @@ pub async fn run(cli: Cli) -> u8 {
             crate::completions::write(a.shell, &mut std::io::stdout());
             Ok(0)
         }
-        Command::Man => crate::completions::write_man(&mut std::io::stdout())
-            .map(|_| 0)
-            .map_err(|e| Error::Other(format!("could not write the man page: {e}"))),
+        // A closed pipe (`webex-token man | head`) is the reader's choice,
+        // not a failure.
+        Command::Man => match crate::completions::write_man(&mut std::io::stdout()) {
+            Ok(()) => Ok(0),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+            Err(e) => Err(Error::Other(format!("could not write the man page: {e}"))),
+        },
     };
     match result {
         Ok(code) => code,
@@ -516,10 +520,33 @@ async fn status(settings: &Settings, printer: &Printer, a: &StatusArgs) -> Resul
         }
     }
 
+    // `--check` failing: the report still goes to stdout; the JSON says
+    // ok=false with the exit code and the reason, like any failed command.
+    let check_failure = (!expiring.is_empty()).then(|| {
+        let window = a.check.unwrap_or_default();
+        Error::CheckFailed(format!(
+            "{} within {}: {}",
+            if expiring.len() == 1 {
+                "a credential that cannot renew itself expires"
+            } else {
+                "credentials that cannot renew themselves expire"
+            },
+            clock::human_span(window.as_secs()),
+            expiring.join("; ")
+        ))
+    });
+
     let json_value = json!({
         "schemaVersion": SCHEMA_VERSION,
         "command": "status",
-        "ok": true,
+        "ok": check_failure.is_none(),
+        "exitCode": check_failure.as_ref().map_or(0, Error::exit_code),
+        "error": check_failure.as_ref().map(|e| json!({
+            "kind": e.kind(),
+            "message": e.to_string(),
+            "details": e.details(),
+            "hint": e.hint(),
+        })),
         "envFile": state.path.display().to_string(),
         "envFileExists": state.doc.is_some(),
         "configFile": config.path.display().to_string(),
@@ -580,7 +607,9 @@ async fn status(settings: &Settings, printer: &Printer, a: &StatusArgs) -> Resul
         }
     }
     match next {
-        Some(n) => human.push_str(&format!("when the access token needs renewing, level {n} is tried first")),
+        Some(n) => human.push_str(&format!(
+            "when the access token needs renewing, level {n} is tried first"
+        )),
         None => human.push_str("no level can refresh the token: run `webex-token setup-oauth`"),
     }
     if let Some(o) = &online {
@@ -601,19 +630,7 @@ async fn status(settings: &Settings, printer: &Printer, a: &StatusArgs) -> Resul
     }
     printer.report(&json_value, &human);
 
-    if !expiring.is_empty() {
-        let window = a.check.unwrap_or_default();
-        let msg = format!(
-            "{} within {}: {}",
-            if expiring.len() == 1 {
-                "a credential that cannot renew itself expires"
-            } else {
-                "credentials that cannot renew themselves expire"
-            },
-            clock::human_span(window.as_secs()),
-            expiring.join("; ")
-        );
-        let e = Error::CheckFailed(msg);
+    if let Some(e) = check_failure {
         // The report is already on stdout; the reason goes to stderr.
         eprintln!("error: {e}");
         if let Some(h) = e.hint() {

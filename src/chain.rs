@@ -148,6 +148,11 @@ pub enum AttemptResult {
     Rejected {
         error: ApiError,
     },
+    /// Tried, and failed for a reason that may pass (after retries); the
+    /// chain stopped here.
+    Unavailable {
+        error: ApiError,
+    },
     Succeeded,
 }
 
@@ -162,6 +167,9 @@ impl fmt::Display for Attempt {
         match &self.result {
             AttemptResult::Skipped(why) => write!(f, "{}: skipped: {why}", self.level),
             AttemptResult::Rejected { error } => write!(f, "{}: rejected: {error}", self.level),
+            AttemptResult::Unavailable { error } => {
+                write!(f, "{}: failed, may pass: {error}", self.level)
+            }
             AttemptResult::Succeeded => write!(f, "{}: succeeded", self.level),
         }
     }
@@ -267,8 +275,11 @@ pub async fn ensure_fresh<A: WebexApi, P: Persist>(
                 Err(e @ ApiError::Transient { .. }) => {
                     return Err(ChainError::Transient {
                         level: Level::Validation,
+                        attempts: vec![Attempt {
+                            level: Level::Validation,
+                            result: AttemptResult::Unavailable { error: e.clone() },
+                        }],
                         error: e,
-                        attempts: vec![],
                     });
                 }
                 Err(e) => return Err(ChainError::ValidationRefused { error: e }),
@@ -492,6 +503,15 @@ impl<A: WebexApi> Run<'_, A> {
                             Level::PersonalAccessToken,
                             AttemptResult::Rejected { error },
                         );
+                        if !renewable && !renewed && integration_gap.is_none() {
+                            self.note(
+                                Level::IntegrationRefreshToken,
+                                AttemptResult::Skipped(
+                                    "not tried: a renewed personal access token would meet the same refusal"
+                                        .into(),
+                                ),
+                            );
+                        }
                         if !renewable || renewed {
                             break;
                         }
@@ -568,6 +588,12 @@ impl<A: WebexApi> Run<'_, A> {
 
     fn transient(&mut self, level: Level, error: ApiError) -> ChainError {
         tracing::debug!("{level}: transient failure: {error}");
+        self.attempts.push(Attempt {
+            level,
+            result: AttemptResult::Unavailable {
+                error: error.clone(),
+            },
+        });
         ChainError::Transient {
             level,
             error,

@@ -164,6 +164,52 @@ fn resolve_symlinks(path: &Path) -> Result<PathBuf, WriteError> {
     })
 }
 
+/// How old a leftover temp file must be before a later write removes it.
+/// A write takes milliseconds; a minute leaves any writer that is really
+/// in flight (say, another env file's run sharing this config file) alone.
+const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes temp files of ours for `file_name` that a killed run (SIGKILL
+/// between creating and renaming its temp file) left behind. They are
+/// complete copies of a file full of secrets, 0600, but nobody needs them:
+/// the real file is either the old or the new version.
+fn remove_stale_temps(dir: &Path, file_name: &str) {
+    let prefix = format!(".{file_name}.");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Some(middle) = name
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".tmp"))
+        else {
+            continue;
+        };
+        // Exactly the random part tempfile adds (6 alphanumerics): never a
+        // name of another shape, such as a user's `.env.local.tmp`.
+        if middle.len() != 6 || !middle.chars().all(|c| c.is_ascii_alphanumeric()) {
+            continue;
+        }
+        let old_enough = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= STALE_TEMP_AGE);
+        if old_enough && entry.file_type().is_ok_and(|t| t.is_file()) {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!(
+                    "removed {}, left behind by an interrupted earlier write",
+                    entry.path().display()
+                ),
+                Err(e) => tracing::debug!("could not remove {}: {e}", entry.path().display()),
+            }
+        }
+    }
+}
+
 /// `force_mode`: mode to use regardless of an existing file (for backups).
 fn write_atomic(target: &Path, contents: &[u8], force_mode: Option<u32>) -> Result<(), WriteError> {
     // Same directory as the target: rename(2) is only atomic within one
@@ -181,6 +227,7 @@ fn write_atomic(target: &Path, contents: &[u8], force_mode: Option<u32>) -> Resu
     });
 
     let file_name = target.file_name().unwrap_or_default().to_string_lossy();
+    remove_stale_temps(&dir, &file_name);
     // tempfile creates the file with 0600, so the secret is never readable
     // by others, not even for a moment; it is deleted when `tmp` is dropped
     // on any error path below.
@@ -415,6 +462,38 @@ mod tests {
             assert_eq!(names(&ro), vec![".env"]);
             assert_eq!(fs::read(ro.join(".env")).unwrap(), b"old");
         }
+    }
+
+    #[test]
+    fn stale_temp_files_of_killed_runs_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join(".env");
+        let stale = dir.path().join("..env.AbC123.tmp");
+        let fresh = dir.path().join("..env.XyZ789.tmp");
+        let other = dir.path().join(".env.local.tmp");
+        for p in [&stale, &fresh, &other] {
+            fs::write(p, b"SECRET=1").unwrap();
+        }
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        fs::File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&other)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        write_file(&target, b"A=1\n", WriteMode::Atomic).unwrap();
+        assert!(!stale.exists(), "an old leftover is removed");
+        assert!(
+            fresh.exists(),
+            "a recent one may belong to a writer in flight"
+        );
+        assert!(other.exists(), "names of another shape are never touched");
     }
 
     #[test]

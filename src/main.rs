@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use webex_token::cli::{Cli, LogFormat};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     init_logging(cli.global.verbose, cli.global.quiet, cli.global.log_format);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -19,6 +22,32 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(runtime.block_on(webex_token::app::run(cli)))
+}
+
+/// Bad flags: clap's message on stderr and exit 2; with `--json` anywhere on
+/// the command line, also the usual failure object on stdout, so a script
+/// that asked for JSON always gets one. `--help`/`--version` are not errors.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let is_info = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if !is_info
+        && std::env::args_os()
+            .skip(1)
+            .take_while(|a| a != "--")
+            .any(|a| a == "--json")
+    {
+        let rendered = e.to_string();
+        let first = rendered.lines().next().unwrap_or_default();
+        let message = first.strip_prefix("error: ").unwrap_or(first);
+        webex_token::output::usage_error_json(message, e.exit_code());
+    }
+    let _ = e.print();
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }
 
 /// Logs go to stderr. Quiet by default (warnings only), `-q` errors only,

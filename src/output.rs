@@ -176,6 +176,12 @@ pub fn attempts_json(attempts: &[Attempt]) -> Value {
                         error.status(),
                         error.tracking_id().map(str::to_string),
                     ),
+                    AttemptResult::Unavailable { error } => (
+                        "transient",
+                        Some(error.to_string()),
+                        error.status(),
+                        error.tracking_id().map(str::to_string),
+                    ),
                     AttemptResult::Succeeded => ("succeeded", None, None, None),
                 };
                 json!({
@@ -241,4 +247,22 @@ pub fn refresh_json(o: &Outcome, now: Timestamp, env_path: &Path, config_path: &
         "envFile": env_path.display().to_string(),
         "configFile": config_path.display().to_string(),
     })
+}
+
+/// The `--json` failure object for a command line clap refused (exit 2).
+pub fn usage_error_json(message: &str, exit_code: i32) {
+    let v = json!({
+        "schemaVersion": SCHEMA_VERSION,
+        "command": Value::Null,
+        "ok": false,
+        "exitCode": exit_code,
+        "error": {
+            "kind": "usage",
+            "message": message,
+            "details": [],
+            "hint": "run `webex-token --help`",
+        }
+    });
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
 }

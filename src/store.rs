@@ -129,6 +129,18 @@ pub struct EnvState {
 /// used, so the first refresh can use level 1; the file then keeps it.
 pub fn read_env(path: &Path) -> Result<EnvState, StoreError> {
     let doc = env_file::read(path)?;
+    tracing::trace!(
+        "env file {}: {}",
+        path.display(),
+        match &doc {
+            Some(d) => format!(
+                "{} bytes, keys {:?}",
+                d.as_bytes().len(),
+                d.keys().collect::<Vec<_>>()
+            ),
+            None => "does not exist yet".into(),
+        }
+    );
     let mut tokens = match &doc {
         None => StoredTokens::default(),
         Some(d) => tokens_from(d, path),

@@ -106,6 +106,24 @@ impl ErrorBody {
         }
     }
 
+    /// The same body with every occurrence of `secrets` replaced by a
+    /// fingerprint.
+    pub fn redacted(self, secrets: &[String]) -> ErrorBody {
+        if secrets.is_empty() {
+            return self;
+        }
+        ErrorBody {
+            message: self.message.map(|m| redact(&m, secrets)),
+            descriptions: self
+                .descriptions
+                .iter()
+                .map(|d| redact(d, secrets))
+                .collect(),
+            tracking_id: self.tracking_id.map(|t| redact(&t, secrets)),
+            oauth_error: self.oauth_error.map(|e| redact(&e, secrets)),
+        }
+    }
+
     /// True when the body names an OAuth error meaning "this credential is
     /// no good" (Webex reports an expired refresh token this way, as 400).
     pub fn says_bad_credential(&self) -> bool {
@@ -362,6 +380,75 @@ struct RawResponse {
     body: Vec<u8>,
     tracking: Option<String>,
     retry_after: Option<Duration>,
+    /// The secret values this request carried (see [`secrets_in`]).
+    secrets: Vec<String>,
+}
+
+/// The secret values a request carries: the bearer token (or Basic
+/// credentials) and the form or JSON fields that hold secrets. An error body
+/// that echoes one of them (a server or proxy quoting the request back) is
+/// redacted before anyone sees it, so "never print a secret" does not depend
+/// on the server's manners.
+fn secrets_in(req: &reqwest::Request) -> Vec<String> {
+    const FORM_KEYS: [&str; 6] = [
+        "client_secret",
+        "refresh_token",
+        "code",
+        "code_verifier",
+        "device_code",
+        "assertion",
+    ];
+    const JSON_KEYS: [&str; 4] = ["clientSecret", "refreshToken", "accessToken", "jwsToken"];
+    let mut out = Vec::new();
+    if let Some(auth) = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(t) = auth.strip_prefix("Bearer ") {
+            out.push(t.trim().to_string());
+        } else if let Some(b) = auth.strip_prefix("Basic ") {
+            use base64::Engine;
+            if let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b.trim())
+                && let Ok(text) = String::from_utf8(raw)
+                && let Some((_, secret)) = text.split_once(':')
+            {
+                out.push(secret.to_string());
+            }
+        }
+    }
+    if let Some(body) = req.body().and_then(|b| b.as_bytes()) {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+            for k in JSON_KEYS {
+                if let Some(s) = v.get(k).and_then(|x| x.as_str()) {
+                    out.push(s.to_string());
+                }
+            }
+        } else {
+            for (k, v) in form_urlencoded::parse(body) {
+                if FORM_KEYS.contains(&k.as_ref()) {
+                    out.push(v.into_owned());
+                }
+            }
+        }
+    }
+    // Very short values would redact ordinary words; real secrets are long.
+    out.retain(|s| s.len() >= 8);
+    out
+}
+
+/// Replaces every occurrence of each secret in `text` by its fingerprint.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for s in secrets {
+        if out.contains(s.as_str()) {
+            out = out.replace(
+                s.as_str(),
+                &format!("[redacted {}]", crate::secret::fingerprint_str(s)),
+            );
+        }
+    }
+    out
 }
 
 impl HttpApi {
@@ -431,7 +518,8 @@ impl HttpApi {
             let (reason, body, retry_after) = match result {
                 Ok(raw) if (200..300).contains(&raw.status) => return Ok(raw.body),
                 Ok(raw) => {
-                    let body = ErrorBody::parse(&raw.body, raw.tracking.clone());
+                    let body =
+                        ErrorBody::parse(&raw.body, raw.tracking.clone()).redacted(&raw.secrets);
                     match classify(raw.status, body) {
                         Ok(final_error) => return Err(final_error),
                         Err((reason, body)) => (reason, Some(body), raw.retry_after),
@@ -484,7 +572,10 @@ impl HttpApi {
     where
         F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     {
-        let mut resp = make(client).send().await.map_err(transport_reason)?;
+        let request = make(client).build().map_err(transport_reason)?;
+        tracing::trace!("{} {}", request.method(), request.url());
+        let secrets = secrets_in(&request);
+        let mut resp = client.execute(request).await.map_err(transport_reason)?;
         let status = resp.status().as_u16();
         let header = |name: &str| {
             resp.headers()
@@ -516,6 +607,7 @@ impl HttpApi {
             body,
             tracking,
             retry_after,
+            secrets,
         })
     }
 
@@ -565,6 +657,17 @@ pub fn parse_grant(body: &[u8]) -> Result<TokenGrant, String> {
     })?;
     if grant.access_token.expose_secret().trim().is_empty() {
         return Err("the token response has an empty access_token".into());
+    }
+    let mut grant = grant;
+    // An empty `refresh_token` is no refresh token: storing it would
+    // replace a good one by nothing.
+    if grant
+        .refresh_token
+        .as_ref()
+        .is_some_and(|r| r.expose_secret().trim().is_empty())
+    {
+        grant.refresh_token = None;
+        grant.refresh_token_expires_in = None;
     }
     Ok(grant)
 }

@@ -479,3 +479,108 @@ async fn missing_env_file_with_a_known_refresh_token_uses_level1() {
     );
     assert_eq!(mode(&t.env_path()), 0o600);
 }
+
+#[tokio::test]
+async fn empty_refresh_token_in_an_answer_keeps_the_stored_one() {
+    let mut t = TestEnv::new().await;
+    let new = t.secret("SECRET-empty-rt-answer");
+    let mut env = env_with(OLD_ACCESS, Some(&in_secs(-5)), Some(OLD_REFRESH));
+    env.push_str("WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT=2030-01-01T00:00:00Z\n");
+    t.write_env(&env);
+    t.mock_refresh(
+        SA_CLIENT_ID,
+        OLD_REFRESH,
+        token_response(&new, 86_400, Some(("", 7_776_000))),
+    )
+    .await;
+    let out = t.run(&["refresh"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v = t.env_values();
+    assert_eq!(v["WEBEX_SERVICE_APP_ACCESS_TOKEN"], new);
+    assert_eq!(v["WEBEX_SERVICE_APP_REFRESH_TOKEN"], OLD_REFRESH);
+    assert_eq!(
+        v["WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT"],
+        "2030-01-01T00:00:00Z"
+    );
+}
+
+#[tokio::test]
+async fn error_bodies_that_echo_secrets_are_redacted() {
+    let t = TestEnv::new().await;
+    t.write_env(&env_with(OLD_ACCESS, Some(&in_secs(-5)), Some(OLD_REFRESH)));
+    t.mock_refresh(
+        SA_CLIENT_ID,
+        OLD_REFRESH,
+        ResponseTemplate::new(400).set_body_json(json!({
+            "error": "invalid_grant",
+            "error_description": format!("refresh token {OLD_REFRESH} unknown; client_secret={SA_SECRET}"),
+        })),
+    )
+    .await;
+    t.mock_mint(
+        PAT,
+        ResponseTemplate::new(401).set_body_json(webex_error(&format!("Bearer {PAT} is expired"))),
+    )
+    .await;
+    t.mock_refresh(
+        INT_CLIENT_ID,
+        INT_REFRESH,
+        ResponseTemplate::new(400).set_body_json(
+            json!({"error": "invalid_grant", "message": format!("{INT_REFRESH} / {INT_SECRET}")}),
+        ),
+    )
+    .await;
+    // run() scans stdout, stderr and the audit log for every secret.
+    let out = t.run(&["refresh"]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("[redacted sha256:"),
+        "{}",
+        stderr(&out)
+    );
+    let out = t.run(&["refresh", "--json"]);
+    assert_eq!(code(&out), 4);
+}
+
+#[tokio::test]
+async fn transient_failures_are_listed_in_details_and_audit() {
+    let t = TestEnv::new().await;
+    t.write_env(&env_with(OLD_ACCESS, Some(&in_secs(-5)), Some(OLD_REFRESH)));
+    t.mock_refresh(
+        SA_CLIENT_ID,
+        OLD_REFRESH,
+        ResponseTemplate::new(503).set_body_json(webex_error("down")),
+    )
+    .await;
+    let out = t.run(&["refresh", "--json"]);
+    assert_eq!(code(&out), 1);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let details = v["error"]["details"].as_array().unwrap();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.as_str().unwrap().contains("level 1")),
+        "{v}"
+    );
+    let audit = std::fs::read_to_string(t.path(".env.audit.jsonl")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+    assert_eq!(line["attempts"][0]["result"], "transient", "{line}");
+    assert_eq!(line["attempts"][0]["httpStatus"], 503);
+}
+
+#[tokio::test]
+async fn level3_is_listed_when_a_403_makes_it_pointless() {
+    let t = TestEnv::new().await;
+    t.mock_mint(
+        PAT,
+        ResponseTemplate::new(403).set_body_json(webex_error("not authorized")),
+    )
+    .await;
+    let out = t.run(&["refresh"]);
+    assert_eq!(code(&out), 4);
+    let err = stderr(&out);
+    assert!(
+        err.contains("level 3 (integration refresh token): skipped: not tried"),
+        "{err}"
+    );
+}

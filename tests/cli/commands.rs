@@ -521,3 +521,42 @@ async fn json_shapes_match_the_readme() {
     }
     assert!(v["check"].get("windowSeconds").is_some() && v["check"].get("expiring").is_some());
 }
+
+#[tokio::test]
+async fn failed_check_says_so_in_json() {
+    let t = TestEnv::new().await;
+    let mut env = env_with(OLD_ACCESS, Some(&in_secs(86_400)), Some(OLD_REFRESH));
+    env.push_str(&format!(
+        "WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT={}\n",
+        in_secs(3600)
+    ));
+    t.write_env(&env);
+    let out = t.run(&["--json", "status", "--check", "1d"]);
+    assert_eq!(code(&out), 5);
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["exitCode"], 5);
+    assert_eq!(v["error"]["kind"], "expiring");
+    assert!(v["credentials"].is_object(), "the report is still there");
+}
+
+#[tokio::test]
+async fn usage_errors_with_json_print_a_json_object() {
+    let t = TestEnv::new().await;
+    for args in [
+        vec!["--json", "refresh", "--bogus"],
+        vec!["status", "--json", "--check", "xyz"],
+    ] {
+        let out = t.cmd().args(&args).output().unwrap();
+        assert_eq!(code(&out), 2, "{args:?}");
+        let v: Value =
+            serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)));
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["exitCode"], 2);
+        assert_eq!(v["error"]["kind"], "usage");
+        assert!(stderr(&out).contains("error:"));
+    }
+    let help = t.cmd().args(["--json", "--help"]).output().unwrap();
+    assert_eq!(code(&help), 0);
+    assert!(stdout(&help).contains("Usage"));
+}
