@@ -405,7 +405,9 @@ impl<A: WebexApi> Run<'_, A> {
                 if let Some(t) = error.tracking_id() {
                     self.tracking_id = Some(t.to_string());
                 }
-                tracing::warn!("{attempt}");
+                // A warning only if a later level succeeds (see `done`);
+                // when the chain fails, the error lists it anyway.
+                tracing::debug!("{attempt}");
             }
             _ => tracing::info!("{attempt}"),
         }
@@ -608,6 +610,13 @@ impl<A: WebexApi> Run<'_, A> {
         grant: &TokenGrant,
         renewed: bool,
     ) -> Outcome {
+        // The chain worked, but a level before it was refused: worth a
+        // warning (a dead refresh token, a lapsed personal token).
+        for a in &self.attempts {
+            if matches!(a.result, AttemptResult::Rejected { .. }) {
+                tracing::warn!("{a}");
+            }
+        }
         let shown = if level == Level::IntegrationRefreshToken {
             Level::PersonalAccessToken
         } else {

@@ -149,7 +149,7 @@ impl Integration {
             ),
         ]
         .into_iter()
-        .find_map(|(k, a)| a.map(|a| format!("{k} {a}")))
+        .find_map(|(k, a)| a.map(|a| format!("`{k}` {a}")))
     }
 }
 

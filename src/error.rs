@@ -84,14 +84,31 @@ impl Error {
         }
     }
 
-    /// Lines that explain the error further (one per chain level).
-    pub fn details(&self) -> Vec<String> {
+    /// The chain levels tried before the error, if it came from the chain.
+    pub fn attempts(&self) -> &[crate::chain::Attempt] {
         match self {
             Error::Chain(
                 ChainError::Exhausted { attempts }
                 | ChainError::NothingToTry { attempts }
                 | ChainError::Transient { attempts, .. },
+            ) => attempts,
+            _ => &[],
+        }
+    }
+
+    /// Lines that explain the error further (one per chain level).
+    pub fn details(&self) -> Vec<String> {
+        match self {
+            Error::Chain(
+                ChainError::Exhausted { attempts } | ChainError::NothingToTry { attempts },
             ) => attempts.iter().map(|a| a.to_string()).collect(),
+            // The failing level is the error's own message; list the ones
+            // before it.
+            Error::Chain(ChainError::Transient { attempts, .. }) => attempts
+                .iter()
+                .filter(|a| !matches!(a.result, AttemptResult::Unavailable { .. }))
+                .map(|a| a.to_string())
+                .collect(),
             Error::Store(StoreError::Write {
                 source, recovery, ..
             }) => {

@@ -1,6 +1,6 @@
 //! The `webex-token` binary: parse flags, set up logging, run, exit.
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use webex_token::cli::{Cli, LogFormat};
@@ -35,16 +35,42 @@ fn usage_error(e: clap::Error) -> ExitCode {
             | ErrorKind::DisplayVersion
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     );
-    if !is_info
-        && std::env::args_os()
-            .skip(1)
-            .take_while(|a| a != "--")
-            .any(|a| a == "--json")
-    {
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .take_while(|a| a != "--")
+        .collect();
+    if !is_info && args.iter().any(|a| a == "--json") {
+        // clap's own text, without its "error: " prefix and the usage
+        // block: the first line, and the lines it continues with (e.g. the
+        // list of missing arguments).
         let rendered = e.to_string();
-        let first = rendered.lines().next().unwrap_or_default();
-        let message = first.strip_prefix("error: ").unwrap_or(first);
-        webex_token::output::usage_error_json(message, e.exit_code());
+        let body = rendered.split("\n\nUsage:").next().unwrap_or_default();
+        let body = body
+            .split("\n\nFor more information")
+            .next()
+            .unwrap_or_default();
+        let mut lines = body.lines().map(str::trim).filter(|l| !l.is_empty());
+        let first = lines.next().unwrap_or_default();
+        let first = first.strip_prefix("error: ").unwrap_or(first);
+        let details: Vec<String> = lines.map(str::to_string).collect();
+        let message = if details.is_empty() {
+            first.to_string()
+        } else {
+            format!("{first} {}", details.join(", "))
+        };
+        // The subcommand, when one was recognised, for "command" and the hint.
+        let cmd = Cli::command();
+        let command = args.iter().find_map(|a| {
+            cmd.find_subcommand(a.as_str())
+                .map(|c| c.get_name().to_string())
+        });
+        webex_token::output::usage_error_json(
+            command.as_deref(),
+            &message,
+            &details,
+            e.exit_code(),
+        );
     }
     let _ = e.print();
     ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))

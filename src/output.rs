@@ -92,11 +92,18 @@ impl Printer {
     pub fn token(&self, token: &SecretString, expires: Option<Timestamp>, now: Timestamp) {
         use crate::secret::ExposeSecret;
         if self.json {
-            let mut v = token_json(Some(token), expires, now);
-            v["schemaVersion"] = json!(SCHEMA_VERSION);
-            v["command"] = json!("token");
-            v["accessToken"] = json!(token.expose_secret());
-            self.emit_json(&v);
+            let t = token_json(Some(token), expires, now);
+            self.emit_json(&json!({
+                "schemaVersion": SCHEMA_VERSION,
+                "command": "token",
+                "ok": true,
+                // The one secret any output holds: it is what was asked for.
+                "accessToken": token.expose_secret(),
+                "fingerprint": t["fingerprint"],
+                "expiresAt": t["expiresAt"],
+                "secondsLeft": t["secondsLeft"],
+                "expired": t["expired"],
+            }));
         } else {
             // `token` prints its token even with -q: it is the result.
             let mut out = std::io::stdout().lock();
@@ -134,7 +141,8 @@ impl Printer {
                     "message": err.to_string(),
                     "details": err.details(),
                     "hint": err.hint(),
-                }
+                },
+                "attempts": attempts_json(err.attempts()),
             }));
         }
     }
@@ -250,17 +258,21 @@ pub fn refresh_json(o: &Outcome, now: Timestamp, env_path: &Path, config_path: &
 }
 
 /// The `--json` failure object for a command line clap refused (exit 2).
-pub fn usage_error_json(message: &str, exit_code: i32) {
+pub fn usage_error_json(command: Option<&str>, message: &str, details: &[String], exit_code: i32) {
+    let hint = match command {
+        Some(c) => format!("run `webex-token {c} --help`"),
+        None => "run `webex-token --help`".to_string(),
+    };
     let v = json!({
         "schemaVersion": SCHEMA_VERSION,
-        "command": Value::Null,
+        "command": command,
         "ok": false,
         "exitCode": exit_code,
         "error": {
             "kind": "usage",
             "message": message,
-            "details": [],
-            "hint": "run `webex-token --help`",
+            "details": details,
+            "hint": hint,
         }
     });
     let mut out = std::io::stdout().lock();

@@ -536,8 +536,9 @@ impl HttpApi {
             if give_up {
                 if let Some(ra) = retry_after.filter(|_| attempt < policy.max_attempts) {
                     tracing::warn!(
-                        "{what}: Webex asked to retry after {}s, beyond the retry budget of {}s; giving up",
+                        "{what}: Webex asked to retry after {}s; with {:.1}s already spent that would pass the retry budget of {}s; giving up",
                         ra.as_secs(),
+                        started.elapsed().as_secs_f64(),
                         policy.budget.as_secs()
                     );
                 }

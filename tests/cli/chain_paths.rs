@@ -555,13 +555,17 @@ async fn transient_failures_are_listed_in_details_and_audit() {
     let out = t.run(&["refresh", "--json"]);
     assert_eq!(code(&out), 1);
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    let details = v["error"]["details"].as_array().unwrap();
     assert!(
-        details
-            .iter()
-            .any(|d| d.as_str().unwrap().contains("level 1")),
+        v["error"]["message"].as_str().unwrap().contains("level 1"),
         "{v}"
     );
+    assert_eq!(v["attempts"][0]["result"], "transient", "{v}");
+    assert_eq!(v["attempts"][0]["level"], 1, "{v}");
+    // The human error says it once, not twice.
+    let human = t.run(&["-q", "refresh"]);
+    let err = stderr(&human);
+    assert_eq!(err.matches("HTTP 503").count(), 1, "{err}");
+    assert!(!err.contains("failed, may pass"), "{err}");
     let audit = std::fs::read_to_string(t.path(".env.audit.jsonl")).unwrap();
     let line: serde_json::Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
     assert_eq!(line["attempts"][0]["result"], "transient", "{line}");
