@@ -27,7 +27,8 @@ pub fn main(cli: Cli) -> u8 {
         && !a.validate
     {
         let settings = Settings::from_args(&cli.global);
-        let printer = Printer::new(settings.json, settings.quiet);
+        let printer = Printer::new(settings.json, settings.quiet)
+            .with_json_logs(cli.global.log_format == crate::cli::LogFormat::Json);
         match fresh_tokens(&settings, a.min_valid) {
             Ok(Some(tokens)) => {
                 let access = tokens.access_token.as_ref().expect("fresh tokens have one");
@@ -70,7 +71,8 @@ fn fresh_tokens(settings: &Settings, min_valid: Duration) -> Result<Option<Store
 /// Runs the parsed command line; returns the exit code.
 pub async fn run(cli: Cli) -> u8 {
     let settings = Settings::from_args(&cli.global);
-    let printer = Printer::new(settings.json, settings.quiet);
+    let printer = Printer::new(settings.json, settings.quiet)
+        .with_json_logs(cli.global.log_format == crate::cli::LogFormat::Json);
     let name = command_name(&cli.command);
     let result = match cli.command {
         Command::Refresh(a) => refresh(&settings, &printer, &a).await,
@@ -593,7 +595,19 @@ async fn status(settings: &Settings, printer: &Printer, a: &StatusArgs) -> Resul
                 output::expiry_text(exp, now)
             )
         } else {
-            format!("{name:<27} missing")
+            let placeholder = match *name {
+                "personal access token" => config.personal_access_token.value.as_ref().err(),
+                "integration refresh token" => {
+                    integ.and_then(|i| i.refresh_token.value.as_ref().err())
+                }
+                _ => None,
+            };
+            match placeholder {
+                Some(crate::config::Absence::Placeholder) => {
+                    format!("{name:<27} not filled in (template placeholder)")
+                }
+                _ => format!("{name:<27} missing"),
+            }
         };
         human.push_str(&line);
         human.push('\n');

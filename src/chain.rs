@@ -446,6 +446,7 @@ impl<A: WebexApi> Run<'_, A> {
         match self.level1_gap() {
             Some(gap) => self.note(Level::ServiceRefreshToken, AttemptResult::Skipped(gap)),
             None => {
+                sa.require_client(path)?;
                 let client = ClientCredentials {
                     client_id: sa.client_id.require(path)?,
                     client_secret: sa.client_secret.require(path)?,
@@ -478,6 +479,7 @@ impl<A: WebexApi> Run<'_, A> {
         let mut renewed = false;
         loop {
             if let Some(pat) = &personal {
+                sa.require_complete(path)?;
                 let req = MintRequest {
                     app_id: sa.app_id.require(path)?,
                     client_id: sa.client_id.require(path)?,

@@ -119,6 +119,46 @@ pub struct ServiceApp {
     pub target_org_id: Field<String>,
 }
 
+impl ServiceApp {
+    /// Ok when all four fields are set; otherwise one error naming every
+    /// field that is missing, empty or a placeholder (so one run shows all
+    /// there is to fix, not one field per run).
+    pub fn require_complete(&self, path: &Path) -> Result<(), ConfigError> {
+        let gaps: Vec<(String, Absence)> = [
+            (&self.app_id.key, self.app_id.value.as_ref().err()),
+            (&self.client_id.key, self.client_id.value.as_ref().err()),
+            (
+                &self.client_secret.key,
+                self.client_secret.value.as_ref().err(),
+            ),
+            (
+                &self.target_org_id.key,
+                self.target_org_id.value.as_ref().err(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(k, a)| a.map(|a| (k.clone(), *a)))
+        .collect();
+        match gaps.len() {
+            0 => Ok(()),
+            _ => Err(ConfigError::Fields {
+                path: path.to_path_buf(),
+                fields: gaps,
+            }),
+        }
+    }
+
+    /// Ok when the client id and secret (all level 1 needs) are set;
+    /// otherwise the error names every unset `serviceApp` field.
+    pub fn require_client(&self, path: &Path) -> Result<(), ConfigError> {
+        if self.client_id.is_set() && self.client_secret.is_set() {
+            Ok(())
+        } else {
+            self.require_complete(path)
+        }
+    }
+}
+
 /// The token-manager integration (OAuth client that renews the personal token).
 #[derive(Debug, Clone)]
 pub struct Integration {
@@ -231,6 +271,11 @@ pub enum ConfigError {
         key: String,
         absence: Absence,
     },
+    #[error("config file {}: {}", path.display(), fields.iter().map(|(k, a)| format!("`{k}` {a}")).collect::<Vec<_>>().join("; "))]
+    Fields {
+        path: PathBuf,
+        fields: Vec<(String, Absence)>,
+    },
     #[error("config file {}: `apiBaseUrl` is not an http(s) URL", path.display())]
     BadApiBase { path: PathBuf },
 }
@@ -244,6 +289,10 @@ impl ConfigError {
                 "fix the file by hand (compare it with token-config.json.template); nothing was changed".into()
             }
             ConfigError::Field { key, .. } => field_hint(key),
+            ConfigError::Fields { fields, .. } => match fields.first() {
+                Some((key, _)) if fields.len() == 1 => field_hint(key),
+                _ => "fill them in from your service app's page on developer.webex.com (My Webex Apps → your service app); targetOrgId is the org whose Full Admin authorized it".into(),
+            },
             ConfigError::BadApiBase { .. } => "use e.g. https://webexapis.com/v1, or remove the key".into(),
             ConfigError::Unreadable { .. } | ConfigError::IsDirectory { .. } => {
                 "check the path and its permissions".into()

@@ -176,7 +176,13 @@ impl Error {
                 "renew it before it lapses: `webex-token setup-oauth` for the integration, or a new personal access token".into(),
             ),
             Error::DataSource(e) => e.hint(),
-            Error::Exec { .. } => Some("check the command name and PATH".into()),
+            Error::Exec { source, .. } => Some(match source.kind() {
+                std::io::ErrorKind::NotFound => "check the command name and PATH".into(),
+                std::io::ErrorKind::PermissionDenied => {
+                    "the file is not executable (or a directory on its path is not searchable); check its permissions".into()
+                }
+                _ => "check that the command is a program this system can run".into(),
+            }),
             Error::Usage(_) | Error::Other(_) => None,
         }
     }

@@ -20,6 +20,9 @@ pub struct Printer {
     pub json: bool,
     pub quiet: bool,
     pub color: bool,
+    /// `--log-format json`: the final error goes to stderr as a JSON line
+    /// too, so a log collector never meets a plain-text line.
+    pub json_logs: bool,
 }
 
 impl Printer {
@@ -27,7 +30,18 @@ impl Printer {
         let color = !json
             && std::io::stdout().is_terminal()
             && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-        Printer { json, quiet, color }
+        Printer {
+            json,
+            quiet,
+            color,
+            json_logs: false,
+        }
+    }
+
+    /// With `--log-format json`.
+    pub fn with_json_logs(mut self, on: bool) -> Printer {
+        self.json_logs = on;
+        self
     }
 
     fn emit_json(&self, v: &Value) {
@@ -123,12 +137,25 @@ impl Printer {
     /// An error: always on stderr; with `--json` also as an object on stdout.
     pub fn error(&self, command: &str, err: &Error) {
         let mut e = std::io::stderr().lock();
-        let _ = writeln!(e, "error: {err}");
-        for d in err.details() {
-            let _ = writeln!(e, "  {d}");
-        }
-        if let Some(h) = err.hint() {
-            let _ = writeln!(e, "hint: {h}");
+        if self.json_logs {
+            let line = json!({
+                "timestamp": clock::format_utc(clock::now()),
+                "level": "ERROR",
+                "message": err.to_string(),
+                "command": command,
+                "exitCode": err.exit_code(),
+                "details": err.details(),
+                "hint": err.hint(),
+            });
+            let _ = writeln!(e, "{line}");
+        } else {
+            let _ = writeln!(e, "error: {err}");
+            for d in err.details() {
+                let _ = writeln!(e, "  {d}");
+            }
+            if let Some(h) = err.hint() {
+                let _ = writeln!(e, "hint: {h}");
+            }
         }
         if self.json {
             self.emit_json(&json!({

@@ -266,3 +266,35 @@ async fn failed_write_keeps_new_tokens_in_a_recovery_file() {
     assert_eq!(mode(std::path::Path::new(recovered)), 0o600);
     std::fs::remove_file(recovered).unwrap();
 }
+
+#[tokio::test]
+async fn every_unfilled_service_app_field_is_named_at_once() {
+    let t = TestEnv::new().await;
+    let mut c = default_config(false);
+    c["serviceApp"]["appId"] = json!("your_service_app_id");
+    c["serviceApp"]
+        .as_object_mut()
+        .unwrap()
+        .remove("targetOrgId");
+    t.write_config(&c);
+    let out = t.run(&["refresh"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("`serviceApp.appId` is not filled in"), "{err}");
+    assert!(err.contains("`serviceApp.targetOrgId` is missing"), "{err}");
+    assert_eq!(t.requests().await.len(), 0);
+}
+
+#[tokio::test]
+async fn log_format_json_keeps_the_final_error_json_too() {
+    let t = TestEnv::new().await;
+    std::fs::remove_file(t.config_path()).unwrap();
+    let out = t.run(&["--log-format", "json", "refresh"]);
+    assert_eq!(code(&out), 3);
+    for line in stderr(&out).lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v.get("level").is_some());
+    }
+    assert!(stderr(&out).contains("\"hint\""));
+}
