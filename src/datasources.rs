@@ -532,7 +532,13 @@ async fn show(
 /// One data source as text: the id, then indented fields.
 fn human_block(p: &Printer, d: &DataSource, now: Timestamp, full: bool) -> String {
     let mut lines = vec![p.paint("1", &d.id)];
-    let mut row = |k: &str, v: String| lines.push(format!("  {k:<10}{v}"));
+    // Values start two columns after the longest label of the block.
+    let width = if full {
+        "expiry from".len()
+    } else {
+        "lifetime".len()
+    } + 2;
+    let mut row = |k: &str, v: String| lines.push(format!("  {k:<width$}{v}"));
     let status = match (d.status.as_deref(), d.is_disabled()) {
         (_, true) => {
             let msg = d
@@ -570,7 +576,7 @@ fn human_block(p: &Printer, d: &DataSource, now: Timestamp, full: bool) -> Strin
     row("subject", opt(&d.subject));
     if full {
         row(
-            "expiry of",
+            "expiry from",
             expiry.map_or("-".into(), |e| e.1.name().to_string()),
         );
         row("nonce", opt(&d.nonce));
@@ -616,7 +622,9 @@ async fn extend(
     let mut s = Session::open(settings, name, true).await?;
     let now = clock::now();
     let threshold = clock::after(now, a.min_valid.as_secs());
-    if u64::from(a.lifetime) * 60 <= a.min_valid.as_secs() {
+    // Only a standing job (`--all`, run by a timer) is worth warning about;
+    // `ID --min-valid 1d` is the documented way to renew now, once.
+    if a.all && u64::from(a.lifetime) * 60 <= a.min_valid.as_secs() {
         tracing::warn!(
             "--lifetime {} min is not longer than --min-valid {}: every run renews every token",
             a.lifetime,

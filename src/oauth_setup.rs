@@ -145,6 +145,9 @@ impl SetupError {
             SetupError::Exchange(_) => exit::REAUTH,
             SetupError::BadGrant(_) => exit::TRANSIENT,
             SetupError::Device(e) if e.is_transient() => exit::TRANSIENT,
+            // No device endpoint at all: a wrong --api-base (or a server
+            // without the device grant), a config problem as elsewhere.
+            SetupError::Device(e) if e.status() == Some(404) => exit::CONFIG,
             SetupError::Device(_) => exit::REAUTH,
             SetupError::DeviceAnswer(_) => exit::TRANSIENT,
             SetupError::Build(_) => exit::CONFIG,
@@ -155,7 +158,7 @@ impl SetupError {
     pub fn hint(&self) -> Option<String> {
         Some(match self {
             SetupError::MissingClient { fields, .. } => format!("fill in {} in the config file: {PORTAL_HINT}", fields.join(" and ")),
-            SetupError::PortInUse { port } => format!("stop whatever listens on port {port} and try again, or pick another with --port N; the integration's registered redirect URI must match it exactly (http://localhost:N/callback), so add that URI on developer.webex.com first"),
+            SetupError::PortInUse { port } => format!("stop whatever listens on port {port} and try again, or pick another with --port N; the integration's registered redirect URI must match it exactly (http://localhost:N/callback), so add that URI on developer.webex.com first; or use --manual or --device, which listen on no port"),
             SetupError::Bind { .. } => "pick another port with --port N (and register http://localhost:N/callback on the integration)".into(),
             SetupError::ManualNeedsPort => "use --port with the port of the registered redirect URI (3000 for http://localhost:3000/callback)".into(),
             SetupError::Listener(_) => "run `webex-token setup-oauth` again".into(),
@@ -176,6 +179,7 @@ impl SetupError {
             },
             SetupError::BadGrant(_) | SetupError::DeviceAnswer(_) => "run `webex-token setup-oauth` again".into(),
             SetupError::Device(e) if e.is_transient() => "Webex or the network had a problem; run `webex-token setup-oauth --device` again".into(),
+            SetupError::Device(e) if e.status() == Some(404) => "the API base has no device authorization endpoint: check --api-base / `apiBaseUrl` (it should end in /v1, e.g. https://webexapis.com/v1) and that it supports the device grant; or use --manual".into(),
             SetupError::Device(_) => format!("the integration must allow the device grant: on developer.webex.com add these redirect URIs to it: {}; or use --manual", DEVICE_REDIRECT_URIS.join(", ")),
             SetupError::Build(_) => "check --api-base / `apiBaseUrl` (e.g. https://webexapis.com/v1)".into(),
         })
@@ -1101,5 +1105,17 @@ mod tests {
                 .unwrap()
                 .contains("redirect URI")
         );
+        let port_hint = SetupError::PortInUse { port: 3000 }.hint().unwrap();
+        assert!(port_hint.contains("--manual") && port_hint.contains("--device"));
+        let device = |status| {
+            SetupError::Device(ApiError::Refused {
+                status,
+                body: Default::default(),
+            })
+        };
+        assert_eq!(device(404).exit_code(), 3);
+        assert!(device(404).hint().unwrap().contains("--api-base"));
+        assert_eq!(device(400).exit_code(), 4);
+        assert!(device(400).hint().unwrap().contains("redirect URIs"));
     }
 }

@@ -221,7 +221,10 @@ async fn datasources_show_encodes_the_id() {
         s.contains("old-nonce-") && s.contains("machine-account"),
         "{s}"
     );
-    assert!(s.contains("expiry of jws"), "{s}");
+    // `show` has longer labels than `list`; the values stay in one column.
+    assert!(s.contains("\n  expiry from  jws\n"), "{s}");
+    assert!(s.contains("\n  status       active\n"), "{s}");
+    assert!(s.contains("\n  nonce        old-nonce-"), "{s}");
 
     let out = t.run(&["--json", "datasources", "show", id]);
     let v = parse_json(&out);
@@ -402,6 +405,64 @@ async fn datasources_extend_json_and_named_ids_and_lifetime() {
     assert_eq!(puts[0].1["tokenLifetimeMinutes"], 60);
     assert_eq!(t.count("GET", "/v1/dataSources/ds-b").await, 0);
     assert_eq!(t.count("GET", "/v1/dataSources").await, 0);
+}
+
+#[tokio::test]
+async fn datasources_extend_warns_of_lifetime_within_min_valid_only_with_all() {
+    let mut t = TestEnv::new().await;
+    fresh_env(&t);
+    let a = t.secret(&jws("now-a", 20 * 3600));
+    let new_a = t.secret(&jws("now-new-a", 86_400));
+    mock_get(
+        &t,
+        "ds-a",
+        ResponseTemplate::new(200).set_body_json(source("ds-a", &a)),
+    )
+    .await;
+    mock_list(&t, OLD_ACCESS, vec![source("ds-a", &a)]).await;
+    mock_put(
+        &t,
+        "ds-a",
+        Renew {
+            id: "ds-a".into(),
+            new_token: new_a,
+        },
+    )
+    .await;
+    // The documented "renew now": a deliberate one-off, no warning.
+    let out = t.run(&[
+        "datasources",
+        "extend",
+        "ds-a",
+        "--min-valid",
+        "1d",
+        "--lifetime",
+        "1440",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("renewed"), "{}", stdout(&out));
+    assert!(
+        !stderr(&out).contains("renews every token"),
+        "{}",
+        stderr(&out)
+    );
+    // The same flags on a timer job (`--all`) renew everything every run.
+    let out = t.run(&[
+        "datasources",
+        "extend",
+        "--all",
+        "--dry-run",
+        "--min-valid",
+        "1d",
+        "--lifetime",
+        "1440",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--lifetime 1440 min is not longer than --min-valid 1d 0h"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test]

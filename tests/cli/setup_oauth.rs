@@ -456,6 +456,7 @@ async fn setup_oauth_port_in_use_exits_3_naming_the_port() {
     let e = stderr(&out);
     assert!(e.contains(&format!("port {port}")), "{e}");
     assert!(e.contains("redirect URI"), "{e}");
+    assert!(e.contains("--manual") && e.contains("--device"), "{e}");
     assert!(!e.contains("/authorize?"), "no URL is printed: {e}");
 }
 
@@ -719,7 +720,7 @@ async fn setup_oauth_device_polls_until_authorized() {
 }
 
 #[tokio::test]
-async fn setup_oauth_device_denied_exits_4_and_expired_exits_1() {
+async fn setup_oauth_device_denied_exits_4_expired_exits_1_missing_endpoint_exits_3() {
     let mut t = new_env().await;
     t.secret(DEVICE_CODE);
     let before = std::fs::read(t.config_path()).unwrap();
@@ -739,6 +740,25 @@ async fn setup_oauth_device_denied_exits_4_and_expired_exits_1() {
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains("expired_token"), "{}", stderr(&out));
     assert_eq!(std::fs::read(t.config_path()).unwrap(), before);
+
+    // No device endpoint there (wrong --api-base, or no device grant):
+    // a config problem, exit 3, not the redirect-URI hint of exit 4.
+    t.server.reset().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/device/authorize"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&t.server)
+        .await;
+    let out = t.run(&["setup-oauth", "--device", "--no-browser"]);
+    let e = stderr(&out);
+    assert_eq!(code(&out), 3, "{e}");
+    assert!(
+        e.contains("--api-base") && e.contains("device grant"),
+        "{e}"
+    );
+    assert!(!e.contains("oauth-helper"), "{e}");
+    assert_eq!(std::fs::read(t.config_path()).unwrap(), before);
+    assert_eq!(t.count("POST", "/v1/device/token").await, 0);
 
     // --device and --manual exclude each other.
     let out = t.run(&["setup-oauth", "--device", "--manual"]);
