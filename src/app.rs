@@ -326,6 +326,7 @@ async fn refresh(settings: &Settings, printer: &Printer, a: &RefreshArgs) -> Res
     let policy = Policy {
         min_valid: a.min_valid,
         force: a.force,
+        mint: a.mint,
         dry_run: a.dry_run,
         check: Check::Validate,
     };
@@ -377,6 +378,7 @@ pub(crate) async fn working_tokens(
     let policy = Policy {
         min_valid,
         force: false,
+        mint: false,
         dry_run: false,
         check: if validate {
             Check::Validate
@@ -526,16 +528,37 @@ async fn status(settings: &Settings, printer: &Printer, a: &StatusArgs) -> Resul
     // ok=false with the exit code and the reason, like any failed command.
     let check_failure = (!expiring.is_empty()).then(|| {
         let window = a.check.unwrap_or_default();
-        Error::CheckFailed(format!(
-            "{} within {}: {}",
-            if expiring.len() == 1 {
-                "a credential that cannot renew itself expires"
+        let level2_ready = levels
+            .iter()
+            .any(|(l, gap)| *l == chain::Level::PersonalAccessToken && gap.is_none());
+        // One concrete step per kind of credential that is lapsing.
+        let mut hints = Vec::new();
+        if expiring.iter().any(|e| e.starts_with("service-app refresh token")) {
+            hints.push(if level2_ready {
+                "`webex-token refresh --mint` replaces the service-app refresh token now (level 2 mints a new pair; left alone, level 2 takes over when it lapses)"
             } else {
-                "credentials that cannot renew themselves expire"
-            },
-            clock::human_span(window.as_secs()),
-            expiring.join("; ")
-        ))
+                "the service-app refresh token can only be replaced by level 2: set up a working personal access token or `webex-token setup-oauth`, then `webex-token refresh --mint`"
+            });
+        }
+        if expiring.iter().any(|e| e.starts_with("personal access token")) {
+            hints.push("paste a new personal access token into the config file, or run `webex-token setup-oauth` once so the integration renews it");
+        }
+        if expiring.iter().any(|e| e.starts_with("integration refresh token")) {
+            hints.push("run `webex-token setup-oauth` to authorize the integration again before its refresh token lapses");
+        }
+        Error::CheckFailed {
+            message: format!(
+                "{} within {}: {}",
+                if expiring.len() == 1 {
+                    "a credential that cannot renew itself expires"
+                } else {
+                    "credentials that cannot renew themselves expire"
+                },
+                clock::human_span(window.as_secs()),
+                expiring.join("; ")
+            ),
+            hint: hints.join("; "),
+        }
     });
 
     let json_value = json!({

@@ -97,6 +97,9 @@ pub enum Check {
 pub struct Policy {
     pub min_valid: Duration,
     pub force: bool,
+    /// `refresh --mint`: start at level 2 (a new token pair, so also a new
+    /// service-app refresh token), skipping level 1. Implies `force`.
+    pub mint: bool,
     pub dry_run: bool,
     pub check: Check,
 }
@@ -129,7 +132,7 @@ pub enum Trigger {
 impl fmt::Display for Trigger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Trigger::Forced => f.write_str("--force was given"),
+            Trigger::Forced => f.write_str("--force or --mint was given"),
             Trigger::NoAccessToken => f.write_str("there is no access token yet"),
             Trigger::Expiring(t) => {
                 write!(f, "the access token expires at {}", clock::format_utc(*t))
@@ -243,7 +246,7 @@ pub async fn ensure_fresh<A: WebexApi, P: Persist>(
     };
 
     // Step 0: does the stored token work?
-    let trigger = if policy.force {
+    let trigger = if policy.force || policy.mint {
         Trigger::Forced
     } else if let Some(access) = &stored.access_token {
         let threshold = clock::after(now, policy.min_valid.as_secs());
@@ -291,6 +294,7 @@ pub async fn ensure_fresh<A: WebexApi, P: Persist>(
     tracing::debug!("refreshing because {trigger}");
 
     let mut run = Run {
+        mint: policy.mint,
         stored,
         config,
         api,
@@ -389,6 +393,7 @@ pub fn availability(
 }
 
 struct Run<'a, A> {
+    mint: bool,
     stored: &'a StoredTokens,
     config: &'a Config,
     api: &'a A,
@@ -415,6 +420,9 @@ impl<A: WebexApi> Run<'_, A> {
     }
 
     fn level1_gap(&self) -> Option<String> {
+        if self.mint {
+            return Some("--mint: a new token pair is minted with level 2".into());
+        }
         level1_gap(self.stored, self.now)
     }
 
@@ -430,6 +438,7 @@ impl<A: WebexApi> Run<'_, A> {
     fn first_available(&mut self) -> Option<Level> {
         availability(self.config, self.stored, self.now)
             .into_iter()
+            .filter(|(level, _)| !(self.mint && *level == Level::ServiceRefreshToken))
             .find(|(_, gap)| gap.is_none())
             .map(|(level, _)| level)
     }

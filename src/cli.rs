@@ -118,6 +118,10 @@ pub struct RefreshArgs {
     /// Say what would be done; write nothing and mint nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Mint a new token pair with level 2 now, skipping level 1 (replaces a
+    /// service-app refresh token that is about to lapse)
+    #[arg(long)]
+    pub mint: bool,
     /// Refresh when the access token expires within this window
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     pub min_valid: Duration,

@@ -431,6 +431,7 @@ impl<'a> Session<'a> {
                     let policy = Policy {
                         min_valid: SERVICE_TOKEN_MIN_VALID,
                         force: false,
+                        mint: false,
                         dry_run: false,
                         check: Check::Validate,
                     };

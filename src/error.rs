@@ -31,8 +31,8 @@ pub enum Error {
     DataSource(#[from] DsError),
     #[error(transparent)]
     Setup(#[from] SetupError),
-    #[error("{0}")]
-    CheckFailed(String),
+    #[error("{message}")]
+    CheckFailed { message: String, hint: String },
     #[error("could not run `{program}`: {source}")]
     Exec {
         program: String,
@@ -62,7 +62,7 @@ impl Error {
             },
             Error::DataSource(e) => e.exit_code(),
             Error::Setup(e) => e.exit_code(),
-            Error::CheckFailed(_) => exit::CHECK,
+            Error::CheckFailed { .. } => exit::CHECK,
             Error::Exec { source, .. } => match source.kind() {
                 std::io::ErrorKind::NotFound => 127,
                 _ => 126,
@@ -172,9 +172,7 @@ impl Error {
             Error::Chain(ChainError::Persist(_)) => Some(
                 "make sure the config file and its directory are writable".into(),
             ),
-            Error::CheckFailed(_) => Some(
-                "renew it before it lapses: `webex-token setup-oauth` for the integration, or a new personal access token".into(),
-            ),
+            Error::CheckFailed { hint, .. } => Some(hint.clone()),
             Error::DataSource(e) => e.hint(),
             Error::Exec { source, .. } => Some(match source.kind() {
                 std::io::ErrorKind::NotFound => "check the command name and PATH".into(),
@@ -243,7 +241,14 @@ mod tests {
             waited: std::time::Duration::from_secs(1),
         });
         assert_eq!(lock.exit_code(), 1);
-        assert_eq!(Error::CheckFailed("x".into()).exit_code(), 5);
+        assert_eq!(
+            Error::CheckFailed {
+                message: "x".into(),
+                hint: "y".into()
+            }
+            .exit_code(),
+            5
+        );
         assert_eq!(Error::Usage("x".into()).exit_code(), 2);
         let nf = Error::Exec {
             program: "x".into(),

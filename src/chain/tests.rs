@@ -123,6 +123,7 @@ fn policy() -> Policy {
     Policy {
         min_valid: Duration::from_secs(3600),
         force: false,
+        mint: false,
         dry_run: false,
         check: Check::Validate,
     }
@@ -661,4 +662,24 @@ fn availability_explains_each_level() {
         g2.unwrap().contains("serviceApp.targetOrgId"),
         "level 2 needs the org"
     );
+}
+
+#[tokio::test]
+async fn mint_skips_level1() {
+    let fake = Fake::default().on_mint(Ok(grant("at2", 100, Some(("rt2", 7_776_000)))));
+    let p = Policy {
+        mint: true,
+        ..policy()
+    };
+    let (r, _) = run(
+        &fake,
+        &stored(Some(("at", 86_400)), Some("rt")),
+        &config("pat", false),
+        &p,
+    )
+    .await;
+    let o = r.unwrap();
+    assert_eq!(level_of(&o), Level::PersonalAccessToken);
+    assert_eq!(fake.calls(), ["mint pat"]);
+    assert_eq!(o.tokens.refresh_token.unwrap().expose_secret(), "rt2");
 }

@@ -588,3 +588,42 @@ async fn level3_is_listed_when_a_403_makes_it_pointless() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn mint_replaces_a_lapsing_refresh_token_with_level2() {
+    let mut t = TestEnv::new().await;
+    let new = t.secret("SECRET-minted-by-flag");
+    let new_rt = t.secret("SECRET-minted-rt-by-flag");
+    let mut env = env_with(OLD_ACCESS, Some(&in_secs(86_400)), Some(OLD_REFRESH));
+    env.push_str(&format!(
+        "WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT={}\n",
+        in_secs(86_400)
+    ));
+    t.write_env(&env);
+    // status --check names the lapsing refresh token and says how to replace it.
+    let out = t.run(&["status", "--check", "7d"]);
+    assert_eq!(code(&out), 5);
+    assert!(stderr(&out).contains("refresh --mint"), "{}", stderr(&out));
+    t.mock_mint(
+        PAT,
+        token_response(&new, 1_209_600, Some((&new_rt, 7_776_000))),
+    )
+    .await;
+    let dry = t.run(&["refresh", "--mint", "--dry-run"]);
+    assert!(
+        stdout(&dry).contains("would refresh via level 2"),
+        "{}",
+        stdout(&dry)
+    );
+    let out = t.run(&["refresh", "--mint"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("level 2"), "{}", stdout(&out));
+    assert_eq!(
+        t.count("POST", "/v1/access_token").await,
+        0,
+        "level 1 is skipped"
+    );
+    assert_eq!(t.env_values()["WEBEX_SERVICE_APP_REFRESH_TOKEN"], new_rt);
+    let out = t.run(&["status", "--check", "7d"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
