@@ -473,7 +473,15 @@ impl HttpApi {
             // One process-wide crypto provider; ring keeps the binary small
             // and builds without a C toolchain beyond what `cc` needs.
             let _ = rustls::crypto::ring::default_provider().install_default();
-            reqwest::Client::builder()
+            let mut builder = reqwest::Client::builder();
+            if self.settings.base_url.starts_with("http://") {
+                // A plain-http API base (a local stand-in) never does TLS:
+                // redirects are off, so no request can leave for https.
+                // Loading the system CA store (~150 files, ~2 ms) would be
+                // pure waste there.
+                builder = builder.tls_certs_only(std::iter::empty()).https_only(false);
+            }
+            builder
                 .connect_timeout(self.settings.connect_timeout)
                 .timeout(self.settings.request_timeout)
                 // Token endpoints never redirect; following one could send
