@@ -647,7 +647,9 @@ async fn status(settings: &Settings, printer: &Printer, a: &StatusArgs) -> Resul
         Some(n) => human.push_str(&format!(
             "when the access token needs renewing, level {n} is tried first"
         )),
-        None => human.push_str("no level can refresh the token: run `webex-token setup-oauth`"),
+        None => human.push_str(
+            "no level can refresh the token: fill in `tokenManager.personalAccessToken`, or the integration's clientId/clientSecret and then run `webex-token setup-oauth`",
+        ),
     }
     if let Some(o) = &online {
         human.push_str(&format!(
