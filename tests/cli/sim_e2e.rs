@@ -274,7 +274,18 @@ fn twenty_concurrent_runs_against_the_simulator() {
         assert_eq!(stdout(&out), "");
     }
     assert_eq!(sim.count("POST", "/v1/access_token"), 1);
-    assert_eq!(sim.requests().len(), 1);
+    // Only validations besides it (a straggler that started after the
+    // write may check the new token); never a second refresh or mint.
+    assert!(
+        sim.requests()
+            .iter()
+            .all(|r| r.method == "GET" || r.path == "/v1/access_token"),
+        "{:?}",
+        sim.requests()
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect::<Vec<_>>()
+    );
     assert!(sim.is_token_valid(&t.env_value("WEBEX_SERVICE_APP_ACCESS_TOKEN").unwrap()));
 }
 
