@@ -183,7 +183,7 @@ pub(crate) async fn ensure(
     let state = store::read_env(&settings.env_path)?;
     let now = clock::now();
 
-    if !policy.force && changed_meanwhile(&before.tokens, &state.tokens) {
+    if !(policy.force || policy.mint) && changed_meanwhile(&before.tokens, &state.tokens) {
         let threshold = clock::after(now, policy.min_valid.as_secs());
         if state
             .tokens
