@@ -10,7 +10,6 @@ use crate::clock;
 use crate::config::{Config, PersonalUpdate};
 use crate::error::Error;
 use crate::fs_atomic::WriteMode;
-use crate::names::*;
 use crate::output::{self, Printer, SCHEMA_VERSION, token_json};
 use crate::secret::{ExposeSecret, fingerprint};
 use crate::settings::Settings;
@@ -400,25 +399,7 @@ async fn exec(settings: &Settings, a: &ExecArgs) -> Result<u8, Error> {
     let (program, args) = a.command.split_first().expect("clap requires a command");
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
-    let fmt_time = |t: Option<jiff::Timestamp>| t.map(clock::format_utc);
-    let values = [
-        (
-            KEY_ACCESS_TOKEN,
-            tokens
-                .access_token
-                .as_ref()
-                .map(|s| s.expose_secret().to_string()),
-        ),
-        (KEY_ACCESS_EXPIRES_AT, fmt_time(tokens.access_expires_at)),
-        (
-            KEY_REFRESH_TOKEN,
-            tokens
-                .refresh_token
-                .as_ref()
-                .map(|s| s.expose_secret().to_string()),
-        ),
-        (KEY_REFRESH_EXPIRES_AT, fmt_time(tokens.refresh_expires_at)),
-    ];
+    let values = store::owned_values(&tokens);
     for (k, v) in values {
         match v {
             Some(v) => cmd.env(k, v),

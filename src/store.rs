@@ -190,32 +190,36 @@ fn tokens_from(doc: &EnvDocument, path: &Path) -> StoredTokens {
 /// The env file's new bytes holding `tokens` (owned keys only). The one
 /// place where service-app tokens are exposed for writing.
 pub fn render_env(state: &EnvState, tokens: &StoredTokens) -> Vec<u8> {
-    let fmt_time = |t: Option<jiff::Timestamp>| t.map(clock::format_utc).unwrap_or_default();
-    let access = tokens
-        .access_token
-        .as_ref()
-        .map(|s| s.expose_secret().to_string())
-        .unwrap_or_default();
-    let refresh = tokens
-        .refresh_token
-        .as_ref()
-        .map(|s| s.expose_secret().to_string());
-    let access_exp = fmt_time(tokens.access_expires_at);
-    let refresh_exp = fmt_time(tokens.refresh_expires_at);
+    let [access, access_exp, refresh, refresh_exp] = owned_values(tokens);
     let mut updates: Vec<(&str, &str)> = vec![
-        (KEY_ACCESS_TOKEN, &access),
-        (KEY_ACCESS_EXPIRES_AT, &access_exp),
+        (access.0, access.1.as_deref().unwrap_or_default()),
+        (access_exp.0, access_exp.1.as_deref().unwrap_or_default()),
     ];
     // Never replace a refresh token by nothing: with none to write, the
     // refresh-token lines stay exactly as they were.
-    if let Some(r) = &refresh {
-        updates.push((KEY_REFRESH_TOKEN, r));
-        updates.push((KEY_REFRESH_EXPIRES_AT, &refresh_exp));
+    if let Some(r) = &refresh.1 {
+        updates.push((refresh.0, r));
+        updates.push((refresh_exp.0, refresh_exp.1.as_deref().unwrap_or_default()));
     }
     match &state.doc {
         Some(doc) => doc.render_with(&updates),
         None => EnvDocument::empty().render_with(&updates),
     }
+}
+
+/// The four owned keys and their values as text (`None` when unknown), in
+/// the order they are appended to a new file. Used for the env file and for
+/// `exec`'s child environment, so both always carry the same values.
+pub fn owned_values(tokens: &StoredTokens) -> [(&'static str, Option<String>); 4] {
+    let secret_text =
+        |s: &Option<crate::secret::SecretString>| s.as_ref().map(|s| s.expose_secret().to_string());
+    let time_text = |t: Option<jiff::Timestamp>| t.map(clock::format_utc);
+    [
+        (KEY_ACCESS_TOKEN, secret_text(&tokens.access_token)),
+        (KEY_ACCESS_EXPIRES_AT, time_text(tokens.access_expires_at)),
+        (KEY_REFRESH_TOKEN, secret_text(&tokens.refresh_token)),
+        (KEY_REFRESH_EXPIRES_AT, time_text(tokens.refresh_expires_at)),
+    ]
 }
 
 /// Writes new tokens into the env file. If that fails, the new values are
