@@ -96,16 +96,8 @@ impl TestEnv {
 
     /// Like [`cmd`], as a plain `std::process::Command` (for spawning).
     pub fn std_cmd(&self) -> std::process::Command {
-        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("webex-token"));
-        c.current_dir(self.dir.path());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("WEBEX_") || k == "RUST_LOG" || k == "NO_COLOR" {
-                c.env_remove(k);
-            }
-        }
+        let mut c = scrubbed(assert_cmd::cargo::cargo_bin("webex-token"), self.dir.path());
         c.env("WEBEX_API_BASE_URL", self.base())
-            .env("WEBEX_TOKEN_TEST_NO_RETRY_DELAY", "1")
-            .env("RUST_BACKTRACE", "0")
             .env("HOME", self.dir.path());
         c
     }
@@ -214,6 +206,22 @@ impl TestEnv {
             .mount(&self.server)
             .await;
     }
+}
+
+/// `program` run in `dir` with the user's environment scrubbed of anything
+/// that would change webex-token's behaviour, and retries without sleeps.
+/// Every way the tests start the binary goes through here.
+pub fn scrubbed(program: impl AsRef<std::ffi::OsStr>, dir: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(program);
+    c.current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("WEBEX_") || k == "RUST_LOG" || k == "NO_COLOR" {
+            c.env_remove(k);
+        }
+    }
+    c.env("WEBEX_TOKEN_TEST_NO_RETRY_DELAY", "1")
+        .env("RUST_BACKTRACE", "0");
+    c
 }
 
 pub fn urlenc(s: &str) -> String {

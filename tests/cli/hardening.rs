@@ -272,16 +272,9 @@ async fn single_file_bind_mount_is_explained_and_in_place_works() {
             t.env_path().display(),
             bin.display()
         );
-        let mut c = Command::new("unshare");
-        c.args(["-m", "sh", "-c", &script])
-            .current_dir(t.dir.path());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("WEBEX_") || k == "RUST_LOG" {
-                c.env_remove(k);
-            }
-        }
-        c.env("WEBEX_API_BASE_URL", t.base())
-            .env("WEBEX_TOKEN_TEST_NO_RETRY_DELAY", "1")
+        scrubbed("unshare", t.dir.path())
+            .args(["-m", "sh", "-c", &script])
+            .env("WEBEX_API_BASE_URL", t.base())
             .output()
     };
     let probe = Command::new("unshare").args(["-m", "true"]).output();

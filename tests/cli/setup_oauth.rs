@@ -34,16 +34,10 @@ struct Flow {
 }
 
 fn spawn(t: &TestEnv, extra: &[&str]) -> Flow {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_webex-token"));
-    c.current_dir(t.dir.path());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("WEBEX_") || k == "RUST_LOG" || k == "DISPLAY" || k == "WAYLAND_DISPLAY" {
-            c.env_remove(k);
-        }
-    }
-    c.env("WEBEX_API_BASE_URL", t.base())
-        .env("WEBEX_TOKEN_TEST_NO_RETRY_DELAY", "1")
-        .env("HOME", t.dir.path())
+    let mut c = t.std_cmd();
+    // No display: `setup-oauth` must not try to open a browser here.
+    c.env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
         .args(["-vv", "setup-oauth", "--no-browser"])
         .args(extra)
         .stdin(Stdio::piped())

@@ -21,15 +21,7 @@ impl SimEnv {
     }
 
     fn cmd(&self) -> Command {
-        let mut c = Command::new(assert_cmd::cargo::cargo_bin("webex-token"));
-        c.current_dir(self.dir.path());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("WEBEX_") || k == "RUST_LOG" {
-                c.env_remove(k);
-            }
-        }
-        c.env("WEBEX_TOKEN_TEST_NO_RETRY_DELAY", "1");
-        c
+        crate::common::scrubbed(assert_cmd::cargo::cargo_bin("webex-token"), self.dir.path())
     }
 
     /// Every secret the files hold right now (config and env file).
