@@ -4,9 +4,9 @@
 use crate::chain::{AttemptResult, ChainError, Level};
 use crate::config::ConfigError;
 use crate::datasources::DsError;
-use crate::env_file::EnvFileError;
 use crate::oauth_setup::SetupError;
 use crate::store::StoreError;
+use crate::store::env_file::EnvFileError;
 use crate::webex::ApiError;
 
 /// Exit codes of the contract.

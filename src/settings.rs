@@ -4,8 +4,8 @@
 
 use crate::cli::{GlobalArgs, WriteModeArg};
 use crate::config::Config;
-use crate::fs_atomic::WriteMode;
 use crate::names::{DEFAULT_API_BASE, ENV_TEST_NO_RETRY_DELAY};
+use crate::store::fs_atomic::WriteMode;
 use crate::webex::{HttpSettings, RetryPolicy};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

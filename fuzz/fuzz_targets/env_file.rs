@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
-use webex_token::env_file::EnvDocument;
+use webex_token::store::env_file::EnvDocument;
 
 fuzz_target!(|data: &[u8]| {
     // Split the input: file bytes, then (after the first 0xFF) the value.

@@ -2,7 +2,7 @@
 //!
 //! The service-app tokens live in the env file (only the owned keys are
 //! touched); the personal token and integration refresh token live in the
-//! config file. Every write is atomic (see [`crate::fs_atomic`]). Runs that
+//! config file. Every write is atomic (see [`crate::store::fs_atomic`]). Runs that
 //! touch the same env file serialize on a dedicated lock file beside it:
 //! never on the data file itself, because the data file is replaced by
 //! rename, and a lock on a replaced inode protects nothing. The lock is an
@@ -13,10 +13,13 @@
 use crate::chain::StoredTokens;
 use crate::clock;
 use crate::config::{Config, PersonalUpdate};
-use crate::env_file::{self, EnvDocument, EnvFileError};
-use crate::fs_atomic::{self, WriteError, WriteMode};
+pub mod env_file;
+pub mod fs_atomic;
+
 use crate::names::*;
 use crate::secret::{ExposeSecret, secret};
+use env_file::{EnvDocument, EnvFileError};
+use fs_atomic::{WriteError, WriteMode};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
