@@ -3,10 +3,11 @@
 
 use crate::audit;
 use crate::chain::{
-    self, Action, ChainError, Check, Outcome, Persist, Policy, StoredTokens, Validation,
+    self, Action, ChainError, Check, Outcome, Persist, Policy, Validation,
 };
 use crate::cli::{Cli, Command, ExecArgs, RefreshArgs, StatusArgs, TokenArgs};
 use crate::clock;
+use crate::tokens::StoredTokens;
 use crate::config::{Config, PersonalUpdate};
 use crate::error::Error;
 use crate::output::{self, Printer, SCHEMA_VERSION, token_json};

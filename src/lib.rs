@@ -19,4 +19,5 @@ pub mod output;
 pub mod secret;
 pub mod settings;
 pub mod store;
+pub mod tokens;
 pub mod webex;

@@ -2,7 +2,8 @@
 //! `schemaVersion`). Logs and errors go to stderr; nothing else in the
 //! program prints to stdout.
 
-use crate::chain::{Action, Attempt, AttemptResult, Outcome, StoredTokens, Validation};
+use crate::chain::{Action, Attempt, AttemptResult, Outcome, Validation};
+use crate::tokens::StoredTokens;
 use crate::clock;
 use crate::error::Error;
 use crate::secret::{SecretString, fingerprint};

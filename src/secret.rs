@@ -77,7 +77,7 @@ mod tests {
 
 #[cfg(test)]
 mod redaction {
-    use crate::chain::StoredTokens;
+    use crate::tokens::StoredTokens;
     use crate::config::PersonalUpdate;
     use crate::secret::secret;
     use crate::webex::grant;

@@ -10,6 +10,7 @@
 use crate::clock;
 use crate::config::{Config, ConfigError, Field, PersonalUpdate};
 use crate::secret::{ExposeSecret, SecretString, fingerprint};
+use crate::tokens::StoredTokens;
 use crate::webex::{ApiError, ClientCredentials, MintRequest, TokenGrant, WebexApi};
 use jiff::Timestamp;
 use std::fmt;
@@ -51,35 +52,6 @@ impl Level {
 impl fmt::Display for Level {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "level {} ({})", self.number(), self.name())
-    }
-}
-
-/// The service-app tokens as stored in the env file.
-#[derive(Debug, Clone, Default)]
-pub struct StoredTokens {
-    pub access_token: Option<SecretString>,
-    pub access_expires_at: Option<Timestamp>,
-    pub refresh_token: Option<SecretString>,
-    pub refresh_expires_at: Option<Timestamp>,
-}
-
-impl StoredTokens {
-    /// The set after a successful grant received at `now`: a missing
-    /// `refresh_token` keeps the old one (and its expiry), never erases it.
-    pub fn after_grant(&self, grant: &TokenGrant, now: Timestamp) -> StoredTokens {
-        let (refresh_token, refresh_expires_at) = match &grant.refresh_token {
-            Some(rt) => (
-                Some(rt.clone()),
-                grant.refresh_token_expires_in.map(|s| clock::after(now, s)),
-            ),
-            None => (self.refresh_token.clone(), self.refresh_expires_at),
-        };
-        StoredTokens {
-            access_token: Some(grant.access_token.clone()),
-            access_expires_at: grant.expires_in.map(|s| clock::after(now, s)),
-            refresh_token,
-            refresh_expires_at,
-        }
     }
 }
 

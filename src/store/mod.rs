@@ -10,7 +10,7 @@
 //! leaves a stale lock behind, and the lock file itself is never deleted
 //! (deleting it would let two runs lock two different inodes).
 
-use crate::chain::StoredTokens;
+use crate::tokens::StoredTokens;
 use crate::clock;
 use crate::config::{Config, PersonalUpdate};
 pub mod env_file;
