@@ -2,12 +2,9 @@
 //! Nothing here speaks HTTP (that is `webex`) or decides levels (`chain`).
 
 use crate::audit;
-use crate::chain::{
-    self, Action, ChainError, Check, Outcome, Persist, Policy, Validation,
-};
+use crate::chain::{self, Action, ChainError, Check, Outcome, Persist, Policy, Validation};
 use crate::cli::{Cli, Command, ExecArgs, RefreshArgs, StatusArgs, TokenArgs};
 use crate::clock;
-use crate::tokens::StoredTokens;
 use crate::config::{Config, PersonalUpdate};
 use crate::error::Error;
 use crate::output::{self, Printer, SCHEMA_VERSION, token_json};
@@ -15,6 +12,7 @@ use crate::secret::{ExposeSecret, fingerprint};
 use crate::settings::Settings;
 use crate::store::fs_atomic::WriteMode;
 use crate::store::{self, EnvState};
+use crate::tokens::StoredTokens;
 use crate::webex::{ApiError, HttpApi, WebexApi};
 use serde_json::{Value, json};
 use std::time::Duration;

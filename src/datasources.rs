@@ -25,7 +25,7 @@ use crate::chain::{Check, Policy};
 use crate::cli::{DatasourcesArgs, DatasourcesCommand, DsExtendArgs, DsRegisterArgs};
 use crate::clock;
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::{DsError, Error};
 use crate::output::{self, Printer, SCHEMA_VERSION};
 use crate::secret::{ExposeSecret, SecretString, fingerprint};
 use crate::settings::Settings;
@@ -59,83 +59,6 @@ pub async fn run(settings: &Settings, printer: &Printer, a: &DatasourcesArgs) ->
         DatasourcesCommand::Show(s) => show(settings, printer, name, &s.id).await,
         DatasourcesCommand::Extend(e) => extend(settings, printer, name, e).await,
         DatasourcesCommand::Register(r) => register(settings, printer, name, r).await,
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Errors
-
-/// A failed data-source call.
-#[derive(Debug, thiserror::Error)]
-pub enum DsError {
-    /// Webex refused or failed the request (403, 404, 400, 5xx, 429, network).
-    #[error("{what}: {error}")]
-    Api { what: String, error: ApiError },
-    /// Webex rejected the service-app token (401) and one refresh did not help.
-    #[error("{what}: Webex rejected the service-app access token ({error})")]
-    TokenRejected {
-        what: String,
-        error: ApiError,
-        /// The chain refreshed the token in this run, just before.
-        refreshed: bool,
-    },
-    /// A 2xx answer that is not what the API documents.
-    #[error("{what}: {why}")]
-    BadResponse { what: String, why: String },
-    /// The data source lacks a field a renewal must send back.
-    #[error(
-        "data source {id} has no `{field}` (not in the object nor in its token), so it cannot be sent back unchanged"
-    )]
-    MissingField { id: String, field: &'static str },
-}
-
-impl DsError {
-    pub fn api_error(&self) -> Option<&ApiError> {
-        match self {
-            DsError::Api { error, .. } | DsError::TokenRejected { error, .. } => Some(error),
-            _ => None,
-        }
-    }
-
-    /// Exit code: 1 transient (network, 5xx, 429, a garbled answer), 3 the
-    /// request itself is wrong or not allowed (400/403/404: a wrong id, a
-    /// missing scope — retrying will not help, a person must look), 4 the
-    /// service-app token is rejected even after a refresh.
-    pub fn exit_code(&self) -> u8 {
-        use crate::error::exit;
-        match self {
-            DsError::Api { error, .. } if error.is_transient() => exit::TRANSIENT,
-            DsError::Api { .. } => exit::CONFIG,
-            DsError::TokenRejected { .. } => exit::REAUTH,
-            DsError::BadResponse { .. } => exit::TRANSIENT,
-            DsError::MissingField { .. } => exit::CONFIG,
-        }
-    }
-
-    pub fn hint(&self) -> Option<String> {
-        match self {
-            DsError::Api { error, what } => Some(match error.status() {
-                Some(403) => "the service app needs the scopes spark-admin:datasource_read (list, show) and spark-admin:datasource_write (extend, register), and the data source must belong to this service app; after changing scopes a Full Admin must authorize the service app again in Control Hub, then run `webex-token refresh --force`".into(),
-                Some(404) => "check the id with `webex-token datasources list`".into(),
-                Some(400) if what.starts_with("POST") => "check --schema-id (see GET /dataSources/schemas), --url (https), --audience and --subject".into(),
-                Some(409) if what.starts_with("POST") => "a data source with this schema and url may exist already: see `webex-token datasources list`".into(),
-                _ if error.is_transient() && what.starts_with("POST") => "the registration may have gone through anyway: check `webex-token datasources list` before trying again".into(),
-                _ if error.is_transient() => crate::error::transient_hint(error),
-                _ => return None,
-            }),
-            DsError::TokenRejected { refreshed: true, .. } => Some(
-                "the token was refreshed in this run and Webex still rejects it: check in Control Hub that the service app is still authorized for the org, then run `webex-token refresh --force`".into(),
-            ),
-            DsError::TokenRejected { refreshed: false, .. } => {
-                Some("run `webex-token refresh --force`".into())
-            }
-            DsError::BadResponse { .. } => {
-                Some("the next scheduled run will try again; check --api-base if it persists".into())
-            }
-            DsError::MissingField { .. } => Some(
-                "look at it with `webex-token datasources show ID`; update it once in Control Hub or register it again".into(),
-            ),
-        }
     }
 }
 
@@ -1165,7 +1088,7 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(e.exit_code(), 3);
+        assert_eq!(Error::from(e).exit_code(), 3);
     }
 
     #[test]
@@ -1208,10 +1131,10 @@ mod tests {
                 }
             }),
         };
-        assert_eq!(api(404).exit_code(), 3);
-        assert_eq!(api(403).exit_code(), 3);
-        assert_eq!(api(500).exit_code(), 1);
-        assert_eq!(api(429).exit_code(), 1);
+        assert_eq!(Error::from(api(404)).exit_code(), 3);
+        assert_eq!(Error::from(api(403)).exit_code(), 3);
+        assert_eq!(Error::from(api(500)).exit_code(), 1);
+        assert_eq!(Error::from(api(429)).exit_code(), 1);
         let rejected = DsError::TokenRejected {
             what: "GET".into(),
             error: ApiError::Transient {
@@ -1221,7 +1144,7 @@ mod tests {
             },
             refreshed: true,
         };
-        assert_eq!(rejected.exit_code(), 4);
+        assert_eq!(Error::from(rejected).exit_code(), 4);
         assert_eq!(Error::DataSource(api(404)).exit_code(), 3);
     }
 }

@@ -2,12 +2,14 @@
 //! contract's exit codes and the hints people read.
 
 use crate::chain::{AttemptResult, ChainError, Level};
+use crate::clock;
 use crate::config::ConfigError;
-use crate::datasources::DsError;
-use crate::oauth_setup::SetupError;
 use crate::store::StoreError;
 use crate::store::env_file::EnvFileError;
+use crate::store::fs_atomic::WriteError;
 use crate::webex::ApiError;
+use std::path::PathBuf;
+use std::time::Duration;
 
 /// Exit codes of the contract.
 pub mod exit {
@@ -17,6 +19,96 @@ pub mod exit {
     pub const CONFIG: u8 = 3;
     pub const REAUTH: u8 = 4;
     pub const CHECK: u8 = 5;
+}
+
+/// A failed data-source call.
+#[derive(Debug, thiserror::Error)]
+pub enum DsError {
+    /// Webex refused or failed the request (403, 404, 400, 5xx, 429, network).
+    #[error("{what}: {error}")]
+    Api { what: String, error: ApiError },
+    /// Webex rejected the service-app token (401) and one refresh did not help.
+    #[error("{what}: Webex rejected the service-app access token ({error})")]
+    TokenRejected {
+        what: String,
+        error: ApiError,
+        /// The chain refreshed the token in this run, just before.
+        refreshed: bool,
+    },
+    /// A 2xx answer that is not what the API documents.
+    #[error("{what}: {why}")]
+    BadResponse { what: String, why: String },
+    /// The data source lacks a field a renewal must send back.
+    #[error(
+        "data source {id} has no `{field}` (not in the object nor in its token), so it cannot be sent back unchanged"
+    )]
+    MissingField { id: String, field: &'static str },
+}
+
+/// Where the integration's credentials are found on the portal.
+const PORTAL_HINT: &str = "open developer.webex.com → My Webex Apps → your token-manager integration (create one with redirect URI http://localhost:3000/callback and scope spark:applications_token if you have none); its Client ID and Client Secret are on that page (the secret is shown only when the integration is created or the secret is regenerated)";
+
+/// The redirect URIs an integration must list for the device grant.
+const DEVICE_REDIRECT_URIS: [&str; 3] = [
+    "https://oauth-helper-a.wbx2.com/helperservice/v1/actions/device/callback",
+    "https://oauth-helper-k.wbx2.com/helperservice/v1/actions/device/callback",
+    "https://oauth-helper-r.wbx2.com/helperservice/v1/actions/device/callback",
+];
+
+/// Why `setup-oauth` did not finish. Nothing is written in any of these cases.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("config file {}: the token-manager integration's client credentials are not set: {}", path.display(), reasons.join("; "))]
+    MissingClient {
+        path: PathBuf,
+        fields: Vec<String>,
+        reasons: Vec<String>,
+    },
+    #[error(
+        "port {port} on 127.0.0.1 is already in use, so the OAuth callback cannot be received there"
+    )]
+    PortInUse { port: u16 },
+    #[error("could not listen on 127.0.0.1:{port}: {source}")]
+    Bind {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "--manual needs the port of the integration's registered redirect URI; --port 0 cannot match one"
+    )]
+    ManualNeedsPort,
+    #[error("the callback listener failed: {0}")]
+    Listener(std::io::Error),
+    #[error("no authorization arrived within {}{}; nothing was written", clock::human_span(after.as_secs()), refused_note(*refused))]
+    TimedOut { after: Duration, refused: usize },
+    #[error("Webex reported `{error}` instead of an authorization code{}; nothing was written", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Authorization {
+        error: String,
+        description: Option<String>,
+    },
+    #[error("the pasted address cannot be used: {0}; nothing was written")]
+    ManualInput(String),
+    #[error(
+        "the authorization code exchange at the token endpoint failed: {0}; nothing was written"
+    )]
+    Exchange(ApiError),
+    #[error("the token endpoint's answer cannot be used: {0}; nothing was written")]
+    BadGrant(String),
+    #[error("the device authorization request failed: {0}; nothing was written")]
+    Device(ApiError),
+    #[error("the device authorization answer cannot be used: {0}; nothing was written")]
+    DeviceAnswer(String),
+    #[error("could not build the OAuth request: {0}")]
+    Build(String),
+}
+
+fn refused_note(refused: usize) -> String {
+    match refused {
+        0 => String::new(),
+        1 => " (1 callback with a wrong `state` was refused)".into(),
+        n => format!(" ({n} callbacks with a wrong `state` were refused)"),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,8 +152,43 @@ impl Error {
                 ChainError::Config(_) => exit::CONFIG,
                 ChainError::Persist(_) => exit::CONFIG,
             },
-            Error::DataSource(e) => e.exit_code(),
-            Error::Setup(e) => e.exit_code(),
+            // 1 transient (network, 5xx, 429, a garbled answer), 3 the
+            // request itself is wrong or not allowed (400/403/404: a wrong
+            // id, a missing scope — retrying will not help, a person must
+            // look), 4 the service-app token is rejected even after a refresh.
+            Error::DataSource(d) => match d {
+                DsError::Api { error, .. } if error.is_transient() => exit::TRANSIENT,
+                DsError::Api { .. } => exit::CONFIG,
+                DsError::TokenRejected { .. } => exit::REAUTH,
+                DsError::BadResponse { .. } => exit::TRANSIENT,
+                DsError::MissingField { .. } => exit::CONFIG,
+            },
+            Error::Setup(s) => match s {
+                SetupError::MissingClient { .. } => exit::CONFIG,
+                // A taken port is a local setup problem that waiting does not
+                // fix: the port must match the registered redirect URI, so the
+                // person has to free it (or register another), like a config error.
+                SetupError::PortInUse { .. } | SetupError::Bind { .. } => exit::CONFIG,
+                SetupError::ManualNeedsPort => exit::USAGE,
+                SetupError::Listener(_) | SetupError::TimedOut { .. } => exit::TRANSIENT,
+                SetupError::Authorization { error, .. } => match error.as_str() {
+                    // The person took longer than the device code lives: as
+                    // with our own --timeout, trying again is the remedy.
+                    "server_error" | "temporarily_unavailable" | "expired_token" => exit::TRANSIENT,
+                    _ => exit::REAUTH,
+                },
+                SetupError::ManualInput(_) => exit::CONFIG,
+                SetupError::Exchange(e) if e.is_transient() => exit::TRANSIENT,
+                SetupError::Exchange(_) => exit::REAUTH,
+                SetupError::BadGrant(_) => exit::TRANSIENT,
+                SetupError::Device(e) if e.is_transient() => exit::TRANSIENT,
+                // No device endpoint at all: a wrong --api-base (or a server
+                // without the device grant), a config problem as elsewhere.
+                SetupError::Device(e) if e.status() == Some(404) => exit::CONFIG,
+                SetupError::Device(_) => exit::REAUTH,
+                SetupError::DeviceAnswer(_) => exit::TRANSIENT,
+                SetupError::Build(_) => exit::CONFIG,
+            },
             Error::CheckFailed { .. } => exit::CHECK,
             Error::Exec { source, .. } => match source.kind() {
                 std::io::ErrorKind::NotFound => 127,
@@ -131,7 +258,7 @@ impl Error {
         match self {
             Error::Config(e) => Some(e.hint()),
             Error::Chain(ChainError::Config(e)) => Some(e.hint()),
-            Error::Setup(e) => e.hint(),
+            Error::Setup(e) => setup_hint(e),
             Error::Store(StoreError::EnvFile(e)) => Some(match e {
                 EnvFileError::Read { .. } => "check the path (--env-file / WEBEX_TOKEN_ENV_FILE) and its permissions".into(),
                 EnvFileError::IsDirectory { .. } => "point --env-file at a file (it is created on the first refresh)".into(),
@@ -141,7 +268,7 @@ impl Error {
                 "another run is still refreshing; try again, or raise --lock-timeout".into(),
             ),
             Error::Store(StoreError::Lock { .. }) => Some("make sure the env file's directory is writable".into()),
-            Error::Store(StoreError::Write { source, .. }) => Some(match source.to_string().contains("in-place") {
+            Error::Store(StoreError::Write { source, .. }) => Some(match matches!(source, WriteError::RenameNotPossible { .. }) {
                 true => "re-run with --write-mode in-place".into(),
                 false => "make sure the file and its directory are writable, then run `webex-token refresh` again".into(),
             }),
@@ -173,7 +300,7 @@ impl Error {
                 "make sure the config file and its directory are writable".into(),
             ),
             Error::CheckFailed { hint, .. } => Some(hint.clone()),
-            Error::DataSource(e) => e.hint(),
+            Error::DataSource(e) => ds_hint(e),
             Error::Exec { source, .. } => Some(match source.kind() {
                 std::io::ErrorKind::NotFound => "check the command name and PATH".into(),
                 std::io::ErrorKind::PermissionDenied => {
@@ -184,6 +311,71 @@ impl Error {
             Error::Usage(_) | Error::Other(_) => None,
         }
     }
+}
+
+impl DsError {
+    pub fn api_error(&self) -> Option<&ApiError> {
+        match self {
+            DsError::Api { error, .. } | DsError::TokenRejected { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+fn ds_hint(e: &DsError) -> Option<String> {
+    match e {
+        DsError::Api { error, what } => Some(match error.status() {
+            Some(403) => "the service app needs the scopes spark-admin:datasource_read (list, show) and spark-admin:datasource_write (extend, register), and the data source must belong to this service app; after changing scopes a Full Admin must authorize the service app again in Control Hub, then run `webex-token refresh --force`".into(),
+            Some(404) => "check the id with `webex-token datasources list`".into(),
+            Some(400) if what.starts_with("POST") => "check --schema-id (see GET /dataSources/schemas), --url (https), --audience and --subject".into(),
+            Some(409) if what.starts_with("POST") => "a data source with this schema and url may exist already: see `webex-token datasources list`".into(),
+            _ if error.is_transient() && what.starts_with("POST") => "the registration may have gone through anyway: check `webex-token datasources list` before trying again".into(),
+            _ if error.is_transient() => transient_hint(error),
+            _ => return None,
+        }),
+        DsError::TokenRejected { refreshed: true, .. } => Some(
+            "the token was refreshed in this run and Webex still rejects it: check in Control Hub that the service app is still authorized for the org, then run `webex-token refresh --force`".into(),
+        ),
+        DsError::TokenRejected { refreshed: false, .. } => {
+            Some("run `webex-token refresh --force`".into())
+        }
+        DsError::BadResponse { .. } => {
+            Some("the next scheduled run will try again; check --api-base if it persists".into())
+        }
+        DsError::MissingField { .. } => Some(
+            "look at it with `webex-token datasources show ID`; update it once in Control Hub or register it again".into(),
+        ),
+    }
+}
+
+fn setup_hint(s: &SetupError) -> Option<String> {
+    Some(match s {
+        SetupError::MissingClient { fields, .. } => format!("fill in {} in the config file: {PORTAL_HINT}", fields.join(" and ")),
+        SetupError::PortInUse { port } => format!("stop whatever listens on port {port} and try again, or pick another with --port N; the integration's registered redirect URI must match it exactly (http://localhost:N/callback), so add that URI on developer.webex.com first; or use --manual or --device, which listen on no port"),
+        SetupError::Bind { .. } => "pick another port with --port N (and register http://localhost:N/callback on the integration)".into(),
+        SetupError::ManualNeedsPort => "use --port with the port of the registered redirect URI (3000 for http://localhost:3000/callback)".into(),
+        SetupError::Listener(_) => "run `webex-token setup-oauth` again".into(),
+        SetupError::TimedOut { .. } => "run `webex-token setup-oauth` again and finish signing in within --timeout (default 5m); on a machine without a browser use --no-browser with an SSH port forward, or --manual".into(),
+        SetupError::Authorization { error, .. } => match error.as_str() {
+            "access_denied" => "the sign-in was cancelled or the access was not granted; run `webex-token setup-oauth` again and accept the requested access".into(),
+            "expired_token" => "the code shown was not entered in time; run `webex-token setup-oauth --device` again".into(),
+            "invalid_scope" => "the integration must have the scope spark:applications_token; edit it on developer.webex.com, then run `webex-token setup-oauth` again".into(),
+            "server_error" | "temporarily_unavailable" => "Webex had a problem; try again in a few minutes".into(),
+            _ => "check the integration on developer.webex.com (redirect URI, scopes), then run `webex-token setup-oauth` again".into(),
+        },
+        SetupError::ManualInput(_) => "copy the whole address from the browser's address bar after signing in (it starts with http://localhost:PORT/callback?code=) from this same run, and paste it when asked".into(),
+        SetupError::Exchange(e) if e.is_transient() => "Webex or the network had a problem; run `webex-token setup-oauth` again (an authorization code can be used only once)".into(),
+        SetupError::Exchange(e) => match e {
+            ApiError::Rejected { status: 401, .. } => "check `clientSecret` of the integration in the config file against developer.webex.com, then run `webex-token setup-oauth` again".into(),
+            _ if e.names_code("invalid_client") => "check `clientId`/`clientSecret` of the integration in the config file against developer.webex.com, then run `webex-token setup-oauth` again".into(),
+            _ => "run `webex-token setup-oauth` again (an authorization code can be used only once and expires quickly); if it keeps failing, check that the integration's redirect URI matches exactly".into(),
+        },
+        SetupError::BadGrant(_) | SetupError::DeviceAnswer(_) => "run `webex-token setup-oauth` again".into(),
+        SetupError::Device(e) if e.is_transient() => "Webex or the network had a problem; run `webex-token setup-oauth --device` again".into(),
+        SetupError::Device(e) if e.status() == Some(404) => "the API base has no device authorization endpoint: check --api-base / `apiBaseUrl` (it should end in /v1, e.g. https://webexapis.com/v1) and that it supports the device grant; or use --manual".into(),
+        SetupError::Device(_) => format!("the integration must allow the device grant: on developer.webex.com add these redirect URIs to it: {}; or use --manual", DEVICE_REDIRECT_URIS.join(", ")),
+        SetupError::Build(_) => "check --api-base / `apiBaseUrl` (e.g. https://webexapis.com/v1)".into(),
+    })
 }
 
 pub(crate) fn transient_hint(e: &ApiError) -> String {

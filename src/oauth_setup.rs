@@ -36,7 +36,7 @@ use crate::audit;
 use crate::cli::SetupOauthArgs;
 use crate::clock;
 use crate::config::{Absence, Config, Field, PersonalUpdate};
-use crate::error::{Error, exit};
+use crate::error::{Error, SetupError};
 use crate::names::SCOPE_APPLICATIONS_TOKEN;
 use crate::output::{Printer, SCHEMA_VERSION, expiry_text, token_json};
 use crate::secret::{ExposeSecret, SecretString, constant_time_eq, fingerprint, secret};
@@ -55,136 +55,6 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-/// Where the integration's credentials are found on the portal.
-const PORTAL_HINT: &str = "open developer.webex.com → My Webex Apps → your token-manager integration (create one with redirect URI http://localhost:3000/callback and scope spark:applications_token if you have none); its Client ID and Client Secret are on that page (the secret is shown only when the integration is created or the secret is regenerated)";
-
-/// The redirect URIs an integration must list for the device grant.
-const DEVICE_REDIRECT_URIS: [&str; 3] = [
-    "https://oauth-helper-a.wbx2.com/helperservice/v1/actions/device/callback",
-    "https://oauth-helper-k.wbx2.com/helperservice/v1/actions/device/callback",
-    "https://oauth-helper-r.wbx2.com/helperservice/v1/actions/device/callback",
-];
-
-/// Why `setup-oauth` did not finish. Nothing is written in any of these cases.
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    #[error("config file {}: the token-manager integration's client credentials are not set: {}", path.display(), reasons.join("; "))]
-    MissingClient {
-        path: PathBuf,
-        fields: Vec<String>,
-        reasons: Vec<String>,
-    },
-    #[error(
-        "port {port} on 127.0.0.1 is already in use, so the OAuth callback cannot be received there"
-    )]
-    PortInUse { port: u16 },
-    #[error("could not listen on 127.0.0.1:{port}: {source}")]
-    Bind {
-        port: u16,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "--manual needs the port of the integration's registered redirect URI; --port 0 cannot match one"
-    )]
-    ManualNeedsPort,
-    #[error("the callback listener failed: {0}")]
-    Listener(std::io::Error),
-    #[error("no authorization arrived within {}{}; nothing was written", clock::human_span(after.as_secs()), refused_note(*refused))]
-    TimedOut { after: Duration, refused: usize },
-    #[error("Webex reported `{error}` instead of an authorization code{}; nothing was written", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
-    Authorization {
-        error: String,
-        description: Option<String>,
-    },
-    #[error("the pasted address cannot be used: {0}; nothing was written")]
-    ManualInput(String),
-    #[error(
-        "the authorization code exchange at the token endpoint failed: {0}; nothing was written"
-    )]
-    Exchange(ApiError),
-    #[error("the token endpoint's answer cannot be used: {0}; nothing was written")]
-    BadGrant(String),
-    #[error("the device authorization request failed: {0}; nothing was written")]
-    Device(ApiError),
-    #[error("the device authorization answer cannot be used: {0}; nothing was written")]
-    DeviceAnswer(String),
-    #[error("could not build the OAuth request: {0}")]
-    Build(String),
-}
-
-fn refused_note(refused: usize) -> String {
-    match refused {
-        0 => String::new(),
-        1 => " (1 callback with a wrong `state` was refused)".into(),
-        n => format!(" ({n} callbacks with a wrong `state` were refused)"),
-    }
-}
-
-impl SetupError {
-    /// The contract's exit code: 1 transient, 2 usage, 3 config/input,
-    /// 4 authorization denied or rejected.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            SetupError::MissingClient { .. } => exit::CONFIG,
-            // A taken port is a local setup problem that waiting does not
-            // fix: the port must match the registered redirect URI, so the
-            // person has to free it (or register another), like a config error.
-            SetupError::PortInUse { .. } | SetupError::Bind { .. } => exit::CONFIG,
-            SetupError::ManualNeedsPort => exit::USAGE,
-            SetupError::Listener(_) | SetupError::TimedOut { .. } => exit::TRANSIENT,
-            SetupError::Authorization { error, .. } => match error.as_str() {
-                // The person took longer than the device code lives: as
-                // with our own --timeout, trying again is the remedy.
-                "server_error" | "temporarily_unavailable" | "expired_token" => exit::TRANSIENT,
-                _ => exit::REAUTH,
-            },
-            SetupError::ManualInput(_) => exit::CONFIG,
-            SetupError::Exchange(e) if e.is_transient() => exit::TRANSIENT,
-            SetupError::Exchange(_) => exit::REAUTH,
-            SetupError::BadGrant(_) => exit::TRANSIENT,
-            SetupError::Device(e) if e.is_transient() => exit::TRANSIENT,
-            // No device endpoint at all: a wrong --api-base (or a server
-            // without the device grant), a config problem as elsewhere.
-            SetupError::Device(e) if e.status() == Some(404) => exit::CONFIG,
-            SetupError::Device(_) => exit::REAUTH,
-            SetupError::DeviceAnswer(_) => exit::TRANSIENT,
-            SetupError::Build(_) => exit::CONFIG,
-        }
-    }
-
-    /// What to do next.
-    pub fn hint(&self) -> Option<String> {
-        Some(match self {
-            SetupError::MissingClient { fields, .. } => format!("fill in {} in the config file: {PORTAL_HINT}", fields.join(" and ")),
-            SetupError::PortInUse { port } => format!("stop whatever listens on port {port} and try again, or pick another with --port N; the integration's registered redirect URI must match it exactly (http://localhost:N/callback), so add that URI on developer.webex.com first; or use --manual or --device, which listen on no port"),
-            SetupError::Bind { .. } => "pick another port with --port N (and register http://localhost:N/callback on the integration)".into(),
-            SetupError::ManualNeedsPort => "use --port with the port of the registered redirect URI (3000 for http://localhost:3000/callback)".into(),
-            SetupError::Listener(_) => "run `webex-token setup-oauth` again".into(),
-            SetupError::TimedOut { .. } => "run `webex-token setup-oauth` again and finish signing in within --timeout (default 5m); on a machine without a browser use --no-browser with an SSH port forward, or --manual".into(),
-            SetupError::Authorization { error, .. } => match error.as_str() {
-                "access_denied" => "the sign-in was cancelled or the access was not granted; run `webex-token setup-oauth` again and accept the requested access".into(),
-                "expired_token" => "the code shown was not entered in time; run `webex-token setup-oauth --device` again".into(),
-                "invalid_scope" => "the integration must have the scope spark:applications_token; edit it on developer.webex.com, then run `webex-token setup-oauth` again".into(),
-                "server_error" | "temporarily_unavailable" => "Webex had a problem; try again in a few minutes".into(),
-                _ => "check the integration on developer.webex.com (redirect URI, scopes), then run `webex-token setup-oauth` again".into(),
-            },
-            SetupError::ManualInput(_) => "copy the whole address from the browser's address bar after signing in (it starts with http://localhost:PORT/callback?code=) from this same run, and paste it when asked".into(),
-            SetupError::Exchange(e) if e.is_transient() => "Webex or the network had a problem; run `webex-token setup-oauth` again (an authorization code can be used only once)".into(),
-            SetupError::Exchange(e) => match e {
-                ApiError::Rejected { status: 401, .. } => "check `clientSecret` of the integration in the config file against developer.webex.com, then run `webex-token setup-oauth` again".into(),
-                _ if e.to_string().contains("invalid_client") => "check `clientId`/`clientSecret` of the integration in the config file against developer.webex.com, then run `webex-token setup-oauth` again".into(),
-                _ => "run `webex-token setup-oauth` again (an authorization code can be used only once and expires quickly); if it keeps failing, check that the integration's redirect URI matches exactly".into(),
-            },
-            SetupError::BadGrant(_) | SetupError::DeviceAnswer(_) => "run `webex-token setup-oauth` again".into(),
-            SetupError::Device(e) if e.is_transient() => "Webex or the network had a problem; run `webex-token setup-oauth --device` again".into(),
-            SetupError::Device(e) if e.status() == Some(404) => "the API base has no device authorization endpoint: check --api-base / `apiBaseUrl` (it should end in /v1, e.g. https://webexapis.com/v1) and that it supports the device grant; or use --manual".into(),
-            SetupError::Device(_) => format!("the integration must allow the device grant: on developer.webex.com add these redirect URIs to it: {}; or use --manual", DEVICE_REDIRECT_URIS.join(", ")),
-            SetupError::Build(_) => "check --api-base / `apiBaseUrl` (e.g. https://webexapis.com/v1)".into(),
-        })
-    }
-}
 
 /// What a callback (received or pasted) says.
 #[derive(Debug)]
@@ -1085,12 +955,15 @@ mod tests {
 
     #[test]
     fn exit_codes() {
-        assert_eq!(SetupError::PortInUse { port: 1 }.exit_code(), 3);
         assert_eq!(
-            SetupError::TimedOut {
+            Error::from(SetupError::PortInUse { port: 1 }).exit_code(),
+            3
+        );
+        assert_eq!(
+            Error::from(SetupError::TimedOut {
                 after: Duration::from_secs(1),
                 refused: 0
-            }
+            })
             .exit_code(),
             1
         );
@@ -1098,14 +971,16 @@ mod tests {
             error: "access_denied".into(),
             description: None,
         };
-        assert_eq!(denied.exit_code(), 4);
+        assert_eq!(Error::from(denied).exit_code(), 4);
         assert!(
-            SetupError::PortInUse { port: 3000 }
+            Error::from(SetupError::PortInUse { port: 3000 })
                 .hint()
                 .unwrap()
                 .contains("redirect URI")
         );
-        let port_hint = SetupError::PortInUse { port: 3000 }.hint().unwrap();
+        let port_hint = Error::from(SetupError::PortInUse { port: 3000 })
+            .hint()
+            .unwrap();
         assert!(port_hint.contains("--manual") && port_hint.contains("--device"));
         let device = |status| {
             SetupError::Device(ApiError::Refused {
@@ -1113,9 +988,19 @@ mod tests {
                 body: Default::default(),
             })
         };
-        assert_eq!(device(404).exit_code(), 3);
-        assert!(device(404).hint().unwrap().contains("--api-base"));
-        assert_eq!(device(400).exit_code(), 4);
-        assert!(device(400).hint().unwrap().contains("redirect URIs"));
+        assert_eq!(Error::from(device(404)).exit_code(), 3);
+        assert!(
+            Error::from(device(404))
+                .hint()
+                .unwrap()
+                .contains("--api-base")
+        );
+        assert_eq!(Error::from(device(400)).exit_code(), 4);
+        assert!(
+            Error::from(device(400))
+                .hint()
+                .unwrap()
+                .contains("redirect URIs")
+        );
     }
 }

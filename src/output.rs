@@ -3,10 +3,10 @@
 //! program prints to stdout.
 
 use crate::chain::{Action, Attempt, AttemptResult, Outcome, Validation};
-use crate::tokens::StoredTokens;
 use crate::clock;
 use crate::error::Error;
 use crate::secret::{SecretString, fingerprint};
+use crate::tokens::StoredTokens;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 use std::io::{IsTerminal, Write};

@@ -77,9 +77,9 @@ mod tests {
 
 #[cfg(test)]
 mod redaction {
-    use crate::tokens::StoredTokens;
     use crate::config::PersonalUpdate;
     use crate::secret::secret;
+    use crate::tokens::StoredTokens;
     use crate::webex::grant;
 
     /// Every type that carries a token prints a redacted form.

@@ -10,9 +10,9 @@
 //! leaves a stale lock behind, and the lock file itself is never deleted
 //! (deleting it would let two runs lock two different inodes).
 
-use crate::tokens::StoredTokens;
 use crate::clock;
 use crate::config::{Config, PersonalUpdate};
+use crate::tokens::StoredTokens;
 pub mod env_file;
 pub mod fs_atomic;
 

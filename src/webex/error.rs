@@ -172,6 +172,24 @@ impl ApiError {
             ApiError::Transient { .. } => None,
         }
     }
+
+    /// The error body Webex sent, if any.
+    pub fn body(&self) -> Option<&ErrorBody> {
+        match self {
+            ApiError::Rejected { body, .. } | ApiError::Refused { body, .. } => Some(body),
+            ApiError::Transient { body, .. } => body.as_ref(),
+        }
+    }
+
+    /// True when Webex named the OAuth error `code` (in `error`, `message`
+    /// or a description: Webex is not uniform about where it puts it).
+    pub fn names_code(&self, code: &str) -> bool {
+        self.body().is_some_and(|b| {
+            b.oauth_error.as_deref() == Some(code)
+                || b.message.as_deref().is_some_and(|m| m.contains(code))
+                || b.descriptions.iter().any(|d| d.contains(code))
+        })
+    }
 }
 
 impl fmt::Display for ApiError {
