@@ -3,10 +3,68 @@
 //! never tokens. A failure to write it is a warning, not a failed run: the
 //! tokens matter more than the record of them.
 
+use crate::chain::AttemptRecord;
+use serde::Serialize;
 use serde_json::{Value, json};
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+/// A token operation as one audit line (fields in the order they are
+/// written; `None` is written as `null`, so every line of a kind has the
+/// same keys).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshEvent<'a> {
+    pub command: &'a str,
+    pub operation: &'static str,
+    pub level: u8,
+    pub outcome: &'static str,
+    pub access_token_fingerprint: Option<String>,
+    pub access_token_expires_at: Option<String>,
+    pub refresh_token_fingerprint: Option<String>,
+    pub refresh_token_expires_at: Option<String>,
+    pub attempts: Vec<AttemptRecord>,
+    pub tracking_id: Option<String>,
+    pub env_file: String,
+    pub error: Option<String>,
+}
+
+/// A refresh that failed after Webex was asked.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureEvent<'a> {
+    pub command: &'a str,
+    pub operation: &'static str,
+    pub outcome: &'static str,
+    pub exit_code: u8,
+    pub error: String,
+    pub attempts: Vec<AttemptRecord>,
+    pub tracking_id: Option<String>,
+    pub env_file: String,
+}
+
+/// Level 3 renewed the personal token (saved in the config file).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenewalEvent<'a> {
+    pub command: &'a str,
+    pub operation: &'static str,
+    pub level: u8,
+    pub outcome: &'static str,
+    pub personal_token_fingerprint: String,
+    pub personal_token_expires_at: Option<String>,
+    pub integration_refresh_token_fingerprint: Option<String>,
+    pub integration_refresh_token_expires_at: Option<String>,
+}
+
+/// Appends a typed event (see [`append`]).
+pub fn record(path: &Path, event: &impl Serialize) {
+    match serde_json::to_value(event) {
+        Ok(v) => append(path, v),
+        Err(e) => tracing::warn!("could not record an audit event: {e}"),
+    }
+}
 
 /// Appends `event` (an object; time, host, user and pid are added) to `path`.
 pub fn append(path: &Path, mut event: Value) {
@@ -71,15 +129,6 @@ fn username() -> String {
     "unknown".into()
 }
 
-/// Where the audit log goes: `None` when turned off.
-pub fn resolve(flag: Option<&str>, env_path: &Path) -> Option<PathBuf> {
-    match flag {
-        Some(v) if v.eq_ignore_ascii_case("off") => None,
-        Some(v) if !v.trim().is_empty() => Some(crate::settings::absolute(Path::new(v))),
-        _ => Some(crate::store::audit_path(env_path)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,14 +155,5 @@ mod tests {
                 0o600
             );
         }
-    }
-
-    #[test]
-    fn off_and_default() {
-        assert!(resolve(Some("off"), Path::new("/x/.env")).is_none());
-        assert_eq!(
-            resolve(None, Path::new("/x/.env")).unwrap(),
-            PathBuf::from("/x/.env.audit.jsonl")
-        );
     }
 }

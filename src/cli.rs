@@ -183,6 +183,18 @@ pub enum DatasourcesCommand {
     Register(DsRegisterArgs),
 }
 
+impl DatasourcesCommand {
+    /// The `--json` and error name of the subcommand.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DatasourcesCommand::List => "datasources list",
+            DatasourcesCommand::Show(_) => "datasources show",
+            DatasourcesCommand::Extend(_) => "datasources extend",
+            DatasourcesCommand::Register(_) => "datasources register",
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct DsShowArgs {
     /// The data source's id

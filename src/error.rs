@@ -13,7 +13,6 @@ use std::time::Duration;
 
 /// Exit codes of the contract.
 pub mod exit {
-    pub const OK: u8 = 0;
     pub const TRANSIENT: u8 = 1;
     pub const USAGE: u8 = 2;
     pub const CONFIG: u8 = 3;
@@ -116,7 +115,7 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error(transparent)]
     Chain(#[from] ChainError),
     #[error(transparent)]
@@ -132,26 +131,41 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("{0}")]
-    Usage(String),
-    #[error("{0}")]
     Other(String),
 }
 
+/// A config error found while reading the store reads like any config
+/// error (same message, same hint).
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Error {
+        match e {
+            StoreError::Config(c) => Error::Config(c),
+            other => Error::Store(other),
+        }
+    }
+}
+
 impl Error {
+    /// The exit code of a chain failure (also for the audit log, which
+    /// records it without owning the error).
+    pub fn chain_exit_code(c: &ChainError) -> u8 {
+        match c {
+            ChainError::Transient { .. } => exit::TRANSIENT,
+            ChainError::ValidationRefused { .. } => exit::CONFIG,
+            ChainError::Exhausted { .. } => exit::REAUTH,
+            ChainError::NothingToTry { .. } => exit::CONFIG,
+            ChainError::Config(_) => exit::CONFIG,
+            ChainError::Persist(_) => exit::CONFIG,
+        }
+    }
+
     /// The contract's exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) => exit::CONFIG,
             Error::Store(StoreError::LockTimeout { .. }) => exit::TRANSIENT,
             Error::Store(_) => exit::CONFIG,
-            Error::Chain(c) => match c {
-                ChainError::Transient { .. } => exit::TRANSIENT,
-                ChainError::ValidationRefused { .. } => exit::CONFIG,
-                ChainError::Exhausted { .. } => exit::REAUTH,
-                ChainError::NothingToTry { .. } => exit::CONFIG,
-                ChainError::Config(_) => exit::CONFIG,
-                ChainError::Persist(_) => exit::CONFIG,
-            },
+            Error::Chain(c) => Error::chain_exit_code(c),
             // 1 transient (network, 5xx, 429, a garbled answer), 3 the
             // request itself is wrong or not allowed (400/403/404: a wrong
             // id, a missing scope — retrying will not help, a person must
@@ -194,7 +208,6 @@ impl Error {
                 std::io::ErrorKind::NotFound => 127,
                 _ => 126,
             },
-            Error::Usage(_) => exit::USAGE,
             Error::Other(_) => exit::TRANSIENT,
         }
     }
@@ -256,7 +269,7 @@ impl Error {
     /// What to do next.
     pub fn hint(&self) -> Option<String> {
         match self {
-            Error::Config(e) => Some(e.hint()),
+            Error::Config(e) | Error::Store(StoreError::Config(e)) => Some(e.hint()),
             Error::Chain(ChainError::Config(e)) => Some(e.hint()),
             Error::Setup(e) => setup_hint(e),
             Error::Store(StoreError::EnvFile(e)) => Some(match e {
@@ -308,7 +321,7 @@ impl Error {
                 }
                 _ => "check that the command is a program this system can run".into(),
             }),
-            Error::Usage(_) | Error::Other(_) => None,
+            Error::Other(_) => None,
         }
     }
 }
@@ -441,7 +454,6 @@ mod tests {
             .exit_code(),
             5
         );
-        assert_eq!(Error::Usage("x".into()).exit_code(), 2);
         let nf = Error::Exec {
             program: "x".into(),
             source: std::io::ErrorKind::NotFound.into(),

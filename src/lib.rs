@@ -2,22 +2,120 @@
 //! the loop.
 //!
 //! This library backs the `webex-token` binary and its tests. It is not a
-//! stable API: anything here may change in any release.
+//! stable API: anything here may change in any release. The layers, each
+//! importing only those below it:
+//!
+//! ```text
+//! lib.rs (run: parse, dispatch)
+//! commands/             one file per subcommand
+//! engine/ oauth/ output/
+//! error.rs settings.rs
+//! chain/ store/ audit.rs
+//! config.rs tokens.rs cli.rs
+//! webex/                the only place reqwest appears
+//! clock.rs secret.rs names.rs
+//! ```
 
-pub mod app;
-pub mod audit;
-pub mod chain;
-pub mod cli;
-pub mod clock;
-pub mod completions;
-pub mod config;
-pub mod datasources;
-pub mod error;
-pub mod names;
-pub mod oauth_setup;
-pub mod output;
+mod audit;
+mod chain;
+mod cli;
+mod clock;
+mod commands;
+mod config;
+mod engine;
+mod error;
+mod names;
+mod output;
 pub mod secret;
-pub mod settings;
+mod settings;
 pub mod store;
-pub mod tokens;
-pub mod webex;
+mod tokens;
+mod webex;
+
+use clap::Parser;
+use cli::{Cli, Command, LogFormat};
+use error::Error;
+use output::Printer;
+use settings::Settings;
+use std::ffi::OsString;
+
+/// Runs one command line (`args[0]` is the program name) and returns the
+/// exit code. The binary's `main` is this and nothing else; tests may call
+/// it in-process.
+pub fn run<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => return output::usage_error(e, &args),
+    };
+    output::logging::init(cli.global.verbose, cli.global.quiet, cli.global.log_format);
+    let settings = Settings::from_args(&cli.global);
+    let printer = Printer::new(settings.json, settings.quiet)
+        .with_json_logs(cli.global.log_format == LogFormat::Json);
+    // The common `token` case (a stored expiry far enough away) is answered
+    // before any async runtime exists: two small files read, one line out.
+    if let Command::Token(a) = &cli.command
+        && let Some(code) = commands::token::fast(&settings, &printer, a)
+    {
+        return code;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return error::exit::TRANSIENT;
+        }
+    };
+    runtime.block_on(dispatch(cli.command, &settings, &printer))
+}
+
+async fn dispatch(command: Command, settings: &Settings, printer: &Printer) -> u8 {
+    engine::signals::install();
+    let name = command_name(&command);
+    let result = match command {
+        Command::Refresh(a) => commands::refresh::run(settings, printer, &a).await,
+        Command::Status(a) => commands::status::run(settings, printer, &a).await,
+        Command::Token(a) => commands::token::run(settings, printer, &a).await,
+        Command::Exec(a) => commands::exec::run(settings, &a).await,
+        Command::Datasources(a) => commands::datasources::run(settings, printer, &a).await,
+        Command::SetupOauth(a) => commands::setup_oauth::run(settings, printer, &a).await,
+        Command::Completions(a) => {
+            commands::completions::write(a.shell, &mut std::io::stdout());
+            Ok(0)
+        }
+        // A closed pipe (`webex-token man | head`) is the reader's choice,
+        // not a failure.
+        Command::Man => match commands::completions::write_man(&mut std::io::stdout()) {
+            Ok(()) => Ok(0),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+            Err(e) => Err(Error::Other(format!("could not write the man page: {e}"))),
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            printer.error(name, &e);
+            e.exit_code()
+        }
+    }
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Refresh(_) => "refresh",
+        Command::Status(_) => "status",
+        Command::Token(_) => "token",
+        Command::Exec(_) => "exec",
+        Command::Datasources(a) => a.command.name(),
+        Command::SetupOauth(_) => "setup-oauth",
+        Command::Completions(_) => "completions",
+        Command::Man => "man",
+    }
+}

@@ -10,13 +10,6 @@ pub const KEY_REFRESH_TOKEN: &str = "WEBEX_SERVICE_APP_REFRESH_TOKEN";
 pub const KEY_ACCESS_EXPIRES_AT: &str = "WEBEX_SERVICE_APP_ACCESS_TOKEN_EXPIRES_AT";
 /// Env-file key: when the refresh token expires (RFC 3339, UTC).
 pub const KEY_REFRESH_EXPIRES_AT: &str = "WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT";
-/// The keys the program owns in the env file, in the order it appends them.
-pub const OWNED_KEYS: [&str; 4] = [
-    KEY_ACCESS_TOKEN,
-    KEY_ACCESS_EXPIRES_AT,
-    KEY_REFRESH_TOKEN,
-    KEY_REFRESH_EXPIRES_AT,
-];
 
 /// Env var: config file path (`--config`).
 pub const ENV_CONFIG: &str = "WEBEX_TOKEN_CONFIG";

@@ -5,8 +5,9 @@
 use crate::cli::{GlobalArgs, WriteModeArg};
 use crate::config::Config;
 use crate::names::{DEFAULT_API_BASE, ENV_TEST_NO_RETRY_DELAY};
+use crate::store::FilesStore;
 use crate::store::fs_atomic::WriteMode;
-use crate::webex::{HttpSettings, RetryPolicy};
+use crate::webex::{HttpApi, HttpSettings, RetryPolicy};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,7 +23,6 @@ pub struct Settings {
     pub retry_budget: Duration,
     pub json: bool,
     pub quiet: bool,
-    pub verbose: u8,
 }
 
 /// Makes a path absolute against the working directory without touching
@@ -32,12 +32,22 @@ pub fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
+/// Where the audit log goes: `None` when turned off (`--audit-log off`),
+/// else the flag's path, else `<env file>.audit.jsonl` beside the env file.
+pub fn audit_path(flag: Option<&str>, env_path: &Path) -> Option<PathBuf> {
+    match flag {
+        Some(v) if v.eq_ignore_ascii_case("off") => None,
+        Some(v) if !v.trim().is_empty() => Some(absolute(Path::new(v))),
+        _ => Some(crate::store::files::audit_path(env_path)),
+    }
+}
+
 impl Settings {
     pub fn from_args(g: &GlobalArgs) -> Settings {
         let env_path = absolute(&g.env_file);
         Settings {
             config_path: absolute(&g.config),
-            audit_log: crate::audit::resolve(g.audit_log.as_deref(), &env_path),
+            audit_log: audit_path(g.audit_log.as_deref(), &env_path),
             env_path,
             api_base_flag: g.api_base.clone(),
             lock_timeout: g.lock_timeout,
@@ -49,7 +59,6 @@ impl Settings {
             retry_budget: g.retry_budget,
             json: g.json,
             quiet: g.quiet,
-            verbose: g.verbose,
         }
     }
 
@@ -62,6 +71,21 @@ impl Settings {
             .unwrap_or_else(|| DEFAULT_API_BASE.to_string())
             .trim_end_matches('/')
             .to_string()
+    }
+
+    /// The files backend for this run's env file and config file.
+    pub fn files_store(&self) -> FilesStore {
+        FilesStore {
+            env_path: self.env_path.clone(),
+            config_path: self.config_path.clone(),
+            mode: self.write_mode,
+        }
+    }
+
+    /// The Webex client for `config` (built lazily: no TLS setup until the
+    /// first request).
+    pub fn api(&self, config: &Config) -> HttpApi {
+        HttpApi::new(self.http(Some(config)))
     }
 
     /// HTTP client settings for `config`.
@@ -109,6 +133,15 @@ mod tests {
             assert_eq!(none.api_base(Some(&cfg)), "http://from-config/v1");
             assert_eq!(none.api_base(None), "https://webexapis.com/v1");
         }
+    }
+
+    #[test]
+    fn audit_off_and_default() {
+        assert!(audit_path(Some("off"), Path::new("/x/.env")).is_none());
+        assert_eq!(
+            audit_path(None, Path::new("/x/.env")).unwrap(),
+            PathBuf::from("/x/.env.audit.jsonl")
+        );
     }
 
     #[test]

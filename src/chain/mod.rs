@@ -137,6 +137,48 @@ pub struct Attempt {
     pub result: AttemptResult,
 }
 
+/// One attempt as recorded in `--json` and the audit log.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRecord {
+    pub level: u8,
+    pub name: &'static str,
+    pub result: &'static str,
+    pub detail: Option<String>,
+    pub http_status: Option<u16>,
+    pub tracking_id: Option<String>,
+}
+
+impl Attempt {
+    /// The attempt as a record (no secrets: server text is already redacted).
+    pub fn record(&self) -> AttemptRecord {
+        let (result, detail, http_status, tracking_id) = match &self.result {
+            AttemptResult::Skipped(why) => ("skipped", Some(why.clone()), None, None),
+            AttemptResult::Rejected { error } => (
+                "rejected",
+                Some(error.to_string()),
+                error.status(),
+                error.tracking_id().map(str::to_string),
+            ),
+            AttemptResult::Unavailable { error } => (
+                "transient",
+                Some(error.to_string()),
+                error.status(),
+                error.tracking_id().map(str::to_string),
+            ),
+            AttemptResult::Succeeded => ("succeeded", None, None, None),
+        };
+        AttemptRecord {
+            level: self.level.number(),
+            name: self.level.name(),
+            result,
+            detail,
+            http_status,
+            tracking_id,
+        }
+    }
+}
+
 impl fmt::Display for Attempt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.result {
@@ -195,9 +237,24 @@ pub enum ChainError {
     Persist(String),
 }
 
-/// Where a renewed personal token goes the moment it exists.
+/// What the sink says when level 3 is about to run.
+pub enum Renewal {
+    /// Go ahead, with the token-manager state as it is now (re-read under
+    /// the lock that covers the config, so a rotated integration refresh
+    /// token written by another run meanwhile is the one used).
+    Proceed(Box<Config>),
+    /// Another run renewed the personal token meanwhile: retry level 2 with
+    /// this one instead of spending the integration refresh token again.
+    AlreadyRenewed(SecretString),
+}
+
+/// Where a renewed personal token goes the moment it exists. Level 3 is one
+/// transaction: `begin_renewal` (take the config-scope lock, re-read), the
+/// exchange, `personal_renewed` (save, still under that lock).
+#[allow(async_fn_in_trait)]
 pub trait Persist {
-    fn personal_renewed(&mut self, update: &PersonalUpdate) -> Result<(), String>;
+    async fn begin_renewal(&mut self) -> Result<Renewal, String>;
+    async fn personal_renewed(&mut self, update: &PersonalUpdate) -> Result<(), String>;
 }
 
 /// Runs step 0 and, when needed, levels 1–3.
@@ -514,7 +571,28 @@ impl<A: WebexApi> Run<'_, A> {
                 );
                 break;
             }
-            let integ = self.config.usable_integration().expect("gap checked");
+            let fresh = match persist.begin_renewal().await {
+                Ok(Renewal::Proceed(config)) => config,
+                Ok(Renewal::AlreadyRenewed(token)) => {
+                    tracing::info!(
+                        "another run renewed the personal access token meanwhile ({}); minting with it",
+                        fingerprint(&token)
+                    );
+                    personal = Some(token);
+                    renewed = true;
+                    continue;
+                }
+                Err(e) => return Err(ChainError::Persist(e)),
+            };
+            let Some(integ) = fresh.usable_integration() else {
+                self.note(
+                    Level::IntegrationRefreshToken,
+                    AttemptResult::Skipped(
+                        "the integration is no longer configured in the config file".into(),
+                    ),
+                );
+                break;
+            };
             let client = ClientCredentials {
                 client_id: integ.client_id.require(path)?,
                 client_secret: integ.client_secret.require(path)?,
@@ -538,6 +616,7 @@ impl<A: WebexApi> Run<'_, A> {
                     };
                     persist
                         .personal_renewed(&update)
+                        .await
                         .map_err(ChainError::Persist)?;
                     self.note(Level::IntegrationRefreshToken, AttemptResult::Succeeded);
                     personal = Some(grant.access_token);

@@ -74,10 +74,20 @@ impl WebexApi for Fake {
     }
 }
 
+/// Records renewals; level 3 proceeds with the config it was given (or, when
+/// `renewed_meanwhile` is set, hears that another run renewed the token).
 #[derive(Default)]
-struct Sink(Vec<String>);
+struct Sink(Vec<String>, Option<Config>, Option<String>);
 impl Persist for Sink {
-    fn personal_renewed(&mut self, u: &PersonalUpdate) -> Result<(), String> {
+    async fn begin_renewal(&mut self) -> Result<Renewal, String> {
+        if let Some(t) = self.2.take() {
+            return Ok(Renewal::AlreadyRenewed(secret(t)));
+        }
+        Ok(Renewal::Proceed(Box::new(
+            self.1.clone().expect("the sink knows the config"),
+        )))
+    }
+    async fn personal_renewed(&mut self, u: &PersonalUpdate) -> Result<(), String> {
         self.0.push(format!(
             "{} {}",
             u.personal_access_token.expose_secret(),
@@ -161,7 +171,7 @@ async fn run(
     cfg: &Config,
     p: &Policy,
 ) -> (Result<Outcome, ChainError>, Sink) {
-    let mut sink = Sink::default();
+    let mut sink = Sink(Vec::new(), Some(cfg.clone()), None);
     let r = ensure_fresh(st, cfg, p, fake, now(), &mut sink).await;
     (r, sink)
 }
@@ -682,4 +692,29 @@ async fn mint_skips_level1() {
     assert_eq!(level_of(&o), Level::PersonalAccessToken);
     assert_eq!(fake.calls(), ["mint pat"]);
     assert_eq!(o.tokens.refresh_token.unwrap().expose_secret(), "rt2");
+}
+
+#[tokio::test]
+async fn level3_defers_to_a_renewal_made_meanwhile() {
+    // Level 2 is rejected; before level 3 runs, the sink (under the config
+    // lock) finds that another run renewed the personal token: level 2 is
+    // retried with it and the integration refresh token is not spent.
+    let fake = Fake::default()
+        .on_mint(Err(rejected(401, None)))
+        .on_mint(Ok(grant("at2", 100, Some(("rt2", 200)))));
+    let cfg = config("pat", true);
+    let mut sink = Sink(Vec::new(), Some(cfg.clone()), Some("pat-other".into()));
+    let r = ensure_fresh(
+        &stored(None, None),
+        &cfg,
+        &policy(),
+        &fake,
+        now(),
+        &mut sink,
+    )
+    .await
+    .unwrap();
+    assert_eq!(fake.calls(), ["mint pat", "mint pat-other"]);
+    assert!(sink.0.is_empty());
+    assert!(matches!(r.action, Action::Refreshed { .. }));
 }

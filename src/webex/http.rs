@@ -157,10 +157,6 @@ impl HttpApi {
         }
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.settings.base_url
-    }
-
     /// The absolute URL of an endpoint path such as `/access_token`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.settings.base_url.trim_end_matches('/'), path)

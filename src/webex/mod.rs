@@ -25,8 +25,10 @@
 mod error;
 mod http;
 
-pub use error::{ApiError, ErrorBody, TransientReason, classify, redact};
-pub use http::{HttpApi, HttpSettings, RetryPolicy, parse_retry_after};
+pub use error::ApiError;
+#[cfg(test)]
+pub use error::{ErrorBody, TransientReason, classify};
+pub use http::{HttpApi, HttpSettings, RetryPolicy};
 
 use crate::secret::{ExposeSecret, SecretString};
 use serde::Deserialize;

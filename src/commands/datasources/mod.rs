@@ -19,16 +19,17 @@
 //! and error classification stay in [`crate::webex`], exit codes in
 //! [`crate::error`].
 
-use crate::app;
 use crate::audit;
 use crate::chain::{Check, Policy};
 use crate::cli::{DatasourcesArgs, DatasourcesCommand, DsExtendArgs, DsRegisterArgs};
 use crate::clock;
 use crate::config::Config;
+use crate::engine;
 use crate::error::{DsError, Error};
 use crate::output::{self, Printer, SCHEMA_VERSION};
 use crate::secret::{ExposeSecret, SecretString, fingerprint};
 use crate::settings::Settings;
+use crate::tokens::OrgId;
 use crate::webex::{ApiError, HttpApi, urlencode_path};
 use base64::Engine;
 use jiff::Timestamp;
@@ -41,19 +42,9 @@ use std::time::Duration;
 /// call; the same default as `refresh`/`token`, so at most one refresh.
 pub const SERVICE_TOKEN_MIN_VALID: Duration = Duration::from_secs(3600);
 
-/// The `--json` and error name of each subcommand.
-pub fn command_name(c: &DatasourcesCommand) -> &'static str {
-    match c {
-        DatasourcesCommand::List => "datasources list",
-        DatasourcesCommand::Show(_) => "datasources show",
-        DatasourcesCommand::Extend(_) => "datasources extend",
-        DatasourcesCommand::Register(_) => "datasources register",
-    }
-}
-
 /// Runs a `datasources` subcommand; returns the exit code.
 pub async fn run(settings: &Settings, printer: &Printer, a: &DatasourcesArgs) -> Result<u8, Error> {
-    let name = command_name(&a.command);
+    let name = a.command.name();
     match &a.command {
         DatasourcesCommand::List => list(settings, printer, name).await,
         DatasourcesCommand::Show(s) => show(settings, printer, name, &s.id).await,
@@ -307,8 +298,14 @@ impl<'a> Session<'a> {
         command: &'static str,
         retries: bool,
     ) -> Result<Session<'a>, Error> {
-        let working =
-            app::working_tokens(settings, SERVICE_TOKEN_MIN_VALID, false, command).await?;
+        let working = engine::working_tokens(
+            &settings.files_store(),
+            |c| settings.api(c),
+            SERVICE_TOKEN_MIN_VALID,
+            &OrgId::configured(),
+            &super::ctx(settings, command),
+        )
+        .await?;
         let config = Config::load(&settings.config_path)?;
         let mut http = settings.http(Some(&config));
         if !retries {
@@ -358,7 +355,14 @@ impl<'a> Session<'a> {
                         dry_run: false,
                         check: Check::Validate,
                     };
-                    let outcome = app::ensure(self.settings, &policy, self.command).await?;
+                    let outcome = engine::ensure(
+                        &self.settings.files_store(),
+                        |c| self.settings.api(c),
+                        &policy,
+                        &OrgId::configured(),
+                        &super::ctx(self.settings, self.command),
+                    )
+                    .await?;
                     if matches!(outcome.action, crate::chain::Action::Refreshed { .. }) {
                         self.refreshed = true;
                     }

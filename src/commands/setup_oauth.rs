@@ -41,7 +41,7 @@ use crate::names::SCOPE_APPLICATIONS_TOKEN;
 use crate::output::{Printer, SCHEMA_VERSION, expiry_text, token_json};
 use crate::secret::{ExposeSecret, SecretString, constant_time_eq, fingerprint, secret};
 use crate::settings::Settings;
-use crate::store;
+use crate::store::{LockScope, TokenStore};
 use crate::webex::{ApiError, HttpApi, TokenGrant, parse_grant};
 use oauth2::basic::BasicClient;
 use oauth2::url::Url;
@@ -184,7 +184,7 @@ pub async fn run(settings: &Settings, printer: &Printer, a: &SetupOauthArgs) -> 
     );
 
     let result = match grant {
-        Ok(g) => store_grant(settings, &config, g, &client_id, &client_secret, flow),
+        Ok(g) => store_grant(settings, &config, g, &client_id, &client_secret, flow).await,
         Err(e) => Err(e.into()),
     };
     if let Some(req) = browser {
@@ -240,7 +240,7 @@ struct Stored {
 
 /// Writes the tokens (and the client credentials they belong to) into the
 /// config file, and appends the audit line.
-fn store_grant(
+async fn store_grant(
     settings: &Settings,
     config: &Config,
     grant: TokenGrant,
@@ -269,9 +269,11 @@ fn store_grant(
         // Serialize with `refresh` runs (they may rewrite the config at
         // level 3), and write onto the file as it is now, not as it was
         // when the person started signing in.
-        let _guard = store::lock(&settings.env_path, settings.lock_timeout)?;
-        let current = Config::load(&config.path)?;
-        store::write_config(&current, &update, settings.write_mode)?;
+        let store = settings.files_store();
+        let guard = store
+            .lock(&LockScope::Config, settings.lock_timeout)
+            .await?;
+        store.save_renewable(&guard, &update).await?;
     }
     let stored = Stored {
         config_path: config.path.clone(),

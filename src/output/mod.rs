@@ -2,11 +2,15 @@
 //! `schemaVersion`). Logs and errors go to stderr; nothing else in the
 //! program prints to stdout.
 
-use crate::chain::{Action, Attempt, AttemptResult, Outcome, Validation};
+pub mod logging;
+pub mod status;
+
+use crate::chain::{Action, Attempt, Outcome, Validation};
 use crate::clock;
 use crate::error::Error;
 use crate::secret::{SecretString, fingerprint};
 use crate::tokens::StoredTokens;
+use clap::CommandFactory;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 use std::io::{IsTerminal, Write};
@@ -137,6 +141,23 @@ impl Printer {
 
     /// An error: always on stderr; with `--json` also as an object on stdout.
     pub fn error(&self, command: &str, err: &Error) {
+        self.stderr_error(command, err);
+        if self.json {
+            self.emit_json(&json!({
+                "schemaVersion": SCHEMA_VERSION,
+                "command": command,
+                "ok": false,
+                "exitCode": err.exit_code(),
+                "error": error_json_fields(err),
+                "attempts": attempts_json(err.attempts()),
+            }));
+        }
+    }
+
+    /// The one stderr renderer for failures: `error: …`, details, `hint: …`;
+    /// with `--log-format json` one JSON line instead, so a log collector
+    /// never meets a plain-text line.
+    pub fn stderr_error(&self, command: &str, err: &Error) {
         let mut e = std::io::stderr().lock();
         if self.json_logs {
             let line = json!({
@@ -158,22 +179,17 @@ impl Printer {
                 let _ = writeln!(e, "hint: {h}");
             }
         }
-        if self.json {
-            self.emit_json(&json!({
-                "schemaVersion": SCHEMA_VERSION,
-                "command": command,
-                "ok": false,
-                "exitCode": err.exit_code(),
-                "error": {
-                    "kind": err.kind(),
-                    "message": err.to_string(),
-                    "details": err.details(),
-                    "hint": err.hint(),
-                },
-                "attempts": attempts_json(err.attempts()),
-            }));
-        }
     }
+}
+
+/// The `error` member of a failure object.
+pub fn error_json_fields(err: &Error) -> Value {
+    json!({
+        "kind": err.kind(),
+        "message": err.to_string(),
+        "details": err.details(),
+        "hint": err.hint(),
+    })
 }
 
 /// "expires 2026-12-07T19:00:00Z (in 13d 23h)" or "expiry unknown".
@@ -200,37 +216,7 @@ pub fn token_json(t: Option<&SecretString>, exp: Option<Timestamp>, now: Timesta
 }
 
 pub fn attempts_json(attempts: &[Attempt]) -> Value {
-    Value::Array(
-        attempts
-            .iter()
-            .map(|a| {
-                let (result, detail, status, tracking) = match &a.result {
-                    AttemptResult::Skipped(why) => ("skipped", Some(why.clone()), None, None),
-                    AttemptResult::Rejected { error } => (
-                        "rejected",
-                        Some(error.to_string()),
-                        error.status(),
-                        error.tracking_id().map(str::to_string),
-                    ),
-                    AttemptResult::Unavailable { error } => (
-                        "transient",
-                        Some(error.to_string()),
-                        error.status(),
-                        error.tracking_id().map(str::to_string),
-                    ),
-                    AttemptResult::Succeeded => ("succeeded", None, None, None),
-                };
-                json!({
-                    "level": a.level.number(),
-                    "name": a.level.name(),
-                    "result": result,
-                    "detail": detail,
-                    "httpStatus": status,
-                    "trackingId": tracking,
-                })
-            })
-            .collect(),
-    )
+    json!(attempts.iter().map(Attempt::record).collect::<Vec<_>>())
 }
 
 fn tokens_json(t: &StoredTokens, now: Timestamp) -> (Value, Value) {
@@ -305,4 +291,52 @@ pub fn usage_error_json(command: Option<&str>, message: &str, details: &[String]
     });
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{v}");
+}
+
+/// Bad flags: clap's message on stderr and exit 2; with `--json` anywhere on
+/// the command line, also the usual failure object on stdout, so a script
+/// that asked for JSON always gets one. `--help`/`--version` are not errors.
+pub fn usage_error(e: clap::Error, args: &[std::ffi::OsString]) -> u8 {
+    use clap::error::ErrorKind;
+    let is_info = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    let args: Vec<String> = args
+        .iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .take_while(|a| a != "--")
+        .collect();
+    if !is_info && args.iter().any(|a| a == "--json") {
+        // clap's own text, without its "error: " prefix and the usage
+        // block: the first line, and the lines it continues with (e.g. the
+        // list of missing arguments).
+        let rendered = e.to_string();
+        let body = rendered.split("\n\nUsage:").next().unwrap_or_default();
+        let body = body
+            .split("\n\nFor more information")
+            .next()
+            .unwrap_or_default();
+        let mut lines = body.lines().map(str::trim).filter(|l| !l.is_empty());
+        let first = lines.next().unwrap_or_default();
+        let first = first.strip_prefix("error: ").unwrap_or(first);
+        let details: Vec<String> = lines.map(str::to_string).collect();
+        let message = if details.is_empty() {
+            first.to_string()
+        } else {
+            format!("{first} {}", details.join(", "))
+        };
+        // The subcommand, when one was recognised, for "command" and the hint.
+        let cmd = crate::cli::Cli::command();
+        let command = args.iter().find_map(|a| {
+            cmd.find_subcommand(a.as_str())
+                .map(|c| c.get_name().to_string())
+        });
+        usage_error_json(command.as_deref(), &message, &details, e.exit_code());
+    }
+    let _ = e.print();
+    u8::try_from(e.exit_code()).unwrap_or(2)
 }

@@ -1,0 +1,24 @@
+//! One file per subcommand. They never import each other; what they share
+//! lives below them (engine, output, settings). This file holds only the
+//! two small constructors every token-using command needs.
+
+pub mod completions;
+pub mod datasources;
+pub mod exec;
+pub mod refresh;
+pub mod setup_oauth;
+pub mod status;
+pub mod token;
+
+use crate::engine::Ctx;
+use crate::settings::Settings;
+
+/// The engine's view of this run.
+fn ctx<'a>(settings: &'a Settings, command: &'static str) -> Ctx<'a> {
+    Ctx {
+        command,
+        lock_timeout: settings.lock_timeout,
+        audit: settings.audit_log.as_deref(),
+        target: &settings.env_path,
+    }
+}

@@ -1,0 +1,148 @@
+//! `status`: gather what is stored and what could renew it; `output::status`
+//! renders it. Never writes.
+
+use crate::chain::{self, Level};
+use crate::cli::StatusArgs;
+use crate::clock;
+use crate::config::Absence;
+use crate::error::Error;
+use crate::output::Printer;
+use crate::output::status::{
+    CheckResult, Credential, Online, StatusReport, check_message, expiring_line,
+};
+use crate::settings::Settings;
+use crate::webex::{ApiError, WebexApi};
+
+pub async fn run(settings: &Settings, printer: &Printer, a: &StatusArgs) -> Result<u8, Error> {
+    let report = gather(settings, a).await?;
+    let code = report.failure.as_ref().map_or(0, Error::exit_code);
+    printer.status(&report);
+    Ok(code)
+}
+
+async fn gather(settings: &Settings, a: &StatusArgs) -> Result<StatusReport, Error> {
+    // The config first (its errors come first for `status`), then the env file.
+    let config = crate::config::Config::load(&settings.config_path)?;
+    let state = settings.files_store().read_env()?;
+    let now = clock::now();
+    let t = &state.tokens;
+    let integ = config.integration.as_ref();
+    let levels = chain::availability(&config, t, now).to_vec();
+
+    let online = if a.online {
+        let api = settings.api(&config);
+        Some(match &t.access_token {
+            None => Online::NoToken,
+            Some(tok) => match api.validate(tok).await {
+                Ok(()) => Online::Works {
+                    status: 200,
+                    detail: None,
+                },
+                Err(e @ ApiError::Refused { status: 403, .. }) => Online::Works {
+                    status: 403,
+                    detail: Some(e.to_string()),
+                },
+                Err(e @ ApiError::Transient { .. }) => Online::Unknown {
+                    status: e.status(),
+                    detail: e.to_string(),
+                },
+                Err(e) => Online::Fails {
+                    status: e.status(),
+                    detail: e.to_string(),
+                },
+            },
+        })
+    } else {
+        None
+    };
+
+    let placeholder = |v: Option<&Absence>| matches!(v, Some(Absence::Placeholder));
+    let credentials = [
+        Credential {
+            label: "service-app access token",
+            token: t.access_token.clone(),
+            expires_at: t.access_expires_at,
+            renews_itself: true,
+            placeholder: false,
+        },
+        Credential {
+            label: "service-app refresh token",
+            token: t.refresh_token.clone(),
+            expires_at: t.refresh_expires_at,
+            renews_itself: false,
+            placeholder: false,
+        },
+        Credential {
+            label: "personal access token",
+            token: config.personal_access_token.get().cloned(),
+            expires_at: config.personal_expires_at,
+            renews_itself: config.usable_integration().is_some(),
+            placeholder: placeholder(config.personal_access_token.value.as_ref().err()),
+        },
+        Credential {
+            label: "integration refresh token",
+            token: integ.and_then(|i| i.refresh_token.get().cloned()),
+            expires_at: integ.and_then(|i| i.refresh_expires_at),
+            renews_itself: false,
+            placeholder: placeholder(integ.and_then(|i| i.refresh_token.value.as_ref().err())),
+        },
+    ];
+
+    // `--check`: credentials that cannot renew themselves.
+    let check = a.check.map(|window| {
+        let limit = clock::after(now, window.as_secs());
+        let expiring = credentials
+            .iter()
+            .filter(|c| !c.renews_itself)
+            .filter_map(|c| {
+                let exp = c.expires_at?;
+                (exp <= limit).then(|| expiring_line(c.label, exp, now))
+            })
+            .collect::<Vec<_>>();
+        CheckResult { window, expiring }
+    });
+    let failure = check
+        .as_ref()
+        .filter(|c| !c.expiring.is_empty())
+        .map(|c| check_failure(c, &levels));
+
+    Ok(StatusReport {
+        now,
+        env_file: state.path.clone(),
+        env_file_exists: state.doc.is_some(),
+        config_file: config.path.clone(),
+        api_base: settings.api_base(Some(&config)),
+        credentials,
+        levels,
+        online,
+        check,
+        failure,
+        notes: config.notes.clone(),
+    })
+}
+
+/// `--check` failing: one concrete step per kind of credential that lapses.
+fn check_failure(c: &CheckResult, levels: &[(Level, Option<String>)]) -> Error {
+    let level2_ready = levels
+        .iter()
+        .any(|(l, gap)| *l == Level::PersonalAccessToken && gap.is_none());
+    let lapsing = |label: &str| c.expiring.iter().any(|e| e.starts_with(label));
+    let mut hints = Vec::new();
+    if lapsing("service-app refresh token") {
+        hints.push(if level2_ready {
+            "`webex-token refresh --mint` replaces the service-app refresh token now (level 2 mints a new pair; left alone, level 2 takes over when it lapses)"
+        } else {
+            "the service-app refresh token can only be replaced by level 2: set up a working personal access token or `webex-token setup-oauth`, then `webex-token refresh --mint`"
+        });
+    }
+    if lapsing("personal access token") {
+        hints.push("paste a new personal access token into the config file, or run `webex-token setup-oauth` once so the integration renews it");
+    }
+    if lapsing("integration refresh token") {
+        hints.push("run `webex-token setup-oauth` to authorize the integration again before its refresh token lapses");
+    }
+    Error::CheckFailed {
+        message: check_message(c.window, &c.expiring),
+        hint: hints.join("; "),
+    }
+}

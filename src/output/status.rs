@@ -1,0 +1,229 @@
+//! `status`: the typed report a command gathers, rendered as JSON or text.
+
+use super::{Printer, SCHEMA_VERSION, error_json_fields, expiry_text, token_json};
+use crate::chain::Level;
+use crate::clock;
+use crate::error::Error;
+use crate::secret::SecretString;
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One credential as `status` shows it.
+pub struct Credential {
+    /// Human label, e.g. "service-app access token".
+    pub label: &'static str,
+    pub token: Option<SecretString>,
+    pub expires_at: Option<Timestamp>,
+    /// Renews itself (so `--check` ignores it).
+    pub renews_itself: bool,
+    /// Absent because the config still holds the template's placeholder.
+    pub placeholder: bool,
+}
+
+/// What `status --online` found.
+pub enum Online {
+    NoToken,
+    /// 200, or 403 (genuine but without a data-source scope, with detail).
+    Works {
+        status: u16,
+        detail: Option<String>,
+    },
+    /// Rejected or refused: the token does not work.
+    Fails {
+        status: Option<u16>,
+        detail: String,
+    },
+    /// Could not tell (network, 5xx).
+    Unknown {
+        status: Option<u16>,
+        detail: String,
+    },
+}
+
+/// `--check`: the window and what lapses within it.
+pub struct CheckResult {
+    pub window: Duration,
+    pub expiring: Vec<String>,
+}
+
+/// Everything `status` reports.
+pub struct StatusReport {
+    pub now: Timestamp,
+    pub env_file: PathBuf,
+    pub env_file_exists: bool,
+    pub config_file: PathBuf,
+    pub api_base: String,
+    /// In order: service access, service refresh, personal, integration refresh.
+    pub credentials: [Credential; 4],
+    pub levels: Vec<(Level, Option<String>)>,
+    pub online: Option<Online>,
+    pub check: Option<CheckResult>,
+    /// `--check` failed: the report is still printed, with this error.
+    pub failure: Option<Error>,
+    pub notes: Vec<String>,
+}
+
+impl StatusReport {
+    /// The level tried first when the token needs renewing.
+    pub fn next_level(&self) -> Option<u8> {
+        self.levels
+            .iter()
+            .find(|l| l.1.is_none())
+            .map(|l| l.0.number())
+    }
+
+    fn credential_json(&self, i: usize) -> Value {
+        let c = &self.credentials[i];
+        token_json(c.token.as_ref(), c.expires_at, self.now)
+    }
+
+    fn online_json(&self) -> Option<Value> {
+        self.online.as_ref().map(|o| match o {
+            Online::NoToken => {
+                json!({"checked": false, "valid": false, "detail": "no access token"})
+            }
+            Online::Works {
+                status,
+                detail: None,
+            } => json!({"checked": true, "valid": true, "httpStatus": status}),
+            Online::Works {
+                status,
+                detail: Some(d),
+            } => json!({"checked": true, "valid": true, "httpStatus": status, "detail": d}),
+            Online::Unknown { status, detail } => {
+                json!({"checked": false, "valid": Value::Null, "httpStatus": status, "detail": detail})
+            }
+            Online::Fails { status, detail } => {
+                json!({"checked": true, "valid": false, "httpStatus": status, "detail": detail})
+            }
+        })
+    }
+
+    /// The `status --json` object.
+    pub fn to_json(&self) -> Value {
+        let f = self.failure.as_ref();
+        json!({
+            "schemaVersion": SCHEMA_VERSION,
+            "command": "status",
+            "ok": f.is_none(),
+            "exitCode": f.map_or(0, Error::exit_code),
+            "error": f.map(error_json_fields),
+            "envFile": self.env_file.display().to_string(),
+            "envFileExists": self.env_file_exists,
+            "configFile": self.config_file.display().to_string(),
+            "apiBase": self.api_base,
+            "credentials": {
+                "serviceAccessToken": self.credential_json(0),
+                "serviceRefreshToken": self.credential_json(1),
+                "personalAccessToken": self.credential_json(2),
+                "integrationRefreshToken": self.credential_json(3),
+            },
+            "levels": self.levels.iter().map(|(level, gap)| json!({
+                "level": level.number(), "name": level.name(), "available": gap.is_none(), "reason": gap,
+            })).collect::<Vec<_>>(),
+            "nextLevel": self.next_level(),
+            "online": self.online_json(),
+            "check": self.check.as_ref().map(|c| json!({
+                "windowSeconds": c.window.as_secs(),
+                "expiring": c.expiring,
+            })),
+            "notes": self.notes,
+        })
+    }
+
+    /// The human report.
+    pub fn to_text(&self) -> String {
+        let mut human = String::new();
+        human.push_str(&format!(
+            "env file      {}{}\n",
+            self.env_file.display(),
+            if self.env_file_exists {
+                ""
+            } else {
+                " (not created yet)"
+            }
+        ));
+        human.push_str(&format!("config file   {}\n", self.config_file.display()));
+        human.push_str(&format!("api base      {}\n\n", self.api_base));
+        for c in &self.credentials {
+            let name = c.label;
+            let line = match &c.token {
+                Some(t) => format!(
+                    "{name:<27} present  {}  {}",
+                    crate::secret::fingerprint(t),
+                    expiry_text(c.expires_at, self.now)
+                ),
+                None if c.placeholder => {
+                    format!("{name:<27} not filled in (template placeholder)")
+                }
+                None => format!("{name:<27} missing"),
+            };
+            human.push_str(&line);
+            human.push('\n');
+        }
+        human.push_str("\nrefresh levels\n");
+        for (level, gap) in &self.levels {
+            let (n, name) = (level.number(), level.name());
+            match gap {
+                None => human.push_str(&format!("  {n} {name:<27} available\n")),
+                Some(g) => human.push_str(&format!("  {n} {name:<27} not available: {g}\n")),
+            }
+        }
+        match self.next_level() {
+            Some(n) => human.push_str(&format!(
+                "when the access token needs renewing, level {n} is tried first"
+            )),
+            None => human.push_str(
+                "no level can refresh the token: fill in `tokenManager.personalAccessToken`, or the integration's clientId/clientSecret and then run `webex-token setup-oauth`",
+            ),
+        }
+        if let Some(o) = &self.online {
+            human.push_str(&format!(
+                "\nonline check  {}",
+                match o {
+                    Online::Works { .. } => "the access token works".to_string(),
+                    Online::NoToken => "the access token does not work (no access token)".into(),
+                    Online::Fails { detail, .. } =>
+                        format!("the access token does not work ({detail})"),
+                    Online::Unknown { detail, .. } => format!("could not check ({detail})"),
+                }
+            ));
+        }
+        for n in &self.notes {
+            human.push_str(&format!("\nnote: {n}"));
+        }
+        human
+    }
+}
+
+impl Printer {
+    /// Prints the status report; a failed `--check` also goes to stderr (the
+    /// report is on stdout either way).
+    pub fn status(&self, report: &StatusReport) {
+        self.report(&report.to_json(), &report.to_text());
+        if let Some(e) = &report.failure {
+            self.stderr_error("status", e);
+        }
+    }
+}
+
+/// "expires … (in …)" for a `--check` line.
+pub fn expiring_line(label: &str, at: Timestamp, now: Timestamp) -> String {
+    format!("{label} {}", expiry_text(Some(at), now))
+}
+
+/// The `--check` message.
+pub fn check_message(window: Duration, expiring: &[String]) -> String {
+    format!(
+        "{} within {}: {}",
+        if expiring.len() == 1 {
+            "a credential that cannot renew itself expires"
+        } else {
+            "credentials that cannot renew themselves expire"
+        },
+        clock::human_span(window.as_secs()),
+        expiring.join("; ")
+    )
+}

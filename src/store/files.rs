@@ -1,0 +1,434 @@
+//! The files backend: the env file holds the service-app tokens, the config
+//! file the token-manager state, and lock files beside them serialize runs.
+//!
+//! The service-app tokens live in the env file (only the owned keys are
+//! touched); the personal token and integration refresh token live in the
+//! config file. Every write is atomic (see [`crate::store::fs_atomic`]). Runs that
+//! touch the same env file serialize on a dedicated lock file beside it:
+//! never on the data file itself, because the data file is replaced by
+//! rename, and a lock on a replaced inode protects nothing. The lock is an
+//! OS advisory lock, so it dies with its process: a SIGKILLed run never
+//! leaves a stale lock behind, and the lock file itself is never deleted
+//! (deleting it would let two runs lock two different inodes).
+
+use super::env_file::{self, EnvDocument};
+use super::fs_atomic::{self, WriteMode};
+use super::{LockScope, Snapshot, StoreError, TokenStore, wrong_scope};
+use crate::clock;
+use crate::config::{Config, PersonalUpdate};
+use crate::names::*;
+use crate::secret::{ExposeSecret, secret};
+use crate::tokens::StoredTokens;
+use crate::tokens::{OrgId, RenewableUpdate};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Holds the lock until dropped (closing the file releases it).
+#[derive(Debug)]
+pub struct LockGuard {
+    _file: File,
+}
+
+/// The lock file that serializes runs on `env_path`.
+pub fn lock_path(env_path: &Path) -> PathBuf {
+    sibling(env_path, "lock")
+}
+
+/// The default audit log beside `env_path`.
+pub fn audit_path(env_path: &Path) -> PathBuf {
+    sibling(env_path, "audit.jsonl")
+}
+
+fn sibling(env_path: &Path, suffix: &str) -> PathBuf {
+    let name = env_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| ".env".into());
+    env_path.with_file_name(format!("{name}.{suffix}"))
+}
+
+/// Takes the lock file at `path`, waiting up to `timeout` without blocking
+/// the runtime (other tasks, e.g. a signal watcher, keep running).
+pub async fn lock_file(path: PathBuf, timeout: Duration) -> Result<LockGuard, StoreError> {
+    let err = |source| StoreError::Lock {
+        path: path.clone(),
+        source,
+    };
+    let mut opts = OpenOptions::new();
+    opts.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let file = opts.open(&path).map_err(err)?;
+    let started = Instant::now();
+    let mut announced = false;
+    loop {
+        match file.try_lock() {
+            Ok(()) => {
+                tracing::debug!("took the lock {}", path.display());
+                return Ok(LockGuard { _file: file });
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                if started.elapsed() >= timeout {
+                    return Err(StoreError::LockTimeout {
+                        path,
+                        waited: started.elapsed(),
+                    });
+                }
+                if !announced {
+                    tracing::info!(
+                        "waiting for another webex-token run holding {}",
+                        path.display()
+                    );
+                    announced = true;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(err(e)),
+        }
+    }
+}
+
+/// The env file as read: the document (for a layout-keeping rewrite) and
+/// the tokens in it.
+pub struct EnvState {
+    pub path: PathBuf,
+    pub doc: Option<EnvDocument>,
+    pub tokens: StoredTokens,
+}
+
+/// Reads the env file; a missing file is an empty state, not an error.
+///
+/// When the file holds no service-app refresh token but the process
+/// environment does (`WEBEX_SERVICE_APP_REFRESH_TOKEN`, e.g. one copied from
+/// the developer portal's "Generate tokens" for the first run), that one is
+/// used, so the first refresh can use level 1; the file then keeps it.
+pub fn read_env(path: &Path) -> Result<EnvState, StoreError> {
+    let doc = env_file::read(path)?;
+    tracing::trace!(
+        "env file {}: {}",
+        path.display(),
+        match &doc {
+            Some(d) => format!(
+                "{} bytes, keys {:?}",
+                d.as_bytes().len(),
+                d.keys().collect::<Vec<_>>()
+            ),
+            None => "does not exist yet".into(),
+        }
+    );
+    let mut tokens = match &doc {
+        None => StoredTokens::default(),
+        Some(d) => tokens_from(d, path),
+    };
+    if tokens.refresh_token.is_none()
+        && let Some(rt) = std::env::var(KEY_REFRESH_TOKEN)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+    {
+        tracing::info!(
+            "the env file {} has no service-app refresh token; using {KEY_REFRESH_TOKEN} from the environment",
+            path.display()
+        );
+        tokens.refresh_token = Some(secret(rt.trim()));
+        tokens.refresh_expires_at = std::env::var(KEY_REFRESH_EXPIRES_AT)
+            .ok()
+            .and_then(|v| clock::parse(&v));
+    }
+    Ok(EnvState {
+        path: path.into(),
+        doc,
+        tokens,
+    })
+}
+
+fn tokens_from(doc: &EnvDocument, path: &Path) -> StoredTokens {
+    let value = |k: &str| doc.get(k).filter(|v| !v.trim().is_empty());
+    let time = |k: &str| {
+        let v = value(k)?;
+        let parsed = clock::parse(&v);
+        if parsed.is_none() {
+            tracing::warn!(
+                "env file {}: `{k}` is not an RFC 3339 time; treating the expiry as unknown",
+                path.display()
+            );
+        }
+        parsed
+    };
+    StoredTokens {
+        access_token: value(KEY_ACCESS_TOKEN).map(secret),
+        access_expires_at: time(KEY_ACCESS_EXPIRES_AT),
+        refresh_token: value(KEY_REFRESH_TOKEN).map(secret),
+        refresh_expires_at: time(KEY_REFRESH_EXPIRES_AT),
+    }
+}
+
+/// The env file's new bytes holding `tokens` (owned keys only). The one
+/// place where service-app tokens are exposed for writing.
+pub fn render_env(state: &EnvState, tokens: &StoredTokens) -> Vec<u8> {
+    let [access, access_exp, refresh, refresh_exp] = owned_values(tokens);
+    let mut updates: Vec<(&str, &str)> = vec![
+        (access.0, access.1.as_deref().unwrap_or_default()),
+        (access_exp.0, access_exp.1.as_deref().unwrap_or_default()),
+    ];
+    // Never replace a refresh token by nothing: with none to write, the
+    // refresh-token lines stay exactly as they were.
+    if let Some(r) = &refresh.1 {
+        updates.push((refresh.0, r));
+        updates.push((refresh_exp.0, refresh_exp.1.as_deref().unwrap_or_default()));
+    }
+    match &state.doc {
+        Some(doc) => doc.render_with(&updates),
+        None => EnvDocument::empty().render_with(&updates),
+    }
+}
+
+/// The four owned keys and their values as text (`None` when unknown), in
+/// the order they are appended to a new file. Used for the env file and for
+/// `exec`'s child environment, so both always carry the same values.
+pub fn owned_values(tokens: &StoredTokens) -> [(&'static str, Option<String>); 4] {
+    let secret_text =
+        |s: &Option<crate::secret::SecretString>| s.as_ref().map(|s| s.expose_secret().to_string());
+    let time_text = |t: Option<jiff::Timestamp>| t.map(clock::format_utc);
+    [
+        (KEY_ACCESS_TOKEN, secret_text(&tokens.access_token)),
+        (KEY_ACCESS_EXPIRES_AT, time_text(tokens.access_expires_at)),
+        (KEY_REFRESH_TOKEN, secret_text(&tokens.refresh_token)),
+        (KEY_REFRESH_EXPIRES_AT, time_text(tokens.refresh_expires_at)),
+    ]
+}
+
+/// Writes new tokens into the env file. If that fails, the new values are
+/// put in a 0600 recovery file so they are not lost.
+pub fn write_env(
+    state: &EnvState,
+    tokens: &StoredTokens,
+    mode: WriteMode,
+) -> Result<(), StoreError> {
+    let bytes = render_env(state, tokens);
+    fs_atomic::write_file(&state.path, &bytes, mode).map_err(|source| {
+        let recovery = save_recovery(&state.path, &bytes);
+        StoreError::Write {
+            what: format!(
+                "the new service-app tokens (env file {})",
+                state.path.display()
+            ),
+            source,
+            recovery,
+        }
+    })
+}
+
+/// Writes a renewed personal token (and integration refresh token) into the
+/// config file, keeping every other key.
+pub fn write_config(
+    config: &Config,
+    update: &PersonalUpdate,
+    mode: WriteMode,
+) -> Result<(), StoreError> {
+    let bytes = config.render_with(update);
+    fs_atomic::write_file(&config.path, &bytes, mode).map_err(|source| {
+        let recovery = save_recovery(&config.path, &bytes);
+        StoreError::Write {
+            what: format!(
+                "the renewed personal access token (config file {})",
+                config.path.display()
+            ),
+            source,
+            recovery,
+        }
+    })
+}
+
+/// Keeps bytes that could not be written where a person can recover them:
+/// beside the target if possible, else in the temp directory; 0600, never
+/// overwriting anything.
+fn save_recovery(target: &Path, bytes: &[u8]) -> Option<PathBuf> {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "webex-token".into());
+    let stamp = clock::now().as_second();
+    let pid = std::process::id();
+    let file_name = format!("{name}.recovered-{stamp}-{pid}");
+    let mut candidates = vec![target.with_file_name(&file_name)];
+    candidates.push(std::env::temp_dir().join(&file_name));
+    for path in candidates {
+        let mut opts = OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        if let Ok(mut f) = opts.open(&path) {
+            if f.write_all(bytes).and_then(|_| f.sync_all()).is_ok() {
+                return Some(path);
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    None
+}
+
+/// The files backend: one env file (one org) and the config file.
+#[derive(Debug, Clone)]
+pub struct FilesStore {
+    pub env_path: PathBuf,
+    pub config_path: PathBuf,
+    pub mode: WriteMode,
+}
+
+/// A held lock of the files backend and what it covers.
+#[derive(Debug)]
+pub struct FilesGuard {
+    scope: LockScope,
+    _lock: LockGuard,
+}
+
+impl FilesStore {
+    /// The lock file for `scope`: beside the env file for an org's tokens,
+    /// beside the config file for the shared token-manager state.
+    pub fn lock_path(&self, scope: &LockScope) -> PathBuf {
+        match scope {
+            LockScope::Org(_) => lock_path(&self.env_path),
+            LockScope::Config => lock_path(&self.config_path),
+        }
+    }
+
+    /// Reads both files (the env file first: its errors come first). Plain
+    /// file reads, so `token`'s fast path can call it without a runtime.
+    pub fn load_now(&self) -> Result<Snapshot, StoreError> {
+        let env = read_env(&self.env_path)?;
+        let config = Config::load(&self.config_path)?;
+        Ok(Snapshot {
+            tokens: env.tokens,
+            config,
+            exists: env.doc.is_some(),
+        })
+    }
+
+    /// The env file as read (document and tokens), for status and sinks.
+    pub fn read_env(&self) -> Result<EnvState, StoreError> {
+        read_env(&self.env_path)
+    }
+}
+
+impl TokenStore for FilesStore {
+    type Guard = FilesGuard;
+
+    async fn lock(&self, scope: &LockScope, wait: Duration) -> Result<FilesGuard, StoreError> {
+        let lock = lock_file(self.lock_path(scope), wait).await?;
+        Ok(FilesGuard {
+            scope: scope.clone(),
+            _lock: lock,
+        })
+    }
+
+    async fn load(&self, _org: &OrgId) -> Result<Snapshot, StoreError> {
+        self.load_now()
+    }
+
+    async fn save_service(
+        &self,
+        guard: &FilesGuard,
+        _org: &OrgId,
+        tokens: &StoredTokens,
+    ) -> Result<(), StoreError> {
+        if !matches!(guard.scope, LockScope::Org(_)) {
+            return Err(wrong_scope("the new service-app tokens"));
+        }
+        // Re-read under the lock for the layout (comments, other keys).
+        let state = read_env(&self.env_path)?;
+        write_env(&state, tokens, self.mode)
+    }
+
+    async fn save_renewable(
+        &self,
+        guard: &FilesGuard,
+        update: &RenewableUpdate,
+    ) -> Result<(), StoreError> {
+        if guard.scope != LockScope::Config {
+            return Err(wrong_scope("the renewed personal access token"));
+        }
+        // Re-read under the lock: keep whatever else changed in the file.
+        let config = Config::load(&self.config_path)?;
+        write_config(&config, update, self.mode)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sibling_names() {
+        assert_eq!(
+            lock_path(Path::new("/x/.env")),
+            PathBuf::from("/x/.env.lock")
+        );
+        assert_eq!(
+            audit_path(Path::new("/x/prod.env")),
+            PathBuf::from("/x/prod.env.audit.jsonl")
+        );
+    }
+
+    #[tokio::test]
+    async fn lock_is_exclusive_and_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = dir.path().join(".env");
+        let held = lock_file(lock_path(&env), Duration::from_secs(1))
+            .await
+            .unwrap();
+        let err = lock_file(lock_path(&env), Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::LockTimeout { .. }));
+        assert!(err.to_string().contains(".env.lock"));
+        drop(held);
+        lock_file(lock_path(&env), Duration::from_millis(100))
+            .await
+            .unwrap();
+    }
+
+    #[test]
+    fn recovery_file_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = save_recovery(&dir.path().join(".env"), b"X=1\n").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"X=1\n");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+    }
+
+    #[test]
+    fn render_never_drops_a_refresh_token() {
+        let doc = EnvDocument::parse(
+            b"WEBEX_SERVICE_APP_REFRESH_TOKEN=keep\nWEBEX_SERVICE_APP_ACCESS_TOKEN=old\n".to_vec(),
+            Path::new("/x/.env"),
+        )
+        .unwrap();
+        let state = EnvState {
+            path: "/x/.env".into(),
+            doc: Some(doc),
+            tokens: StoredTokens::default(),
+        };
+        let tokens = StoredTokens {
+            access_token: Some(secret("new")),
+            ..Default::default()
+        };
+        let out = render_env(&state, &tokens);
+        let back = EnvDocument::parse(out, Path::new("/x/.env")).unwrap();
+        assert_eq!(back.get(KEY_REFRESH_TOKEN).as_deref(), Some("keep"));
+        assert_eq!(back.get(KEY_ACCESS_TOKEN).as_deref(), Some("new"));
+    }
+}
