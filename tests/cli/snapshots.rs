@@ -412,6 +412,53 @@ async fn snapshot_token() {
         &t,
         &run_allowing(&t, &["token", "--json"], &[OLD_ACCESS]),
     );
+    snap(
+        "token_plain",
+        &t,
+        &run_allowing(&t, &["token"], &[OLD_ACCESS]),
+    );
+}
+
+#[tokio::test]
+async fn snapshot_exec_and_completions_errors() {
+    let t = TestEnv::new().await;
+    fresh_env(&t);
+    snap(
+        "exec_exit_code_passed_on",
+        &t,
+        &run(&t, &["exec", "--", "sh", "-c", "echo child ran; exit 7"]),
+    );
+    snap(
+        "exec_command_not_found",
+        &t,
+        &run(&t, &["exec", "--", "definitely-not-a-command-xyz"]),
+    );
+    snap(
+        "completions_unknown_shell",
+        &t,
+        &run(&t, &["completions", "tcsh"]),
+    );
+}
+
+#[tokio::test]
+async fn snapshot_datasources_403_scope_hint() {
+    let t = TestEnv::new().await;
+    fresh_env(&t);
+    Mock::given(method("GET"))
+        .and(path("/v1/dataSources"))
+        .respond_with(ResponseTemplate::new(403).set_body_json(webex_error("Forbidden")))
+        .mount(&t.server)
+        .await;
+    snap(
+        "datasources_list_403_human",
+        &t,
+        &run(&t, &["datasources", "list"]),
+    );
+    snap(
+        "datasources_list_403_json",
+        &t,
+        &run(&t, &["--json", "datasources", "list"]),
+    );
 }
 
 // ---------------------------------------------------------------- datasources
