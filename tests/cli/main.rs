@@ -10,3 +10,4 @@ mod files;
 mod hardening;
 mod setup_oauth;
 mod sim_e2e;
+mod snapshots;
