@@ -16,15 +16,21 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
+mod control;
+mod datasources;
+mod device;
+mod orgs;
 mod server;
 mod util;
+
+pub use orgs::random_org_id;
 
 const DAY: u64 = 86_400;
 
@@ -49,6 +55,30 @@ pub struct SimOptions {
     pub rotate_refresh_tokens: bool,
     /// Address to listen on. Default `127.0.0.1:0` (any free port).
     pub addr: String,
+    /// The orgs the service app is authorized in (Webex org ids). The first
+    /// one is `credentials().target_org_id` and owns the personal tokens and
+    /// the data sources created without an org. Default: one fixed org.
+    /// Empty means the default. See [`SimOptions::with_org_count`].
+    pub orgs: Vec<String>,
+    /// Sleep this long in the handler thread before answering every `/v1`
+    /// request (control requests are not delayed). Default zero.
+    pub latency: Duration,
+    /// `GET /v1/dataSources` page size when the request has no `max`. Default 100.
+    pub page_size: usize,
+    /// Device grant: the `interval` announced by `/v1/device/authorize` (whole
+    /// seconds, rounded up); a poll sooner than that after the previous one
+    /// answers `slow_down`. Default 5 s.
+    pub device_interval: Duration,
+}
+
+impl SimOptions {
+    /// `n` authorized orgs: the default org first, then `n - 1` random ones
+    /// (`n = 0` is taken as 1).
+    pub fn with_org_count(mut self, n: usize) -> SimOptions {
+        self.orgs = vec![util::webex_id("ORGANIZATION", ORG_UUID)];
+        self.orgs.extend((1..n).map(|_| orgs::random_org_id()));
+        self
+    }
 }
 
 impl Default for SimOptions {
@@ -61,6 +91,10 @@ impl Default for SimOptions {
             integration_refresh_ttl: Duration::from_secs(90 * DAY),
             rotate_refresh_tokens: false,
             addr: "127.0.0.1:0".to_string(),
+            orgs: vec![util::webex_id("ORGANIZATION", ORG_UUID)],
+            latency: Duration::ZERO,
+            page_size: 100,
+            device_interval: Duration::from_secs(5),
         }
     }
 }
@@ -72,7 +106,7 @@ pub struct Credentials {
     pub app_id: String,
     pub service_client_id: String,
     pub service_client_secret: String,
-    /// base64 of `ciscospark://us/ORGANIZATION/<org uuid>`
+    /// base64 of `ciscospark://us/ORGANIZATION/<org uuid>`: the first authorized org.
     pub target_org_id: String,
     pub integration_client_id: String,
     pub integration_client_secret: String,
@@ -91,12 +125,12 @@ const MACHINE_ACCOUNT_UUID: &str = "7d3f6a2e-4b1c-4e8a-9f0d-2c5b8e1a6f47";
 pub(crate) const DEFAULT_SCHEMA_ID: &str = "78efc775-dcc5-4a1c-8fa4-1a6f0b3f9a47";
 
 impl Credentials {
-    fn fixed() -> Credentials {
+    fn new(target_org_id: String) -> Credentials {
         Credentials {
             app_id: util::webex_id("APPLICATION", SERVICE_CLIENT_ID),
             service_client_id: SERVICE_CLIENT_ID.to_string(),
             service_client_secret: SERVICE_CLIENT_SECRET.to_string(),
-            target_org_id: util::webex_id("ORGANIZATION", ORG_UUID),
+            target_org_id,
             integration_client_id: INTEGRATION_CLIENT_ID.to_string(),
             integration_client_secret: INTEGRATION_CLIENT_SECRET.to_string(),
         }
@@ -250,6 +284,10 @@ pub enum FaultKind {
     },
     /// Sleep, then handle the request normally.
     Delay(Duration),
+    /// Handle the request normally (tokens issued, a rotated refresh token
+    /// already revoked, the request recorded), then sleep before answering:
+    /// a client killed meanwhile never gets the answer.
+    DelayAfter(Duration),
     /// `200` with `Content-Type: application/json` and a cut-off JSON body
     /// (the request is not processed: no token is issued or rotated).
     Truncated,
@@ -317,6 +355,9 @@ pub struct TokenInfo {
     pub revoked: bool,
     /// Expired on the simulator's clock.
     pub expired: bool,
+    /// The org the token belongs to (service tokens: the org they were
+    /// minted for; user tokens: the first org).
+    pub org_id: String,
 }
 
 // ---------------------------------------------------------------- state
@@ -329,6 +370,8 @@ pub(crate) struct TokenRec {
     pub issued_at: SystemTime,
     pub expires_at: SystemTime,
     pub revoked: bool,
+    /// Position in `State::orgs`.
+    pub org: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -359,17 +402,21 @@ pub(crate) struct DataSource {
     pub updated_at: SystemTime,
 }
 
-#[derive(Default)]
 pub(crate) struct State {
     pub tokens: HashMap<String, TokenRec>,
     pub codes: HashMap<String, CodeRec>,
-    pub data_sources: Vec<DataSource>,
+    /// Authorized orgs, each with its data sources. Never empty.
+    pub orgs: orgs::Orgs,
+    pub devices: device::Devices,
     pub nonces: HashSet<String>,
     pub clock_offset: Duration,
     pub requests: Vec<RecordedRequest>,
     pub faults: Vec<Fault>,
     pub authorize_denied: bool,
     pub log_requests: bool,
+    pub latency: Duration,
+    pub page_size: usize,
+    pub device_interval: Duration,
 }
 
 pub(crate) struct Inner {
@@ -377,6 +424,9 @@ pub(crate) struct Inner {
     pub creds: Credentials,
     pub base_url: String,
     pub state: Mutex<State>,
+    /// `/v1` requests being handled now, and the most seen at once.
+    pub in_flight: AtomicUsize,
+    pub max_in_flight: AtomicUsize,
 }
 
 impl Inner {
@@ -387,6 +437,26 @@ impl Inner {
     pub fn machine_account_id(&self) -> String {
         util::webex_id("PEOPLE", MACHINE_ACCOUNT_UUID)
     }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn root_url(&self) -> &str {
+        self.base_url.trim_end_matches("/v1")
+    }
+
+    pub fn enter(&self) {
+        let n = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(n, Ordering::SeqCst);
+    }
+
+    pub fn leave(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// The maximum starts again from what is in flight right now.
+    pub fn reset_max_in_flight(&self) {
+        self.max_in_flight
+            .store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
 }
 
 impl State {
@@ -394,6 +464,7 @@ impl State {
         SystemTime::now() + self.clock_offset
     }
 
+    /// A token of the first org (user tokens).
     pub fn issue(
         &mut self,
         kind: TokenKind,
@@ -401,8 +472,24 @@ impl State {
         scopes: &[String],
         ttl: Duration,
     ) -> String {
+        self.issue_in(0, kind, client_id, scopes, ttl)
+    }
+
+    /// A token of the org at position `org`; like Webex's, it ends with the org's uuid.
+    pub fn issue_in(
+        &mut self,
+        org: usize,
+        kind: TokenKind,
+        client_id: &str,
+        scopes: &[String],
+        ttl: Duration,
+    ) -> String {
         let token = loop {
-            let t = format!("{}_PF84_{}", util::random_alnum(64), ORG_UUID);
+            let t = format!(
+                "{}_PF84_{}",
+                util::random_alnum(64),
+                self.orgs.get(org).uuid
+            );
             if !self.tokens.contains_key(&t) {
                 break t;
             }
@@ -417,6 +504,7 @@ impl State {
                 issued_at: now,
                 expires_at: now + ttl,
                 revoked: false,
+                org,
             },
         );
         token
@@ -442,7 +530,23 @@ impl State {
         n
     }
 
-    pub fn new_data_source(&mut self, ds: &NewDataSource) -> String {
+    /// Adds `n` orgs with random ids; returns their positions.
+    pub fn add_random_orgs(&mut self, n: usize) -> Vec<usize> {
+        (0..n)
+            .map(|_| {
+                loop {
+                    let before = self.orgs.len();
+                    if let Ok(i) = self.orgs.add(&orgs::random_org_id())
+                        && i == before
+                    {
+                        break i;
+                    }
+                }
+            })
+            .collect()
+    }
+
+    pub fn new_data_source(&mut self, org: usize, ds: &NewDataSource) -> String {
         let now = self.now();
         let id = util::uuid_v4();
         let nonce = util::uuid_v4();
@@ -464,8 +568,14 @@ impl State {
             created_at: now,
             updated_at: now,
         };
-        d.jws = server::make_jws(&d, expiry.checked_sub(lifetime).unwrap_or(now), expiry);
-        self.data_sources.push(d);
+        let o = self.orgs.get_mut(org);
+        d.jws = datasources::make_jws(
+            &d,
+            &o.uuid,
+            expiry.checked_sub(lifetime).unwrap_or(now),
+            expiry,
+        );
+        o.data_sources.push(d);
         id
     }
 }
@@ -497,11 +607,39 @@ impl Sim {
             addr.ip().to_string()
         };
         let base_url = format!("http://{host}:{}/v1", addr.port());
+        let mut org_table = orgs::Orgs::default();
+        let org_ids = if opts.orgs.is_empty() {
+            SimOptions::default().orgs
+        } else {
+            opts.orgs.clone()
+        };
+        for id in &org_ids {
+            org_table
+                .add(id)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        }
+        let state = State {
+            tokens: HashMap::new(),
+            codes: HashMap::new(),
+            orgs: org_table,
+            devices: device::Devices::default(),
+            nonces: HashSet::new(),
+            clock_offset: Duration::ZERO,
+            requests: Vec::new(),
+            faults: Vec::new(),
+            authorize_denied: false,
+            log_requests: false,
+            latency: opts.latency,
+            page_size: opts.page_size.max(1),
+            device_interval: opts.device_interval,
+        };
         let inner = Arc::new(Inner {
+            creds: Credentials::new(org_ids[0].clone()),
             opts,
-            creds: Credentials::fixed(),
             base_url,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
         });
         let server = Arc::new(server);
         let stop = Arc::new(AtomicBool::new(false));
@@ -542,7 +680,7 @@ impl Sim {
 
     /// `http://127.0.0.1:PORT` (where `/_sim/` lives).
     pub fn root_url(&self) -> String {
-        self.inner.base_url.trim_end_matches("/v1").to_string()
+        self.inner.root_url().to_string()
     }
 
     pub fn credentials(&self) -> Credentials {
@@ -596,20 +734,45 @@ impl Sim {
     }
 
     /// A service-app token pair `(access, refresh)`.
+    /// A service-app token pair `(access, refresh)` of the first org.
     pub fn issue_service_tokens(
         &self,
         access_ttl: Duration,
         refresh_ttl: Duration,
     ) -> (String, String) {
         let mut st = self.inner.lock();
+        Self::service_pair(&mut st, 0, access_ttl, refresh_ttl)
+    }
+
+    /// A service-app token pair `(access, refresh)` for an authorized org
+    /// (`None` for an org the app is not authorized in).
+    pub fn issue_service_tokens_in(
+        &self,
+        org_id: &str,
+        access_ttl: Duration,
+        refresh_ttl: Duration,
+    ) -> Option<(String, String)> {
+        let mut st = self.inner.lock();
+        let org = st.orgs.position(org_id)?;
+        Some(Self::service_pair(&mut st, org, access_ttl, refresh_ttl))
+    }
+
+    fn service_pair(
+        st: &mut State,
+        org: usize,
+        access_ttl: Duration,
+        refresh_ttl: Duration,
+    ) -> (String, String) {
         let scopes = server::service_scopes();
-        let a = st.issue(
+        let a = st.issue_in(
+            org,
             TokenKind::ServiceAccess,
             SERVICE_CLIENT_ID,
             &scopes,
             access_ttl,
         );
-        let r = st.issue(
+        let r = st.issue_in(
+            org,
             TokenKind::ServiceRefresh,
             SERVICE_CLIENT_ID,
             &scopes,
@@ -647,6 +810,7 @@ impl Sim {
             expires_at: r.expires_at,
             revoked: r.revoked,
             expired: r.expires_at <= now,
+            org_id: st.orgs.get(r.org).id.clone(),
         })
     }
 
@@ -702,39 +866,145 @@ impl Sim {
         self.inner.lock().log_requests = on;
     }
 
-    /// Creates a data source owned by the service app; returns its id.
+    /// Creates a data source owned by the service app in the first org; returns its id.
     pub fn add_data_source(&self, ds: NewDataSource) -> String {
         let mut st = self.inner.lock();
-        st.new_data_source(&ds)
+        st.new_data_source(0, &ds)
     }
 
-    /// The data source as the API would return it.
+    /// Creates a data source in an authorized org; returns its id (`None`
+    /// for an unknown org).
+    pub fn add_data_source_in(&self, org_id: &str, ds: NewDataSource) -> Option<String> {
+        let mut st = self.inner.lock();
+        let org = st.orgs.position(org_id)?;
+        Some(st.new_data_source(org, &ds))
+    }
+
+    /// The data source (any org) as the API would return it.
     pub fn data_source(&self, id: &str) -> Option<Value> {
         let st = self.inner.lock();
-        st.data_sources
-            .iter()
-            .find(|d| d.id == id)
-            .map(|d| server::ds_json(&self.inner, d))
+        let (o, i) = st.orgs.find_data_source(id)?;
+        let org = st.orgs.get(o);
+        Some(datasources::ds_json(&self.inner, org, &org.data_sources[i]))
     }
 
-    /// All data sources as the API would return them.
+    /// All data sources of all orgs (org by org, oldest first) as the API would return them.
     pub fn data_sources(&self) -> Vec<Value> {
         let st = self.inner.lock();
-        st.data_sources
+        st.orgs
             .iter()
-            .map(|d| server::ds_json(&self.inner, d))
+            .flat_map(|org| {
+                org.data_sources
+                    .iter()
+                    .map(|d| datasources::ds_json(&self.inner, org, d))
+            })
             .collect()
+    }
+
+    /// One org's data sources (empty for an unknown org).
+    pub fn data_sources_in(&self, org_id: &str) -> Vec<Value> {
+        let st = self.inner.lock();
+        let Some(o) = st.orgs.position(org_id) else {
+            return Vec::new();
+        };
+        let org = st.orgs.get(o);
+        org.data_sources
+            .iter()
+            .map(|d| datasources::ds_json(&self.inner, org, d))
+            .collect()
+    }
+
+    /// The ids of the orgs the service app is authorized in, in order (the
+    /// first is `credentials().target_org_id`).
+    pub fn orgs(&self) -> Vec<String> {
+        self.inner
+            .lock()
+            .orgs
+            .iter()
+            .map(|o| o.id.clone())
+            .collect()
+    }
+
+    /// Authorizes the service app in `n` new orgs with random Webex-shaped
+    /// ids; returns their ids.
+    pub fn add_orgs(&self, n: usize) -> Vec<String> {
+        let mut st = self.inner.lock();
+        let added = st.add_random_orgs(n);
+        added.iter().map(|&i| st.orgs.get(i).id.clone()).collect()
+    }
+
+    /// Authorizes the service app in this org (idempotent). Errors for an id
+    /// not shaped like a Webex org id.
+    pub fn add_org(&self, org_id: &str) -> Result<(), String> {
+        self.inner.lock().orgs.add(org_id).map(|_| ())
+    }
+
+    /// Device grant: the user approves the pending request with this user
+    /// code (`None`: the latest pending one). Returns the user code approved,
+    /// `None` if there is no such pending, unexpired request.
+    pub fn approve_device(&self, user_code: Option<&str>) -> Option<String> {
+        let mut st = self.inner.lock();
+        let now = st.now();
+        st.devices.decide(user_code, now, true)
+    }
+
+    /// Device grant: the user denies (see [`Sim::approve_device`]).
+    pub fn deny_device(&self, user_code: Option<&str>) -> Option<String> {
+        let mut st = self.inner.lock();
+        let now = st.now();
+        st.devices.decide(user_code, now, false)
+    }
+
+    /// The `interval` announced to device-grant requests started from now on.
+    pub fn set_device_interval(&self, interval: Duration) {
+        self.inner.lock().device_interval = interval;
+    }
+
+    /// Sleep this long before answering every `/v1` request.
+    pub fn set_latency(&self, latency: Duration) {
+        self.inner.lock().latency = latency;
+    }
+
+    /// `GET /v1/dataSources` page size when the request has no `max` (min 1).
+    pub fn set_page_size(&self, n: usize) {
+        self.inner.lock().page_size = n.max(1);
+    }
+
+    /// `/v1` requests being handled right now.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The most `/v1` requests the simulator was handling at once (counted
+    /// from arrival until just before the answer is written, so never more
+    /// than the client really had in flight).
+    pub fn max_in_flight(&self) -> usize {
+        self.inner.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Starts the maximum again from the requests in flight now.
+    pub fn reset_max_in_flight(&self) {
+        self.inner.reset_max_in_flight();
     }
 
     /// Writes `DIR/token-config.json` (0600) for webex-token, pointing at this
     /// simulator, with a fresh personal token and integration refresh token,
-    /// and creates two demo data sources. Does not write a `.env`.
+    /// and creates two demo data sources in every org. With more than one
+    /// org, `serviceApp.orgs` lists them all (`org1`, `org2`, …) besides
+    /// `targetOrgId` (the first). Does not write a `.env`.
     pub fn write_demo_files(&self, dir: &Path) -> io::Result<()> {
         std::fs::create_dir_all(dir)?;
         let c = self.credentials();
         let pat = self.issue_personal_token(self.inner.opts.personal_ttl);
         let irt = self.issue_integration_refresh_token(self.inner.opts.integration_refresh_ttl);
-        let config = json!({
+        let orgs: Vec<Value> = self
+            .inner
+            .lock()
+            .orgs
+            .iter()
+            .map(|o| json!({"name": o.name, "targetOrgId": o.id}))
+            .collect();
+        let mut config = json!({
             "apiBaseUrl": self.base_url(),
             "serviceApp": {
                 "appId": c.app_id,
@@ -751,22 +1021,30 @@ impl Sim {
                 }
             }
         });
+        if orgs.len() > 1 {
+            config["serviceApp"]["orgs"] = Value::Array(orgs);
+        }
         let mut text = serde_json::to_string_pretty(&config).map_err(io::Error::other)?;
         text.push('\n');
         write_private(&dir.join("token-config.json"), text.as_bytes())?;
-        self.add_data_source(NewDataSource {
+        let weather = NewDataSource {
             audience: "byods-demo-provider".into(),
             subject: "demo-weather-feed".into(),
             url: "https://byods.example.com/api/v1/weather".into(),
             ..NewDataSource::default()
-        });
-        self.add_data_source(NewDataSource {
+        };
+        let crm = NewDataSource {
             audience: "byods-demo-provider".into(),
             subject: "demo-crm-feed".into(),
             url: "https://byods.example.com/api/v1/crm".into(),
             expires_in: Duration::from_secs(45 * 60),
             ..NewDataSource::default()
-        });
+        };
+        let mut st = self.inner.lock();
+        for org in 0..st.orgs.len() {
+            st.new_data_source(org, &weather);
+            st.new_data_source(org, &crm);
+        }
         Ok(())
     }
 }

@@ -21,7 +21,12 @@ OPTIONS:
     --integration-access-ttl D   integration access token lifetime [default: 14d]
     --integration-refresh-ttl D  integration refresh token lifetime [default: 90d]
     --rotate-refresh-tokens      hand out a new refresh token on every refresh
-    --init DIR                   write DIR/token-config.json (0600) and two demo data sources
+    --orgs N                     the service app is authorized in N orgs [default: 1]
+    --latency DURATION           delay every /v1 answer, e.g. 20ms [default: 0s]
+    --page-size N                GET /v1/dataSources page size without max [default: 100]
+    --device-interval DURATION   device grant polling interval [default: 5s]
+    --init DIR                   write DIR/token-config.json (0600) and two demo data
+                                 sources per org (with --orgs N > 1: serviceApp.orgs)
     --quiet                      no per-request log lines on stderr
     -h, --help                   this help
 
@@ -33,6 +38,14 @@ Control API under http://127.0.0.1:PORT/_sim/ (see the crate docs).
 
 fn parse_duration(flag: &str, v: &str) -> Result<Duration, String> {
     humantime::parse_duration(v).map_err(|e| format!("{flag}: invalid duration {v:?}: {e}"))
+}
+
+/// A whole number >= 1.
+fn parse_count(flag: &str, v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{flag}: expected a whole number >= 1, got {v:?}")),
+    }
 }
 
 struct Args {
@@ -74,6 +87,13 @@ fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
                 opts.integration_refresh_ttl = parse_duration(flag, &value()?)?
             }
             "--rotate-refresh-tokens" => opts.rotate_refresh_tokens = true,
+            "--orgs" => {
+                let n = parse_count(flag, &value()?)?;
+                opts = opts.with_org_count(n);
+            }
+            "--latency" => opts.latency = parse_duration(flag, &value()?)?,
+            "--page-size" => opts.page_size = parse_count(flag, &value()?)?,
+            "--device-interval" => opts.device_interval = parse_duration(flag, &value()?)?,
             "--init" => init = Some(PathBuf::from(value()?)),
             "--quiet" | "-q" => quiet = true,
             "-h" | "--help" => return Ok(None),
@@ -111,8 +131,9 @@ fn main() -> ExitCode {
             );
             return ExitCode::from(1);
         }
+        let n = sim.data_sources().len();
         eprintln!(
-            "webex-sim: wrote {} and 2 demo data sources",
+            "webex-sim: wrote {} and {n} demo data sources",
             dir.join("token-config.json").display()
         );
     }

@@ -6,11 +6,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
-use crate::util;
 use crate::{
-    APPLICATIONS_TOKEN_SCOPE, CodeRec, DataSource, Fault, FaultKind, Inner, NewDataSource,
-    RecordedRequest, State, TokenKind,
+    APPLICATIONS_TOKEN_SCOPE, CodeRec, FaultKind, Inner, RecordedRequest, State, TokenKind,
 };
+use crate::{control, datasources, device, util};
 
 const JSON: &str = "application/json;charset=UTF-8";
 
@@ -26,7 +25,7 @@ pub(crate) struct Incoming {
 }
 
 impl Incoming {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
@@ -46,7 +45,7 @@ pub(crate) struct Resp {
 }
 
 impl Resp {
-    fn json(status: u16, v: &Value) -> Resp {
+    pub fn json(status: u16, v: &Value) -> Resp {
         Resp {
             status,
             headers: vec![("Content-Type".into(), JSON.into())],
@@ -54,7 +53,7 @@ impl Resp {
         }
     }
 
-    fn empty(status: u16) -> Resp {
+    pub fn empty(status: u16) -> Resp {
         Resp {
             status,
             headers: vec![],
@@ -62,7 +61,7 @@ impl Resp {
         }
     }
 
-    fn html(status: u16, text: &str) -> Resp {
+    pub fn html(status: u16, text: &str) -> Resp {
         Resp {
             status,
             headers: vec![("Content-Type".into(), "text/html;charset=UTF-8".into())],
@@ -72,7 +71,7 @@ impl Resp {
         }
     }
 
-    fn redirect(location: String) -> Resp {
+    pub fn redirect(location: String) -> Resp {
         Resp {
             status: 302,
             headers: vec![("Location".into(), location)],
@@ -80,19 +79,19 @@ impl Resp {
         }
     }
 
-    fn header(mut self, k: &str, v: &str) -> Resp {
+    pub fn header(mut self, k: &str, v: &str) -> Resp {
         self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(k));
         self.headers.push((k.to_string(), v.to_string()));
         self
     }
 }
 
-fn tracking_id() -> String {
+pub(crate) fn tracking_id() -> String {
     format!("WEBEXSIM_{}", util::uuid_v4())
 }
 
 /// Webex-style error: `{message, errors:[{description}], trackingId}`.
-fn webex_error(status: u16, message: &str) -> Resp {
+pub(crate) fn webex_error(status: u16, message: &str) -> Resp {
     let tid = tracking_id();
     Resp::json(
         status,
@@ -204,12 +203,22 @@ pub(crate) fn serve_one(inner: &Inner, mut rq: tiny_http::Request) {
     let fault = if control {
         None
     } else {
+        inner.enter();
+        let latency = inner.lock().latency;
+        if !latency.is_zero() {
+            std::thread::sleep(latency);
+        }
         take_fault(inner, &req.method, &req.path)
     };
+    let mut delay_after = None;
     let resp = match fault {
         None => handle(inner, &req),
         Some(FaultKind::Delay(d)) => {
             std::thread::sleep(d);
+            handle(inner, &req)
+        }
+        Some(FaultKind::DelayAfter(d)) => {
+            delay_after = Some(d);
             handle(inner, &req)
         }
         Some(FaultKind::Status {
@@ -298,6 +307,15 @@ pub(crate) fn serve_one(inner: &Inner, mut rq: tiny_http::Request) {
             );
         }
     }
+    if let Some(d) = delay_after {
+        // The state change is done (and recorded); only the answer is late.
+        std::thread::sleep(d);
+    }
+    if !control {
+        // Before the answer goes out: a client never sees more requests in
+        // flight than it really has (its next request can only come after).
+        inner.leave();
+    }
     send(rq, resp);
 }
 
@@ -377,7 +395,7 @@ fn handle(inner: &Inner, req: &Incoming) -> Resp {
     let path = req.path.as_str();
     let m = req.method.as_str();
     if path == "/_sim" || path.starts_with("/_sim/") {
-        return control(inner, req);
+        return control::control(inner, req);
     }
     let segs: Vec<&str> = path
         .strip_prefix("/v1/")
@@ -402,9 +420,17 @@ fn handle(inner: &Inner, req: &Incoming) -> Resp {
             "POST" => mint(inner, req, app_id),
             _ => wrong_method(),
         },
+        ["device", "authorize"] => match m {
+            "POST" => device::authorize(inner, req),
+            _ => wrong_method(),
+        },
+        ["device", "token"] => match m {
+            "POST" => device::token(inner, req),
+            _ => wrong_method(),
+        },
         ["dataSources"] => match m {
-            "GET" => ds_list(inner, req),
-            "POST" => ds_register(inner, req),
+            "GET" => datasources::list(inner, req),
+            "POST" => datasources::register(inner, req),
             _ => wrong_method(),
         },
         ["dataSources", "schemas"] => match m {
@@ -416,9 +442,9 @@ fn handle(inner: &Inner, req: &Incoming) -> Resp {
             _ => wrong_method(),
         },
         ["dataSources", id] => match m {
-            "GET" => ds_get(inner, req, id),
-            "PUT" => ds_update(inner, req, id),
-            "DELETE" => ds_delete(inner, req, id),
+            "GET" => datasources::get(inner, req, id),
+            "PUT" => datasources::update(inner, req, id),
+            "DELETE" => datasources::delete(inner, req, id),
             _ => wrong_method(),
         },
         ["authorizations", "tokenExpiry"] => match m {
@@ -451,19 +477,19 @@ fn access_auth(st: &State, req: &Incoming) -> Result<(String, TokenKind, Vec<Str
     }
 }
 
-/// A live service-app access token, else 401 (missing/invalid) or 403 (user token).
-fn service_auth(st: &State, req: &Incoming) -> Result<(), Resp> {
-    let (_, kind, _) = access_auth(st, req)?;
+/// A live service-app access token (its org's position), else 401 (missing/invalid) or 403 (user token).
+pub(crate) fn service_auth(st: &State, req: &Incoming) -> Result<usize, Resp> {
+    let (tok, kind, _) = access_auth(st, req)?;
     if kind != TokenKind::ServiceAccess {
         return Err(webex_error(
             403,
             "The server understood the request, but refused to fulfill it because the access token is missing required scopes: spark-admin:datasource_read, spark-admin:datasource_write.",
         ));
     }
-    Ok(())
+    Ok(st.tokens.get(&tok).map(|r| r.org).unwrap_or(0))
 }
 
-fn token_json(st: &State, access: &str, refresh: &str) -> Value {
+pub(crate) fn token_json(st: &State, access: &str, refresh: &str) -> Value {
     let now = st.now();
     let left = |t: &str| {
         st.tokens
@@ -484,16 +510,13 @@ fn token_json(st: &State, access: &str, refresh: &str) -> Value {
 
 // ---------------------------------------------------------------- /access_token
 
-fn access_token(inner: &Inner, req: &Incoming) -> Resp {
-    let Some(form) = &req.form else {
-        return oauth_error(
-            400,
-            "invalid_request",
-            "The request must be form-encoded (Content-Type: application/x-www-form-urlencoded).",
-        );
-    };
+/// Client authentication: form `client_id` and `client_secret` when both are
+/// given, else HTTP Basic. Missing parts are empty.
+pub(crate) fn client_credentials(
+    req: &Incoming,
+    form: &BTreeMap<String, String>,
+) -> (String, String) {
     let get = |k: &str| form.get(k).map(String::as_str).filter(|v| !v.is_empty());
-    // Client authentication: form fields, or HTTP Basic.
     let basic = req
         .header("authorization")
         .and_then(|a| a.trim().strip_prefix("Basic ").map(str::trim))
@@ -506,11 +529,23 @@ fn access_token(inner: &Inner, req: &Incoming) -> Resp {
             s.split_once(':')
                 .map(|(a, b)| (util::percent_decode(a), util::percent_decode(b)))
         });
-    let (client_id, client_secret) = match (get("client_id"), get("client_secret"), &basic) {
+    match (get("client_id"), get("client_secret"), &basic) {
         (Some(id), Some(sec), _) => (id.to_string(), sec.to_string()),
         (_, _, Some((id, sec))) => (id.clone(), sec.clone()),
         (id, _, _) => (id.unwrap_or("").to_string(), String::new()),
+    }
+}
+
+fn access_token(inner: &Inner, req: &Incoming) -> Resp {
+    let Some(form) = &req.form else {
+        return oauth_error(
+            400,
+            "invalid_request",
+            "The request must be form-encoded (Content-Type: application/x-www-form-urlencoded).",
+        );
     };
+    let get = |k: &str| form.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let (client_id, client_secret) = client_credentials(req, form);
     let grant = match get("grant_type") {
         None => {
             return oauth_error(
@@ -555,8 +590,8 @@ fn access_token(inner: &Inner, req: &Incoming) -> Resp {
             } else {
                 TokenKind::IntegrationRefresh
             };
-            let scopes = match st.live(rt) {
-                Some(r) if r.kind == want && r.client_id == client_id => r.scopes.clone(),
+            let (scopes, org) = match st.live(rt) {
+                Some(r) if r.kind == want && r.client_id == client_id => (r.scopes.clone(), r.org),
                 _ => {
                     return oauth_error(
                         400,
@@ -578,12 +613,12 @@ fn access_token(inner: &Inner, req: &Incoming) -> Resp {
                     inner.opts.integration_refresh_ttl,
                 )
             };
-            let access = st.issue(access_kind, &client_id, &scopes, access_ttl);
+            let access = st.issue_in(org, access_kind, &client_id, &scopes, access_ttl);
             let refresh = if inner.opts.rotate_refresh_tokens {
                 if let Some(r) = st.tokens.get_mut(rt) {
                     r.revoked = true;
                 }
-                st.issue(want, &client_id, &scopes, refresh_ttl)
+                st.issue_in(org, want, &client_id, &scopes, refresh_ttl)
             } else {
                 rt.to_string()
             };
@@ -777,282 +812,28 @@ fn mint(inner: &Inner, req: &Incoming, app_id: &str) -> Resp {
     if secret != c.service_client_secret {
         return webex_error(400, "Invalid clientSecret.");
     }
-    if org != c.target_org_id {
+    let Some(org) = st.orgs.position(org) else {
         return webex_error(
             403,
             "The Service App is not authorized by a Full Admin of the target organization.",
         );
-    }
+    };
     let scopes = service_scopes();
-    let access = st.issue(
+    let access = st.issue_in(
+        org,
         TokenKind::ServiceAccess,
         cid,
         &scopes,
         inner.opts.access_ttl,
     );
-    let refresh = st.issue(
+    let refresh = st.issue_in(
+        org,
         TokenKind::ServiceRefresh,
         cid,
         &scopes,
         inner.opts.refresh_ttl,
     );
     Resp::json(200, &token_json(&st, &access, &refresh))
-}
-
-// ---------------------------------------------------------------- data sources
-
-pub(crate) fn make_jws(ds: &DataSource, iat: SystemTime, exp: SystemTime) -> String {
-    let header = json!({"alg": "RS256", "kid": "webex-sim-datasource-1", "typ": "JWT"});
-    let payload = json!({
-        "aud": ds.audience,
-        "sub": ds.subject,
-        "iss": "https://idbroker.webex.com/idb",
-        "iat": util::epoch_secs(iat),
-        "exp": util::epoch_secs(exp),
-        "jti": util::random_alnum(22),
-        "com.cisco.datasource.url": ds.url,
-        "com.cisco.datasource.schema.uuid": ds.schema_id,
-        "com.cisco.org.uuid": crate::ORG_UUID,
-    });
-    format!(
-        "{}.{}.{}",
-        util::b64url(header.to_string().as_bytes()),
-        util::b64url(payload.to_string().as_bytes()),
-        util::b64url(&util::random_bytes(256))
-    )
-}
-
-pub(crate) fn ds_json(inner: &Inner, d: &DataSource) -> Value {
-    let mut v = json!({
-        "id": d.id,
-        "schemaId": d.schema_id,
-        "orgId": inner.creds.target_org_id,
-        "applicationId": inner.creds.app_id,
-        "url": d.url,
-        "audience": d.audience,
-        "subject": d.subject,
-        "nonce": d.nonce,
-        "tokenLifetimeMinutes": d.lifetime_minutes,
-        "status": d.status,
-        "jwsToken": d.jws,
-        "tokenExpiryTime": util::rfc3339(d.token_expiry),
-        "createdBy": inner.machine_account_id(),
-        "createdAt": util::rfc3339(d.created_at),
-        "updatedAt": util::rfc3339(d.updated_at),
-    });
-    if let Some(e) = &d.error_message {
-        v["errorMessage"] = Value::String(e.clone());
-    }
-    v
-}
-
-fn ds_list(inner: &Inner, req: &Incoming) -> Resp {
-    let st = inner.lock();
-    if let Err(r) = service_auth(&st, req) {
-        return r;
-    }
-    let items: Vec<Value> = st.data_sources.iter().map(|d| ds_json(inner, d)).collect();
-    Resp::json(200, &json!({ "items": items }))
-}
-
-fn ds_get(inner: &Inner, req: &Incoming, id: &str) -> Resp {
-    let st = inner.lock();
-    if let Err(r) = service_auth(&st, req) {
-        return r;
-    }
-    match st.data_sources.iter().find(|d| d.id == id) {
-        Some(d) => Resp::json(200, &ds_json(inner, d)),
-        None => webex_error(404, "Data source not found."),
-    }
-}
-
-fn ds_delete(inner: &Inner, req: &Incoming, id: &str) -> Resp {
-    let mut st = inner.lock();
-    if let Err(r) = service_auth(&st, req) {
-        return r;
-    }
-    let before = st.data_sources.len();
-    st.data_sources.retain(|d| d.id != id);
-    if st.data_sources.len() == before {
-        webex_error(404, "Data source not found.")
-    } else {
-        Resp::empty(204)
-    }
-}
-
-fn json_body(req: &Incoming) -> Result<serde_json::Map<String, Value>, Resp> {
-    match serde_json::from_str(&req.body) {
-        Ok(Value::Object(m)) => Ok(m),
-        _ => Err(webex_error(400, "The request body must be a JSON object.")),
-    }
-}
-
-fn lifetime_of(v: &Value) -> Result<u32, Resp> {
-    match v.as_u64() {
-        Some(n @ 1..=1440) => Ok(n as u32),
-        _ => Err(webex_error(
-            400,
-            "tokenLifetimeMinutes must be an integer between 1 and 1440.",
-        )),
-    }
-}
-
-fn ds_register(inner: &Inner, req: &Incoming) -> Resp {
-    let mut st = inner.lock();
-    if let Err(r) = service_auth(&st, req) {
-        return r;
-    }
-    let body = match json_body(req) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let mut vals = BTreeMap::new();
-    for k in ["schemaId", "url", "audience", "subject", "nonce"] {
-        match body
-            .get(k)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-        {
-            Some(s) => {
-                vals.insert(k, s.to_string());
-            }
-            None => return webex_error(400, &format!("Missing required field: {k}.")),
-        }
-    }
-    let lifetime = match body.get("tokenLifetimeMinutes").map(lifetime_of) {
-        Some(Ok(n)) => n,
-        Some(Err(r)) => return r,
-        None => return webex_error(400, "Missing required field: tokenLifetimeMinutes."),
-    };
-    if st.nonces.contains(&vals["nonce"]) {
-        return webex_error(
-            400,
-            "The nonce has already been used. Use a new unique nonce.",
-        );
-    }
-    let now = st.now();
-    let exp = now + Duration::from_secs(u64::from(lifetime) * 60);
-    let mut d = DataSource {
-        id: util::uuid_v4(),
-        schema_id: vals["schemaId"].clone(),
-        url: vals["url"].clone(),
-        audience: vals["audience"].clone(),
-        subject: vals["subject"].clone(),
-        nonce: vals["nonce"].clone(),
-        lifetime_minutes: lifetime,
-        status: "active".to_string(),
-        error_message: None,
-        jws: String::new(),
-        token_expiry: exp,
-        created_at: now,
-        updated_at: now,
-    };
-    d.jws = make_jws(&d, now, exp);
-    st.nonces.insert(d.nonce.clone());
-    let v = ds_json(inner, &d);
-    st.data_sources.push(d);
-    Resp::json(200, &v)
-}
-
-fn ds_update(inner: &Inner, req: &Incoming, id: &str) -> Resp {
-    let mut st = inner.lock();
-    if let Err(r) = service_auth(&st, req) {
-        return r;
-    }
-    let Some(idx) = st.data_sources.iter().position(|d| d.id == id) else {
-        return webex_error(404, "Data source not found.");
-    };
-    let body = match json_body(req) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let s = |k: &str| -> Result<Option<String>, Resp> {
-        match body.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(v)) if !v.is_empty() => Ok(Some(v.clone())),
-            Some(_) => Err(webex_error(400, &format!("Invalid value for {k}."))),
-        }
-    };
-    let parsed = (|| {
-        Ok::<_, Resp>((
-            s("nonce")?,
-            s("audience")?,
-            s("subject")?,
-            s("url")?,
-            s("schemaId")?,
-            s("status")?,
-            s("errorMessage")?,
-        ))
-    })();
-    let (nonce, audience, subject, url, schema_id, status, error_message) = match parsed {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let Some(nonce) = nonce else {
-        return webex_error(400, "Missing required field: nonce.");
-    };
-    if st.nonces.contains(&nonce) {
-        return webex_error(
-            400,
-            "The nonce has already been used. Use a new unique nonce.",
-        );
-    }
-    let lifetime = match body.get("tokenLifetimeMinutes").map(lifetime_of) {
-        Some(Ok(n)) => Some(n),
-        Some(Err(r)) => return r,
-        None => None,
-    };
-    if let Some(s) = &status {
-        if s != "active" && s != "disabled" {
-            return webex_error(400, "status must be active or disabled.");
-        }
-        if s == "disabled" && error_message.is_none() {
-            return webex_error(
-                400,
-                "errorMessage is required when disabling a data source.",
-            );
-        }
-    }
-    let now = st.now();
-    st.nonces.insert(nonce.clone());
-    let d = &mut st.data_sources[idx];
-    d.nonce = nonce;
-    if let Some(v) = audience {
-        d.audience = v;
-    }
-    if let Some(v) = subject {
-        d.subject = v;
-    }
-    if let Some(v) = url {
-        d.url = v;
-    }
-    if let Some(v) = schema_id {
-        d.schema_id = v;
-    }
-    if let Some(v) = lifetime {
-        d.lifetime_minutes = v;
-    }
-    match status.as_deref() {
-        Some("active") => {
-            d.status = "active".into();
-            d.error_message = None;
-        }
-        Some(_) => {
-            d.status = "disabled".into();
-            d.error_message = error_message;
-        }
-        None => {
-            if error_message.is_some() && d.status == "disabled" {
-                d.error_message = error_message;
-            }
-        }
-    }
-    let exp = now + Duration::from_secs(u64::from(d.lifetime_minutes) * 60);
-    d.token_expiry = exp;
-    d.updated_at = now;
-    d.jws = make_jws(d, now, exp);
-    let v = ds_json(inner, d);
-    Resp::json(200, &v)
 }
 
 fn schemas(inner: &Inner, req: &Incoming, id: Option<&str>) -> Resp {
@@ -1089,10 +870,11 @@ fn token_expiry(inner: &Inner, req: &Incoming) -> Resp {
 
 fn people_me(inner: &Inner, req: &Incoming) -> Resp {
     let st = inner.lock();
-    let (_, kind, _) = match access_auth(&st, req) {
+    let (tok, kind, _) = match access_auth(&st, req) {
         Ok(x) => x,
         Err(r) => return r,
     };
+    let org = st.tokens.get(&tok).map(|r| r.org).unwrap_or(0);
     let (id, name, email, typ) = match kind {
         TokenKind::ServiceAccess => (
             inner.machine_account_id(),
@@ -1113,299 +895,8 @@ fn people_me(inner: &Inner, req: &Incoming) -> Resp {
             "id": id,
             "emails": [email],
             "displayName": name,
-            "orgId": inner.creds.target_org_id,
+            "orgId": st.orgs.get(org).id,
             "type": typ,
         }),
     )
-}
-
-// ---------------------------------------------------------------- control API
-
-fn control(inner: &Inner, req: &Incoming) -> Resp {
-    let body: Value = if req.body.trim().is_empty() {
-        json!({})
-    } else {
-        match serde_json::from_str(&req.body) {
-            Ok(v) => v,
-            Err(e) => return Resp::json(400, &json!({"error": format!("bad JSON: {e}")})),
-        }
-    };
-    let bad = |msg: &str| Resp::json(400, &json!({ "error": msg }));
-    let ok = || Resp::json(200, &json!({"ok": true}));
-    let mut st = inner.lock();
-    match (req.method.as_str(), req.path.as_str()) {
-        ("GET", "/_sim/requests") => {
-            let v: Vec<Value> = st.requests.iter().map(RecordedRequest::to_json).collect();
-            Resp::json(200, &Value::Array(v))
-        }
-        ("GET", "/_sim/stats") => {
-            let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-            for r in &st.requests {
-                *counts
-                    .entry(format!("{} {}", r.method, r.path))
-                    .or_default() += 1;
-            }
-            Resp::json(200, &json!(counts))
-        }
-        ("POST", "/_sim/reset-stats") => {
-            st.requests.clear();
-            ok()
-        }
-        ("GET", "/_sim/credentials") => {
-            let c = &inner.creds;
-            Resp::json(
-                200,
-                &json!({
-                    "apiBaseUrl": inner.base_url,
-                    "appId": c.app_id,
-                    "serviceClientId": c.service_client_id,
-                    "serviceClientSecret": c.service_client_secret,
-                    "targetOrgId": c.target_org_id,
-                    "integrationClientId": c.integration_client_id,
-                    "integrationClientSecret": c.integration_client_secret,
-                }),
-            )
-        }
-        ("GET", "/_sim/now") => Resp::json(
-            200,
-            &json!({"now": util::rfc3339(st.now()), "offsetSeconds": st.clock_offset.as_secs()}),
-        ),
-        ("POST", "/_sim/expire") => {
-            if let Some(t) = body.get("token").and_then(Value::as_str) {
-                let n = st.expire_where(|k, _| k == t);
-                return Resp::json(200, &json!({"expired": n}));
-            }
-            let kinds: &[TokenKind] = match body.get("kind").and_then(Value::as_str) {
-                Some("service_access") => &[TokenKind::ServiceAccess],
-                Some("service_refresh") => &[TokenKind::ServiceRefresh],
-                Some("personal") => &[TokenKind::Personal],
-                Some("integration_refresh") => &[TokenKind::IntegrationRefresh],
-                Some("all_access") => &[TokenKind::ServiceAccess, TokenKind::Personal],
-                _ => {
-                    return bad(
-                        "expected {\"token\": ...} or {\"kind\": service_access|service_refresh|personal|integration_refresh|all_access}",
-                    );
-                }
-            };
-            let n = st.expire_where(|_, r| kinds.contains(&r.kind));
-            Resp::json(200, &json!({"expired": n}))
-        }
-        ("POST", "/_sim/revoke") => match body.get("token").and_then(Value::as_str) {
-            Some(t) => {
-                let n = match st.tokens.get_mut(t) {
-                    Some(r) => {
-                        r.revoked = true;
-                        1
-                    }
-                    None => 0,
-                };
-                Resp::json(200, &json!({"revoked": n}))
-            }
-            None => bad("expected {\"token\": ...}"),
-        },
-        ("POST", "/_sim/advance") => match body.get("seconds").and_then(Value::as_f64) {
-            Some(s) if s >= 0.0 && s.is_finite() => {
-                st.clock_offset += Duration::from_secs_f64(s);
-                Resp::json(200, &json!({"now": util::rfc3339(st.now())}))
-            }
-            _ => bad("expected {\"seconds\": N} with N >= 0"),
-        },
-        ("POST", "/_sim/fault") => match fault_from_json(&body) {
-            Ok(f) => {
-                if f.times > 0 {
-                    st.faults.push(f);
-                }
-                ok()
-            }
-            Err(e) => bad(&e),
-        },
-        ("POST", "/_sim/clear-faults") => {
-            st.faults.clear();
-            ok()
-        }
-        ("POST", "/_sim/authorize-denied") => match body.get("denied").and_then(Value::as_bool) {
-            Some(d) => {
-                st.authorize_denied = d;
-                ok()
-            }
-            None => bad("expected {\"denied\": true|false}"),
-        },
-        ("POST", "/_sim/issue") => {
-            let ttl = body
-                .get("ttlSeconds")
-                .and_then(Value::as_u64)
-                .map(Duration::from_secs);
-            let o = &inner.opts;
-            let c = &inner.creds;
-            let pat_scopes = vec![
-                APPLICATIONS_TOKEN_SCOPE.to_string(),
-                "spark:kms".to_string(),
-            ];
-            let v = match body.get("kind").and_then(Value::as_str) {
-                Some("personal") => {
-                    let t = st.issue(
-                        TokenKind::Personal,
-                        &c.integration_client_id,
-                        &pat_scopes,
-                        ttl.unwrap_or(o.personal_ttl),
-                    );
-                    json!({"token": t})
-                }
-                Some("personal_without_scope") => {
-                    let t = st.issue(
-                        TokenKind::Personal,
-                        &c.integration_client_id,
-                        &["spark:people_read".to_string()],
-                        ttl.unwrap_or(o.personal_ttl),
-                    );
-                    json!({"token": t})
-                }
-                Some("integration_refresh") => {
-                    let t = st.issue(
-                        TokenKind::IntegrationRefresh,
-                        &c.integration_client_id,
-                        &pat_scopes,
-                        ttl.unwrap_or(o.integration_refresh_ttl),
-                    );
-                    json!({"token": t})
-                }
-                Some("service") => {
-                    let a = st.issue(
-                        TokenKind::ServiceAccess,
-                        &c.service_client_id,
-                        &service_scopes(),
-                        ttl.unwrap_or(o.access_ttl),
-                    );
-                    let r = st.issue(
-                        TokenKind::ServiceRefresh,
-                        &c.service_client_id,
-                        &service_scopes(),
-                        o.refresh_ttl,
-                    );
-                    json!({"access_token": a, "refresh_token": r})
-                }
-                _ => {
-                    return bad(
-                        "expected {\"kind\": personal|personal_without_scope|integration_refresh|service, \"ttlSeconds\"?: N}",
-                    );
-                }
-            };
-            Resp::json(200, &v)
-        }
-        ("GET", "/_sim/datasources") => {
-            let v: Vec<Value> = st.data_sources.iter().map(|d| ds_json(inner, d)).collect();
-            Resp::json(200, &json!({ "items": v }))
-        }
-        ("POST", "/_sim/datasources") => {
-            let d = NewDataSource::default();
-            let s = |k: &str, def: String| {
-                body.get(k)
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .unwrap_or(def)
-            };
-            let lifetime = match body.get("tokenLifetimeMinutes") {
-                None => d.token_lifetime_minutes,
-                Some(v) => match v.as_u64() {
-                    Some(n) if n <= 1440 => n as u32,
-                    _ => return bad("tokenLifetimeMinutes must be 0..=1440"),
-                },
-            };
-            let nd = NewDataSource {
-                schema_id: s("schemaId", d.schema_id),
-                url: s("url", d.url),
-                audience: s("audience", d.audience),
-                subject: s("subject", d.subject),
-                token_lifetime_minutes: lifetime,
-                expires_in: body
-                    .get("expiresInSeconds")
-                    .and_then(Value::as_u64)
-                    .map(Duration::from_secs)
-                    .unwrap_or(Duration::from_secs(u64::from(lifetime) * 60)),
-                status: s("status", d.status),
-                error_message: body
-                    .get("errorMessage")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-            };
-            let id = st.new_data_source(&nd);
-            let v = st
-                .data_sources
-                .iter()
-                .find(|d| d.id == id)
-                .map(|d| ds_json(inner, d))
-                .unwrap_or(Value::Null);
-            Resp::json(200, &v)
-        }
-        _ => Resp::json(
-            404,
-            &json!({"error": "unknown control endpoint", "endpoints": [
-            "GET /_sim/requests", "GET /_sim/stats", "POST /_sim/reset-stats", "GET /_sim/credentials",
-            "GET /_sim/now", "POST /_sim/expire", "POST /_sim/revoke", "POST /_sim/advance",
-            "POST /_sim/fault", "POST /_sim/clear-faults", "POST /_sim/authorize-denied",
-            "POST /_sim/issue", "GET /_sim/datasources", "POST /_sim/datasources"]}),
-        ),
-    }
-}
-
-/// Parses a fault from control JSON:
-/// `{"path": "/v1/access_token", "method"?: "POST", "times"?: N | "forever" (default 1),
-///   "kind": "status", "status": 503, "body"?: "...", "retryAfter"?: "5", "contentType"?: "..."}`
-/// or `"kind": "delay", "ms": 1500` (or `"seconds": 1.5`), `"kind": "truncated"`, `"kind": "close"`.
-pub(crate) fn fault_from_json(v: &Value) -> Result<Fault, String> {
-    let path = v
-        .get("path")
-        .and_then(Value::as_str)
-        .ok_or("fault needs \"path\"")?
-        .to_string();
-    let method = v
-        .get("method")
-        .and_then(Value::as_str)
-        .map(str::to_ascii_uppercase);
-    let times = match v.get("times") {
-        None | Some(Value::Null) => 1,
-        Some(Value::String(s)) if s == "forever" => usize::MAX,
-        Some(t) => t
-            .as_u64()
-            .map(|n| n as usize)
-            .ok_or("\"times\" must be a number or \"forever\"")?,
-    };
-    let str_of = |a: &str, b: &str| {
-        v.get(a).or_else(|| v.get(b)).and_then(|x| match x {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        })
-    };
-    let kind = match v.get("kind").and_then(Value::as_str).unwrap_or("status") {
-        "status" => FaultKind::Status {
-            status: v
-                .get("status")
-                .and_then(Value::as_u64)
-                .filter(|s| (100..=599).contains(s))
-                .ok_or("status fault needs \"status\" (100..=599)")? as u16,
-            body: str_of("body", "body").unwrap_or_default(),
-            retry_after: str_of("retryAfter", "retry_after"),
-            content_type: str_of("contentType", "content_type"),
-        },
-        "delay" => {
-            let d = if let Some(ms) = v.get("ms").and_then(Value::as_u64) {
-                Duration::from_millis(ms)
-            } else if let Some(s) = v.get("seconds").and_then(Value::as_f64) {
-                Duration::from_secs_f64(s.max(0.0))
-            } else {
-                return Err("delay fault needs \"ms\" or \"seconds\"".into());
-            };
-            FaultKind::Delay(d)
-        }
-        "truncated" => FaultKind::Truncated,
-        "close" | "close_connection" => FaultKind::CloseConnection,
-        other => return Err(format!("unknown fault kind {other:?}")),
-    };
-    Ok(Fault {
-        method,
-        path,
-        times,
-        kind,
-    })
 }

@@ -273,6 +273,88 @@ fn control_faults_revoke_deny_and_datasources() {
 }
 
 #[test]
+fn orgs_latency_page_size_and_device_interval_flags() {
+    let dir = std::env::temp_dir().join(format!("webex-sim-orgs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let s = serve(&[
+        "--orgs",
+        "3",
+        "--latency",
+        "50ms",
+        "--page-size=1",
+        "--device-interval",
+        "2s",
+        "--init",
+        dir.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("token-config.json")).unwrap())
+            .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let app = &config["serviceApp"];
+    let orgs = app["orgs"].as_array().unwrap();
+    assert_eq!(orgs.len(), 3);
+    assert_eq!(orgs[0]["name"], "org1");
+    assert_eq!(orgs[2]["name"], "org3");
+    assert_eq!(app["targetOrgId"], orgs[0]["targetOrgId"]);
+    let listed = get(&format!("{}/_sim/orgs", s.root), None).json();
+    for (i, o) in listed["items"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(o["orgId"], orgs[i]["targetOrgId"]);
+        assert_eq!(o["dataSources"], 2, "two demo data sources per org");
+    }
+    let settings = get(&format!("{}/_sim/settings", s.root), None).json();
+    assert_eq!(
+        settings,
+        json!({"latencyMs": 50.0, "pageSize": 1, "deviceIntervalSeconds": 2.0})
+    );
+
+    // mint for the third org; its list pages one at a time, each answer late
+    let pat = config["tokenManager"]["personalAccessToken"]
+        .as_str()
+        .unwrap();
+    let r = send_json(
+        "POST",
+        &format!(
+            "{}/applications/{}/token",
+            s.base,
+            app["appId"].as_str().unwrap()
+        ),
+        Some(pat),
+        &json!({"clientId": app["clientId"], "clientSecret": app["clientSecret"],
+                "targetOrgId": orgs[2]["targetOrgId"]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let access = r.json()["access_token"].as_str().unwrap().to_string();
+    let t = std::time::Instant::now();
+    let page = get(&format!("{}/dataSources", s.base), Some(&access));
+    assert!(t.elapsed() >= std::time::Duration::from_millis(50));
+    assert_eq!(page.json()["items"].as_array().unwrap().len(), 1);
+    assert_eq!(page.json()["items"][0]["orgId"], orgs[2]["targetOrgId"]);
+    assert!(page.header("link").unwrap().ends_with("; rel=\"next\""));
+
+    let integration = &config["tokenManager"]["integration"];
+    let d = post_form(
+        &format!("{}/device/authorize", s.base),
+        &[
+            ("client_id", integration["clientId"].as_str().unwrap()),
+            ("scope", "spark:applications_token"),
+        ],
+    );
+    assert_eq!(d.json()["interval"], 2);
+
+    // one org (the default): no orgs list, as before
+    let dir1 = std::env::temp_dir().join(format!("webex-sim-orgs1-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir1);
+    let _s1 = serve(&["--init", dir1.to_str().unwrap(), "--quiet"]);
+    let config1: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir1.join("token-config.json")).unwrap())
+            .unwrap();
+    let _ = std::fs::remove_dir_all(&dir1);
+    assert!(config1["serviceApp"].get("orgs").is_none());
+}
+
+#[test]
 fn bad_flags_exit_2() {
     let out = Command::new(env!("CARGO_BIN_EXE_webex-sim"))
         .args(["serve", "--access-ttl", "soon"])
@@ -280,6 +362,21 @@ fn bad_flags_exit_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
+    for bad in [
+        &["--orgs", "0"][..],
+        &["--orgs", "many"],
+        &["--page-size", "0"],
+        &["--latency", "fast"],
+        &["--device-interval"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_webex-sim"))
+            .arg("serve")
+            .args(bad)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(out.stdout.is_empty());
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_webex-sim"))
         .arg("--help")
         .output()
