@@ -353,11 +353,20 @@ fn integration_gap(config: &Config, now: Timestamp) -> Option<String> {
         ),
         Some(i) => match i.first_gap() {
             Some(g) => Some(g),
+            // Expired only when no other filled-in layout is left to try.
             None => match i.refresh_expires_at {
-                Some(exp) if exp <= now => Some(format!(
-                    "the integration refresh token expired at {}",
-                    clock::format_utc(exp)
-                )),
+                Some(exp)
+                    if exp <= now
+                        && config
+                            .integration_candidates()
+                            .iter()
+                            .all(|c| c.refresh_expires_at.is_some_and(|e| e <= now)) =>
+                {
+                    Some(format!(
+                        "the integration refresh token expired at {}",
+                        clock::format_utc(exp)
+                    ))
+                }
                 _ => None,
             },
         },
@@ -547,13 +556,11 @@ impl<A: WebexApi> Run<'_, A> {
             // filled-in layout (the Python sample's files may hold several)
             // gets its turn before the chain gives up.
             for (n, integ) in self.config.integration_candidates().into_iter().enumerate() {
-                if n > 0
-                    && let Some(exp) = integ.refresh_expires_at.filter(|e| *e <= self.now)
-                {
+                if let Some(exp) = integ.refresh_expires_at.filter(|e| *e <= self.now) {
                     self.note(
                         Level::IntegrationRefreshToken,
                         AttemptResult::Skipped(format!(
-                            "the fallback `{}` expired at {}",
+                            "`{}` expired at {}",
                             integ.refresh_token.key,
                             clock::format_utc(exp)
                         )),

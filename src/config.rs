@@ -1940,7 +1940,14 @@ mod tests {
             "clientId":"int-flat","clientSecret":"sf","refreshToken":"rt-flat"}}"#;
 
         async fn run(good_rt: &'static str) -> (Vec<String>, Vec<Vec<u8>>, Option<Level>) {
-            let c = Config::parse(THREE.as_bytes(), &p()).unwrap();
+            run_with(THREE, good_rt).await
+        }
+
+        async fn run_with(
+            text: &str,
+            good_rt: &'static str,
+        ) -> (Vec<String>, Vec<Vec<u8>>, Option<Level>) {
+            let c = Config::parse(text.as_bytes(), &p()).unwrap();
             let fake = Fake {
                 good_rt,
                 good_pat: "pat-new",
@@ -2001,6 +2008,30 @@ mod tests {
             let tm = json(&saved[0])["tokenManager"].clone();
             assert_eq!(tm["refreshToken"], "rt-rotated");
             assert_eq!(tm["integration"]["refreshToken"], "rt-nested");
+        }
+
+        #[tokio::test]
+        async fn a_layout_whose_refresh_token_is_known_expired_is_skipped() {
+            let fp = crate::secret::fingerprint_str("rt-flat");
+            let text = THREE.replace(
+                r#""refreshToken":"rt-flat""#,
+                &format!(
+                    r#""refreshToken":"rt-flat","refreshTokenExpiresAt":"2026-01-01T00:00:00Z","refreshTokenFingerprint":"{fp}""#
+                ),
+            );
+            let (calls, saved, level) = run_with(&text, "rt-oauth").await;
+            assert_eq!(
+                calls,
+                [
+                    "mint pat-dead",
+                    "refresh int-oauth rt-oauth",
+                    "mint pat-new"
+                ]
+            );
+            assert_eq!(level, Some(Level::IntegrationRefreshToken));
+            let tm = json(&saved[0])["tokenManager"].clone();
+            assert_eq!(tm["oauthRefreshToken"], "rt-rotated");
+            assert_eq!(tm["refreshToken"], "rt-flat");
         }
 
         #[tokio::test]
