@@ -2,19 +2,45 @@
 //! fields, and writing renewed personal/integration tokens back into it with
 //! every other key (known or not) kept in place.
 //!
-//! Three layouts are read. The contract's own:
-//! `tokenManager.integration.{clientId, clientSecret, refreshToken}`; and the
-//! two the original Python tool used later, flat under `tokenManager` as
-//! `clientId`/`clientSecret`/`refreshToken` or as
-//! `oauthClientId`/`oauthClientSecret`/`oauthRefreshToken`. A file is written
-//! back in the layout it was read in, so nobody has to migrate.
+//! Three integration layouts are read. The contract's own (and the Python
+//! sample's of August 2025): `tokenManager.integration.{clientId,
+//! clientSecret, refreshToken}`; and the two the sample used later, flat under
+//! `tokenManager` as `oauthClientId`/`oauthClientSecret`/`oauthRefreshToken`
+//! (its template since December 2025) or as `clientId`/`clientSecret`/
+//! `refreshToken` (what its code reads and writes since December 2025). A file
+//! set up as the sample's README says holds the template's `oauth*`
+//! placeholders next to working flat keys, so several layouts may be present:
+//! the one whose three values are filled in is used (flat plain first, then
+//! `oauth*`, then nested), the other filled ones stay available as fallbacks
+//! ([`Config::integration_candidates`]), and renewed tokens are written back
+//! into the layout whose token was used, leaving the others untouched.
+//!
+//! Every stored expiry is tied to its token by a fingerprint written beside
+//! it (`personalAccessTokenFingerprint`, `refreshTokenFingerprint`,
+//! `oauthRefreshTokenFingerprint`): an expiry whose fingerprint does not match
+//! the token now in the file (a pasted token, or one the Python sample wrote)
+//! or that has no fingerprint is treated as unknown, never as a veto.
+//!
+//! The file is kept as text as far as possible: every value the program does
+//! not change is written back with its original bytes (big integers, `1.0`,
+//! `1e400`, nested objects and their layout), in its original key order.
 
 use crate::clock;
 use crate::secret::{ExposeSecret, SecretString, secret};
 use jiff::Timestamp;
-use serde_json::{Map, Value};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+
+/// Largest config file read: 1 MiB (a real one is under 2 KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Key of the personal token's expiry and of the fingerprint tying it to
+/// the token it was written for.
+const PERSONAL_EXPIRES_KEY: &str = "personalAccessTokenExpiresAt";
+const PERSONAL_FINGERPRINT_KEY: &str = "personalAccessTokenFingerprint";
 
 /// Why a field has no usable value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,12 +128,43 @@ impl IntegrationLayout {
         }
     }
 
+    /// The key, beside the refresh token's expiry, holding the fingerprint
+    /// of the refresh token that expiry was written for.
+    fn fingerprint_key(self) -> &'static str {
+        match self {
+            IntegrationLayout::FlatOauth => "oauthRefreshTokenFingerprint",
+            _ => "refreshTokenFingerprint",
+        }
+    }
+
     fn prefix(self) -> &'static str {
         match self {
             IntegrationLayout::Nested => "tokenManager.integration.",
             _ => "tokenManager.",
         }
     }
+
+    /// The three keys as a person finds them in the file, for notes.
+    pub fn describe(self) -> &'static str {
+        match self {
+            IntegrationLayout::Nested => {
+                "`tokenManager.integration.{clientId, clientSecret, refreshToken}`"
+            }
+            IntegrationLayout::FlatPlain => "`tokenManager.{clientId, clientSecret, refreshToken}`",
+            IntegrationLayout::FlatOauth => {
+                "`tokenManager.{oauthClientId, oauthClientSecret, oauthRefreshToken}`"
+            }
+        }
+    }
+
+    /// Order of preference when several layouts are filled in: the flat
+    /// keys first (the only layout the current Python sample reads and
+    /// writes), then its earlier `oauth*` keys, then the nested object.
+    pub const PREFERENCE: [IntegrationLayout; 3] = [
+        IntegrationLayout::FlatPlain,
+        IntegrationLayout::FlatOauth,
+        IntegrationLayout::Nested,
+    ];
 }
 
 /// `serviceApp` section.
@@ -172,7 +229,23 @@ pub struct Integration {
 impl Integration {
     /// All three values present: level 3 can run.
     pub fn is_usable(&self) -> bool {
-        self.client_id.is_set() && self.client_secret.is_set() && self.refresh_token.is_set()
+        self.has_client() && self.refresh_token.is_set()
+    }
+
+    /// Client id and secret present: `setup-oauth` can run with them.
+    pub fn has_client(&self) -> bool {
+        self.client_id.is_set() && self.client_secret.is_set()
+    }
+
+    fn filled_count(&self) -> usize {
+        [
+            self.client_id.is_set(),
+            self.client_secret.is_set(),
+            self.refresh_token.is_set(),
+        ]
+        .into_iter()
+        .filter(|b| *b)
+        .count()
     }
 
     /// The first field that keeps level 3 from running, for notes.
@@ -199,17 +272,25 @@ impl Integration {
 pub struct Config {
     /// Absolute path it was read from.
     pub path: PathBuf,
-    doc: Map<String, Value>,
+    doc: RawObject,
     indent: usize,
+    trailing_newline: bool,
     /// `apiBaseUrl`, when set.
     pub api_base_url: Option<String>,
     pub service_app: ServiceApp,
     /// `tokenManager.personalAccessToken`.
     pub personal_access_token: Field<SecretString>,
-    /// `tokenManager.personalAccessTokenExpiresAt` (written by this program).
+    /// `tokenManager.personalAccessTokenExpiresAt` (written by this program),
+    /// only when `personalAccessTokenFingerprint` beside it matches the
+    /// personal token now in the file; otherwise unknown.
     pub personal_expires_at: Option<Timestamp>,
-    /// The integration, when the file has one in any layout.
+    /// The integration level 3 and `setup-oauth` use, when the file has one
+    /// in any layout: the first complete layout in
+    /// [`IntegrationLayout::PREFERENCE`], else the first with a client id and
+    /// secret, else the most filled-in one (so messages name its keys).
     pub integration: Option<Integration>,
+    /// Every layout present in the file, in order of preference.
+    integrations: Vec<Integration>,
     /// Things a person should know about how the file was read.
     pub notes: Vec<String>,
 }
@@ -223,6 +304,7 @@ impl fmt::Debug for Config {
             .field("personal_access_token", &self.personal_access_token)
             .field("personal_expires_at", &self.personal_expires_at)
             .field("integration", &self.integration)
+            .field("integrations", &self.integrations)
             .field("notes", &self.notes)
             .finish_non_exhaustive()
     }
@@ -254,6 +336,10 @@ pub enum ConfigError {
     },
     #[error("config file {} is a directory, not a file", path.display())]
     IsDirectory { path: PathBuf },
+    #[error("config file {} is not a regular file (it is {kind}); it was not read", path.display())]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("config file {} is larger than the {cap}-byte limit (1 MiB); it was not read", path.display())]
+    TooLarge { path: PathBuf, cap: u64 },
     #[error("config file {} is not valid JSON: {message} at line {line}, column {column}", path.display())]
     Json {
         path: PathBuf,
@@ -297,6 +383,12 @@ impl ConfigError {
             ConfigError::Unreadable { .. } | ConfigError::IsDirectory { .. } => {
                 "check the path and its permissions".into()
             }
+            ConfigError::NotRegular { .. } => {
+                "point --config (or WEBEX_TOKEN_CONFIG) at the regular JSON file itself".into()
+            }
+            ConfigError::TooLarge { .. } => {
+                "this is not a token-config.json (those are a few KiB); check --config / WEBEX_TOKEN_CONFIG".into()
+            }
         }
     }
 }
@@ -317,28 +409,104 @@ fn field_hint(key: &str) -> String {
     }
 }
 
-/// True for values copied unchanged from the template, e.g. `your_client_id`.
+/// True for values copied unchanged from a template: `your_client_id`, the
+/// Python sample's `YOUR_OAUTH_CLIENT_ID_HERE`, `<your-token>`, `changeme`.
 pub fn is_placeholder(value: &str) -> bool {
     let v = value.trim().to_ascii_lowercase();
-    v.starts_with("your_") || v.starts_with("your-") || v.starts_with("<your") || v == "changeme"
+    v.starts_with("your_")
+        || v.starts_with("your-")
+        || v.starts_with("<your")
+        || v == "changeme"
+        || (v.ends_with("_here") && v.contains("your"))
+}
+
+// TODO(lead): switch to fs_atomic::read_regular_capped
+/// Reads the config file, refusing anything that is not a regular file
+/// (directory, FIFO, socket, device, or a symlink to one) without blocking
+/// on it, and anything over [`MAX_CONFIG_BYTES`] without reading more than
+/// one byte past the cap.
+fn read_config_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let io_err = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::NotFound => ConfigError::NotFound { path: path.into() },
+        _ => ConfigError::Unreadable {
+            path: path.into(),
+            source: e,
+        },
+    };
+    let check = |meta: &std::fs::Metadata| -> Result<(), ConfigError> {
+        if meta.is_dir() {
+            return Err(ConfigError::IsDirectory { path: path.into() });
+        }
+        if !meta.is_file() {
+            return Err(ConfigError::NotRegular {
+                path: path.into(),
+                kind: file_kind(meta),
+            });
+        }
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge {
+                path: path.into(),
+                cap: MAX_CONFIG_BYTES,
+            });
+        }
+        Ok(())
+    };
+    // Follows a symlink: a link to a regular file is fine, a link to a
+    // FIFO or device is refused like the node itself.
+    check(&std::fs::metadata(path).map_err(io_err)?)?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // If the path was swapped for a FIFO after the check, opening it
+        // must not wait for a writer.
+        opts.custom_flags(O_NONBLOCK);
+    }
+    let file = opts.open(path).map_err(io_err)?;
+    check(&file.metadata().map_err(io_err)?)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge {
+            path: path.into(),
+            cap: MAX_CONFIG_BYTES,
+        });
+    }
+    Ok(bytes)
+}
+
+/// `O_NONBLOCK` (the crate has no `libc` dependency for one constant).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const O_NONBLOCK: i32 = 0o4000;
+#[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
+const O_NONBLOCK: i32 = 0x0004;
+
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device";
+        }
+    }
+    let _ = meta;
+    "not a regular file"
 }
 
 impl Config {
     /// Reads and parses the config file at `path` (already absolute).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ConfigError::NotFound { path: path.into() });
-            }
-            Err(_) if path.is_dir() => return Err(ConfigError::IsDirectory { path: path.into() }),
-            Err(e) => {
-                return Err(ConfigError::Unreadable {
-                    path: path.into(),
-                    source: e,
-                });
-            }
-        };
+        let bytes = read_config_file(path)?;
         Self::parse(&bytes, path)
     }
 
@@ -358,23 +526,33 @@ impl Config {
                     message: "bytes that are not UTF-8".into(),
                 }
             })?;
-        let value: Value = serde_json::from_str(text).map_err(|e| ConfigError::Json {
+        // Syntax first, for line and column; numbers are only scanned, so
+        // `1e400` or a 30-digit integer are fine.
+        serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| ConfigError::Json {
             path: path.into(),
             line: e.line(),
             column: e.column(),
             message: json_message(&e),
         })?;
-        let Value::Object(doc) = value else {
+        if !text.trim_start().starts_with('{') {
             return Err(ConfigError::NotObject {
                 path: path.into(),
                 what: "the top level".into(),
             });
-        };
+        }
+        let doc: RawObject = serde_json::from_str(text).map_err(|e| ConfigError::Json {
+            path: path.into(),
+            line: e.line(),
+            column: e.column(),
+            message: json_message(&e),
+        })?;
         let indent = detect_indent(text);
         let mut notes = Vec::new();
 
-        let sa = section(&doc, "serviceApp", path)?;
-        let tm = section(&doc, "tokenManager", path)?;
+        let sa = section(&doc, "serviceApp", "`serviceApp`", path)?;
+        let tm = section(&doc, "tokenManager", "`tokenManager`", path)?;
+        let sa = sa.as_ref();
+        let tm = tm.as_ref();
         let service_app = ServiceApp {
             app_id: plain(sa, "serviceApp.", "appId", path)?,
             client_id: plain(sa, "serviceApp.", "clientId", path)?,
@@ -382,60 +560,59 @@ impl Config {
             target_org_id: plain(sa, "serviceApp.", "targetOrgId", path)?,
         };
         let personal_access_token = secret_field(tm, "tokenManager.", "personalAccessToken", path)?;
-        let personal_expires_at = time_field(tm, "personalAccessTokenExpiresAt");
+        let personal_expires_at = tied_expiry(
+            tm,
+            "tokenManager.",
+            PERSONAL_EXPIRES_KEY,
+            PERSONAL_FINGERPRINT_KEY,
+            personal_access_token.get(),
+            "personal access token",
+            &mut notes,
+        );
 
-        let layout = match tm {
-            Some(tm) if tm.contains_key("integration") => Some(IntegrationLayout::Nested),
-            Some(tm)
-                if ["oauthClientId", "oauthClientSecret", "oauthRefreshToken"]
-                    .iter()
-                    .any(|k| tm.contains_key(*k)) =>
-            {
-                Some(IntegrationLayout::FlatOauth)
-            }
-            Some(tm) if tm.contains_key("clientId") || tm.contains_key("refreshToken") => {
-                Some(IntegrationLayout::FlatPlain)
-            }
-            _ => None,
-        };
-        let integration = match layout {
+        let nested = match tm {
+            Some(tm) => section(tm, "integration", "`tokenManager.integration`", path)?,
             None => None,
-            Some(layout) => {
-                let obj = if layout == IntegrationLayout::Nested {
-                    match tm.and_then(|t| t.get("integration")) {
-                        Some(Value::Object(o)) => Some(o),
-                        Some(Value::Null) => None,
-                        Some(_) => {
-                            return Err(ConfigError::NotObject {
-                                path: path.into(),
-                                what: "`tokenManager.integration`".into(),
-                            });
-                        }
-                        None => None,
-                    }
-                } else {
-                    notes.push(format!(
-                        "read the integration from the older flat layout (`{}{}`…); it keeps working, and renewed tokens are written back in that layout",
-                        layout.prefix(),
-                        layout.keys()[0]
-                    ));
-                    tm
-                };
-                let [id, sec, rt, rexp] = layout.keys();
-                let prefix = layout.prefix();
-                Some(Integration {
-                    layout,
-                    client_id: plain(obj, prefix, id, path)?,
-                    client_secret: secret_field(obj, prefix, sec, path)?,
-                    refresh_token: secret_field(obj, prefix, rt, path)?,
-                    refresh_expires_at: time_field(obj, rexp),
-                })
-            }
         };
-        let api_base_url = match doc.get("apiBaseUrl") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.trim().is_empty() => None,
-            Some(Value::String(s)) => {
+        let mut integrations = Vec::new();
+        for layout in IntegrationLayout::PREFERENCE {
+            let [id, sec, rt, rexp] = layout.keys();
+            let obj = match layout {
+                IntegrationLayout::Nested => match &nested {
+                    Some(o) => Some(o),
+                    None => continue,
+                },
+                _ if tm.is_some_and(|t| [id, sec, rt].iter().any(|k| t.get(k).is_some())) => tm,
+                _ => continue,
+            };
+            let prefix = layout.prefix();
+            let refresh_token = secret_field(obj, prefix, rt, path)?;
+            let refresh_expires_at = tied_expiry(
+                obj,
+                prefix,
+                rexp,
+                layout.fingerprint_key(),
+                refresh_token.get(),
+                "integration refresh token",
+                &mut notes,
+            );
+            integrations.push(Integration {
+                layout,
+                client_id: plain(obj, prefix, id, path)?,
+                client_secret: secret_field(obj, prefix, sec, path)?,
+                refresh_token,
+                refresh_expires_at,
+            });
+        }
+        let integration = choose_integration(&integrations);
+        if let Some(chosen) = &integration {
+            notes.extend(layout_note(chosen, &integrations));
+        }
+
+        let api_base_url = match doc.get("apiBaseUrl").map(Node::kind) {
+            None | Some(Kind::Null) => None,
+            Some(Kind::Str(s)) if s.trim().is_empty() => None,
+            Some(Kind::Str(s)) => {
                 if !(s.starts_with("http://") || s.starts_with("https://")) {
                     return Err(ConfigError::BadApiBase { path: path.into() });
                 }
@@ -452,11 +629,13 @@ impl Config {
             path: path.into(),
             doc,
             indent,
+            trailing_newline: text.ends_with('\n'),
             api_base_url,
             service_app,
             personal_access_token,
             personal_expires_at,
             integration,
+            integrations,
             notes,
         })
     }
@@ -466,82 +645,415 @@ impl Config {
         self.integration.as_ref().filter(|i| i.is_usable())
     }
 
-    /// The file's new bytes with `update` applied; every other key kept in
-    /// its place. The only place where config secrets are exposed for writing.
-    pub fn render_with(&self, update: &PersonalUpdate) -> Vec<u8> {
-        let mut doc = self.doc.clone();
-        let tm = doc
-            .entry("tokenManager")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !tm.is_object() {
-            *tm = Value::Object(Map::new());
-        }
-        let tm = tm.as_object_mut().expect("made an object above");
-        tm.insert(
-            "personalAccessToken".into(),
-            Value::String(update.personal_access_token.expose_secret().to_string()),
-        );
-        set_time(
-            tm,
-            "personalAccessTokenExpiresAt",
-            update.personal_expires_at,
-        );
+    /// Every complete integration layout (client id, secret and refresh
+    /// token filled in), in order of preference; the first is
+    /// [`Config::usable_integration`]. Level 3 tries the next one when Webex
+    /// rejects the refresh token of the one before.
+    pub fn integration_candidates(&self) -> Vec<&Integration> {
+        self.integrations.iter().filter(|i| i.is_usable()).collect()
+    }
 
-        let layout = self
-            .integration
+    /// What `setup-oauth` authorizes with: the client id and secret of
+    /// [`Config::integration`] (the first complete layout, else the first with
+    /// a client id and secret, even when its refresh token is missing), or
+    /// every key that keeps it from running, with the reason.
+    pub fn integration_client(&self) -> Result<(String, SecretString), Vec<(String, Absence)>> {
+        match &self.integration {
+            Some(i) => match (i.client_id.get(), i.client_secret.get()) {
+                (Some(id), Some(secret)) => Ok((id.clone(), secret.clone())),
+                _ => Err([
+                    (&i.client_id.key, i.client_id.value.as_ref().err()),
+                    (&i.client_secret.key, i.client_secret.value.as_ref().err()),
+                ]
+                .into_iter()
+                .filter_map(|(k, a)| a.map(|a| (k.clone(), *a)))
+                .collect()),
+            },
+            None => Err(vec![
+                ("tokenManager.integration.clientId".into(), Absence::Missing),
+                (
+                    "tokenManager.integration.clientSecret".into(),
+                    Absence::Missing,
+                ),
+            ]),
+        }
+    }
+
+    /// The layout [`Config::render_with`] writes `update` into: the one
+    /// holding `update.integration_client` (level 3 names the client of a
+    /// fallback layout that way; `setup-oauth` the client it authorized),
+    /// else the one in use ([`Config::integration`]), else the nested one.
+    pub fn write_layout(&self, update: &PersonalUpdate) -> IntegrationLayout {
+        if let Some((id, sec)) = &update.integration_client {
+            let same_id = |i: &&Integration| i.client_id.get() == Some(id);
+            let same_secret = |i: &&Integration| {
+                i.client_secret.get().map(|s| s.expose_secret()) == Some(sec.expose_secret())
+            };
+            let in_use = self.integration.as_ref().filter(|i| same_id(i));
+            if let Some(i) = in_use
+                .filter(same_secret)
+                .or_else(|| self.integrations.iter().filter(same_id).find(same_secret))
+                .or(in_use)
+                .or_else(|| self.integrations.iter().find(same_id))
+            {
+                return i.layout;
+            }
+        }
+        self.integration
             .as_ref()
             .map(|i| i.layout)
-            .unwrap_or(IntegrationLayout::Nested);
+            .unwrap_or(IntegrationLayout::Nested)
+    }
+
+    /// The file's new bytes with `update` applied in the layout
+    /// [`Config::write_layout`] picks; every other key kept in its place
+    /// with its original text. The only place where config secrets are
+    /// exposed for writing.
+    pub fn render_with(&self, update: &PersonalUpdate) -> Vec<u8> {
+        self.render_into(update, self.write_layout(update))
+    }
+
+    /// [`Config::render_with`] into a given integration layout.
+    pub fn render_into(&self, update: &PersonalUpdate, layout: IntegrationLayout) -> Vec<u8> {
+        let current = self.integrations.iter().find(|i| i.layout == layout);
+        let mut doc = self.doc.clone();
+        let tm = doc.object_mut("tokenManager");
+        tm.set(
+            "personalAccessToken",
+            Node::Text(update.personal_access_token.expose_secret().to_string()),
+        );
+        set_expiry(
+            tm,
+            PERSONAL_EXPIRES_KEY,
+            PERSONAL_FINGERPRINT_KEY,
+            update.personal_expires_at,
+            Some(&update.personal_access_token),
+        );
+
         let [id_key, secret_key, rt_key, rexp_key] = layout.keys();
-        let target: &mut Map<String, Value> = if layout == IntegrationLayout::Nested {
-            let integ = tm
-                .entry("integration")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !integ.is_object() {
-                *integ = Value::Object(Map::new());
-            }
-            integ.as_object_mut().expect("made an object above")
+        let fp_key = layout.fingerprint_key();
+        if update.integration_client.is_none()
+            && update.integration_refresh_token.is_none()
+            && update.integration_refresh_expires_at.is_none()
+        {
+            // Nothing for the integration: no empty object appears.
+            return render(&doc, self.indent, self.trailing_newline);
+        }
+        let target = if layout == IntegrationLayout::Nested {
+            tm.object_mut("integration")
         } else {
             tm
         };
         if let Some((id, sec)) = &update.integration_client {
-            target.insert(id_key.into(), Value::String(id.clone()));
-            target.insert(
-                secret_key.into(),
-                Value::String(sec.expose_secret().to_string()),
-            );
+            // Values already there are left as they are, byte for byte.
+            if current.and_then(|i| i.client_id.get()) != Some(id) {
+                target.set(id_key, Node::Text(id.clone()));
+            }
+            if current
+                .and_then(|i| i.client_secret.get())
+                .map(|s| s.expose_secret())
+                != Some(sec.expose_secret())
+            {
+                target.set(secret_key, Node::Text(sec.expose_secret().to_string()));
+            }
         }
-        if let Some(rt) = &update.integration_refresh_token {
-            target.insert(rt_key.into(), Value::String(rt.expose_secret().to_string()));
-            set_time(target, rexp_key, update.integration_refresh_expires_at);
-        } else if update.integration_refresh_expires_at.is_some() {
-            set_time(target, rexp_key, update.integration_refresh_expires_at);
+        match &update.integration_refresh_token {
+            Some(rt) => {
+                target.set(rt_key, Node::Text(rt.expose_secret().to_string()));
+                set_expiry(
+                    target,
+                    rexp_key,
+                    fp_key,
+                    update.integration_refresh_expires_at,
+                    Some(rt),
+                );
+            }
+            None if update.integration_refresh_expires_at.is_some() => {
+                let stored = current.and_then(|i| i.refresh_token.get());
+                set_expiry(
+                    target,
+                    rexp_key,
+                    fp_key,
+                    update.integration_refresh_expires_at,
+                    stored,
+                );
+            }
+            None => {}
         }
-        render(&Value::Object(doc), self.indent)
+        render(&doc, self.indent, self.trailing_newline)
     }
 }
 
-fn set_time(obj: &mut Map<String, Value>, key: &str, ts: Option<Timestamp>) {
-    match ts {
-        Some(ts) => {
-            obj.insert(key.into(), Value::String(clock::format_utc(ts)));
+/// The layout to use: see [`Config::integration`].
+fn choose_integration(all: &[Integration]) -> Option<Integration> {
+    all.iter()
+        .find(|i| i.is_usable())
+        .or_else(|| all.iter().find(|i| i.has_client()))
+        .or_else(|| {
+            // Most filled in; on a tie the earlier (preferred) one.
+            all.iter()
+                .rev()
+                .max_by_key(|i| i.filled_count())
+                .filter(|i| i.filled_count() > 0)
+        })
+        .or_else(|| all.first())
+        .cloned()
+}
+
+/// Says which layout was chosen and why, when that is not obvious.
+fn layout_note(chosen: &Integration, all: &[Integration]) -> Option<String> {
+    if all.len() == 1 {
+        return (chosen.layout != IntegrationLayout::Nested).then(|| {
+            format!(
+                "read the integration from the older flat layout {} (the Python sample's); it keeps working, and renewed tokens are written back in that layout",
+                chosen.layout.describe()
+            )
+        });
+    }
+    let why = if chosen.is_usable() {
+        if all.iter().filter(|i| i.is_usable()).count() > 1 {
+            "it is filled in, and the flat keys come first (the current Python sample reads and writes only those)"
+        } else {
+            "it is the one filled in"
+        }
+    } else if chosen.has_client() {
+        "it has a client id and secret (no refresh token yet: run `webex-token setup-oauth`)"
+    } else {
+        "none is filled in; it is the most complete"
+    };
+    let others: Vec<String> = all
+        .iter()
+        .filter(|i| i.layout != chosen.layout)
+        .map(|i| match i.first_gap() {
+            None => format!(
+                "{} is also filled in and is tried next if Webex rejects the first refresh token",
+                i.layout.describe()
+            ),
+            Some(gap) => format!("{} is not used: {gap}", i.layout.describe()),
+        })
+        .collect();
+    Some(format!(
+        "the integration appears in {} layouts; using {} because {why}; {}; renewed tokens are written into the layout whose token was used, the others are left untouched",
+        all.len(),
+        chosen.layout.describe(),
+        others.join("; ")
+    ))
+}
+
+/// A stored expiry, when the fingerprint beside it says it was written for
+/// `token`; `None` (unknown) otherwise, with a note. Unknown costs at most one
+/// request that fails; a wrong expiry would veto a working token.
+fn tied_expiry(
+    obj: Option<&RawObject>,
+    prefix: &str,
+    expires_key: &str,
+    fingerprint_key: &str,
+    token: Option<&SecretString>,
+    what: &str,
+    notes: &mut Vec<String>,
+) -> Option<Timestamp> {
+    let obj = obj?;
+    let expires = obj
+        .get(expires_key)
+        .and_then(Node::as_str)
+        .and_then(|s| clock::parse(&s))?;
+    let token = token?;
+    match obj.get(fingerprint_key).and_then(Node::as_str) {
+        Some(fp) if fp.trim() == crate::secret::fingerprint(token) => Some(expires),
+        Some(_) => {
+            notes.push(format!(
+                "`{prefix}{expires_key}` was written for an earlier {what} (`{prefix}{fingerprint_key}` does not match the one in the file now); its expiry is treated as unknown"
+            ));
+            None
         }
         None => {
-            obj.remove(key);
+            notes.push(format!(
+                "`{prefix}{expires_key}` has no `{fingerprint_key}` beside it (an older webex-token wrote it, or it was set by hand), so it may belong to an earlier {what}; its expiry is treated as unknown until the token is next renewed"
+            ));
+            None
         }
     }
 }
 
-fn render(doc: &Value, indent: usize) -> Vec<u8> {
-    use serde::Serialize;
-    let indent_bytes = vec![b' '; indent.clamp(1, 8)];
-    let mut out = Vec::new();
-    let fmt = serde_json::ser::PrettyFormatter::with_indent(&indent_bytes);
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
-    doc.serialize(&mut ser)
-        .expect("a JSON value always serializes");
-    out.push(b'\n');
-    out
+fn set_expiry(
+    obj: &mut RawObject,
+    expires_key: &str,
+    fingerprint_key: &str,
+    ts: Option<Timestamp>,
+    token: Option<&SecretString>,
+) {
+    match (ts, token) {
+        (Some(ts), Some(token)) => {
+            obj.set(expires_key, Node::Text(clock::format_utc(ts)));
+            obj.set_after(
+                fingerprint_key,
+                Node::Text(crate::secret::fingerprint(token)),
+                expires_key,
+            );
+        }
+        (Some(ts), None) => {
+            obj.set(expires_key, Node::Text(clock::format_utc(ts)));
+            obj.remove(fingerprint_key);
+        }
+        (None, _) => {
+            obj.remove(expires_key);
+            obj.remove(fingerprint_key);
+        }
+    }
+}
+
+/// A JSON object whose values keep their original text until changed, in
+/// the file's key order.
+#[derive(Clone, Default)]
+struct RawObject(Vec<(String, Node)>);
+
+#[derive(Clone)]
+enum Node {
+    /// Exactly as it was in the file.
+    Raw(Box<RawValue>),
+    /// An object some key of which is being changed.
+    Object(RawObject),
+    /// A new string value.
+    Text(String),
+}
+
+/// What a value is, for reading.
+enum Kind {
+    Null,
+    Str(String),
+    Obj(RawObject),
+    Other,
+}
+
+impl Node {
+    fn kind(&self) -> Kind {
+        match self {
+            Node::Text(s) => Kind::Str(s.clone()),
+            Node::Object(o) => Kind::Obj(o.clone()),
+            Node::Raw(r) => {
+                let t = r.get();
+                match t.as_bytes().first() {
+                    Some(b'"') => serde_json::from_str(t).map_or(Kind::Other, Kind::Str),
+                    Some(b'{') => serde_json::from_str(t).map_or(Kind::Other, Kind::Obj),
+                    Some(b'n') => Kind::Null,
+                    _ => Kind::Other,
+                }
+            }
+        }
+    }
+
+    fn as_str(&self) -> Option<String> {
+        match self.kind() {
+            Kind::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl RawObject {
+    fn get(&self, key: &str) -> Option<&Node> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    fn set(&mut self, key: &str, node: Node) {
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = node,
+            None => self.0.push((key.to_string(), node)),
+        }
+    }
+
+    /// Like `set`, but a new key goes right after `after` when that exists.
+    fn set_after(&mut self, key: &str, node: Node, after: &str) {
+        if self.get(key).is_some() {
+            return self.set(key, node);
+        }
+        match self.0.iter().position(|(k, _)| k == after) {
+            Some(i) => self.0.insert(i + 1, (key.to_string(), node)),
+            None => self.0.push((key.to_string(), node)),
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        self.0.retain(|(k, _)| k != key);
+    }
+
+    /// The object under `key`, made editable; created (or replacing a
+    /// non-object) when needed.
+    fn object_mut(&mut self, key: &str) -> &mut RawObject {
+        let existing = self.get(key).map(Node::kind);
+        let obj = match existing {
+            Some(Kind::Obj(o)) => o,
+            _ => RawObject::default(),
+        };
+        if !matches!(self.get(key), Some(Node::Object(_))) {
+            self.set(key, Node::Object(obj));
+        }
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some((_, Node::Object(o))) => o,
+            _ => unreachable!("set to an object above"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawObject;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<RawObject, M::Error> {
+                let mut o = RawObject::default();
+                // A repeated key keeps its first place and its last value,
+                // as a JSON map reads it.
+                while let Some((k, v)) = m.next_entry::<String, Box<RawValue>>()? {
+                    o.set(&k, Node::Raw(v));
+                }
+                Ok(o)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Pretty-prints like `json.dump(indent=N)` and serde_json's pretty printer
+/// (`": "` after keys, one member a line), with unchanged values copied as
+/// they were: a file written by either comes back byte-identical except for
+/// the keys that changed.
+fn render(doc: &RawObject, indent: usize, trailing_newline: bool) -> Vec<u8> {
+    let pad = " ".repeat(indent.clamp(1, 8));
+    let mut out = String::new();
+    write_object(&mut out, doc, 0, &pad);
+    if trailing_newline {
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+fn write_object(out: &mut String, obj: &RawObject, depth: usize, pad: &str) {
+    if obj.0.is_empty() {
+        out.push_str("{}");
+        return;
+    }
+    out.push('{');
+    for (n, (key, node)) in obj.0.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        out.push('\n');
+        out.push_str(&pad.repeat(depth + 1));
+        out.push_str(&serde_json::to_string(key).expect("a string serializes"));
+        out.push_str(": ");
+        match node {
+            Node::Raw(r) => out.push_str(r.get()),
+            Node::Text(s) => out.push_str(&serde_json::to_string(s).expect("a string serializes")),
+            Node::Object(o) => write_object(out, o, depth + 1, pad),
+        }
+    }
+    out.push('\n');
+    out.push_str(&pad.repeat(depth));
+    out.push('}');
 }
 
 /// The indentation width the file already uses (2 when it cannot tell), so a
@@ -565,32 +1077,33 @@ fn json_message(e: &serde_json::Error) -> String {
     }
 }
 
-fn section<'a>(
-    doc: &'a Map<String, Value>,
+fn section(
+    obj: &RawObject,
     key: &str,
+    what: &str,
     path: &Path,
-) -> Result<Option<&'a Map<String, Value>>, ConfigError> {
-    match doc.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(o)) => Ok(Some(o)),
+) -> Result<Option<RawObject>, ConfigError> {
+    match obj.get(key).map(Node::kind) {
+        None | Some(Kind::Null) => Ok(None),
+        Some(Kind::Obj(o)) => Ok(Some(o)),
         Some(_) => Err(ConfigError::NotObject {
             path: path.into(),
-            what: format!("`{key}`"),
+            what: what.into(),
         }),
     }
 }
 
 fn raw_string(
-    obj: Option<&Map<String, Value>>,
+    obj: Option<&RawObject>,
     prefix: &str,
     key: &str,
     path: &Path,
 ) -> Result<Result<String, Absence>, ConfigError> {
-    match obj.and_then(|o| o.get(key)) {
-        None | Some(Value::Null) => Ok(Err(Absence::Missing)),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(Err(Absence::Empty)),
-        Some(Value::String(s)) if is_placeholder(s) => Ok(Err(Absence::Placeholder)),
-        Some(Value::String(s)) => Ok(Ok(s.trim().to_string())),
+    match obj.and_then(|o| o.get(key)).map(Node::kind) {
+        None | Some(Kind::Null) => Ok(Err(Absence::Missing)),
+        Some(Kind::Str(s)) if s.trim().is_empty() => Ok(Err(Absence::Empty)),
+        Some(Kind::Str(s)) if is_placeholder(&s) => Ok(Err(Absence::Placeholder)),
+        Some(Kind::Str(s)) => Ok(Ok(s.trim().to_string())),
         Some(_) => Err(ConfigError::NotString {
             path: path.into(),
             key: format!("{prefix}{key}"),
@@ -599,7 +1112,7 @@ fn raw_string(
 }
 
 fn plain(
-    obj: Option<&Map<String, Value>>,
+    obj: Option<&RawObject>,
     prefix: &str,
     key: &str,
     path: &Path,
@@ -611,7 +1124,7 @@ fn plain(
 }
 
 fn secret_field(
-    obj: Option<&Map<String, Value>>,
+    obj: Option<&RawObject>,
     prefix: &str,
     key: &str,
     path: &Path,
@@ -622,15 +1135,10 @@ fn secret_field(
     })
 }
 
-fn time_field(obj: Option<&Map<String, Value>>, key: &str) -> Option<Timestamp> {
-    obj.and_then(|o| o.get(key))
-        .and_then(Value::as_str)
-        .and_then(clock::parse)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn p() -> PathBuf {
         PathBuf::from("/abs/token-config.json")
@@ -799,5 +1307,743 @@ mod tests {
         assert_eq!(v["tokenManager"]["oauthRefreshToken"], "r2");
         assert!(v["tokenManager"].get("integration").is_none());
         assert!(out.contains("\n    \"tokenManager\""), "{out}");
+    }
+
+    // ---- The Python sample's files, era by era (WebexSamples/webex-byods-manager).
+    // Written the way its `json.dump(config, f, indent=4)` writes: four
+    // spaces, no newline at the end, keys in insertion order.
+
+    /// Aug 2025 (76a5556): a personal token only, no integration yet.
+    const ERA_2025_08_PAT_ONLY: &str = "{\n    \"serviceApp\": {\n        \"appId\": \"app-1\",\n        \"clientId\": \"sa-client\",\n        \"clientSecret\": \"sa-secret\",\n        \"targetOrgId\": \"org-1\"\n    },\n    \"tokenManager\": {\n        \"personalAccessToken\": \"pat-1\"\n    }\n}";
+
+    /// Aug 2025 (04c7741…b486061): nested `integration`, filled by its setup_oauth.py.
+    const ERA_2025_08_NESTED: &str = "{\n    \"serviceApp\": {\n        \"appId\": \"app-1\",\n        \"clientId\": \"sa-client\",\n        \"clientSecret\": \"sa-secret\",\n        \"targetOrgId\": \"org-1\"\n    },\n    \"tokenManager\": {\n        \"personalAccessToken\": \"pat-1\",\n        \"integration\": {\n            \"clientId\": \"int-nested\",\n            \"clientSecret\": \"int-nested-secret\",\n            \"refreshToken\": \"rt-nested\"\n        }\n    }\n}";
+
+    /// Dec 2025 (50f9552): template and setup_oauth.py both use `oauth*`.
+    const ERA_2025_12_OAUTH: &str = "{\n    \"serviceApp\": {\n        \"appId\": \"app-1\",\n        \"clientId\": \"sa-client\",\n        \"clientSecret\": \"sa-secret\",\n        \"targetOrgId\": \"org-1\"\n    },\n    \"tokenManager\": {\n        \"personalAccessToken\": \"pat-1\",\n        \"oauthClientId\": \"int-oauth\",\n        \"oauthClientSecret\": \"int-oauth-secret\",\n        \"oauthRefreshToken\": \"rt-oauth\"\n    }\n}";
+
+    /// Dec 2025 HEAD (731d4d6): the template's `oauth*` placeholders, and the
+    /// flat keys its setup_oauth.py appended (the only ones its code reads).
+    const ERA_2025_12_HEAD_MIXED: &str = "{\n    \"serviceApp\": {\n        \"appId\": \"app-1\",\n        \"clientId\": \"sa-client\",\n        \"clientSecret\": \"sa-secret\",\n        \"targetOrgId\": \"org-1\"\n    },\n    \"tokenManager\": {\n        \"personalAccessToken\": \"pat-1\",\n        \"oauthClientId\": \"YOUR_OAUTH_CLIENT_ID_HERE\",\n        \"oauthClientSecret\": \"YOUR_OAUTH_CLIENT_SECRET_HERE\",\n        \"oauthRefreshToken\": \"YOUR_OAUTH_REFRESH_TOKEN_HERE\",\n        \"clientId\": \"int-flat\",\n        \"clientSecret\": \"int-flat-secret\",\n        \"refreshToken\": \"rt-flat\"\n    }\n}";
+
+    fn level3_update(pat: &str, rt: &str) -> PersonalUpdate {
+        let ts: Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+        PersonalUpdate {
+            personal_access_token: secret(pat),
+            personal_expires_at: Some(ts),
+            integration_refresh_token: Some(secret(rt)),
+            integration_refresh_expires_at: Some(ts),
+            integration_client: None,
+        }
+    }
+
+    fn json(bytes: &[u8]) -> Value {
+        serde_json::from_slice(bytes).unwrap()
+    }
+
+    #[test]
+    fn template_placeholders_of_every_era_are_not_values() {
+        for v in [
+            "YOUR_SERVICE_APP_ID_HERE",
+            "YOUR_TARGET_ORG_ID_HERE",
+            "YOUR_PERSONAL_ACCESS_TOKEN_HERE",
+            "YOUR_TOKEN_MANAGER_INTEGRATION_CLIENT_ID_HERE",
+            "YOUR_TOKEN_MANAGER_INTEGRATION_REFRESH_TOKEN_HERE",
+            "YOUR_OAUTH_CLIENT_ID_HERE",
+            "YOUR_OAUTH_CLIENT_SECRET_HERE",
+            "YOUR_OAUTH_REFRESH_TOKEN_HERE",
+            "your_client_id",
+            " your-token ",
+            "<your token>",
+            "changeme",
+        ] {
+            assert!(is_placeholder(v), "{v}");
+        }
+        for v in ["int-flat", "Y2lzY29zcGFyazovL3Vz", "here", "ZmFyYW_HERE"] {
+            assert!(!is_placeholder(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn era_pat_only_has_no_integration() {
+        let c = Config::parse(ERA_2025_08_PAT_ONLY.as_bytes(), &p()).unwrap();
+        assert!(c.integration.is_none());
+        assert!(c.integration_candidates().is_empty());
+        assert!(c.notes.is_empty(), "{:?}", c.notes);
+        // setup-oauth names the contract's keys.
+        let gaps = c.integration_client().unwrap_err();
+        assert_eq!(gaps[0].0, "tokenManager.integration.clientId");
+    }
+
+    #[test]
+    fn era_nested_and_era_oauth_each_read_alone() {
+        let c = Config::parse(ERA_2025_08_NESTED.as_bytes(), &p()).unwrap();
+        let i = c.usable_integration().unwrap();
+        assert_eq!(i.layout, IntegrationLayout::Nested);
+        assert_eq!(i.refresh_token.get().unwrap().expose_secret(), "rt-nested");
+        assert!(c.notes.is_empty());
+
+        let c = Config::parse(ERA_2025_12_OAUTH.as_bytes(), &p()).unwrap();
+        let i = c.usable_integration().unwrap();
+        assert_eq!(i.layout, IntegrationLayout::FlatOauth);
+        assert_eq!(c.integration_candidates().len(), 1);
+        let out = json(&c.render_with(&level3_update("pat-2", "rt-oauth-2")));
+        assert_eq!(out["tokenManager"]["oauthRefreshToken"], "rt-oauth-2");
+        assert_eq!(
+            out["tokenManager"]["oauthRefreshTokenFingerprint"],
+            crate::secret::fingerprint_str("rt-oauth-2")
+        );
+        assert!(out["tokenManager"].get("refreshToken").is_none());
+    }
+
+    #[test]
+    fn head_mixed_layout_uses_the_filled_flat_keys_not_the_placeholders() {
+        let c = Config::parse(ERA_2025_12_HEAD_MIXED.as_bytes(), &p()).unwrap();
+        let i = c.usable_integration().expect("the flat keys are filled in");
+        assert_eq!(i.layout, IntegrationLayout::FlatPlain);
+        assert_eq!(i.client_id.get().unwrap(), "int-flat");
+        assert_eq!(i.refresh_token.get().unwrap().expose_secret(), "rt-flat");
+        // The placeholder layout is no candidate.
+        let cands = c.integration_candidates();
+        assert_eq!(cands.len(), 1);
+        assert_eq!(cands[0].layout, IntegrationLayout::FlatPlain);
+        // A note says which and why, naming the placeholder key.
+        assert_eq!(c.notes.len(), 1, "{:?}", c.notes);
+        let note = &c.notes[0];
+        assert!(note.contains("2 layouts"), "{note}");
+        assert!(note.contains("using `tokenManager.{clientId"), "{note}");
+        assert!(
+            note.contains("`tokenManager.oauthClientId` is not filled in"),
+            "{note}"
+        );
+        assert!(!note.contains("rt-flat") && !note.contains("int-flat-secret"));
+
+        // Level 3 writes into the flat keys; the placeholders stay byte for byte.
+        let out = c.render_with(&level3_update("pat-2", "rt-flat-2"));
+        let text = String::from_utf8(out.clone()).unwrap();
+        for line in [
+            "        \"oauthClientId\": \"YOUR_OAUTH_CLIENT_ID_HERE\",\n",
+            "        \"oauthClientSecret\": \"YOUR_OAUTH_CLIENT_SECRET_HERE\",\n",
+            "        \"oauthRefreshToken\": \"YOUR_OAUTH_REFRESH_TOKEN_HERE\",\n",
+            "        \"clientId\": \"int-flat\",\n",
+        ] {
+            assert!(text.contains(line), "{text}");
+        }
+        let v = json(&out);
+        assert_eq!(v["tokenManager"]["refreshToken"], "rt-flat-2");
+        assert_eq!(v["tokenManager"]["personalAccessToken"], "pat-2");
+        assert!(v["tokenManager"].get("integration").is_none());
+        assert!(!text.ends_with('\n'), "json.dump writes no final newline");
+        let again = Config::parse(&out, &p()).unwrap();
+        assert_eq!(
+            again.usable_integration().unwrap().refresh_expires_at,
+            Some("2026-12-01T00:00:00Z".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn several_filled_layouts_prefer_flat_and_keep_the_others_as_fallbacks() {
+        // The 50f9552 file after running HEAD's setup_oauth.py, plus the
+        // August nested object: all three filled in.
+        let text = r#"{"serviceApp":{},"tokenManager":{"personalAccessToken":"pat-1",
+            "integration":{"clientId":"int-nested","clientSecret":"sn","refreshToken":"rt-nested"},
+            "oauthClientId":"int-oauth","oauthClientSecret":"so","oauthRefreshToken":"rt-oauth",
+            "clientId":"int-flat","clientSecret":"sf","refreshToken":"rt-flat"}}"#;
+        let c = Config::parse(text.as_bytes(), &p()).unwrap();
+        let order: Vec<_> = c
+            .integration_candidates()
+            .iter()
+            .map(|i| i.layout)
+            .collect();
+        assert_eq!(order, IntegrationLayout::PREFERENCE.to_vec());
+        assert_eq!(
+            c.usable_integration().unwrap().layout,
+            IntegrationLayout::FlatPlain
+        );
+        assert!(c.notes[0].contains("tried next"), "{:?}", c.notes);
+
+        // Renewed through the first: only the flat keys change.
+        let v = json(&c.render_with(&level3_update("pat-2", "rt-flat-2")));
+        let tm = &v["tokenManager"];
+        assert_eq!(tm["refreshToken"], "rt-flat-2");
+        assert_eq!(tm["oauthRefreshToken"], "rt-oauth");
+        assert_eq!(tm["integration"]["refreshToken"], "rt-nested");
+        assert!(tm.get("oauthRefreshTokenExpiresAt").is_none());
+
+        // Renewed through a fallback (level 3 names its client): only that
+        // layout changes.
+        let mut u = level3_update("pat-3", "rt-nested-2");
+        u.integration_client = Some(("int-nested".into(), secret("sn")));
+        assert_eq!(c.write_layout(&u), IntegrationLayout::Nested);
+        let v = json(&c.render_with(&u));
+        let tm = &v["tokenManager"];
+        assert_eq!(tm["integration"]["refreshToken"], "rt-nested-2");
+        assert_eq!(tm["integration"]["clientId"], "int-nested");
+        assert_eq!(tm["refreshToken"], "rt-flat");
+        assert_eq!(tm["oauthRefreshToken"], "rt-oauth");
+        assert!(tm.get("refreshTokenExpiresAt").is_none());
+        assert!(tm["integration"].get("refreshTokenExpiresAt").is_some());
+    }
+
+    #[test]
+    fn setup_oauth_takes_the_client_from_whichever_layout_has_one() {
+        // HEAD template with only the flat client filled in (no refresh token yet).
+        let text = r#"{"tokenManager":{"personalAccessToken":"YOUR_PERSONAL_ACCESS_TOKEN_HERE",
+            "oauthClientId":"YOUR_OAUTH_CLIENT_ID_HERE","oauthClientSecret":"YOUR_OAUTH_CLIENT_SECRET_HERE",
+            "oauthRefreshToken":"YOUR_OAUTH_REFRESH_TOKEN_HERE","clientId":"int-flat","clientSecret":"sf"}}"#;
+        let c = Config::parse(text.as_bytes(), &p()).unwrap();
+        assert!(c.usable_integration().is_none());
+        let (id, sec) = c.integration_client().unwrap();
+        assert_eq!((id.as_str(), sec.expose_secret()), ("int-flat", "sf"));
+        let mut u = level3_update("pat-new", "rt-new");
+        u.integration_client = Some((id, sec));
+        let v = json(&c.render_with(&u));
+        assert_eq!(v["tokenManager"]["refreshToken"], "rt-new");
+        assert_eq!(
+            v["tokenManager"]["oauthRefreshToken"],
+            "YOUR_OAUTH_REFRESH_TOKEN_HERE"
+        );
+
+        // Only the template's oauth* client filled in: that layout.
+        let text = r#"{"tokenManager":{"oauthClientId":"int-oauth","oauthClientSecret":"so",
+            "oauthRefreshToken":"YOUR_OAUTH_REFRESH_TOKEN_HERE"}}"#;
+        let c = Config::parse(text.as_bytes(), &p()).unwrap();
+        assert_eq!(
+            c.integration.as_ref().unwrap().layout,
+            IntegrationLayout::FlatOauth
+        );
+        assert_eq!(c.integration_client().unwrap().0, "int-oauth");
+
+        // Nothing filled in: the gaps name the keys of the file's own layout.
+        let c = Config::parse(
+            ERA_2025_12_HEAD_MIXED.replace("int-flat", "").as_bytes(),
+            &p(),
+        );
+        let c = c.unwrap();
+        let gaps = c.integration_client().unwrap_err();
+        assert!(
+            gaps.iter()
+                .any(|(k, a)| k == "tokenManager.clientId" && *a == Absence::Empty),
+            "{gaps:?}"
+        );
+        let c = Config::parse(br#"{"tokenManager":{"oauthClientId":"YOUR_OAUTH_CLIENT_ID_HERE","oauthClientSecret":"YOUR_OAUTH_CLIENT_SECRET_HERE"}}"#, &p()).unwrap();
+        let gaps = c.integration_client().unwrap_err();
+        assert_eq!(
+            gaps[0],
+            ("tokenManager.oauthClientId".into(), Absence::Placeholder)
+        );
+    }
+
+    #[test]
+    fn fixture_files_read_as_their_era_and_round_trip_byte_identical() {
+        macro_rules! fixture {
+            ($name:literal) => {
+                (
+                    $name,
+                    include_str!(concat!("../tests/fixtures/python-sample/", $name)),
+                )
+            };
+        }
+        for ((name, text), layout) in [
+            (fixture!("2025-08-pat-only.json"), None),
+            (
+                fixture!("2025-08-nested-integration.json"),
+                Some(IntegrationLayout::Nested),
+            ),
+            (
+                fixture!("2025-12-05-oauth-keys.json"),
+                Some(IntegrationLayout::FlatOauth),
+            ),
+            (
+                fixture!("2025-12-24-head-mixed.json"),
+                Some(IntegrationLayout::FlatPlain),
+            ),
+            (fixture!("2025-12-24-head-template-only.json"), None),
+        ] {
+            let c = Config::parse(text.as_bytes(), &p()).unwrap();
+            assert_eq!(c.usable_integration().map(|i| i.layout), layout, "{name}");
+            let pat = c
+                .personal_access_token
+                .get()
+                .map(|s| s.expose_secret().to_string());
+            let out = c.render_with(&PersonalUpdate {
+                personal_access_token: secret(pat.clone().unwrap_or("FAKE-new".into())),
+                personal_expires_at: None,
+                integration_refresh_token: None,
+                integration_refresh_expires_at: None,
+                integration_client: None,
+            });
+            let want = match pat {
+                Some(_) => text.to_string(),
+                None => text.replace("YOUR_PERSONAL_ACCESS_TOKEN_HERE", "FAKE-new"),
+            };
+            assert_eq!(String::from_utf8(out).unwrap(), want, "{name}");
+        }
+    }
+
+    // ---- Stored expiries are tied to their token.
+
+    fn with_personal(extra: &str) -> Config {
+        let text = format!(r#"{{"tokenManager":{{"personalAccessToken":"pat-now"{extra}}}}}"#);
+        Config::parse(text.as_bytes(), &p()).unwrap()
+    }
+
+    #[test]
+    fn personal_expiry_counts_only_for_the_token_it_was_written_for() {
+        let fp = crate::secret::fingerprint_str("pat-now");
+        let c = with_personal(&format!(
+            r#","personalAccessTokenExpiresAt":"2026-01-01T00:00:00Z","personalAccessTokenFingerprint":"{fp}""#
+        ));
+        assert_eq!(
+            c.personal_expires_at,
+            Some("2026-01-01T00:00:00Z".parse().unwrap())
+        );
+        assert!(c.notes.is_empty(), "{:?}", c.notes);
+
+        // A pasted token: the old expiry and fingerprint belong to another.
+        let old = crate::secret::fingerprint_str("pat-old");
+        let c = with_personal(&format!(
+            r#","personalAccessTokenExpiresAt":"2026-01-01T00:00:00Z","personalAccessTokenFingerprint":"{old}""#
+        ));
+        assert_eq!(c.personal_expires_at, None);
+        assert!(
+            c.notes[0].contains("earlier personal access token"),
+            "{:?}",
+            c.notes
+        );
+        assert!(!c.notes[0].contains("pat-now"));
+
+        // Written by an older webex-token (no fingerprint): unknown, not an error.
+        let c = with_personal(r#","personalAccessTokenExpiresAt":"2026-01-01T00:00:00Z""#);
+        assert_eq!(c.personal_expires_at, None);
+        assert!(
+            c.notes[0].contains("no `personalAccessTokenFingerprint`"),
+            "{:?}",
+            c.notes
+        );
+
+        // No expiry at all: unknown, nothing to say.
+        let c = with_personal("");
+        assert_eq!(c.personal_expires_at, None);
+        assert!(c.notes.is_empty());
+    }
+
+    #[test]
+    fn integration_expiry_is_tied_to_its_refresh_token_in_every_layout() {
+        let fp = crate::secret::fingerprint_str("rt");
+        let other = crate::secret::fingerprint_str("rt-old");
+        let exp: Timestamp = "2026-03-01T00:00:00Z".parse().unwrap();
+        for (layout, body) in [
+            (
+                IntegrationLayout::Nested,
+                r#""integration":{"clientId":"c","clientSecret":"s","refreshToken":"rt","refreshTokenExpiresAt":"2026-03-01T00:00:00Z"FP}"#,
+            ),
+            (
+                IntegrationLayout::FlatPlain,
+                r#""clientId":"c","clientSecret":"s","refreshToken":"rt","refreshTokenExpiresAt":"2026-03-01T00:00:00Z"FP"#,
+            ),
+            (
+                IntegrationLayout::FlatOauth,
+                r#""oauthClientId":"c","oauthClientSecret":"s","oauthRefreshToken":"rt","oauthRefreshTokenExpiresAt":"2026-03-01T00:00:00Z"FP"#,
+            ),
+        ] {
+            let key = layout.fingerprint_key();
+            for (fp_part, want) in [
+                (format!(r#","{key}":"{fp}""#), Some(exp)),
+                (format!(r#","{key}":"{other}""#), None),
+                (String::new(), None),
+            ] {
+                let text = format!(r#"{{"tokenManager":{{{}}}}}"#, body.replace("FP", &fp_part));
+                let c = Config::parse(text.as_bytes(), &p()).unwrap();
+                let i = c.usable_integration().unwrap();
+                assert_eq!(i.layout, layout);
+                assert_eq!(i.refresh_expires_at, want, "{text}");
+                assert_eq!(
+                    c.notes.iter().any(|n| n.contains("treated as unknown")),
+                    want.is_none(),
+                    "{:?}",
+                    c.notes
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn writing_an_expiry_writes_the_fingerprint_beside_it() {
+        let c = Config::parse(FULL.as_bytes(), &p()).unwrap();
+        let out = c.render_with(&level3_update("pat-2", "int-refresh-2"));
+        let text = String::from_utf8(out.clone()).unwrap();
+        let v = json(&out);
+        assert_eq!(
+            v["tokenManager"]["personalAccessTokenFingerprint"],
+            crate::secret::fingerprint_str("pat-2")
+        );
+        assert_eq!(
+            v["tokenManager"]["integration"]["refreshTokenFingerprint"],
+            crate::secret::fingerprint_str("int-refresh-2")
+        );
+        // Right after the expiry it belongs to.
+        let e = text.find("\"personalAccessTokenExpiresAt\"").unwrap();
+        let f = text.find("\"personalAccessTokenFingerprint\"").unwrap();
+        assert!(e < f && !text[e..f].contains("Token\":"), "{text}");
+        let again = Config::parse(&out, &p()).unwrap();
+        assert!(again.personal_expires_at.is_some());
+        assert!(
+            again
+                .usable_integration()
+                .unwrap()
+                .refresh_expires_at
+                .is_some()
+        );
+        assert!(again.notes.is_empty(), "{:?}", again.notes);
+
+        // A new personal token without an expiry drops the stale pair.
+        let mut u = level3_update("pat-3", "int-refresh-3");
+        u.personal_expires_at = None;
+        u.integration_refresh_expires_at = None;
+        let v = json(&again.render_with(&u));
+        assert!(
+            v["tokenManager"]
+                .get("personalAccessTokenExpiresAt")
+                .is_none()
+        );
+        assert!(
+            v["tokenManager"]
+                .get("personalAccessTokenFingerprint")
+                .is_none()
+        );
+        assert!(
+            v["tokenManager"]["integration"]
+                .get("refreshTokenFingerprint")
+                .is_none()
+        );
+
+        // Same refresh token kept, new expiry: fingerprint of the stored one.
+        let mut u = level3_update("pat-4", "unused");
+        u.integration_refresh_token = None;
+        let v = json(&again.render_with(&u));
+        assert_eq!(
+            v["tokenManager"]["integration"]["refreshTokenFingerprint"],
+            crate::secret::fingerprint_str("int-refresh-2")
+        );
+    }
+
+    // ---- Unknown values come back byte for byte.
+
+    #[test]
+    fn rewrite_keeps_numbers_and_everything_else_byte_identical() {
+        let original = "{\n    \"big\": 12345678901234567890,\n    \"bigger\": 123456789012345678901234567890,\n    \"float\": 1.0,\n    \"huge\": 1e400,\n    \"tiny\": -1.50E-7,\n    \"serviceApp\": {\n        \"appId\": \"app-1\",\n        \"n\": [1.0, 2.50, {\"x\": 100000000000000000000001}],\n        \"s\": \"caf\\u00e9 \\\"q\\\"\"\n    },\n    \"tokenManager\": {\n        \"personalAccessToken\": \"pat-1\",\n        \"keep\": 9007199254740993,\n        \"nested\": {\n            \"a\": 1e-400,\n            \"b\": []\n        },\n        \"empty\": {}\n    },\n    \"last\": null\n}";
+        let c = Config::parse(original.as_bytes(), &p()).unwrap();
+        let out = c.render_with(&PersonalUpdate {
+            personal_access_token: secret("pat-2"),
+            personal_expires_at: None,
+            integration_refresh_token: None,
+            integration_refresh_expires_at: None,
+            integration_client: None,
+        });
+        let expected = original.replace("\"pat-1\"", "\"pat-2\"");
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+
+        // With a trailing newline and two-space indent (serde_json's style).
+        let two = "{\n  \"a\": 1.0,\n  \"tokenManager\": {\n    \"personalAccessToken\": \"pat-1\",\n    \"z\": 12345678901234567890123\n  }\n}\n";
+        let c = Config::parse(two.as_bytes(), &p()).unwrap();
+        let out = c.render_with(&PersonalUpdate {
+            personal_access_token: secret("pat-2"),
+            personal_expires_at: None,
+            integration_refresh_token: None,
+            integration_refresh_expires_at: None,
+            integration_client: None,
+        });
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            two.replace("pat-1", "pat-2")
+        );
+    }
+
+    // ---- Reading refuses what is not a config file.
+
+    fn temp() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    /// Runs `Config::load` on another thread so a blocking open fails the
+    /// test instead of hanging it.
+    fn load_soon(path: &Path) -> Result<Config, ConfigError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = path.to_path_buf();
+        std::thread::spawn(move || {
+            let _ = tx.send(Config::load(&path));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("Config::load blocked")
+    }
+
+    fn mkfifo(path: &Path) {
+        let ok = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    #[test]
+    fn a_fifo_or_a_link_to_one_is_refused_without_blocking() {
+        let dir = temp();
+        let fifo = dir.path().join("token-config.json");
+        mkfifo(&fifo);
+        let err = load_soon(&fifo).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::NotRegular { kind: "a FIFO", .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(&*fifo.to_string_lossy()), "{err}");
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&fifo, &link).unwrap();
+        let err = load_soon(&link).unwrap_err();
+        assert!(matches!(err, ConfigError::NotRegular { .. }), "{err:?}");
+        assert_eq!(crate::error::Error::Config(err).exit_code(), 3);
+    }
+
+    #[test]
+    fn a_socket_or_directory_is_refused() {
+        let dir = temp();
+        let sock = dir.path().join("s.json");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let err = load_soon(&sock).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::NotRegular {
+                    kind: "a socket",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = load_soon(dir.path()).unwrap_err();
+        assert!(matches!(err, ConfigError::IsDirectory { .. }), "{err:?}");
+        let err = load_soon(&dir.path().join("absent.json")).unwrap_err();
+        assert!(matches!(err, ConfigError::NotFound { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_file_over_one_mib_is_refused_and_one_at_the_cap_is_read() {
+        let dir = temp();
+        let path = dir.path().join("big.json");
+        // Valid JSON of exactly the cap: read (and parsed).
+        let head = "{\"pad\": \"";
+        let tail = "\"}";
+        let fill = MAX_CONFIG_BYTES as usize - head.len() - tail.len();
+        std::fs::write(&path, format!("{head}{}{tail}", "x".repeat(fill))).unwrap();
+        assert!(load_soon(&path).is_ok());
+        // One byte more: refused, naming the path and the cap.
+        std::fs::write(&path, format!("{head}{}{tail}", "x".repeat(fill + 1))).unwrap();
+        let err = load_soon(&path).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::TooLarge {
+                    cap: MAX_CONFIG_BYTES,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&*path.to_string_lossy()) && msg.contains("1048576"),
+            "{msg}"
+        );
+    }
+
+    // ---- Level 3 walks the filled-in layouts (chain.rs uses
+    // `integration_candidates` and names a fallback's client).
+
+    mod level3_fallback {
+        use super::*;
+        use crate::chain::{Action, Check, Level, Persist, Policy, Renewal, ensure_fresh};
+        use crate::tokens::StoredTokens;
+        use crate::webex::{
+            ApiError, ClientCredentials, ErrorBody, MintRequest, TokenGrant, WebexApi, grant,
+        };
+        use std::cell::RefCell;
+
+        /// Answers level 3 by refresh token; level 2 by bearer.
+        struct Fake {
+            good_rt: &'static str,
+            good_pat: &'static str,
+            calls: RefCell<Vec<String>>,
+        }
+
+        fn rejected() -> ApiError {
+            ApiError::Rejected {
+                status: 400,
+                body: ErrorBody {
+                    oauth_error: Some("invalid_grant".into()),
+                    ..Default::default()
+                },
+            }
+        }
+
+        impl WebexApi for Fake {
+            async fn validate(&self, _: &SecretString) -> Result<(), ApiError> {
+                unreachable!("no access token stored")
+            }
+            async fn refresh(
+                &self,
+                c: &ClientCredentials<'_>,
+                rt: &SecretString,
+            ) -> Result<TokenGrant, ApiError> {
+                self.calls.borrow_mut().push(format!(
+                    "refresh {} {}",
+                    c.client_id,
+                    rt.expose_secret()
+                ));
+                if rt.expose_secret() == self.good_rt {
+                    Ok(grant(self.good_pat, 3600, Some(("rt-rotated", 7_776_000))))
+                } else {
+                    Err(rejected())
+                }
+            }
+            async fn mint(
+                &self,
+                bearer: &SecretString,
+                _: &MintRequest<'_>,
+            ) -> Result<TokenGrant, ApiError> {
+                self.calls
+                    .borrow_mut()
+                    .push(format!("mint {}", bearer.expose_secret()));
+                if bearer.expose_secret() == self.good_pat {
+                    Ok(grant("access-new", 3600, Some(("sa-rt", 7_776_000))))
+                } else {
+                    Err(ApiError::Rejected {
+                        status: 401,
+                        body: ErrorBody::default(),
+                    })
+                }
+            }
+        }
+
+        /// Saves like the real sink: rendered into the config's bytes.
+        struct Sink<'a>(&'a Config, Vec<Vec<u8>>);
+        impl Persist for Sink<'_> {
+            async fn begin_renewal(&mut self) -> Result<Renewal, String> {
+                Ok(Renewal::Proceed(Box::new(self.0.clone())))
+            }
+            async fn personal_renewed(&mut self, u: &PersonalUpdate) -> Result<(), String> {
+                self.1.push(self.0.render_with(u));
+                Ok(())
+            }
+        }
+
+        const THREE: &str = r#"{"serviceApp":{"appId":"app-1","clientId":"sa-client","clientSecret":"sa-secret","targetOrgId":"org-1"},
+            "tokenManager":{"personalAccessToken":"pat-dead",
+            "integration":{"clientId":"int-nested","clientSecret":"sn","refreshToken":"rt-nested"},
+            "oauthClientId":"int-oauth","oauthClientSecret":"so","oauthRefreshToken":"rt-oauth",
+            "clientId":"int-flat","clientSecret":"sf","refreshToken":"rt-flat"}}"#;
+
+        async fn run(good_rt: &'static str) -> (Vec<String>, Vec<Vec<u8>>, Option<Level>) {
+            run_with(THREE, good_rt).await
+        }
+
+        async fn run_with(
+            text: &str,
+            good_rt: &'static str,
+        ) -> (Vec<String>, Vec<Vec<u8>>, Option<Level>) {
+            let c = Config::parse(text.as_bytes(), &p()).unwrap();
+            let fake = Fake {
+                good_rt,
+                good_pat: "pat-new",
+                calls: RefCell::new(Vec::new()),
+            };
+            let mut sink = Sink(&c, Vec::new());
+            let stored = StoredTokens {
+                access_token: None,
+                access_expires_at: None,
+                refresh_token: None,
+                refresh_expires_at: None,
+            };
+            let policy = Policy {
+                min_valid: std::time::Duration::from_secs(3600),
+                force: false,
+                mint: false,
+                dry_run: false,
+                check: Check::Validate,
+            };
+            let now = "2026-11-23T12:00:00Z".parse().unwrap();
+            let r = ensure_fresh(&stored, &c, &policy, &fake, now, &mut sink).await;
+            let level = r.ok().and_then(|o| match o.action {
+                Action::Refreshed { level, .. } => Some(level),
+                _ => None,
+            });
+            (fake.calls.take(), sink.1, level)
+        }
+
+        #[tokio::test]
+        async fn a_rejected_refresh_token_moves_on_to_the_next_filled_layout() {
+            let (calls, saved, level) = run("rt-nested").await;
+            assert_eq!(
+                calls,
+                [
+                    "mint pat-dead",
+                    "refresh int-flat rt-flat",
+                    "refresh int-oauth rt-oauth",
+                    "refresh int-nested rt-nested",
+                    "mint pat-new",
+                ]
+            );
+            assert_eq!(level, Some(Level::IntegrationRefreshToken));
+            assert_eq!(saved.len(), 1);
+            let tm = json(&saved[0])["tokenManager"].clone();
+            assert_eq!(tm["integration"]["refreshToken"], "rt-rotated");
+            assert_eq!(tm["refreshToken"], "rt-flat");
+            assert_eq!(tm["oauthRefreshToken"], "rt-oauth");
+            assert_eq!(tm["personalAccessToken"], "pat-new");
+        }
+
+        #[tokio::test]
+        async fn the_first_layout_that_works_is_the_only_one_tried_and_written() {
+            let (calls, saved, _) = run("rt-flat").await;
+            assert_eq!(
+                calls,
+                ["mint pat-dead", "refresh int-flat rt-flat", "mint pat-new"]
+            );
+            let tm = json(&saved[0])["tokenManager"].clone();
+            assert_eq!(tm["refreshToken"], "rt-rotated");
+            assert_eq!(tm["integration"]["refreshToken"], "rt-nested");
+        }
+
+        #[tokio::test]
+        async fn a_layout_whose_refresh_token_is_known_expired_is_skipped() {
+            let fp = crate::secret::fingerprint_str("rt-flat");
+            let text = THREE.replace(
+                r#""refreshToken":"rt-flat""#,
+                &format!(
+                    r#""refreshToken":"rt-flat","refreshTokenExpiresAt":"2026-01-01T00:00:00Z","refreshTokenFingerprint":"{fp}""#
+                ),
+            );
+            let (calls, saved, level) = run_with(&text, "rt-oauth").await;
+            assert_eq!(
+                calls,
+                [
+                    "mint pat-dead",
+                    "refresh int-oauth rt-oauth",
+                    "mint pat-new"
+                ]
+            );
+            assert_eq!(level, Some(Level::IntegrationRefreshToken));
+            let tm = json(&saved[0])["tokenManager"].clone();
+            assert_eq!(tm["oauthRefreshToken"], "rt-rotated");
+            assert_eq!(tm["refreshToken"], "rt-flat");
+        }
+
+        #[tokio::test]
+        async fn all_rejected_gives_up_after_trying_each_once() {
+            let (calls, saved, level) = run("none").await;
+            assert_eq!(calls.len(), 4, "{calls:?}");
+            assert!(saved.is_empty());
+            assert_eq!(level, None);
+        }
     }
 }

@@ -382,11 +382,20 @@ fn integration_gap(config: &Config, now: Timestamp) -> Option<String> {
         ),
         Some(i) => match i.first_gap() {
             Some(g) => Some(g),
+            // Expired only when no other filled-in layout is left to try.
             None => match i.refresh_expires_at {
-                Some(exp) if exp <= now => Some(format!(
-                    "the integration refresh token expired at {}",
-                    clock::format_utc(exp)
-                )),
+                Some(exp)
+                    if exp <= now
+                        && config
+                            .integration_candidates()
+                            .iter()
+                            .all(|c| c.refresh_expires_at.is_some_and(|e| e <= now)) =>
+                {
+                    Some(format!(
+                        "the integration refresh token expired at {}",
+                        clock::format_utc(exp)
+                    ))
+                }
                 _ => None,
             },
         },
@@ -584,7 +593,13 @@ impl<A: WebexApi> Run<'_, A> {
                 }
                 Err(e) => return Err(ChainError::Persist(e)),
             };
-            let Some(integ) = fresh.usable_integration() else {
+            // Each complete integration layout in the config's order of
+            // preference (as re-read under the config lock): when Webex
+            // rejects one refresh token, the next filled-in layout (the
+            // Python sample's files may hold several) gets its turn before
+            // the chain gives up.
+            let candidates = fresh.integration_candidates();
+            if candidates.is_empty() {
                 self.note(
                     Level::IntegrationRefreshToken,
                     AttemptResult::Skipped(
@@ -592,46 +607,73 @@ impl<A: WebexApi> Run<'_, A> {
                     ),
                 );
                 break;
-            };
-            let client = ClientCredentials {
-                client_id: integ.client_id.require(path)?,
-                client_secret: integ.client_secret.require(path)?,
-            };
-            let rt = integ.refresh_token.require(path)?;
-            match self.api.refresh(&client, rt).await {
-                Ok(grant) => {
-                    let update = PersonalUpdate {
-                        personal_access_token: grant.access_token.clone(),
-                        personal_expires_at: grant.expires_in.map(|s| clock::after(self.now, s)),
-                        integration_refresh_expires_at: match (
-                            &grant.refresh_token,
-                            grant.refresh_token_expires_in,
-                        ) {
-                            (_, Some(s)) => Some(clock::after(self.now, s)),
-                            (None, None) => integ.refresh_expires_at,
-                            (Some(_), None) => None,
-                        },
-                        integration_refresh_token: grant.refresh_token.clone(),
-                        integration_client: None,
-                    };
-                    persist
-                        .personal_renewed(&update)
-                        .await
-                        .map_err(ChainError::Persist)?;
-                    self.note(Level::IntegrationRefreshToken, AttemptResult::Succeeded);
-                    personal = Some(grant.access_token);
-                    renewed = true;
-                }
-                Err(e) if e.is_transient() => {
-                    return Err(self.transient(Level::IntegrationRefreshToken, e));
-                }
-                Err(error) => {
+            }
+            for (n, integ) in candidates.into_iter().enumerate() {
+                if let Some(exp) = integ.refresh_expires_at.filter(|e| *e <= self.now) {
                     self.note(
                         Level::IntegrationRefreshToken,
-                        AttemptResult::Rejected { error },
+                        AttemptResult::Skipped(format!(
+                            "`{}` expired at {}",
+                            integ.refresh_token.key,
+                            clock::format_utc(exp)
+                        )),
                     );
-                    break;
+                    continue;
                 }
+                let client = ClientCredentials {
+                    client_id: integ.client_id.require(path)?,
+                    client_secret: integ.client_secret.require(path)?,
+                };
+                let rt = integ.refresh_token.require(path)?;
+                match self.api.refresh(&client, rt).await {
+                    Ok(grant) => {
+                        let update = PersonalUpdate {
+                            personal_access_token: grant.access_token.clone(),
+                            personal_expires_at: grant
+                                .expires_in
+                                .map(|s| clock::after(self.now, s)),
+                            integration_refresh_expires_at: match (
+                                &grant.refresh_token,
+                                grant.refresh_token_expires_in,
+                            ) {
+                                (_, Some(s)) => Some(clock::after(self.now, s)),
+                                (None, None) => integ.refresh_expires_at,
+                                (Some(_), None) => None,
+                            },
+                            integration_refresh_token: grant.refresh_token.clone(),
+                            // Names a fallback's client so the config is
+                            // written into that layout (see
+                            // `Config::write_layout`).
+                            integration_client: (n > 0).then(|| {
+                                (client.client_id.to_string(), client.client_secret.clone())
+                            }),
+                        };
+                        persist
+                            .personal_renewed(&update)
+                            .await
+                            .map_err(ChainError::Persist)?;
+                        self.note(Level::IntegrationRefreshToken, AttemptResult::Succeeded);
+                        personal = Some(grant.access_token);
+                        renewed = true;
+                        break;
+                    }
+                    Err(e) if e.is_transient() => {
+                        return Err(self.transient(Level::IntegrationRefreshToken, e));
+                    }
+                    Err(error) => {
+                        let next = matches!(error, ApiError::Rejected { .. });
+                        self.note(
+                            Level::IntegrationRefreshToken,
+                            AttemptResult::Rejected { error },
+                        );
+                        if !next {
+                            break;
+                        }
+                    }
+                }
+            }
+            if !renewed {
+                break;
             }
         }
 
