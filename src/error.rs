@@ -392,6 +392,13 @@ fn setup_hint(s: &SetupError) -> Option<String> {
 }
 
 pub(crate) fn transient_hint(e: &ApiError) -> String {
+    if let ApiError::Transient {
+        reason: crate::webex::TransientReason::Redirect { .. },
+        ..
+    } = e
+    {
+        return "something other than the Webex API answered: check --api-base / WEBEX_API_BASE_URL / `apiBaseUrl` (e.g. https://webexapis.com/v1), and the proxy settings (HTTPS_PROXY) or captive portal of this network; the stored tokens were left alone".into();
+    }
     match e.status() {
         Some(429) => "Webex is rate-limiting; the next scheduled run will try again".into(),
         Some(s) if s >= 500 => "Webex had a server error; try again later (quote the trackingId to Webex support if it persists)".into(),

@@ -15,7 +15,10 @@ pub struct ErrorBody {
 
 impl ErrorBody {
     /// Parses a Webex or OAuth error body; unknown shapes give an empty body.
-    pub fn parse(bytes: &[u8], tracking_header: Option<String>) -> ErrorBody {
+    /// Every string is redacted of `secrets` first and only then cleaned
+    /// and cut to one short line, so a secret the server echoes near the cut
+    /// cannot survive in part.
+    pub fn parse(bytes: &[u8], tracking_header: Option<String>, secrets: &[String]) -> ErrorBody {
         #[derive(Deserialize, Default)]
         struct Raw {
             message: Option<String>,
@@ -43,29 +46,12 @@ impl ErrorBody {
         if let Some(d) = raw.error_description {
             descriptions.push(d);
         }
+        let shown = |t: &str| clip(&redact(t, secrets));
         ErrorBody {
-            message: raw.message.map(|m| clip(&m)),
-            descriptions: descriptions.iter().map(|d| clip(d)).collect(),
-            tracking_id: raw.tracking_id.or(tracking_header),
-            oauth_error,
-        }
-    }
-
-    /// The same body with every occurrence of `secrets` replaced by a
-    /// fingerprint.
-    pub fn redacted(self, secrets: &[String]) -> ErrorBody {
-        if secrets.is_empty() {
-            return self;
-        }
-        ErrorBody {
-            message: self.message.map(|m| redact(&m, secrets)),
-            descriptions: self
-                .descriptions
-                .iter()
-                .map(|d| redact(d, secrets))
-                .collect(),
-            tracking_id: self.tracking_id.map(|t| redact(&t, secrets)),
-            oauth_error: self.oauth_error.map(|e| redact(&e, secrets)),
+            message: raw.message.as_deref().map(shown),
+            descriptions: descriptions.iter().map(|d| shown(d)).collect(),
+            tracking_id: raw.tracking_id.or(tracking_header).as_deref().map(shown),
+            oauth_error: oauth_error.as_deref().map(shown),
         }
     }
 
@@ -107,12 +93,10 @@ impl ErrorBody {
     }
 }
 
-/// Error text from a server is shown to people; keep it to one short line.
+/// Error text from a server is shown to people; keep it to one short line
+/// with no control characters (no fake log lines, no terminal escapes).
 fn clip(s: &str) -> String {
-    let one_line: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let one_line = crate::secret::printable(s);
     if one_line.chars().count() > 300 {
         format!("{}…", one_line.chars().take(300).collect::<String>())
     } else {
@@ -129,6 +113,12 @@ pub enum TransientReason {
     Connect(String),
     /// The body was cut off, not JSON, too large, or the transfer broke.
     BadResponse(String),
+    /// A 3xx: Webex's API never redirects, so something between (a proxy,
+    /// a captive portal, a wrong `--api-base`) answered instead.
+    Redirect {
+        status: u16,
+        host: Option<String>,
+    },
 }
 
 /// A classified failure of one Webex request.
@@ -166,7 +156,7 @@ impl ApiError {
         match self {
             ApiError::Rejected { status, .. } | ApiError::Refused { status, .. } => Some(*status),
             ApiError::Transient {
-                reason: TransientReason::Status(s),
+                reason: TransientReason::Status(s) | TransientReason::Redirect { status: s, .. },
                 ..
             } => Some(*s),
             ApiError::Transient { .. } => None,
@@ -216,6 +206,14 @@ impl fmt::Display for ApiError {
                     TransientReason::Timeout => "timed out".to_string(),
                     TransientReason::Connect(e) => format!("could not connect ({e})"),
                     TransientReason::BadResponse(e) => format!("bad response ({e})"),
+                    TransientReason::Redirect { status, host } => match host {
+                        Some(h) => format!(
+                            "HTTP {status}: redirected to {h}, not answered by the Webex API (a proxy or captive portal in the way, or a wrong --api-base)"
+                        ),
+                        None => format!(
+                            "HTTP {status}: a redirect, not an answer from the Webex API (a proxy or captive portal in the way, or a wrong --api-base)"
+                        ),
+                    },
                 };
                 let head = if *attempts > 1 {
                     format!("{head}, after {attempts} tries")
@@ -241,8 +239,11 @@ pub fn classify(status: u16, body: ErrorBody) -> Result<ApiError, (TransientReas
     }
 }
 
-/// Replaces every occurrence of each secret in `text` by its fingerprint.
+/// Replaces every occurrence of each secret in `text` by its fingerprint,
+/// and every run of 8 or more characters that is the start of a secret (a
+/// server may quote a secret cut short) by `[redacted]`.
 pub fn redact(text: &str, secrets: &[String]) -> String {
+    const MIN_RUN: usize = 8;
     let mut out = text.to_string();
     for s in secrets {
         if out.contains(s.as_str()) {
@@ -250,6 +251,20 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
                 s.as_str(),
                 &format!("[redacted {}]", crate::secret::fingerprint_str(s)),
             );
+        }
+    }
+    for s in secrets.iter().filter(|s| s.len() >= MIN_RUN) {
+        let secret = s.as_bytes();
+        let mut i = 0;
+        while i + MIN_RUN <= out.len() {
+            let rest = &out.as_bytes()[i..];
+            let run = rest.iter().zip(secret).take_while(|(a, b)| a == b).count();
+            if run >= MIN_RUN && out.is_char_boundary(i) && out.is_char_boundary(i + run) {
+                out.replace_range(i..i + run, "[redacted]");
+                i += "[redacted]".len();
+            } else {
+                i += 1;
+            }
         }
     }
     out
@@ -303,6 +318,7 @@ mod tests {
         let b = ErrorBody::parse(
             br#"{"message":"The request requires a valid access token set in the Authorization request header.","errors":[{"description":"The request requires a valid access token set in the Authorization request header."}],"trackingId":"ROUTER_123"}"#,
             None,
+            &[],
         );
         assert_eq!(b.tracking_id.as_deref(), Some("ROUTER_123"));
         let shown = ApiError::Rejected {
@@ -317,15 +333,57 @@ mod tests {
         let o = ErrorBody::parse(
             br#"{"error":"invalid_grant","error_description":"expired"}"#,
             Some("HDR".into()),
+            &[],
         );
         assert!(o.says_bad_credential());
         assert_eq!(o.tracking_id.as_deref(), Some("HDR"));
         let m = ErrorBody::parse(
             br#"{"message":"invalid_grant: refresh token expired"}"#,
             None,
+            &[],
         );
         assert!(m.says_bad_credential());
-        let junk = ErrorBody::parse(b"<html>bad gateway</html>", None);
+        let junk = ErrorBody::parse(b"<html>bad gateway</html>", None, &[]);
         assert_eq!(junk, ErrorBody::default());
+    }
+
+    #[test]
+    fn redaction_runs_before_the_cut() {
+        // A secret quoted right where the message is cut: before, most of
+        // it survived the cut; now it is gone whole.
+        let secret = "R".repeat(20) + &"x".repeat(92);
+        let msg = format!("{}{secret} trailing", "a".repeat(250));
+        let body = format!(r#"{{"message":"{msg}"}}"#);
+        let b = ErrorBody::parse(body.as_bytes(), None, std::slice::from_ref(&secret));
+        let m = b.message.unwrap();
+        assert!(!m.contains("RRRRRRRR"), "{m}");
+        assert!(m.contains("[redacted sha256:"), "{m}");
+    }
+
+    #[test]
+    fn a_secret_cut_short_is_still_redacted() {
+        let secret = "abcdefghijklmnopqrstuvwxyz0123456789".to_string();
+        // The server quotes only its first 12 characters.
+        let text = "bad token abcdefghijkl… please retry";
+        let out = redact(text, std::slice::from_ref(&secret));
+        assert!(!out.contains("abcdefgh"), "{out}");
+        assert!(out.contains("[redacted]"), "{out}");
+        // Seven characters are not a run worth hiding.
+        assert_eq!(
+            redact("abcdefg!", std::slice::from_ref(&secret)),
+            "abcdefg!"
+        );
+    }
+
+    #[test]
+    fn server_text_loses_control_characters() {
+        let b = ErrorBody::parse(
+            b"{\"message\":\"line1\\nerror: fake\\u001b]8;;http://x\\u0007link\",\"trackingId\":\"T\\u001b[2J\"}",
+            None,
+            &[],
+        );
+        let m = b.message.unwrap();
+        assert!(!m.chars().any(char::is_control), "{m:?}");
+        assert!(!b.tracking_id.unwrap().chars().any(char::is_control));
     }
 }

@@ -63,11 +63,18 @@ fn random_unit() -> f64 {
 /// Parses `Retry-After`: delta seconds or an HTTP date.
 pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
     let v = value.trim();
+    // `Retry-After: 0` (or a date already passed) still waits a second: an
+    // immediate retry against a server that asked for a pause is a storm.
+    const AT_LEAST: Duration = Duration::from_secs(1);
     if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+        return Some(Duration::from_secs(secs).max(AT_LEAST));
     }
     let when = httpdate::parse_http_date(v).ok()?;
-    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(
+        when.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .max(AT_LEAST),
+    )
 }
 
 /// Settings for the real HTTP client.
@@ -91,6 +98,8 @@ struct RawResponse {
     status: u16,
     body: Vec<u8>,
     tracking: Option<String>,
+    /// The host a 3xx points at.
+    location_host: Option<String>,
     retry_after: Option<Duration>,
     /// The secret values this request carried (see [`secrets_in`]).
     secrets: Vec<String>,
@@ -219,9 +228,19 @@ impl HttpApi {
             }
             let (reason, body, retry_after) = match result {
                 Ok(raw) if (200..300).contains(&raw.status) => return Ok(raw.body),
+                // Not retried: whatever redirects will redirect again.
+                Ok(raw) if (300..400).contains(&raw.status) => {
+                    return Err(ApiError::Transient {
+                        reason: TransientReason::Redirect {
+                            status: raw.status,
+                            host: raw.location_host,
+                        },
+                        body: None,
+                        attempts: attempt,
+                    });
+                }
                 Ok(raw) => {
-                    let body =
-                        ErrorBody::parse(&raw.body, raw.tracking.clone()).redacted(&raw.secrets);
+                    let body = ErrorBody::parse(&raw.body, raw.tracking.clone(), &raw.secrets);
                     match classify(raw.status, body) {
                         Ok(final_error) => return Err(final_error),
                         Err((reason, body)) => (reason, Some(body), raw.retry_after),
@@ -287,6 +306,12 @@ impl HttpApi {
                 .map(str::to_string)
         };
         let tracking = header("trackingid");
+        let location_host = header("location").map(|l| {
+            reqwest::Url::parse(&l)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_else(|| crate::secret::printable(&l).chars().take(100).collect())
+        });
         let retry_after =
             header("retry-after").and_then(|v| parse_retry_after(&v, std::time::SystemTime::now()));
         let mut body = Vec::new();
@@ -309,6 +334,7 @@ impl HttpApi {
             status,
             body,
             tracking,
+            location_host,
             retry_after,
             secrets,
         })
@@ -425,6 +451,10 @@ mod tests {
         let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
         assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(30)));
         assert_eq!(parse_retry_after("soon", now), None);
+        // Zero and past dates still wait a second.
+        assert_eq!(parse_retry_after("0", now), Some(Duration::from_secs(1)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&past, now), Some(Duration::from_secs(1)));
     }
 
     #[test]

@@ -26,8 +26,9 @@ mod error;
 mod http;
 
 pub use error::ApiError;
+pub use error::TransientReason;
 #[cfg(test)]
-pub use error::{ErrorBody, TransientReason, classify};
+pub use error::{ErrorBody, classify};
 pub use http::{HttpApi, HttpSettings, RetryPolicy};
 
 use crate::secret::{ExposeSecret, SecretString};
@@ -85,7 +86,17 @@ pub trait WebexApi {
 /// Parses a token answer; the reason on failure never includes the body
 /// (it may hold a token).
 pub fn parse_grant(body: &[u8]) -> Result<TokenGrant, String> {
-    let grant: TokenGrant = serde_json::from_slice(body).map_err(|e| {
+    #[derive(Deserialize)]
+    struct Raw {
+        access_token: SecretString,
+        #[serde(default)]
+        expires_in: Option<serde_json::Value>,
+        #[serde(default)]
+        refresh_token: Option<SecretString>,
+        #[serde(default)]
+        refresh_token_expires_in: Option<serde_json::Value>,
+    }
+    let raw: Raw = serde_json::from_slice(body).map_err(|e| {
         if e.is_eof() {
             "the token response was cut off".to_string()
         } else {
@@ -95,21 +106,72 @@ pub fn parse_grant(body: &[u8]) -> Result<TokenGrant, String> {
             )
         }
     })?;
-    if grant.access_token.expose_secret().trim().is_empty() {
+    if raw.access_token.expose_secret().trim().is_empty() {
         return Err("the token response has an empty access_token".into());
     }
-    let mut grant = grant;
+    if !is_token_text(raw.access_token.expose_secret()) {
+        return Err(
+            "the token response's access_token holds whitespace or control characters".into(),
+        );
+    }
+    let expires_in = match &raw.expires_in {
+        None | Some(serde_json::Value::Null) => {
+            return Err("the token response has no expires_in".into());
+        }
+        Some(v) => lifetime(v).map_err(|why| format!("the token response's expires_in {why}"))?,
+    };
     // An empty `refresh_token` is no refresh token: storing it would
     // replace a good one by nothing.
-    if grant
+    let refresh_token = raw
         .refresh_token
-        .as_ref()
-        .is_some_and(|r| r.expose_secret().trim().is_empty())
+        .filter(|r| !r.expose_secret().trim().is_empty());
+    if let Some(r) = &refresh_token
+        && !is_token_text(r.expose_secret())
     {
-        grant.refresh_token = None;
-        grant.refresh_token_expires_in = None;
+        return Err(
+            "the token response's refresh_token holds whitespace or control characters".into(),
+        );
     }
-    Ok(grant)
+    let refresh_token_expires_in = match (&refresh_token, &raw.refresh_token_expires_in) {
+        (None, _) | (_, None | Some(serde_json::Value::Null)) => None,
+        (Some(_), Some(v)) => Some(
+            lifetime(v)
+                .map_err(|why| format!("the token response's refresh_token_expires_in {why}"))?,
+        ),
+    };
+    Ok(TokenGrant {
+        access_token: raw.access_token,
+        expires_in: Some(expires_in),
+        refresh_token,
+        refresh_token_expires_in,
+    })
+}
+
+/// A token or id as Webex issues them: printable, no whitespace, no
+/// control characters (one that has them would read back differently from
+/// a .env file, or break the header it is sent in).
+pub fn is_token_text(s: &str) -> bool {
+    !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// A lifetime in seconds from a JSON value: an integer, a float or a
+/// numeric string, positive and at most ten years (anything longer is not
+/// a token lifetime but a bug or an attack on our arithmetic).
+fn lifetime(v: &serde_json::Value) -> Result<u64, String> {
+    const TEN_YEARS: f64 = 10.0 * 365.25 * 86_400.0;
+    let secs = match v {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| "is not a number".to_string())?;
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(format!("is not a positive number ({v})"));
+    }
+    if secs > TEN_YEARS {
+        return Err(format!("is absurd ({v} seconds is over ten years)"));
+    }
+    Ok(secs.round().max(1.0) as u64)
 }
 
 pub(crate) trait ClassifyName {
@@ -169,5 +231,29 @@ mod tests {
     #[test]
     fn path_encoding() {
         assert_eq!(urlencode_path("Y2lz/Y2+=="), "Y2lz%2FY2%2B%3D%3D");
+    }
+
+    #[test]
+    fn lifetimes_are_checked() {
+        let g = |e: &str| {
+            parse_grant(format!(r#"{{"access_token":"abc","expires_in":{e}}}"#).as_bytes())
+        };
+        assert_eq!(g("3600").unwrap().expires_in, Some(3600));
+        assert_eq!(g("3600.5").unwrap().expires_in, Some(3601));
+        assert_eq!(g(r#""3600""#).unwrap().expires_in, Some(3600));
+        for bad in ["0", "-5", "1e17", r#""soon""#, "null", "true"] {
+            assert!(g(bad).is_err(), "{bad} must be refused");
+        }
+        assert!(parse_grant(br#"{"access_token":"abc"}"#).is_err());
+    }
+
+    #[test]
+    fn token_text_is_checked() {
+        assert!(parse_grant(br#"{"access_token":"a b","expires_in":1}"#).is_err());
+        assert!(parse_grant(b"{\"access_token\":\"a\\u001bb\",\"expires_in\":1}").is_err());
+        let r = parse_grant(br#"{"access_token":"ab","expires_in":1,"refresh_token":"r\nx"}"#);
+        assert!(r.is_err());
+        let empty = parse_grant(br#"{"access_token":"ab","expires_in":1,"refresh_token":"","refresh_token_expires_in":5}"#).unwrap();
+        assert!(empty.refresh_token.is_none() && empty.refresh_token_expires_in.is_none());
     }
 }
