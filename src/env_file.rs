@@ -88,10 +88,17 @@ pub enum EnvFileError {
     /// The path (or what a symlink points to) is a FIFO, device, socket or
     /// other special file; it was not opened for reading.
     #[error(
-        "env file {}: is {kind}, not a regular file; nothing was read or written (point --env-file at a regular file)",
+        "env file {}: {what}, not a regular file; nothing was read or written (point --env-file at a regular file)",
         path.display()
     )]
-    NotRegular { path: PathBuf, kind: &'static str },
+    NotRegular {
+        path: PathBuf,
+        /// "a FIFO (named pipe)", "a character device", ...
+        kind: &'static str,
+        /// "is a FIFO (named pipe)", or "is a symbolic link to /dev/null,
+        /// which is a character device".
+        what: String,
+    },
     /// The file is larger than the cap; it was not parsed.
     #[error(
         "env file {}: larger than {} MiB, which no env file of webex-token needs; check --env-file / WEBEX_TOKEN_ENV_FILE",
@@ -276,9 +283,14 @@ fn read_capped(path: &Path, cap: u64) -> Result<Option<Vec<u8>>, EnvFileError> {
                 path: path.to_path_buf(),
             }
         } else {
+            let what = match std::fs::read_link(path) {
+                Ok(to) => format!("is a symbolic link to {}, which is {kind}", to.display()),
+                Err(_) => format!("is {kind}"),
+            };
             EnvFileError::NotRegular {
                 path: path.to_path_buf(),
                 kind,
+                what,
             }
         }
     };
@@ -1767,7 +1779,16 @@ WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT=2026-06-19T10:00:00+00:00\r\n"
             let _ = std::fs::remove_file(&link);
             std::os::unix::fs::symlink(&special, &link).unwrap();
             let before = std::fs::symlink_metadata(&special).unwrap().file_type();
-            for p in [special.clone(), link.clone()] {
+            for (p, what) in [
+                (special.clone(), format!("is {kind}")),
+                (
+                    link.clone(),
+                    format!(
+                        "is a symbolic link to {}, which is {kind}",
+                        special.display()
+                    ),
+                ),
+            ] {
                 let (tx, rx) = std::sync::mpsc::channel();
                 let q = p.clone();
                 std::thread::spawn(move || {
@@ -1780,7 +1801,7 @@ WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT=2026-06-19T10:00:00+00:00\r\n"
                 assert_eq!(
                     msg,
                     format!(
-                        "env file {}: is {kind}, not a regular file; nothing was read or written (point --env-file at a regular file)",
+                        "env file {}: {what}, not a regular file; nothing was read or written (point --env-file at a regular file)",
                         p.display()
                     )
                 );

@@ -231,6 +231,15 @@ pub fn open_private(path: &Path, append: bool) -> io::Result<File> {
     Ok(file)
 }
 
+/// Gives `file` the owner and group of `reference` (followed if a symlink),
+/// for files a run creates beside the env file (lock, audit, recovery: the
+/// contract wants them owned like the env file). Only root, or an owner
+/// keeping its own uid, can do this; the caller decides whether EPERM matters.
+pub fn match_owner(file: &File, reference: &Path) -> io::Result<()> {
+    let m = fs::metadata(reference)?;
+    std::os::unix::fs::fchown(file, Some(m.uid()), Some(m.gid()))
+}
+
 /// Errors from [`write_file`]. Each names the path and, where possible, what
 /// to do next. None contains file contents.
 #[derive(Debug, thiserror::Error)]
@@ -971,5 +980,22 @@ mod tests {
         }
         assert_eq!(fs::read(&victim).unwrap(), b"v");
         assert!(!dir.path().join("missing").exists());
+    }
+
+    #[test]
+    fn match_owner_copies_uid_and_gid() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = dir.path().join(".env");
+        fs::write(&env, b"A=1\n").unwrap();
+        if running_as_root(dir.path()) {
+            std::os::unix::fs::chown(&env, Some(4321), Some(8765)).unwrap();
+        }
+        let want = fs::metadata(&env).unwrap();
+        let lock = dir.path().join(".env.lock");
+        let f = open_private(&lock, false).unwrap();
+        match_owner(&f, &env).unwrap();
+        let got = fs::metadata(&lock).unwrap();
+        assert_eq!((got.uid(), got.gid()), (want.uid(), want.gid()));
+        assert!(match_owner(&f, &dir.path().join("missing")).is_err());
     }
 }
