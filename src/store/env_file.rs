@@ -21,6 +21,26 @@
 //! already set). [`EnvDocument::render_with`] rewrites EVERY occurrence, so
 //! first-wins and last-wins readers agree afterwards.
 //!
+//! Line endings: LF and CRLF. A carriage return not followed by a line feed
+//! (classic-Mac CR-only files, or a stray CR) is refused: dotenvy reads it as
+//! part of a value (a CR-only file is one long value to dotenvy) while
+//! python-dotenv and most other readers end the line there, so the file means
+//! different things to different programs, and rewriting it could not keep
+//! the owned values readable by dotenvy (the contract).
+//!
+//! python-dotenv's dialect: every entry is also read with python-dotenv's
+//! grammar (a model of its `parser.py`). A line dotenvy rejects but
+//! python-dotenv reads as exactly the same span (e.g. what its `set_key`
+//! writes: `MOTTO='it\'s fine'`, or `K=a b`) is accepted and kept byte for
+//! byte. A line the two read as different spans or different values is kept
+//! too, but [`EnvDocument::value`] refuses to hand out its value and
+//! [`EnvDocument::try_render_with`] refuses to rewrite it when it spans
+//! differently, naming the line and key (never the value).
+//!
+//! Size: [`read`] refuses files over [`MAX_ENV_FILE_SIZE`] before parsing,
+//! and anything that is not a regular file (FIFO, device, socket, directory)
+//! before opening it for reading.
+//!
 //! Substitution: like dotenvy, `$NAME` / `${NAME}` in unquoted and
 //! double-quoted values is expanded from the process environment first and
 //! then from earlier entries of the file. Values this module writes never
@@ -29,10 +49,27 @@
 //! reads as changes with the update, exactly as dotenvy would read it.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 const BOM: &[u8] = &[0xEF, 0xBB, 0xBF];
+
+/// The largest env file [`read`] accepts (contract: 1 MiB).
+pub const MAX_ENV_FILE_SIZE: u64 = 1 << 20;
+
+/// Whether `value` is acceptable as a stored token, id or time: not empty and
+/// no whitespace or control characters anywhere. A value read from the file
+/// that fails this is bad stored input (see [`EnvDocument::token`]).
+pub fn valid_token_text(value: &str) -> bool {
+    !value.is_empty() && !value.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Whether [`EnvDocument::try_render_with`] can write `value`: no control
+/// characters (which includes line breaks and tabs), so that it reads back
+/// unchanged on every reader.
+pub fn writable_value(value: &str) -> bool {
+    !value.chars().any(char::is_control)
+}
 
 /// Errors reading or parsing an env file. Messages name the path and, where it
 /// helps, the line and the key, but never a value from the file.
@@ -48,6 +85,56 @@ pub enum EnvFileError {
     /// The path is a directory.
     #[error("env file {}: is a directory, not a file", path.display())]
     IsDirectory { path: PathBuf },
+    /// The path (or what a symlink points to) is a FIFO, device, socket or
+    /// other special file; it was not opened for reading.
+    #[error(
+        "env file {}: {what}, not a regular file; nothing was read or written (point --env-file at a regular file)",
+        path.display()
+    )]
+    NotRegular {
+        path: PathBuf,
+        /// "a FIFO (named pipe)", "a character device", ...
+        kind: &'static str,
+        /// "is a FIFO (named pipe)", or "is a symbolic link to /dev/null,
+        /// which is a character device".
+        what: String,
+    },
+    /// The file is larger than the cap; it was not parsed.
+    #[error(
+        "env file {}: larger than {} MiB, which no env file of webex-token needs; check --env-file / WEBEX_TOKEN_ENV_FILE",
+        path.display(),
+        cap >> 20
+    )]
+    TooLarge { path: PathBuf, cap: u64 },
+    /// dotenvy and python-dotenv read this entry differently (different
+    /// value, or different line boundaries).
+    #[error(
+        "env file {}: line {line}: variable {key}: dotenvy and python-dotenv read this entry differently, so webex-token will not {action} it; rewrite the line so both agree (for a token: `{key}=` followed by the bare value) or delete it",
+        path.display()
+    )]
+    Ambiguous {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        /// "use" (reading) or "rewrite" (writing).
+        action: &'static str,
+    },
+    /// A stored token or time holds whitespace or control characters.
+    #[error(
+        "env file {}: line {line}: variable {key} holds whitespace or control characters, which no token or time has; fix the value or delete the line, then run `webex-token refresh`",
+        path.display()
+    )]
+    BadValue {
+        path: PathBuf,
+        line: usize,
+        key: String,
+    },
+    /// A value to write contains control characters or line breaks.
+    #[error(
+        "env file {}: cannot write variable {key}: the new value contains a control character or line break and would not read back the same; nothing was written",
+        path.display()
+    )]
+    Unwritable { path: PathBuf, key: String },
     /// The file is not valid UTF-8.
     #[error("env file {}: line {line}: not valid UTF-8 (save the file as UTF-8)", path.display())]
     NotUtf8 { path: PathBuf, line: usize },
@@ -71,6 +158,14 @@ pub enum EnvFileError {
 /// key names).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Problem {
+    #[error(
+        "the file uses CR-only line endings (classic Mac); dotenvy reads the whole file as one value; convert it to LF line endings (e.g. `tr '\\r' '\\n'`)"
+    )]
+    CrOnlyLineEndings,
+    #[error(
+        "carriage return (\\r) not followed by a line feed; dotenvy reads it as part of the value, python-dotenv as a line end; remove it or use LF / CRLF line endings"
+    )]
+    LoneCarriageReturn,
     #[error("unterminated double quote")]
     UnterminatedDoubleQuote,
     #[error("unterminated single quote")]
@@ -125,6 +220,13 @@ struct Entry {
     /// End of the entry including its terminator.
     end: usize,
     quote: QuoteStyle,
+    /// Only python-dotenv reads this entry (dotenvy rejects the line).
+    python_only: bool,
+    /// Both read it, with the same span, but to different values (or a `$`
+    /// makes their substitutions differ).
+    value_ambiguous: bool,
+    /// python-dotenv reads a different span here (or fails on it).
+    span_ambiguous: bool,
 }
 
 /// A parsed env file: the original bytes plus an index of its entries.
@@ -133,34 +235,103 @@ pub struct EnvDocument {
     bytes: Vec<u8>,
     entries: Vec<Entry>,
     crlf: bool,
+    /// For error messages only.
+    path: PathBuf,
 }
 
 /// Read an env file. `Ok(None)` when it does not exist.
+///
+/// Refuses, before reading anything, a path (or symlink target) that is not
+/// a regular file, and a file over [`MAX_ENV_FILE_SIZE`]. Never blocks on a
+/// FIFO: the kind is checked with `stat`, the file opened with `O_NONBLOCK`
+/// and checked again with `fstat`; at most cap + 1 bytes are ever read.
 pub fn read(path: &Path) -> Result<Option<EnvDocument>, EnvFileError> {
+    read_capped(path, MAX_ENV_FILE_SIZE)?
+        .map(|bytes| EnvDocument::parse(bytes, path))
+        .transpose()
+}
+
+/// What a special file is, for messages; `None` for a regular file.
+fn special_kind(t: std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_file() {
+        None
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a FIFO (named pipe)")
+    } else if t.is_char_device() {
+        Some("a character device")
+    } else if t.is_block_device() {
+        Some("a block device")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else {
+        Some("a special file")
+    }
+}
+
+fn read_capped(path: &Path, cap: u64) -> Result<Option<Vec<u8>>, EnvFileError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let read_err = |source| EnvFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let refuse = |kind: &'static str| {
+        if kind == "a directory" {
+            EnvFileError::IsDirectory {
+                path: path.to_path_buf(),
+            }
+        } else {
+            let what = match std::fs::read_link(path) {
+                Ok(to) => format!("is a symbolic link to {}, which is {kind}", to.display()),
+                Err(_) => format!("is {kind}"),
+            };
+            EnvFileError::NotRegular {
+                path: path.to_path_buf(),
+                kind,
+                what,
+            }
+        }
+    };
+    let too_large = || EnvFileError::TooLarge {
+        path: path.to_path_buf(),
+        cap,
+    };
     match std::fs::metadata(path) {
-        Ok(meta) if meta.is_dir() => {
-            return Err(EnvFileError::IsDirectory {
-                path: path.to_path_buf(),
-            });
+        Ok(m) => {
+            if let Some(kind) = special_kind(m.file_type()) {
+                return Err(refuse(kind));
+            }
         }
-        Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(EnvFileError::Read {
-                path: path.to_path_buf(),
-                source,
-            });
-        }
+        Err(e) => return Err(read_err(e)),
     }
-    match std::fs::read(path) {
-        Ok(bytes) => EnvDocument::parse(bytes, path).map(Some),
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
         // Deleted between the two calls: treat as missing.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(EnvFileError::Read {
-            path: path.to_path_buf(),
-            source,
-        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_err(e)),
+    };
+    let meta = file.metadata().map_err(read_err)?;
+    if let Some(kind) = special_kind(meta.file_type()) {
+        return Err(refuse(kind));
     }
+    if meta.len() > cap {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(cap.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > cap {
+        return Err(too_large());
+    }
+    Ok(Some(bytes))
 }
 
 impl EnvDocument {
@@ -170,6 +341,7 @@ impl EnvDocument {
             bytes: Vec::new(),
             entries: Vec::new(),
             crlf: false,
+            path: PathBuf::new(),
         }
     }
 
@@ -195,7 +367,23 @@ impl EnvDocument {
             problem,
         };
 
+        if let Some(cr) = lone_cr(body) {
+            let problem = if body.contains('\n') {
+                Problem::LoneCarriageReturn
+            } else {
+                Problem::CrOnlyLineEndings
+            };
+            return Err(malformed(cr, problem));
+        }
+
         let lines = split_logical(body).map_err(|(start, p)| malformed(start, p))?;
+        // python-dotenv's bindings by where their text starts (linear time:
+        // a 1 MiB file can hold a quarter of a million entries).
+        let python: HashMap<usize, py::Binding> = py::parse_stream(body)
+            .into_iter()
+            .filter(|b| !b.error)
+            .map(|b| (b.content_start, b))
+            .collect();
         let mut subst: HashMap<String, Option<String>> = HashMap::new();
         let mut entries = Vec::new();
         for l in &lines {
@@ -203,19 +391,63 @@ impl EnvDocument {
                 continue;
             };
             let text = &body[l.start..content_end];
+            // python-dotenv's reading of exactly this span, if it has one.
+            let content_start = l.start + skip_ws(&body[l.start..l.end], 0);
+            let theirs = python.get(&content_start).filter(|b| b.end == l.end);
             match parse_entry(text, &mut subst) {
                 Ok(None) => {}
-                Ok(Some(p)) => entries.push(Entry {
-                    key: p.key,
-                    value: p.value,
-                    start: body_start + l.start,
-                    value_start: body_start + l.start + p.value_start,
-                    value_end: body_start + l.start + p.value_end,
-                    term_start: body_start + l.term_start,
-                    end: body_start + l.end,
-                    quote: p.quote,
-                }),
+                Ok(Some(p)) => {
+                    let same_span = theirs.is_some_and(|b| b.key.as_deref() == Some(&p.key));
+                    let value_ambiguous = match theirs {
+                        Some(b) if same_span => b.dollar || b.value.as_deref() != Some(&p.value),
+                        _ => true,
+                    };
+                    entries.push(Entry {
+                        key: p.key,
+                        value: p.value,
+                        start: body_start + l.start,
+                        value_start: body_start + l.start + p.value_start,
+                        value_end: body_start + l.start + p.value_end,
+                        term_start: body_start + l.term_start,
+                        end: body_start + l.end,
+                        quote: p.quote,
+                        python_only: false,
+                        value_ambiguous,
+                        span_ambiguous: !same_span,
+                    });
+                }
                 Err((off, problem)) => {
+                    // python-dotenv's dialect: dotenvy rejects the value, but
+                    // python-dotenv reads exactly this span with a key
+                    // dotenvy would accept too.
+                    let value_problem = matches!(
+                        problem,
+                        Problem::BadEscape(_)
+                            | Problem::TextAfterSpace(_)
+                            | Problem::UnterminatedSingleQuote
+                            | Problem::UnterminatedDoubleQuote
+                            | Problem::UnterminatedBrace
+                    );
+                    if let Some(b) = theirs
+                        && value_problem
+                        && let (Some(key), Some(value)) = (&b.key, &b.value)
+                        && is_valid_key(key)
+                    {
+                        entries.push(Entry {
+                            key: key.clone(),
+                            value: value.clone(),
+                            start: body_start + l.start,
+                            value_start: body_start + b.value_start,
+                            value_end: body_start + b.value_end,
+                            term_start: body_start + l.term_start,
+                            end: body_start + l.end,
+                            quote: b.quote,
+                            python_only: true,
+                            value_ambiguous: b.dollar,
+                            span_ambiguous: false,
+                        });
+                        continue;
+                    }
                     // Unterminated constructs are reported at the line where
                     // the entry starts; others where the problem is.
                     let at = match problem {
@@ -235,12 +467,56 @@ impl EnvDocument {
             bytes,
             entries,
             crlf,
+            path: path.to_path_buf(),
         })
     }
 
-    /// The value of `key` as dotenvy reads it. If the key occurs more than
+    /// The value of `key` (first occurrence, like [`EnvDocument::get`]),
+    /// refused when dotenvy and python-dotenv would read that entry
+    /// differently: then the caller cannot know which value is meant.
+    pub fn value(&self, key: &str) -> Result<Option<String>, EnvFileError> {
+        let Some(e) = self.entries.iter().find(|e| e.key == key) else {
+            return Ok(None);
+        };
+        if e.value_ambiguous || e.span_ambiguous {
+            return Err(EnvFileError::Ambiguous {
+                path: self.path.clone(),
+                line: line_of(&self.bytes, e.start),
+                key: key.to_string(),
+                action: "use",
+            });
+        }
+        Ok(Some(e.value.clone()))
+    }
+
+    /// A stored token, id or time: [`EnvDocument::value`], with an empty
+    /// (or all-blank) value read as missing, and a value that holds
+    /// whitespace or control characters refused as
+    /// [`EnvFileError::BadValue`] (line and key named, value never shown).
+    pub fn token(&self, key: &str) -> Result<Option<String>, EnvFileError> {
+        let Some(v) = self.value(key)? else {
+            return Ok(None);
+        };
+        if v.trim().is_empty() {
+            return Ok(None);
+        }
+        if !valid_token_text(&v) {
+            let e = self.entries.iter().find(|e| e.key == key);
+            return Err(EnvFileError::BadValue {
+                path: self.path.clone(),
+                line: e.map_or(0, |e| line_of(&self.bytes, e.start)),
+                key: key.to_string(),
+            });
+        }
+        Ok(Some(v))
+    }
+
+    /// The value of `key` as dotenvy reads it (as python-dotenv reads it for
+    /// a line only python-dotenv accepts). If the key occurs more than
     /// once, the FIRST occurrence wins (dotenvy's `load` semantics: it never
-    /// overrides a variable that is already set).
+    /// overrides a variable that is already set). For values the tool relies
+    /// on, prefer [`EnvDocument::value`] / [`EnvDocument::token`], which
+    /// refuse entries the two readers disagree on.
     pub fn get(&self, key: &str) -> Option<String> {
         self.entries
             .iter()
@@ -281,15 +557,126 @@ impl EnvDocument {
     /// # Panics
     /// If an updated key is not a valid dotenvy variable name
     /// (`[A-Za-z_][A-Za-z0-9_.]*`): that is a programming error.
+    ///
+    /// Prefer [`EnvDocument::try_render_with`]: this one panics where it
+    /// returns an error.
     pub fn render_with(&self, updates: &[(&str, &str)]) -> Vec<u8> {
-        self.render(updates, &[])
+        match self.try_render_with(updates) {
+            Ok(bytes) => bytes,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`EnvDocument::render_with`], refusing (nothing is rendered) when a
+    /// value contains a control character or line break
+    /// ([`EnvFileError::Unwritable`]) or when an entry to rewrite is one that
+    /// python-dotenv reads as a different span ([`EnvFileError::Ambiguous`]).
+    /// The result is parsed again and checked before it is returned.
+    pub fn try_render_with(&self, updates: &[(&str, &str)]) -> Result<Vec<u8>, EnvFileError> {
+        for (k, v) in updates {
+            if !writable_value(v) {
+                return Err(EnvFileError::Unwritable {
+                    path: self.path.clone(),
+                    key: k.to_string(),
+                });
+            }
+        }
+        let keys: Vec<&str> = updates.iter().map(|u| u.0).collect();
+        self.check_rewritable(&keys)?;
+        let out = self.render(updates, &[]);
+        self.verify(&out, updates, &[])?;
+        Ok(out)
+    }
+
+    /// [`EnvDocument::render_without`], refusing entries python-dotenv reads
+    /// as a different span.
+    pub fn try_render_without(&self, keys: &[&str]) -> Result<Vec<u8>, EnvFileError> {
+        self.check_rewritable(keys)?;
+        let out = self.render(&[], keys);
+        self.verify(&out, &[], keys)?;
+        Ok(out)
+    }
+
+    fn check_rewritable(&self, keys: &[&str]) -> Result<(), EnvFileError> {
+        match self
+            .entries
+            .iter()
+            .find(|e| e.span_ambiguous && keys.contains(&e.key.as_str()))
+        {
+            Some(e) => Err(EnvFileError::Ambiguous {
+                path: self.path.clone(),
+                line: line_of(&self.bytes, e.start),
+                key: e.key.clone(),
+                action: "rewrite",
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Safety net: the rendered bytes parse, every updated key reads the
+    /// new value everywhere (both readers), removed keys are gone, and every
+    /// other entry reads as before.
+    fn verify(
+        &self,
+        out: &[u8],
+        updates: &[(&str, &str)],
+        removals: &[&str],
+    ) -> Result<(), EnvFileError> {
+        let after = EnvDocument::parse(out.to_vec(), &self.path)?;
+        let touched = |k: &str| removals.contains(&k) || updates.iter().any(|u| u.0 == k);
+        let want = |k: &str| updates.iter().rev().find(|u| u.0 == k).map(|u| u.1);
+        // Other entries: same bytes (what they read as may change only
+        // through a substitution of an updated key, as documented above).
+        let others = |d: &EnvDocument| -> Vec<(String, Vec<u8>, bool, bool)> {
+            d.entries
+                .iter()
+                .filter(|e| !touched(&e.key))
+                .map(|e| {
+                    let text = d.bytes[e.start..e.term_start].to_vec();
+                    (e.key.clone(), text, e.python_only, e.span_ambiguous)
+                })
+                .collect()
+        };
+        let mut ok = others(self) == others(&after);
+        for e in after.entries.iter().filter(|e| touched(&e.key)) {
+            // dotenvy must read the new value (the contract) and both
+            // readers must agree on the entry's span. python-dotenv reads a
+            // value differently only if it holds `$` with `'` or `\`, which
+            // no token or time does ([`EnvDocument::value`] refuses those).
+            ok &= want(&e.key) == Some(e.value.as_str()) && !e.python_only && !e.span_ambiguous;
+        }
+        for (k, _) in updates {
+            ok &= after.contains_key(k);
+        }
+        if ok {
+            Ok(())
+        } else {
+            let key = updates
+                .first()
+                .map(|u| u.0)
+                .or(removals.first().copied())
+                .unwrap_or_default();
+            Err(EnvFileError::Inconsistent {
+                path: self.path.clone(),
+                line: self
+                    .entries
+                    .iter()
+                    .find(|e| e.key == key)
+                    .map_or(1, |e| line_of(&self.bytes, e.start)),
+            })
+        }
     }
 
     /// New file bytes with every entry of the given keys removed (the whole
     /// entry, all of its physical lines and its line ending). Every other byte
     /// stays as it was.
+    ///
+    /// Prefer [`EnvDocument::try_render_without`].
     pub fn render_without(&self, keys: &[&str]) -> Vec<u8> {
-        self.render(&[], keys)
+        match self.try_render_without(keys) {
+            Ok(bytes) => bytes,
+            Err(e) => panic!("{e}"),
+        }
     }
 
     fn render(&self, updates: &[(&str, &str)], removals: &[&str]) -> Vec<u8> {
@@ -370,7 +757,12 @@ fn cross_check(
     };
     let mut theirs = dotenvy::from_read_iter(body.as_bytes());
     for e in entries {
-        let same = matches!(theirs.next(), Some(Ok((k, v))) if k == e.key && v == e.value);
+        let same = match theirs.next() {
+            // dotenvy rejects the line that only python-dotenv reads.
+            Some(Err(_)) => e.python_only,
+            Some(Ok((k, v))) => !e.python_only && k == e.key && v == e.value,
+            None => false,
+        };
         if !same {
             return Err(inconsistent(e.start));
         }
@@ -460,6 +852,12 @@ fn is_valid_key(key: &str) -> bool {
     let mut chars = key.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+}
+
+/// Offset of the first `\r` not followed by `\n`.
+fn lone_cr(body: &str) -> Option<usize> {
+    let b = body.as_bytes();
+    (0..b.len()).find(|&i| b[i] == b'\r' && b.get(i + 1) != Some(&b'\n'))
 }
 
 /// 1-based line number of a byte offset.
@@ -839,9 +1237,10 @@ mod tests {
     /// a BOM (only `load`/`from_path` do), so strip it like they do.
     fn dotenvy_pairs(bytes: &[u8]) -> Vec<(String, String)> {
         let body = bytes.strip_prefix(BOM).unwrap_or(bytes);
+        // Lines only python-dotenv reads are errors to dotenvy; skip them.
         dotenvy::from_read_iter(body)
-            .collect::<Result<Vec<_>, _>>()
-            .expect("dotenvy parses")
+            .filter_map(Result::ok)
+            .collect()
     }
 
     /// Bytes outside the entries of `keys` (each entry's text up to its line
@@ -867,7 +1266,23 @@ mod tests {
     /// unchanged, re-render idempotent.
     fn check_render(original: &[u8], updates: &[(&str, &str)]) -> Result<(), TestCaseError> {
         let before = doc(original);
-        let rendered = before.render_with(updates);
+        let rendered = match before.try_render_with(updates) {
+            Ok(r) => r,
+            // Refused, naming the problem: fine, nothing is lost.
+            Err(EnvFileError::Unwritable { key, .. }) => {
+                prop_assert!(updates.iter().any(|u| u.0 == key && !writable_value(u.1)));
+                return Ok(());
+            }
+            Err(EnvFileError::Ambiguous { key, line, .. }) => {
+                let e = before
+                    .entries
+                    .iter()
+                    .find(|e| e.key == key && e.span_ambiguous);
+                prop_assert!(e.is_some_and(|e| line_of(&before.bytes, e.start) == line));
+                return Ok(());
+            }
+            Err(e) => return Err(TestCaseError::fail(format!("render failed: {e}"))),
+        };
         let after = EnvDocument::parse(rendered.clone(), &path())
             .map_err(|e| TestCaseError::fail(format!("rendered file does not parse: {e}")))?;
         let keys: Vec<&str> = updates.iter().map(|u| u.0).collect();
@@ -935,7 +1350,7 @@ TAIL=last";
     fn owned_updates() -> Vec<(&'static str, &'static str)> {
         vec![
             (A, TOKEN),
-            (R, "new'refresh\"$HOME\\ with # hash\nand newline"),
+            (R, "new'refresh\"$HOME\\ with # hash"),
             (AE, "2026-03-21T10:00:00Z"),
             (RE, "2026-06-19T10:00:00+00:00"),
         ]
@@ -955,7 +1370,7 @@ OTHER='single quoted $NOT'\n\
 MULTI=\"line one\n\
 line two # not a comment\n\
 line three\"\n\
-WEBEX_SERVICE_APP_REFRESH_TOKEN=\"new'refresh\\\"\\$HOME\\\\ with # hash\\nand newline\"\n\
+WEBEX_SERVICE_APP_REFRESH_TOKEN=\"new'refresh\\\"\\$HOME\\\\ with # hash\"\n\
 EMPTY=\n\
 HASH=a#b\n\
 WEBEX_SERVICE_APP_ACCESS_TOKEN=\"{TOKEN}\"\n\
@@ -1049,17 +1464,37 @@ WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT=2026-06-19T10:00:00+00:00\r\n"
         let out = doc(b"K=old # note\n").render_with(&[("K", "new value")]);
         assert_eq!(out, b"K='new value' # note\n".to_vec());
         // The old "comment" contains a quote, so dotenvy's line splitter
-        // swallowed the next line into this entry; keeping the suffix with a
-        // value of the same shape still reads back correctly.
+        // swallowed the next line into this entry, while python-dotenv ends
+        // the entry at the first line: the readers disagree about which
+        // lines belong to K, so K is neither used nor rewritten, and the
+        // refusal names the line and the key.
         let src = b"K=old  # it's\nstill comment'\nB=2\n";
         assert_eq!(doc(src).get("K").as_deref(), Some("old"));
+        let err = doc(src).try_render_with(&[("K", "x y")]).unwrap_err();
+        assert!(
+            matches!(err, EnvFileError::Ambiguous { line: 1, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("line 1: variable K:"), "{err}");
+        assert!(matches!(
+            doc(src).value("K"),
+            Err(EnvFileError::Ambiguous { .. })
+        ));
         check_render(src, &[("K", "x y")]).unwrap();
+        // B, on a line of its own after it, is still read and rewritable.
+        assert_eq!(doc(src).value("B").unwrap().as_deref(), Some("2"));
+        check_render(src, &[("B", "3")]).unwrap();
         // Dropped: dotenvy's line splitter treats `\'` inside single quotes
         // as an escape but its value parser does not, so the old entry runs
         // on through the quote in its comment. Keeping that comment after a
         // new value would swallow the next line, so the comment goes.
         let src = b"K='a\\'  # x'\nB=2\n";
         assert_eq!(doc(src).get("K").as_deref(), Some("a\\"));
+        // python-dotenv reads `a'  # x` there: the value is not used.
+        assert!(matches!(
+            doc(src).value("K"),
+            Err(EnvFileError::Ambiguous { line: 1, .. })
+        ));
         let out = doc(src).render_with(&[("K", "new")]);
         assert_eq!(out, b"K='new'\nB=2\n".to_vec());
         check_render(src, &[("K", "new")]).unwrap();
@@ -1097,12 +1532,12 @@ WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT=2026-06-19T10:00:00+00:00\r\n"
                 "s3cr3t",
             ),
             (
-                b"A=s3cr3t value\n",
+                b"A=\"s3cr3t\" value\n",
                 "line 1: variable A: unquoted value contains",
                 "s3cr3t",
             ),
             (
-                b"# c\nA=s3cr3t\\q\n",
+                b"# c\nA='s3cr3t'\\q\n",
                 "line 2: variable A: unsupported backslash escape",
                 "s3cr3t",
             ),
@@ -1112,7 +1547,21 @@ WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT=2026-06-19T10:00:00+00:00\r\n"
                 "s3cr3t",
             ),
             (b"A s3cr3t\n", "line 1: expected `=`", "s3cr3t"),
-            (b"A=${s3cr3t\n", "line 1: unterminated ${...}", "s3cr3t"),
+            (
+                b"A=\"${s3cr3t\" x\n",
+                "line 1: unterminated ${...}",
+                "s3cr3t",
+            ),
+            (
+                b"A=1\rB=s3cr3t\r",
+                "line 1: the file uses CR-only",
+                "s3cr3t",
+            ),
+            (
+                b"A=1\nB=s3cr3t\rC=2\n",
+                "line 2: carriage return (\\r) not followed",
+                "s3cr3t",
+            ),
             (
                 b"A=s3cr3t ",
                 "line 1: last line ends with a single space",
@@ -1129,10 +1578,11 @@ WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT=2026-06-19T10:00:00+00:00\r\n"
             assert!(msg.starts_with("env file /abs/.env: "), "{msg}");
             assert!(msg.contains(want), "{msg:?} lacks {want:?}");
             assert!(!msg.contains(secret), "{msg} leaks the value");
-            // dotenvy agrees that these are malformed.
+            // dotenvy agrees that these are malformed (except the stray
+            // CRs, which dotenvy silently reads into a value).
             let body = src.strip_prefix(BOM).unwrap_or(src);
             assert!(
-                dotenvy::from_read_iter(body).any(|r| r.is_err()),
+                src.contains(&b'\r') || dotenvy::from_read_iter(body).any(|r| r.is_err()),
                 "dotenvy accepts {:?}",
                 String::from_utf8_lossy(src)
             );
@@ -1256,11 +1706,20 @@ WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT=2026-06-19T10:00:00+00:00\r\n"
         fn prop_render_round_trips(file in file_strategy(), updates in updates_strategy()) {
             // A generated file can be malformed (e.g. a lone trailing space at
             // EOF); our parser and dotenvy must then agree it is.
+            // Every line dotenvy rejects but we accept must be one that
+            // python-dotenv reads (python_only).
             let body = file.strip_prefix(BOM).unwrap_or(&file);
-            let ours = EnvDocument::parse(file.clone(), &path()).is_ok();
-            let theirs = dotenvy::from_read_iter(body).all(|r| r.is_ok());
-            prop_assert_eq!(ours, theirs);
-            prop_assume!(ours);
+            let ours = EnvDocument::parse(file.clone(), &path());
+            let dotenvy_errors = dotenvy::from_read_iter(body).filter(|r| r.is_err()).count();
+            if let Ok(d) = &ours {
+                let python_only = d.entries.iter().filter(|e| e.python_only).count();
+                prop_assert_eq!(python_only, dotenvy_errors);
+            } else {
+                // Or a stray CR, which dotenvy reads into a value.
+                let cr = lone_cr(&String::from_utf8_lossy(&file)).is_some();
+                prop_assert!(dotenvy_errors > 0 || cr, "refused a file dotenvy reads");
+            }
+            prop_assume!(ours.is_ok());
             let updates: Vec<(&str, &str)> = updates.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             check_render(&file, &updates)?;
         }
@@ -1269,8 +1728,9 @@ WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT=2026-06-19T10:00:00+00:00\r\n"
         fn prop_render_is_idempotent(file in file_strategy(), updates in updates_strategy()) {
             prop_assume!(parses(&file));
             let updates: Vec<(&str, &str)> = updates.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            let once = doc(&file).render_with(&updates);
-            let twice = doc(&once).render_with(&updates);
+            // Refusals are checked in prop_render_round_trips.
+            let Ok(once) = doc(&file).try_render_with(&updates) else { return Ok(()) };
+            let twice = doc(&once).try_render_with(&updates).expect("second render");
             prop_assert_eq!(once, twice);
         }
 
@@ -1284,5 +1744,751 @@ WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT=2026-06-19T10:00:00+00:00\r\n"
                 prop_assert_eq!(d.get(k), first);
             }
         }
+    }
+
+    // ---- what `read` refuses ----------------------------------------------
+
+    #[test]
+    fn read_refuses_special_files_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.env");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let sock = dir.path().join("sock.env");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let mut cases = vec![(fifo, "a FIFO (named pipe)"), (sock, "a socket")];
+        // A character device with /dev/null's numbers, made inside the temp
+        // dir (only where mknod is allowed).
+        let dev = dir.path().join("null.env");
+        if std::process::Command::new("mknod")
+            .arg(&dev)
+            .args(["c", "1", "3"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            cases.push((dev, "a character device"));
+        }
+        for (special, kind) in cases {
+            let link = dir.path().join(".env");
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(&special, &link).unwrap();
+            let before = std::fs::symlink_metadata(&special).unwrap().file_type();
+            for (p, what) in [
+                (special.clone(), format!("is {kind}")),
+                (
+                    link.clone(),
+                    format!(
+                        "is a symbolic link to {}, which is {kind}",
+                        special.display()
+                    ),
+                ),
+            ] {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let q = p.clone();
+                std::thread::spawn(move || {
+                    let _ = tx.send(read(&q).map(|d| d.is_some()).map_err(|e| e.to_string()));
+                });
+                let msg = rx
+                    .recv_timeout(std::time::Duration::from_secs(10))
+                    .expect("read blocked on a special file")
+                    .unwrap_err();
+                assert_eq!(
+                    msg,
+                    format!(
+                        "env file {}: {what}, not a regular file; nothing was read or written (point --env-file at a regular file)",
+                        p.display()
+                    )
+                );
+            }
+            assert_eq!(
+                std::fs::symlink_metadata(&special).unwrap().file_type(),
+                before
+            );
+        }
+        // A symlink to a regular file reads through it.
+        let real = dir.path().join("real.env");
+        std::fs::write(&real, format!("{A}={TOKEN}\n")).unwrap();
+        let link = dir.path().join("link.env");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert_eq!(
+            read(&link).unwrap().unwrap().token(A).unwrap().as_deref(),
+            Some(TOKEN)
+        );
+    }
+
+    #[test]
+    fn read_caps_the_size_before_parsing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(".env");
+        // A million lines (4 MB): refused without being parsed.
+        std::fs::write(&p, "A=1\n".repeat(1_000_000)).unwrap();
+        let err = read(&p).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                EnvFileError::TooLarge {
+                    cap: MAX_ENV_FILE_SIZE,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("larger than 1 MiB"), "{err}");
+        // Exactly at the cap: read and parsed, in linear time.
+        let line = "K=1\n";
+        let n = (MAX_ENV_FILE_SIZE as usize) / line.len();
+        std::fs::write(&p, line.repeat(n)).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), MAX_ENV_FILE_SIZE);
+        let started = std::time::Instant::now();
+        let d = read(&p).unwrap().unwrap();
+        assert_eq!(d.keys().count(), n);
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    }
+
+    // ---- CR, control characters, python-dotenv's dialect ------------------
+
+    #[test]
+    fn cr_only_and_stray_cr_are_refused_with_the_line() {
+        let msg = err_text(b"A=1\rWEBEX_SERVICE_APP_REFRESH_TOKEN=s3cr3t\rB=2\r");
+        assert!(
+            msg.contains("line 1: the file uses CR-only line endings"),
+            "{msg}"
+        );
+        assert!(msg.contains("convert it to LF"), "{msg}");
+        let msg = err_text(b"A=1\r\nB=2\r\n# note\rC=3\r\n");
+        assert!(msg.contains("line 3: carriage return"), "{msg}");
+        // CRLF files keep working and keep their style (see
+        // messy_crlf_file_with_bom); a CR right before LF is not "lone".
+        check_render(b"A=1\r\nB='x\r\ny'\r\n", &[(A, TOKEN)]).unwrap();
+        let out = doc(b"A=1\r\n").render_with(&[(A, TOKEN)]);
+        assert_eq!(out, format!("A=1\r\n{A}={TOKEN}\r\n").into_bytes());
+    }
+
+    #[test]
+    fn control_characters_cannot_be_written_and_are_flagged_when_read() {
+        let d = doc(b"K=1\n");
+        for bad in [
+            "a\nb",
+            "a\rb",
+            "tab\there",
+            "nul\0",
+            "esc\u{1b}[0m",
+            "del\u{7f}",
+            "nel\u{85}",
+        ] {
+            let err = d.try_render_with(&[(A, "ok"), (R, bad)]).unwrap_err();
+            assert!(
+                matches!(&err, EnvFileError::Unwritable { key, .. } if key == R),
+                "{err}"
+            );
+            assert!(err.to_string().contains(R), "{err}");
+            assert!(!err.to_string().contains(bad), "{err}");
+        }
+        assert!(valid_token_text(TOKEN));
+        assert!(valid_token_text("2026-03-21T10:00:00Z"));
+        for bad in ["", " ", "a b", "a\tb", "a\u{1}b", "a\u{a0}b", "a\nb"] {
+            assert!(!valid_token_text(bad), "{bad:?}");
+        }
+        // Read back: a token holding a space or a control character.
+        let src = format!("X=1\n{A}='s3cr3t with space'\n{R}=\"s3cr3t\\tx\"\n{AE}=''\n");
+        let d = doc(src.as_bytes());
+        let err = d.token(A).unwrap_err();
+        assert!(
+            matches!(err, EnvFileError::BadValue { line: 2, .. }),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("line 2: variable {A} holds whitespace")),
+            "{msg}"
+        );
+        assert!(!msg.contains("s3cr3t"), "{msg}");
+        assert!(matches!(
+            d.token(R),
+            Err(EnvFileError::BadValue { line: 3, .. })
+        ));
+        assert_eq!(d.token(AE).unwrap(), None, "empty reads as missing");
+        assert_eq!(d.token(RE).unwrap(), None);
+        assert_eq!(
+            doc(format!("{A}={TOKEN}\n").as_bytes())
+                .token(A)
+                .unwrap()
+                .as_deref(),
+            Some(TOKEN)
+        );
+    }
+
+    /// Lines python-dotenv 1.2.4's `set_key(path, "K", value, quote_mode)`
+    /// wrote into an empty file, with what its `dotenv_values(...,
+    /// interpolate=False)` read back (`None`: it could not parse the line).
+    /// Generated once with python-dotenv; no Python is needed here.
+    const PYTHON_SET_KEY: &[(&str, &str, &str, Option<&str>)] = &[
+        ("always", "plain", "K='plain'\n", Some("plain")),
+        (
+            "always",
+            "it's fine",
+            "K='it\\'s fine'\n",
+            Some("it's fine"),
+        ),
+        (
+            "always",
+            "say \"hi\"",
+            "K='say \"hi\"'\n",
+            Some("say \"hi\""),
+        ),
+        (
+            "always",
+            "back\\slash",
+            "K='back\\\\slash'\n",
+            Some("back\\slash"),
+        ),
+        ("always", "end\\", "K='end\\\\'\n", Some("end\\")),
+        ("always", "a\\'b", "K='a\\\\\\'b'\n", Some("a\\'b")),
+        ("always", "x'y'z", "K='x\\'y\\'z'\n", Some("x'y'z")),
+        ("always", "'", "K='\\''\n", Some("'")),
+        ("always", "\\\\", "K='\\\\\\\\'\n", Some("\\\\")),
+        ("always", "#hash", "K='#hash'\n", Some("#hash")),
+        ("always", "a # b", "K='a # b'\n", Some("a # b")),
+        ("always", " lead", "K=' lead'\n", Some(" lead")),
+        ("always", "trail ", "K='trail '\n", Some("trail ")),
+        ("always", "", "K=''\n", Some("")),
+        (
+            "always",
+            "two\nlines",
+            "K='two\nlines'\n",
+            Some("two\nlines"),
+        ),
+        ("always", "$HOME", "K='$HOME'\n", Some("$HOME")),
+        ("always", "a b", "K='a b'\n", Some("a b")),
+        ("always", "tab\there", "K='tab\there'\n", Some("tab\there")),
+        ("always", "ünï", "K='ünï'\n", Some("ünï")),
+        ("always", "a=b", "K='a=b'\n", Some("a=b")),
+        ("always", "\\n", "K='\\\\n'\n", Some("\\n")),
+        ("auto", "plain", "K=plain\n", Some("plain")),
+        ("auto", "it's fine", "K='it\\'s fine'\n", Some("it's fine")),
+        ("auto", "say \"hi\"", "K='say \"hi\"'\n", Some("say \"hi\"")),
+        (
+            "auto",
+            "back\\slash",
+            "K='back\\\\slash'\n",
+            Some("back\\slash"),
+        ),
+        ("auto", "end\\", "K='end\\\\'\n", Some("end\\")),
+        ("auto", "a\\'b", "K='a\\\\\\'b'\n", Some("a\\'b")),
+        ("auto", "x'y'z", "K='x\\'y\\'z'\n", Some("x'y'z")),
+        ("auto", "'", "K='\\''\n", Some("'")),
+        ("auto", "\\\\", "K='\\\\\\\\'\n", Some("\\\\")),
+        ("auto", "#hash", "K='#hash'\n", Some("#hash")),
+        ("auto", "a # b", "K='a # b'\n", Some("a # b")),
+        ("auto", " lead", "K=' lead'\n", Some(" lead")),
+        ("auto", "trail ", "K='trail '\n", Some("trail ")),
+        ("auto", "", "K=''\n", Some("")),
+        ("auto", "two\nlines", "K='two\nlines'\n", Some("two\nlines")),
+        ("auto", "$HOME", "K='$HOME'\n", Some("$HOME")),
+        ("auto", "a b", "K='a b'\n", Some("a b")),
+        ("auto", "tab\there", "K='tab\there'\n", Some("tab\there")),
+        ("auto", "ünï", "K=ünï\n", Some("ünï")),
+        ("auto", "a=b", "K='a=b'\n", Some("a=b")),
+        ("auto", "\\n", "K='\\\\n'\n", Some("\\n")),
+        ("never", "plain", "K=plain\n", Some("plain")),
+        ("never", "it's fine", "K=it's fine\n", Some("it's fine")),
+        ("never", "say \"hi\"", "K=say \"hi\"\n", Some("say \"hi\"")),
+        (
+            "never",
+            "back\\slash",
+            "K=back\\slash\n",
+            Some("back\\slash"),
+        ),
+        ("never", "end\\", "K=end\\\n", Some("end\\")),
+        ("never", "a\\'b", "K=a\\'b\n", Some("a\\'b")),
+        ("never", "x'y'z", "K=x'y'z\n", Some("x'y'z")),
+        ("never", "'", "K='\n", None),
+        ("never", "\\\\", "K=\\\\\n", Some("\\\\")),
+        ("never", "#hash", "K=#hash\n", Some("#hash")),
+        ("never", "a # b", "K=a # b\n", Some("a")),
+        ("never", " lead", "K= lead\n", Some("lead")),
+        ("never", "trail ", "K=trail \n", Some("trail")),
+        ("never", "", "K=\n", Some("")),
+        ("never", "two\nlines", "K=two\nlines\n", Some("two")),
+        ("never", "$HOME", "K=$HOME\n", Some("$HOME")),
+        ("never", "a b", "K=a b\n", Some("a b")),
+        ("never", "tab\there", "K=tab\there\n", Some("tab\there")),
+        ("never", "ünï", "K=ünï\n", Some("ünï")),
+        ("never", "a=b", "K=a=b\n", Some("a=b")),
+        ("never", "\\n", "K=\\n\n", Some("\\n")),
+    ];
+
+    #[test]
+    fn python_dotenv_set_key_lines_are_read_as_python_reads_them_or_refused() {
+        let mut accepted = 0;
+        for &(mode, value, line, python) in PYTHON_SET_KEY {
+            let src = format!("# made by python-dotenv\nA=1\n{line}B=2\n");
+            let case = format!("{mode} {value:?} as {line:?}");
+            match EnvDocument::parse(src.clone().into_bytes(), &path()) {
+                Err(e) => {
+                    // Refused: the message names one of the lines set_key
+                    // wrote (line 3 on), never the value.
+                    let msg = e.to_string();
+                    let named = (3..=3 + line.matches('\n').count())
+                        .any(|n| msg.contains(&format!("line {n}:")));
+                    assert!(named, "{case}: {msg}");
+                }
+                Ok(d) => {
+                    assert_eq!(d.value("A").unwrap().as_deref(), Some("1"), "{case}");
+                    assert_eq!(d.value("B").unwrap().as_deref(), Some("2"), "{case}");
+                    match d.value("K") {
+                        Ok(v) => {
+                            assert_eq!(v.as_deref(), python, "{case}: misread");
+                            accepted += 1;
+                        }
+                        Err(e) => {
+                            let msg = e.to_string();
+                            assert!(msg.contains("line 3: variable K:"), "{case}: {msg}");
+                        }
+                    }
+                    // Rewriting the owned keys keeps the python line byte for
+                    // byte, and the result still reads K the same way.
+                    let out = d
+                        .try_render_with(&[(A, TOKEN), (AE, "2026-03-21T10:00:00Z")])
+                        .unwrap();
+                    let text = String::from_utf8(out.clone()).unwrap();
+                    assert!(text.starts_with(&src), "{case}");
+                    let again = doc(&out);
+                    assert_eq!(again.value(A).unwrap().as_deref(), Some(TOKEN));
+                    assert_eq!(again.get("K"), d.get("K"), "{case}");
+                }
+            }
+        }
+        // The point of the dialect support: the common cases are read.
+        assert!(accepted >= 40, "only {accepted} accepted");
+        // The motivating line: refused before, now read and kept.
+        let src = b"MOTTO='it\\'s fine'\nWEBEX_SERVICE_APP_ACCESS_TOKEN=old\n";
+        let d = doc(src);
+        assert_eq!(d.value("MOTTO").unwrap().as_deref(), Some("it's fine"));
+        let out = d.try_render_with(&[(A, TOKEN)]).unwrap();
+        assert_eq!(
+            out,
+            format!("MOTTO='it\\'s fine'\n{A}={TOKEN}\n").into_bytes()
+        );
+    }
+
+    #[test]
+    fn python_dialect_lines_and_their_limits() {
+        // Accepted: dotenvy rejects these values, python-dotenv reads them,
+        // and both agree where the entry ends.
+        let d = doc(b"P=a b\nQ=s3cr3t\\q\nR2=${X\nS='x\\'y' # c\n");
+        assert_eq!(d.value("P").unwrap().as_deref(), Some("a b"));
+        assert_eq!(d.value("Q").unwrap().as_deref(), Some("s3cr3t\\q"));
+        assert_eq!(d.value("S").unwrap().as_deref(), Some("x'y"));
+        // `$` may be interpolated by python-dotenv: not used.
+        assert!(matches!(
+            d.value("R2"),
+            Err(EnvFileError::Ambiguous { line: 3, .. })
+        ));
+        // An owned key on such a line is rewritten like any other.
+        check_render(
+            b"X=1\nWEBEX_SERVICE_APP_ACCESS_TOKEN=a b # c\nY=2\n",
+            &[(A, TOKEN)],
+        )
+        .unwrap();
+        let out = doc(b"X=1\nexport WEBEX_SERVICE_APP_ACCESS_TOKEN='o\\'ld' # c\nY=2\n")
+            .try_render_with(&[(A, TOKEN)])
+            .unwrap();
+        assert_eq!(
+            out,
+            format!("X=1\nexport {A}='{TOKEN}' # c\nY=2\n").into_bytes()
+        );
+        // Both readers accept, values differ: kept, value refused, rewrite ok.
+        let d = doc(b"K='back\\\\slash'\n");
+        assert_eq!(
+            d.get("K").as_deref(),
+            Some("back\\\\slash"),
+            "dotenvy's reading"
+        );
+        let err = d.value("K").unwrap_err().to_string();
+        assert!(
+            err.contains("line 1: variable K: dotenvy and python-dotenv read"),
+            "{err}"
+        );
+        assert!(!err.contains("slash"), "{err}");
+        assert_eq!(
+            d.try_render_with(&[("K", "v")]).unwrap(),
+            b"K='v'\n".to_vec()
+        );
+        // python-dotenv ends the entry elsewhere: still refused as before.
+        assert!(EnvDocument::parse(b"K=it's fine\nB=2\n".to_vec(), &path()).is_err());
+    }
+
+    /// A value as python-dotenv's `set_key` would be asked to write it.
+    fn python_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-zA-Z0-9]{1,8}",
+            "[a-z '\"\\\\#$= \n\tü]{0,10}",
+            any::<String>().prop_map(|s| s.chars().take(10).collect()),
+        ]
+    }
+
+    /// python-dotenv's `set_key` line for `value` (model of its quoting:
+    /// "always" quotes, "auto" quotes unless `str.isalnum()`, "never" writes
+    /// the value raw; quoting escapes `\` then `'`).
+    fn set_key_line(key: &str, value: &str, mode: u8) -> (String, bool) {
+        let isalnum = !value.is_empty() && value.chars().all(char::is_alphanumeric);
+        let quote = mode == 0 || (mode == 1 && !isalnum);
+        if quote {
+            let escaped = value.replace('\\', "\\\\").replace('\'', "\\'");
+            (format!("{key}='{escaped}'\n"), true)
+        } else {
+            (format!("{key}={value}\n"), false)
+        }
+    }
+
+    /// Does python-dotenv read `value` back from a never-quoted line?
+    fn never_round_trips(value: &str) -> bool {
+        let space = |c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c);
+        !value.contains(['\r', '\n'])
+            && !value.starts_with(['\'', '"'])
+            && !value.starts_with(space)
+            && !value.ends_with(space)
+            && !value
+                .char_indices()
+                .any(|(i, c)| space(c) && value[i..].trim_start_matches(space).starts_with('#'))
+    }
+
+    /// `file` with a few carriage returns or control characters put in.
+    fn with_controls() -> impl Strategy<Value = Vec<u8>> {
+        (
+            file_strategy(),
+            prop::collection::vec(
+                (
+                    any::<prop::sample::Index>(),
+                    prop::sample::select(vec![
+                        "\r", "\r\n", "\0", "\t", "\u{1b}", "\u{7f}", "\u{85}", "\u{b}",
+                    ]),
+                ),
+                1..4,
+            ),
+        )
+            .prop_map(|(file, inserts)| {
+                let mut s = String::from_utf8(file).unwrap();
+                for (at, c) in inserts {
+                    let mut i = at.index(s.len() + 1);
+                    while !s.is_char_boundary(i) {
+                        i -= 1;
+                    }
+                    s.insert_str(i, c);
+                }
+                s.into_bytes()
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// CR and control characters anywhere: the file is refused, or it
+        /// is read, every non-owned line survives a rewrite byte for byte,
+        /// and the owned values read back (check_render).
+        #[test]
+        fn prop_cr_and_controls_parse_and_keep_or_refuse(file in with_controls(), updates in updates_strategy()) {
+            let Ok(d) = EnvDocument::parse(file.clone(), &path()) else {
+                return Ok(());
+            };
+            prop_assert!(lone_cr(std::str::from_utf8(&file).unwrap()).is_none());
+            let _ = d;
+            let updates: Vec<(&str, &str)> = updates.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            check_render(&file, &updates)?;
+        }
+
+        /// Any line python-dotenv's set_key writes is read to the value
+        /// python-dotenv reads, or refused naming the line (and key);
+        /// never misread, and never costs the other variables.
+        #[test]
+        fn prop_python_set_key_lines(value in python_value(), mode in 0u8..3) {
+            let (line, quoted) = set_key_line("K", &value, mode);
+            let src = format!("A=1\n{line}B=2\n");
+            match EnvDocument::parse(src.clone().into_bytes(), &path()) {
+                Err(e) => {
+                    let msg = e.to_string();
+                    prop_assert!(msg.contains("line "), "{}", msg);
+                    // Quoted lines are refused only for a CR or a wide-open
+                    // quote, never for `\\'`.
+                    prop_assert!(!quoted || value.contains('\r'), "{}: {}", line, msg);
+                }
+                Ok(d) => {
+                    prop_assert_eq!(d.value("A").unwrap(), Some("1".to_string()));
+                    match d.value("K") {
+                        Ok(got) => {
+                            if quoted || never_round_trips(&value) {
+                                prop_assert_eq!(got, Some(value.clone()), "misread {:?}", line);
+                            }
+                        }
+                        Err(e) => {
+                            prop_assert!(e.to_string().contains("variable K:"), "{}", e);
+                        }
+                    }
+                    if !value.contains('\n') {
+                        prop_assert_eq!(d.value("B").unwrap(), Some("2".to_string()));
+                    }
+                    let out = d.try_render_with(&[(A, TOKEN)]).unwrap();
+                    prop_assert!(out.starts_with(src.as_bytes()));
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// python-dotenv's reading (a model of python-dotenv 1.x `parser.py`)
+// ---------------------------------------------------------------------------
+
+mod py {
+    use super::QuoteStyle;
+
+    /// One binding as python-dotenv's `parse_stream` yields it. Offsets are
+    /// byte offsets into the whole text.
+    #[derive(Debug, Clone)]
+    pub(super) struct Binding {
+        /// After the leading whitespace (python's `\s*`, newlines included).
+        pub content_start: usize,
+        /// End including the line ending.
+        pub end: usize,
+        pub key: Option<String>,
+        pub value: Option<String>,
+        pub value_start: usize,
+        pub value_end: usize,
+        pub quote: QuoteStyle,
+        /// An unquoted or double-quoted value holding `$`: python-dotenv
+        /// interpolates `${...}` there, dotenvy also `$NAME`; the two values
+        /// cannot be compared without the environment.
+        pub dollar: bool,
+        pub error: bool,
+    }
+
+    /// Python's `\s` (str.isspace), close enough: Rust's White_Space plus
+    /// the four separators U+001C..U+001F that Python also counts.
+    fn space(c: char) -> bool {
+        c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+    }
+
+    /// `[^\S\r\n]`
+    fn blank(c: char) -> bool {
+        space(c) && c != '\r' && c != '\n'
+    }
+
+    struct Reader<'a> {
+        s: &'a str,
+        pos: usize,
+    }
+
+    impl Reader<'_> {
+        fn peek(&self) -> Option<char> {
+            self.s[self.pos..].chars().next()
+        }
+        fn skip(&mut self, f: impl Fn(char) -> bool) -> usize {
+            let start = self.pos;
+            while let Some(c) = self.peek().filter(|&c| f(c)) {
+                self.pos += c.len_utf8();
+            }
+            self.pos - start
+        }
+        fn eat(&mut self, c: char) -> bool {
+            if self.peek() == Some(c) {
+                self.pos += c.len_utf8();
+                true
+            } else {
+                false
+            }
+        }
+    }
+
+    pub(super) fn parse_stream(s: &str) -> Vec<Binding> {
+        let mut r = Reader { s, pos: 0 };
+        let mut out = Vec::new();
+        while r.pos < s.len() {
+            let b = binding(&mut r);
+            if b.content_start >= s.len() {
+                break;
+            }
+            out.push(b);
+        }
+        out
+    }
+
+    fn binding(r: &mut Reader<'_>) -> Binding {
+        r.skip(space);
+        let mut b = Binding {
+            content_start: r.pos,
+            end: r.pos,
+            key: None,
+            value: None,
+            value_start: r.pos,
+            value_end: r.pos,
+            quote: QuoteStyle::Bare,
+            dollar: false,
+            error: false,
+        };
+        if r.pos == r.s.len() {
+            return b;
+        }
+        if binding_body(r, &mut b).is_none() {
+            // `_rest_of_line`: `[^\r\n]*(?:\r|\n|\r\n)?` (the `\r` branch
+            // first, so a CRLF leaves its `\n` to the next binding's `\s*`).
+            r.skip(|c| c != '\r' && c != '\n');
+            if !r.eat('\r') {
+                r.eat('\n');
+            }
+            b.error = true;
+            b.key = None;
+            b.value = None;
+        }
+        b.end = r.pos;
+        b
+    }
+
+    fn binding_body(r: &mut Reader<'_>, b: &mut Binding) -> Option<()> {
+        // `(?:export[^\S\r\n]+)?`
+        if r.s[r.pos..].starts_with("export") {
+            let save = r.pos;
+            r.pos += "export".len();
+            if r.skip(blank) == 0 {
+                r.pos = save;
+            }
+        }
+        // Key.
+        match r.peek() {
+            Some('#') => {}
+            Some('\'') => {
+                let rest = &r.s[r.pos + 1..];
+                let len = rest.find('\'').filter(|&n| n > 0)?;
+                b.key = Some(rest[..len].to_string());
+                r.pos += len + 2;
+            }
+            _ => {
+                let start = r.pos;
+                r.skip(|c| c != '=' && c != '#' && !space(c));
+                if r.pos == start {
+                    return None;
+                }
+                b.key = Some(r.s[start..r.pos].to_string());
+            }
+        }
+        r.skip(blank);
+        if r.eat('=') {
+            let spaced = r.skip(blank) > 0;
+            b.value_start = r.pos;
+            b.value_end = r.pos;
+            b.value = Some(if spaced && r.peek() == Some('#') {
+                String::new()
+            } else {
+                value(r, b)?
+            });
+        }
+        // `(?:[^\S\r\n]*#[^\r\n]*)?`
+        let save = r.pos;
+        r.skip(blank);
+        if r.eat('#') {
+            r.skip(|c| c != '\r' && c != '\n');
+        } else {
+            r.pos = save;
+        }
+        // `[^\S\r\n]*(?:\r\n|\n|\r|$)`
+        r.skip(blank);
+        if r.pos == r.s.len() || r.eat('\n') {
+            return Some(());
+        }
+        if r.eat('\r') {
+            r.eat('\n');
+            return Some(());
+        }
+        None
+    }
+
+    fn value(r: &mut Reader<'_>, b: &mut Binding) -> Option<String> {
+        let start = r.pos;
+        match r.peek() {
+            Some(q @ ('\'' | '"')) => {
+                // `'((?:\\.|[^'\\])*)'`, DOTALL (same for `"`).
+                let mut chars = r.s[start + 1..].char_indices();
+                let close = loop {
+                    match chars.next()? {
+                        (_, '\\') => {
+                            chars.next()?;
+                        }
+                        (i, c) if c == q => break start + 1 + i,
+                        _ => {}
+                    }
+                };
+                let raw = &r.s[start + 1..close];
+                r.pos = close + 1;
+                b.value_end = r.pos;
+                if q == '\'' {
+                    b.quote = QuoteStyle::Single;
+                    Some(unescape(raw, false))
+                } else {
+                    b.quote = QuoteStyle::Double;
+                    b.dollar = raw.contains('$');
+                    Some(unescape(raw, true))
+                }
+            }
+            None | Some('\n' | '\r') => Some(String::new()),
+            Some(_) => {
+                r.skip(|c| c != '\r' && c != '\n');
+                let part = &r.s[start..r.pos];
+                // `re.sub(r"\s+#.*", "", part).rstrip()`
+                let mut cut = part.len();
+                for (i, c) in part.char_indices() {
+                    if space(c) {
+                        let rest = part[i..].trim_start_matches(space);
+                        if rest.starts_with('#') {
+                            cut = i;
+                            break;
+                        }
+                    }
+                }
+                let v = part[..cut].trim_end_matches(space);
+                b.value_end = start + v.len();
+                b.dollar = v.contains('$');
+                Some(v.to_string())
+            }
+        }
+    }
+
+    /// Single quotes decode `\\` and `\'`; double quotes also `\"`, `\a`,
+    /// `\b`, `\f`, `\n`, `\r`, `\t`, `\v`. Any other backslash stays.
+    fn unescape(raw: &str, double: bool) -> String {
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            let decoded = match chars.peek() {
+                Some('\\') => Some('\\'),
+                Some('\'') => Some('\''),
+                Some('"') if double => Some('"'),
+                Some('a') if double => Some('\u{7}'),
+                Some('b') if double => Some('\u{8}'),
+                Some('f') if double => Some('\u{c}'),
+                Some('n') if double => Some('\n'),
+                Some('r') if double => Some('\r'),
+                Some('t') if double => Some('\t'),
+                Some('v') if double => Some('\u{b}'),
+                _ => None,
+            };
+            match decoded {
+                Some(d) => {
+                    out.push(d);
+                    chars.next();
+                }
+                None => out.push('\\'),
+            }
+        }
+        out
     }
 }

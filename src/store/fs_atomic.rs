@@ -5,10 +5,16 @@
 //! (readers see the old file or the new file, never a mix) or, for the one
 //! case where that is impossible (a single-file bind mount), preceded by a
 //! backup copy.
+//!
+//! It also holds the one safe way to read such a file
+//! ([`read_regular_capped`]) and to open a lock or audit file
+//! ([`open_private`]): both refuse anything that is not a regular file
+//! (FIFO, device, socket, directory) without blocking on it, and never read
+//! more than a cap.
 
 use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Mode for files we create: they hold secrets, so only the owner may read
@@ -32,12 +38,221 @@ pub enum WriteMode {
     InPlace,
 }
 
+/// What a path that is not a regular file is instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Directory,
+    Fifo,
+    CharDevice,
+    BlockDevice,
+    Socket,
+    /// A symbolic link (only reported where links are not followed).
+    Symlink,
+    Other,
+}
+
+impl FileKind {
+    /// `None` for a regular file.
+    pub fn of(file_type: fs::FileType) -> Option<FileKind> {
+        Some(if file_type.is_file() {
+            return None;
+        } else if file_type.is_dir() {
+            FileKind::Directory
+        } else if file_type.is_fifo() {
+            FileKind::Fifo
+        } else if file_type.is_char_device() {
+            FileKind::CharDevice
+        } else if file_type.is_block_device() {
+            FileKind::BlockDevice
+        } else if file_type.is_socket() {
+            FileKind::Socket
+        } else if file_type.is_symlink() {
+            FileKind::Symlink
+        } else {
+            FileKind::Other
+        })
+    }
+}
+
+impl std::fmt::Display for FileKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FileKind::Directory => "a directory",
+            FileKind::Fifo => "a FIFO (named pipe)",
+            FileKind::CharDevice => "a character device",
+            FileKind::BlockDevice => "a block device",
+            FileKind::Socket => "a socket",
+            FileKind::Symlink => "a symbolic link",
+            FileKind::Other => "a special file",
+        })
+    }
+}
+
+/// Errors from [`read_regular_capped`]. Each names the path; none contains
+/// file contents.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The path (or the file a symlink points to) is not a regular file.
+    #[error("{} is {kind}, not a regular file; refusing to read it", path.display())]
+    NotRegular { path: PathBuf, kind: FileKind },
+    /// The file is larger than the cap.
+    #[error("{} is larger than {} (the limit for this file); refusing to read it", path.display(), human_size(*cap))]
+    TooLarge { path: PathBuf, cap: u64 },
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn human_size(n: u64) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// Cap for the env file and the config file (contract: 1 MiB).
+pub const MAX_FILE_SIZE: u64 = 1 << 20;
+
+/// Reads `path` (following symlinks) if it is a regular file, at most `cap`
+/// bytes. `Ok(None)` when it does not exist (also a dangling symlink).
+///
+/// Never blocks and never reads unboundedly: the kind is checked with
+/// `stat` first, the file is opened with `O_NONBLOCK` (so a FIFO swapped in
+/// meanwhile does not block the open), checked again with `fstat` on the
+/// open descriptor, and read through a `cap + 1` byte window.
+pub fn read_regular_capped(path: &Path, cap: u64) -> Result<Option<Vec<u8>>, ReadError> {
+    let io_err = |source| ReadError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let not_regular = |kind| ReadError::NotRegular {
+        path: path.to_path_buf(),
+        kind,
+    };
+    match fs::metadata(path) {
+        Ok(m) => {
+            if let Some(kind) = FileKind::of(m.file_type()) {
+                return Err(not_regular(kind));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(e)),
+    }
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        // Deleted between the two calls: treat as missing.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(e)),
+    };
+    let meta = file.metadata().map_err(io_err)?;
+    if let Some(kind) = FileKind::of(meta.file_type()) {
+        return Err(not_regular(kind));
+    }
+    if meta.len() > cap {
+        return Err(ReadError::TooLarge {
+            path: path.to_path_buf(),
+            cap,
+        });
+    }
+    let mut buf = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0).min(1 << 20));
+    file.take(cap.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(io_err)?;
+    // The file may have grown after the fstat.
+    if buf.len() as u64 > cap {
+        return Err(ReadError::TooLarge {
+            path: path.to_path_buf(),
+            cap,
+        });
+    }
+    Ok(Some(buf))
+}
+
+/// Opens (creating it with mode 0600 if missing) a private file of ours,
+/// such as a lock file (`append == false`: read + write, never truncated) or
+/// an audit log (`append == true`: read + append).
+///
+/// The last path component is never followed if it is a symlink (`O_NOFOLLOW`,
+/// an error naming the path), and anything that is not a regular file is
+/// refused (an `InvalidInput` error naming the path and what it is) without
+/// blocking: the open uses `O_NONBLOCK` and the kind is checked before and,
+/// with `fstat`, after opening.
+pub fn open_private(path: &Path, append: bool) -> io::Result<File> {
+    let refuse = |kind: FileKind| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is {kind}, not a regular file; refusing to open it{}",
+                path.display(),
+                if kind == FileKind::Symlink {
+                    " (this file is never opened through a symbolic link; remove the link)"
+                } else {
+                    ""
+                }
+            ),
+        )
+    };
+    match fs::symlink_metadata(path) {
+        Ok(m) => {
+            if let Some(kind) = FileKind::of(m.file_type()) {
+                return Err(refuse(kind));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut opts = OpenOptions::new();
+    opts.read(true).create(true).mode(NEW_FILE_MODE);
+    if append {
+        opts.append(true);
+    } else {
+        opts.write(true).truncate(false);
+    }
+    opts.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    let file = match opts.open(path) {
+        Ok(f) => f,
+        // A symlink created between the check and the open.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(refuse(FileKind::Symlink)),
+        Err(e) => return Err(e),
+    };
+    if let Some(kind) = FileKind::of(file.metadata()?.file_type()) {
+        return Err(refuse(kind));
+    }
+    Ok(file)
+}
+
+/// Gives `file` the owner and group of `reference` (followed if a symlink),
+/// for files a run creates beside the env file (lock, audit, recovery: the
+/// contract wants them owned like the env file). Only root, or an owner
+/// keeping its own uid, can do this; the caller decides whether EPERM matters.
+pub fn match_owner(file: &File, reference: &Path) -> io::Result<()> {
+    let m = fs::metadata(reference)?;
+    std::os::unix::fs::fchown(file, Some(m.uid()), Some(m.gid()))
+}
+
 /// Errors from [`write_file`]. Each names the path and, where possible, what
 /// to do next. None contains file contents.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("cannot write {}: it is a directory", path.display())]
     IsDirectory { path: PathBuf },
+    /// The target (or the file a symlink points to) is a FIFO, device,
+    /// socket or other special file: it is never replaced or written.
+    #[error(
+        "cannot write {}: it is {kind}, not a regular file; nothing was written (point the path at a regular file)",
+        path.display()
+    )]
+    NotRegular { path: PathBuf, kind: FileKind },
     #[error(
         "cannot write {}: permission denied while trying to {action}; check that the file and its directory {} are writable by this user (an atomic write creates a temporary file in that directory)",
         path.display(),
@@ -96,9 +311,12 @@ pub enum WriteError {
 ///   The file's mode is not changed. A missing file is created with 0600.
 pub fn write_file(path: &Path, contents: &[u8], mode: WriteMode) -> Result<(), WriteError> {
     let target = resolve_symlinks(path)?;
-    match fs::metadata(&target) {
-        Ok(m) if m.is_dir() => return Err(WriteError::IsDirectory { path: target }),
-        _ => {}
+    if let Ok(m) = fs::metadata(&target) {
+        match FileKind::of(m.file_type()) {
+            None => {}
+            Some(FileKind::Directory) => return Err(WriteError::IsDirectory { path: target }),
+            Some(kind) => return Err(WriteError::NotRegular { path: target, kind }),
+        }
     }
     match mode {
         WriteMode::Atomic => write_atomic(&target, contents, None),
@@ -292,11 +510,28 @@ fn sync_dir(dir: &Path, target: &Path) -> Result<(), WriteError> {
     }
 }
 
+/// The most an in-place write reads back for its backup copy.
+const IN_PLACE_BACKUP_CAP: u64 = 64 << 20;
+
 fn write_in_place(target: &Path, contents: &[u8]) -> Result<(), WriteError> {
-    let current = match fs::read(target) {
-        Ok(c) => Some(c),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io_err(target, "read it for the backup", e)),
+    let current = match read_regular_capped(target, IN_PLACE_BACKUP_CAP) {
+        Ok(c) => c,
+        Err(ReadError::NotRegular { kind, .. }) => {
+            return Err(WriteError::NotRegular {
+                path: target.to_path_buf(),
+                kind,
+            });
+        }
+        Err(ReadError::TooLarge { cap, .. }) => {
+            return Err(io_err(
+                target,
+                "read it for the backup",
+                io::Error::other(format!("it is larger than {}", human_size(cap))),
+            ));
+        }
+        Err(ReadError::Io { source, .. }) => {
+            return Err(io_err(target, "read it for the backup", source));
+        }
     };
 
     let Some(current) = current else {
@@ -326,8 +561,19 @@ fn write_in_place(target: &Path, contents: &[u8]) -> Result<(), WriteError> {
     // if we crash; write over the old bytes, then cut off any excess.
     let mut f = OpenOptions::new()
         .write(true)
+        .custom_flags(libc::O_NONBLOCK)
         .open(target)
         .map_err(|e| io_err(target, "open it for writing", e))?;
+    // Swapped for a special file since the backup was read: leave it alone.
+    let meta = f
+        .metadata()
+        .map_err(|e| io_err(target, "inspect the file", e))?;
+    if let Some(kind) = FileKind::of(meta.file_type()) {
+        return Err(WriteError::NotRegular {
+            path: target.to_path_buf(),
+            kind,
+        });
+    }
     f.write_all(contents).map_err(|e| {
         io_err(
             target,
@@ -544,5 +790,212 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"A=1\n");
         assert_eq!(mode_of(&p), 0o600);
         assert_eq!(names(dir.path()), vec![".env"]);
+    }
+
+    // ---- special files -------------------------------------------------
+
+    /// Special files made inside `dir` (never a real /dev path): a FIFO, a
+    /// UNIX socket, a directory and, when mknod is allowed (root), a
+    /// character device with the numbers of /dev/null.
+    fn special_files(dir: &Path) -> (Vec<(PathBuf, FileKind)>, std::os::unix::net::UnixListener) {
+        let fifo = dir.join("fifo");
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mkfifo failed");
+        let sock = dir.join("sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let sub = dir.join("subdir");
+        fs::create_dir(&sub).unwrap();
+        let mut v = vec![
+            (fifo, FileKind::Fifo),
+            (sock, FileKind::Socket),
+            (sub, FileKind::Directory),
+        ];
+        let dev = dir.join("null");
+        let made = std::process::Command::new("mknod")
+            .arg(&dev)
+            .args(["c", "1", "3"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if made {
+            v.push((dev, FileKind::CharDevice));
+        }
+        (v, listener)
+    }
+
+    /// The kind of `p` itself (links not followed) and its device number.
+    fn kind_of(p: &Path) -> (Option<FileKind>, u64) {
+        let m = fs::symlink_metadata(p).unwrap();
+        (FileKind::of(m.file_type()), m.rdev())
+    }
+
+    /// Runs `f` on another thread and fails (instead of hanging) if it has
+    /// not returned within 10 s: opening a FIFO for reading blocks.
+    fn within_10s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("blocked on a special file")
+    }
+
+    #[test]
+    fn special_files_are_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (files, _listener) = special_files(dir.path());
+        for (p, kind) in files {
+            let link = dir.path().join(format!("link-to-{kind:?}"));
+            symlink(&p, &link).unwrap();
+            let before = kind_of(&p);
+            assert_eq!(before.0, Some(kind));
+            for target in [p.clone(), link.clone()] {
+                let t = target.clone();
+                let err = within_10s(move || read_regular_capped(&t, MAX_FILE_SIZE)).unwrap_err();
+                assert!(
+                    matches!(&err, ReadError::NotRegular { kind: k, .. } if *k == kind),
+                    "{err}"
+                );
+                let msg = err.to_string();
+                assert!(msg.contains(&target.display().to_string()), "{msg}");
+                assert!(
+                    msg.contains(&format!("is {kind}, not a regular file")),
+                    "{msg}"
+                );
+
+                for mode in [WriteMode::Atomic, WriteMode::InPlace] {
+                    let t = target.clone();
+                    let err = within_10s(move || write_file(&t, b"A=1\n", mode)).unwrap_err();
+                    match (kind, &err) {
+                        (FileKind::Directory, WriteError::IsDirectory { .. }) => {}
+                        (_, WriteError::NotRegular { kind: k, path }) if *k == kind => {
+                            assert_eq!(path, &p);
+                        }
+                        _ => panic!("{kind:?} via {}: {err}", target.display()),
+                    }
+                    assert!(err.to_string().contains(&p.display().to_string()), "{err}");
+                }
+
+                for append in [false, true] {
+                    let t = target.clone();
+                    let err = within_10s(move || open_private(&t, append)).unwrap_err();
+                    assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+                    let want = if target == link {
+                        FileKind::Symlink
+                    } else {
+                        kind
+                    };
+                    assert!(
+                        err.to_string()
+                            .contains(&format!("is {want}, not a regular file")),
+                        "{err}"
+                    );
+                }
+                assert_eq!(kind_of(&p), before, "{} changed", p.display());
+            }
+            assert!(
+                fs::symlink_metadata(&link)
+                    .unwrap()
+                    .file_type()
+                    .is_symlink()
+            );
+        }
+        // Nothing was created beside them (no temp file, no backup).
+        let left: Vec<String> = names(dir.path())
+            .into_iter()
+            .filter(|n| n.contains("tmp") || n.contains("bak"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn read_regular_capped_reads_missing_and_caps() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(".env");
+        assert!(read_regular_capped(&p, 10).unwrap().is_none());
+        let dangling = dir.path().join("dangling");
+        symlink(dir.path().join("nowhere"), &dangling).unwrap();
+        assert!(read_regular_capped(&dangling, 10).unwrap().is_none());
+
+        fs::write(&p, b"0123456789").unwrap();
+        assert_eq!(read_regular_capped(&p, 10).unwrap().unwrap(), b"0123456789");
+        let err = read_regular_capped(&p, 9).unwrap_err();
+        assert!(matches!(err, ReadError::TooLarge { cap: 9, .. }), "{err}");
+        assert!(
+            err.to_string().contains(".env is larger than 9 bytes"),
+            "{err}"
+        );
+        let big = dir.path().join("big");
+        fs::write(&big, vec![b'x'; (MAX_FILE_SIZE + 1) as usize]).unwrap();
+        let msg = read_regular_capped(&big, MAX_FILE_SIZE)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("larger than 1 MiB"), "{msg}");
+
+        // A symlink to a regular file reads through.
+        let link = dir.path().join("link");
+        symlink(&p, &link).unwrap();
+        assert_eq!(
+            read_regular_capped(&link, 10).unwrap().unwrap(),
+            b"0123456789"
+        );
+    }
+
+    #[test]
+    fn open_private_creates_0600_never_follows_links_never_truncates() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join(".env.lock");
+        drop(open_private(&lock, false).unwrap());
+        assert_eq!(mode_of(&lock), 0o600);
+        fs::write(&lock, b"keep").unwrap();
+        drop(open_private(&lock, false).unwrap());
+        assert_eq!(fs::read(&lock).unwrap(), b"keep", "not truncated");
+
+        let audit = dir.path().join(".env.audit.jsonl");
+        let mut f = open_private(&audit, true).unwrap();
+        f.write_all(b"one\n").unwrap();
+        drop(f);
+        let mut f = open_private(&audit, true).unwrap();
+        f.write_all(b"two\n").unwrap();
+        assert_eq!(fs::read(&audit).unwrap(), b"one\ntwo\n");
+        assert_eq!(mode_of(&audit), 0o600);
+
+        // A symlink, to an existing file or to a missing one, is refused and
+        // neither end is touched.
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"v").unwrap();
+        let l1 = dir.path().join("l1");
+        symlink(&victim, &l1).unwrap();
+        let l2 = dir.path().join("l2");
+        symlink(dir.path().join("missing"), &l2).unwrap();
+        for l in [&l1, &l2] {
+            for append in [false, true] {
+                let err = open_private(l, append).unwrap_err();
+                assert!(err.to_string().contains("symbolic link"), "{err}");
+            }
+        }
+        assert_eq!(fs::read(&victim).unwrap(), b"v");
+        assert!(!dir.path().join("missing").exists());
+    }
+
+    #[test]
+    fn match_owner_copies_uid_and_gid() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = dir.path().join(".env");
+        fs::write(&env, b"A=1\n").unwrap();
+        if running_as_root(dir.path()) {
+            std::os::unix::fs::chown(&env, Some(4321), Some(8765)).unwrap();
+        }
+        let want = fs::metadata(&env).unwrap();
+        let lock = dir.path().join(".env.lock");
+        let f = open_private(&lock, false).unwrap();
+        match_owner(&f, &env).unwrap();
+        let got = fs::metadata(&lock).unwrap();
+        assert_eq!((got.uid(), got.gid()), (want.uid(), want.gid()));
+        assert!(match_owner(&f, &dir.path().join("missing")).is_err());
     }
 }
