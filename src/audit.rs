@@ -6,7 +6,6 @@
 use crate::chain::AttemptRecord;
 use serde::Serialize;
 use serde_json::{Value, json};
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
 
@@ -88,14 +87,16 @@ pub fn append(path: &Path, mut event: Value) {
 }
 
 fn write_line(path: &Path, line: &[u8]) -> std::io::Result<()> {
-    let mut opts = OpenOptions::new();
-    opts.append(true).create(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
+    // Never through a symlink, never into a FIFO or device (that could
+    // block while the run holds its lock), 0600 and owned like the env file
+    // it sits beside.
+    let mut f = crate::store::fs_atomic::open_private(path, true)?;
+    let env_file = path
+        .to_str()
+        .and_then(|p| p.strip_suffix(".audit.jsonl"))
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| path.with_file_name("."));
+    crate::store::files::adopt_owner(&f, &env_file);
     // One write of the whole line: with O_APPEND, concurrent runs' lines
     // do not interleave.
     f.write_all(line)

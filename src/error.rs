@@ -130,6 +130,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A file the run would read or write is a device, FIFO, socket,
+    /// directory or (for lock and audit files) a symlink.
+    #[error("the {what} {} is {kind}, not a regular file; nothing was read or written", path.display())]
+    NotRegular {
+        what: &'static str,
+        path: PathBuf,
+        kind: crate::store::fs_atomic::FileKind,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -208,6 +216,7 @@ impl Error {
                 std::io::ErrorKind::NotFound => 127,
                 _ => 126,
             },
+            Error::NotRegular { .. } => exit::CONFIG,
             Error::Other(_) => exit::TRANSIENT,
         }
     }
@@ -275,10 +284,20 @@ impl Error {
             Error::Store(StoreError::EnvFile(e)) => Some(match e {
                 EnvFileError::Read { .. } => "check the path (--env-file / WEBEX_TOKEN_ENV_FILE) and its permissions".into(),
                 EnvFileError::IsDirectory { .. } => "point --env-file at a file (it is created on the first refresh)".into(),
+                EnvFileError::NotRegular { .. } => "point --env-file / WEBEX_TOKEN_ENV_FILE at a regular file (it is created on the first refresh); a device, FIFO or socket is never written".into(),
+                EnvFileError::TooLarge { .. } => "an env file holds a few variables; check that --env-file names the right file".into(),
+                EnvFileError::BadValue { .. } => "the named line holds a token with whitespace or control characters: remove that line (or the whole owned key) and run `webex-token refresh`; nothing was changed".into(),
+                EnvFileError::Ambiguous { .. } => "quote the named line's value plainly (e.g. with double quotes and no backslashes) so every .env reader reads it the same; nothing was changed".into(),
                 _ => "fix the env file by hand (it must parse as a .env file); nothing was changed".into(),
             }),
             Error::Store(StoreError::LockTimeout { .. }) => Some(
                 "another run is still refreshing; try again, or raise --lock-timeout".into(),
+            ),
+            Error::Store(StoreError::Lock { owner: Some(o), .. }) => Some(format!(
+                "the lock file belongs to {o} (perhaps from a run as root): run webex-token as that user, or give the file to this one (chown), as the env file is"
+            )),
+            Error::Store(StoreError::Lock { source, .. }) if source.kind() == std::io::ErrorKind::InvalidInput => Some(
+                "the lock file's path is a symlink or a special file: remove it (webex-token creates a regular one)".into(),
             ),
             Error::Store(StoreError::Lock { .. }) => Some("make sure the env file's directory is writable".into()),
             Error::Store(StoreError::Write { source, .. }) => Some(match matches!(source, WriteError::RenameNotPossible { .. }) {
@@ -321,6 +340,9 @@ impl Error {
                 }
                 _ => "check that the command is a program this system can run".into(),
             }),
+            Error::NotRegular { what, .. } => Some(format!(
+                "point the {what} at a regular file (or at a path that does not exist yet: webex-token creates it); to turn the audit log off use --audit-log off"
+            )),
             Error::Other(_) => None,
         }
     }

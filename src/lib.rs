@@ -56,6 +56,12 @@ where
     let settings = Settings::from_args(&cli.global);
     let printer = Printer::new(settings.json, settings.quiet)
         .with_json_logs(cli.global.log_format == LogFormat::Json);
+    if !matches!(cli.command, Command::Completions(_) | Command::Man)
+        && let Err(e) = settings.check_paths()
+    {
+        printer.error(command_name(&cli.command), &e);
+        return e.exit_code();
+    }
     // The common `token` case (a stored expiry far enough away) is answered
     // before any async runtime exists: two small files read, one line out.
     if let Command::Token(a) = &cli.command

@@ -4,6 +4,7 @@
 
 use crate::cli::{GlobalArgs, WriteModeArg};
 use crate::config::Config;
+use crate::error::Error;
 use crate::names::{DEFAULT_API_BASE, ENV_TEST_NO_RETRY_DELAY};
 use crate::store::FilesStore;
 use crate::store::fs_atomic::WriteMode;
@@ -71,6 +72,44 @@ impl Settings {
             .unwrap_or_else(|| DEFAULT_API_BASE.to_string())
             .trim_end_matches('/')
             .to_string()
+    }
+
+    /// Refuses, before anything is read or sent, every path this run may
+    /// touch that exists but is not a regular file: the env and config
+    /// files (symlinks followed: `.env -> /dev/null` is refused), their lock
+    /// files and the audit log (symlinks refused: those are opened without
+    /// following links).
+    pub fn check_paths(&self) -> Result<(), Error> {
+        use crate::store::fs_atomic::FileKind;
+        let follow = [
+            ("env file", self.env_path.clone()),
+            ("config file", self.config_path.clone()),
+        ];
+        let mut own = vec![
+            ("lock file", crate::store::files::lock_path(&self.env_path)),
+            (
+                "lock file",
+                crate::store::files::lock_path(&self.config_path),
+            ),
+        ];
+        if let Some(a) = &self.audit_log {
+            own.push(("audit log", a.clone()));
+        }
+        for (what, path) in follow {
+            if let Ok(m) = std::fs::metadata(&path)
+                && let Some(kind) = FileKind::of(m.file_type())
+            {
+                return Err(Error::NotRegular { what, path, kind });
+            }
+        }
+        for (what, path) in own {
+            if let Ok(m) = std::fs::symlink_metadata(&path)
+                && let Some(kind) = FileKind::of(m.file_type())
+            {
+                return Err(Error::NotRegular { what, path, kind });
+            }
+        }
+        Ok(())
     }
 
     /// The files backend for this run's env file and config file.

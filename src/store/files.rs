@@ -11,7 +11,7 @@
 //! leaves a stale lock behind, and the lock file itself is never deleted
 //! (deleting it would let two runs lock two different inodes).
 
-use super::env_file::{self, EnvDocument};
+use super::env_file::{self, EnvDocument, EnvFileError};
 use super::fs_atomic::{self, WriteMode};
 use super::{LockScope, Snapshot, StoreError, TokenStore, wrong_scope};
 use crate::clock;
@@ -51,19 +51,20 @@ fn sibling(env_path: &Path, suffix: &str) -> PathBuf {
 
 /// Takes the lock file at `path`, waiting up to `timeout` without blocking
 /// the runtime (other tasks, e.g. a signal watcher, keep running).
-pub async fn lock_file(path: PathBuf, timeout: Duration) -> Result<LockGuard, StoreError> {
-    let err = |source| StoreError::Lock {
+pub async fn lock_file(
+    path: PathBuf,
+    owner_ref: &Path,
+    timeout: Duration,
+) -> Result<LockGuard, StoreError> {
+    let err = |source: std::io::Error| StoreError::Lock {
+        owner: (source.kind() == std::io::ErrorKind::PermissionDenied)
+            .then(|| owner_of(&path))
+            .flatten(),
         path: path.clone(),
         source,
     };
-    let mut opts = OpenOptions::new();
-    opts.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let file = opts.open(&path).map_err(err)?;
+    let file = fs_atomic::open_private(&path, false).map_err(err)?;
+    adopt_owner(&file, owner_ref);
     let started = Instant::now();
     let mut announced = false;
     loop {
@@ -123,7 +124,7 @@ pub fn read_env(path: &Path) -> Result<EnvState, StoreError> {
     );
     let mut tokens = match &doc {
         None => StoredTokens::default(),
-        Some(d) => tokens_from(d, path),
+        Some(d) => tokens_from(d, path)?,
     };
     if tokens.refresh_token.is_none()
         && let Some(rt) = std::env::var(KEY_REFRESH_TOKEN)
@@ -146,8 +147,11 @@ pub fn read_env(path: &Path) -> Result<EnvState, StoreError> {
     })
 }
 
-fn tokens_from(doc: &EnvDocument, path: &Path) -> StoredTokens {
+fn tokens_from(doc: &EnvDocument, path: &Path) -> Result<StoredTokens, StoreError> {
     let value = |k: &str| doc.get(k).filter(|v| !v.trim().is_empty());
+    // Tokens are checked: one holding whitespace or control characters
+    // would fail every request as if Webex were down; it is bad input.
+    let token = |k: &str| doc.token(k).map(|t| t.map(secret));
     let time = |k: &str| {
         let v = value(k)?;
         let parsed = clock::parse(&v);
@@ -159,17 +163,17 @@ fn tokens_from(doc: &EnvDocument, path: &Path) -> StoredTokens {
         }
         parsed
     };
-    StoredTokens {
-        access_token: value(KEY_ACCESS_TOKEN).map(secret),
+    Ok(StoredTokens {
+        access_token: token(KEY_ACCESS_TOKEN)?,
         access_expires_at: time(KEY_ACCESS_EXPIRES_AT),
-        refresh_token: value(KEY_REFRESH_TOKEN).map(secret),
+        refresh_token: token(KEY_REFRESH_TOKEN)?,
         refresh_expires_at: time(KEY_REFRESH_EXPIRES_AT),
-    }
+    })
 }
 
 /// The env file's new bytes holding `tokens` (owned keys only). The one
 /// place where service-app tokens are exposed for writing.
-pub fn render_env(state: &EnvState, tokens: &StoredTokens) -> Vec<u8> {
+pub fn render_env(state: &EnvState, tokens: &StoredTokens) -> Result<Vec<u8>, EnvFileError> {
     let [access, access_exp, refresh, refresh_exp] = owned_values(tokens);
     let mut updates: Vec<(&str, &str)> = vec![
         (access.0, access.1.as_deref().unwrap_or_default()),
@@ -182,8 +186,8 @@ pub fn render_env(state: &EnvState, tokens: &StoredTokens) -> Vec<u8> {
         updates.push((refresh_exp.0, refresh_exp.1.as_deref().unwrap_or_default()));
     }
     match &state.doc {
-        Some(doc) => doc.render_with(&updates),
-        None => EnvDocument::empty().render_with(&updates),
+        Some(doc) => doc.try_render_with(&updates),
+        None => EnvDocument::empty().try_render_with(&updates),
     }
 }
 
@@ -209,9 +213,9 @@ pub fn write_env(
     tokens: &StoredTokens,
     mode: WriteMode,
 ) -> Result<(), StoreError> {
-    let bytes = render_env(state, tokens);
+    let bytes = render_env(state, tokens)?;
     fs_atomic::write_file(&state.path, &bytes, mode).map_err(|source| {
-        let recovery = save_recovery(&state.path, &bytes);
+        let recovery = save_recovery(&state.path, &bytes, &state.path);
         StoreError::Write {
             what: format!(
                 "the new service-app tokens (env file {})",
@@ -232,7 +236,7 @@ pub fn write_config(
 ) -> Result<(), StoreError> {
     let bytes = config.render_with(update);
     fs_atomic::write_file(&config.path, &bytes, mode).map_err(|source| {
-        let recovery = save_recovery(&config.path, &bytes);
+        let recovery = save_recovery(&config.path, &bytes, &config.path);
         StoreError::Write {
             what: format!(
                 "the renewed personal access token (config file {})",
@@ -245,34 +249,82 @@ pub fn write_config(
 }
 
 /// Keeps bytes that could not be written where a person can recover them:
-/// beside the target if possible, else in the temp directory; 0600, never
-/// overwriting anything.
-fn save_recovery(target: &Path, bytes: &[u8]) -> Option<PathBuf> {
+/// beside the target if possible, else in `$STATE_DIRECTORY` (systemd's
+/// state directory survives `PrivateTmp=true`), else in the temp directory;
+/// 0600, owned like `owner_ref`, under a name no other user can predict,
+/// never overwriting anything.
+fn save_recovery(target: &Path, bytes: &[u8], owner_ref: &Path) -> Option<PathBuf> {
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "webex-token".into());
     let stamp = clock::now().as_second();
-    let pid = std::process::id();
-    let file_name = format!("{name}.recovered-{stamp}-{pid}");
-    let mut candidates = vec![target.with_file_name(&file_name)];
-    candidates.push(std::env::temp_dir().join(&file_name));
-    for path in candidates {
-        let mut opts = OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        if let Ok(mut f) = opts.open(&path) {
-            if f.write_all(bytes).and_then(|_| f.sync_all()).is_ok() {
-                return Some(path);
+    let mut dirs: Vec<PathBuf> = target.parent().map(Path::to_path_buf).into_iter().collect();
+    if let Some(state) = std::env::var_os("STATE_DIRECTORY").filter(|v| !v.is_empty()) {
+        // systemd may list several, separated by colons.
+        let first = state
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        dirs.push(PathBuf::from(first));
+    }
+    dirs.push(std::env::temp_dir());
+    for dir in dirs {
+        for _ in 0..3 {
+            let nonce = uuid::Uuid::new_v4().simple().to_string();
+            let path = dir.join(format!("{name}.recovered-{stamp}-{}", &nonce[..12]));
+            let mut opts = OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600).custom_flags(libc::O_NOFOLLOW);
             }
-            let _ = std::fs::remove_file(&path);
+            match opts.open(&path) {
+                Ok(mut f) => {
+                    adopt_owner(&f, owner_ref);
+                    if f.write_all(bytes).and_then(|_| f.sync_all()).is_ok() {
+                        return Some(path);
+                    }
+                    let _ = std::fs::remove_file(&path);
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(_) => break,
+            }
         }
     }
     None
+}
+
+/// Gives a file this run created the owner and group of `reference` (the
+/// env file, or its directory before the env file exists), so one run as
+/// root does not leave files the service user cannot open. Without the
+/// privilege to change owners this is a no-op: the file is ours already.
+pub(crate) fn adopt_owner(file: &File, reference: &Path) {
+    let reference = if reference.exists() {
+        reference
+    } else {
+        match reference.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => return,
+        }
+    };
+    if let Err(e) = fs_atomic::match_owner(file, reference)
+        && e.kind() != std::io::ErrorKind::PermissionDenied
+    {
+        tracing::debug!("could not match the owner of {}: {e}", reference.display());
+    }
+}
+
+/// "owned by uid N (name)" for a file, for messages about files a run
+/// cannot open.
+pub(crate) fn owner_of(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).ok()?;
+    Some(format!("uid {} gid {}", m.uid(), m.gid()))
 }
 
 /// The files backend: one env file (one org) and the config file.
@@ -322,7 +374,11 @@ impl TokenStore for FilesStore {
     type Guard = FilesGuard;
 
     async fn lock(&self, scope: &LockScope, wait: Duration) -> Result<FilesGuard, StoreError> {
-        let lock = lock_file(self.lock_path(scope), wait).await?;
+        let owner_ref = match scope {
+            LockScope::Org(_) => &self.env_path,
+            LockScope::Config => &self.config_path,
+        };
+        let lock = lock_file(self.lock_path(scope), owner_ref, wait).await?;
         Ok(FilesGuard {
             scope: scope.clone(),
             _lock: lock,
@@ -381,16 +437,16 @@ mod tests {
     async fn lock_is_exclusive_and_times_out() {
         let dir = tempfile::tempdir().unwrap();
         let env = dir.path().join(".env");
-        let held = lock_file(lock_path(&env), Duration::from_secs(1))
+        let held = lock_file(lock_path(&env), &env, Duration::from_secs(1))
             .await
             .unwrap();
-        let err = lock_file(lock_path(&env), Duration::from_millis(100))
+        let err = lock_file(lock_path(&env), &env, Duration::from_millis(100))
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::LockTimeout { .. }));
         assert!(err.to_string().contains(".env.lock"));
         drop(held);
-        lock_file(lock_path(&env), Duration::from_millis(100))
+        lock_file(lock_path(&env), &env, Duration::from_millis(100))
             .await
             .unwrap();
     }
@@ -398,7 +454,7 @@ mod tests {
     #[test]
     fn recovery_file_is_private() {
         let dir = tempfile::tempdir().unwrap();
-        let p = save_recovery(&dir.path().join(".env"), b"X=1\n").unwrap();
+        let p = save_recovery(&dir.path().join(".env"), b"X=1\n", dir.path()).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"X=1\n");
         #[cfg(unix)]
         {
@@ -427,7 +483,7 @@ mod tests {
             ..Default::default()
         };
         let out = render_env(&state, &tokens);
-        let back = EnvDocument::parse(out, Path::new("/x/.env")).unwrap();
+        let back = EnvDocument::parse(out.unwrap(), Path::new("/x/.env")).unwrap();
         assert_eq!(back.get(KEY_REFRESH_TOKEN).as_deref(), Some("keep"));
         assert_eq!(back.get(KEY_ACCESS_TOKEN).as_deref(), Some("new"));
     }

@@ -29,9 +29,11 @@ pub enum StoreError {
     EnvFile(#[from] EnvFileError),
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("could not open the lock file {}: {source}", path.display())]
+    #[error("could not open the lock file {}{}: {source}", path.display(), owner.as_deref().map(|o| format!(" (owned by {o})")).unwrap_or_default())]
     Lock {
         path: PathBuf,
+        /// Who owns it, when permission was denied.
+        owner: Option<String>,
         #[source]
         source: std::io::Error,
     },
