@@ -289,13 +289,18 @@ pub struct CompletionsArgs {
 
 fn parse_base_url(v: &str) -> Result<String, String> {
     let t = v.trim().trim_end_matches('/');
-    if (t.starts_with("http://") || t.starts_with("https://")) && t.len() > "https://".len() {
-        Ok(t.to_string())
-    } else {
-        Err(format!(
-            "`{v}` is not an http(s) URL; use e.g. https://webexapis.com/v1"
-        ))
+    // An empty value (`WEBEX_API_BASE_URL=` in a unit file) means "not
+    // set": the config's `apiBaseUrl` or the default applies.
+    if t.is_empty() {
+        return Ok(String::new());
     }
+    if !((t.starts_with("http://") || t.starts_with("https://")) && t.len() > "https://".len()) {
+        return Err(format!(
+            "`{v}` is not an http(s) URL; use e.g. https://webexapis.com/v1"
+        ));
+    }
+    crate::webex::check_base_url(t)?;
+    Ok(t.to_string())
 }
 
 #[cfg(test)]

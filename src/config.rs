@@ -364,6 +364,8 @@ pub enum ConfigError {
     },
     #[error("config file {}: `apiBaseUrl` is not an http(s) URL", path.display())]
     BadApiBase { path: PathBuf },
+    #[error("config file {}: `apiBaseUrl`: {why}", path.display())]
+    InsecureApiBase { path: PathBuf, why: String },
 }
 
 impl ConfigError {
@@ -379,7 +381,7 @@ impl ConfigError {
                 Some((key, _)) if fields.len() == 1 => field_hint(key),
                 _ => "fill them in from your service app's page on developer.webex.com (My Webex Apps → your service app); targetOrgId is the org whose Full Admin authorized it".into(),
             },
-            ConfigError::BadApiBase { .. } => "use e.g. https://webexapis.com/v1, or remove the key".into(),
+            ConfigError::BadApiBase { .. } | ConfigError::InsecureApiBase { .. } => "use e.g. https://webexapis.com/v1, or remove the key".into(),
             ConfigError::Unreadable { .. } | ConfigError::IsDirectory { .. } => {
                 "check the path and its permissions".into()
             }
@@ -615,6 +617,12 @@ impl Config {
             Some(Kind::Str(s)) => {
                 if !(s.starts_with("http://") || s.starts_with("https://")) {
                     return Err(ConfigError::BadApiBase { path: path.into() });
+                }
+                if let Err(why) = crate::webex::check_base_url(s.trim().trim_end_matches('/')) {
+                    return Err(ConfigError::InsecureApiBase {
+                        path: path.into(),
+                        why,
+                    });
                 }
                 Some(s.trim().to_string())
             }

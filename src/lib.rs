@@ -48,9 +48,22 @@ where
     T: Into<OsString>,
 {
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    let cli = match Cli::try_parse_from(&args) {
+    let code = run_parsed(&args);
+    // Output that never reached stdout is a failure, whatever the command
+    // concluded: `$(webex-token token)` must not carry on with nothing.
+    match output::stdout_failure() {
+        Some(e) if code == 0 => {
+            Printer::new(false, false).stderr_error("output", &e);
+            e.exit_code()
+        }
+        _ => code,
+    }
+}
+
+fn run_parsed(args: &[OsString]) -> u8 {
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
-        Err(e) => return output::usage_error(e, &args),
+        Err(e) => return output::usage_error(e, args),
     };
     output::logging::init(cli.global.verbose, cli.global.quiet, cli.global.log_format);
     let settings = Settings::from_args(&cli.global);

@@ -68,6 +68,7 @@ impl Settings {
     pub fn api_base(&self, config: Option<&Config>) -> String {
         self.api_base_flag
             .clone()
+            .filter(|b| !b.is_empty())
             .or_else(|| config.and_then(|c| c.api_base_url.clone()))
             .unwrap_or_else(|| DEFAULT_API_BASE.to_string())
             .trim_end_matches('/')
@@ -159,18 +160,53 @@ mod tests {
     #[test]
     fn api_base_precedence() {
         let cfg = Config::parse(
-            br#"{"apiBaseUrl":"http://from-config/v1/"}"#,
+            br#"{"apiBaseUrl":"https://from-config/v1/"}"#,
             Path::new("/c.json"),
         )
         .unwrap();
-        let flag = settings(&["--api-base", "http://from-flag/v1/"]);
-        assert_eq!(flag.api_base(Some(&cfg)), "http://from-flag/v1");
+        let flag = settings(&["--api-base", "https://from-flag/v1/"]);
+        assert_eq!(flag.api_base(Some(&cfg)), "https://from-flag/v1");
         let none = settings(&[]);
         // The test process may have WEBEX_API_BASE_URL set by a user; the
         // clap env layer is covered by the integration tests instead.
         if std::env::var_os(crate::names::ENV_API_BASE).is_none() {
-            assert_eq!(none.api_base(Some(&cfg)), "http://from-config/v1");
+            assert_eq!(none.api_base(Some(&cfg)), "https://from-config/v1");
             assert_eq!(none.api_base(None), "https://webexapis.com/v1");
+        }
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        for ok in [
+            "http://127.0.0.1:8080/v1",
+            "http://[::1]:9/v1",
+            "http://localhost/v1",
+            "https://webexapis.com/v1",
+        ] {
+            assert!(
+                Cli::try_parse_from(["webex-token", "--api-base", ok, "status"]).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "http://webexapis.com/v1",
+            "http://10.0.0.5/v1",
+            "ftp://x/v1",
+        ] {
+            assert!(
+                Cli::try_parse_from(["webex-token", "--api-base", bad, "status"]).is_err(),
+                "{bad}"
+            );
+        }
+        let cfg = Config::parse(
+            br#"{"apiBaseUrl":"http://proxy.example/v1"}"#,
+            Path::new("/c.json"),
+        );
+        assert!(cfg.unwrap_err().to_string().contains("not this machine"));
+        // Empty means unset.
+        let empty = settings(&["--api-base", ""]);
+        if std::env::var_os(crate::names::ENV_API_BASE).is_none() {
+            assert_eq!(empty.api_base(None), "https://webexapis.com/v1");
         }
     }
 

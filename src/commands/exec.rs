@@ -12,17 +12,21 @@ pub async fn run(settings: &Settings, a: &ExecArgs) -> Result<u8, Error> {
     let org = OrgId::configured();
     let tokens = match engine::fresh_tokens(&store, &org, a.min_valid).await? {
         Some(t) => t,
-        None => {
-            engine::ensure(
-                &store,
-                |c| settings.api(c),
-                &engine::working_policy(a.min_valid, false),
-                &org,
-                &super::ctx(settings, "exec"),
-            )
-            .await?
-            .tokens
-        }
+        None => match engine::ensure(
+            &store,
+            |c| settings.api(c),
+            &engine::working_policy(a.min_valid, false),
+            &org,
+            &super::ctx(settings, "exec"),
+        )
+        .await
+        {
+            Ok(outcome) => outcome.tokens,
+            Err(e) => match engine::still_valid_after(&store, &org, &e).await {
+                Some(tokens) => tokens,
+                None => return Err(e),
+            },
+        },
     };
     let (program, args) = a.command.split_first().expect("clap requires a command");
     let mut cmd = std::process::Command::new(program);

@@ -32,19 +32,26 @@ pub fn fast(settings: &Settings, printer: &Printer, a: &TokenArgs) -> Option<u8>
 
 pub async fn run(settings: &Settings, printer: &Printer, a: &TokenArgs) -> Result<u8, Error> {
     let policy = engine::working_policy(a.min_valid, a.validate);
-    let outcome = engine::ensure(
-        &settings.files_store(),
+    let (store, org) = (settings.files_store(), OrgId::configured());
+    let tokens = match engine::ensure(
+        &store,
         |c| settings.api(c),
         &policy,
-        &OrgId::configured(),
+        &org,
         &super::ctx(settings, "token"),
     )
-    .await?;
-    let access = outcome
-        .tokens
+    .await
+    {
+        Ok(outcome) => outcome.tokens,
+        Err(e) => match engine::still_valid_after(&store, &org, &e).await {
+            Some(tokens) => tokens,
+            None => return Err(e),
+        },
+    };
+    let access = tokens
         .access_token
         .as_ref()
         .expect("a working token is present");
-    printer.token(access, outcome.tokens.access_expires_at, clock::now());
+    printer.token(access, tokens.access_expires_at, clock::now());
     Ok(0)
 }

@@ -367,6 +367,35 @@ where
     })
 }
 
+/// For `token` and `exec`: when a refresh failed for a reason that may pass
+/// (or every level was rejected) but the stored access token has not
+/// expired yet, that token still works for a while: hand it over (with a
+/// warning) rather than fail a consumer that only needs it now.
+pub async fn still_valid_after<S: TokenStore>(
+    store: &S,
+    org: &OrgId,
+    err: &Error,
+) -> Option<StoredTokens> {
+    let recoverable = matches!(
+        err,
+        Error::Chain(ChainError::Transient { .. } | ChainError::Exhausted { .. })
+    );
+    if !recoverable {
+        return None;
+    }
+    let snap = store.load(org).await.ok()?;
+    let now = clock::now();
+    let exp = snap.tokens.access_expires_at?;
+    (snap.tokens.access_token.is_some() && exp > now).then(|| {
+        tracing::warn!(
+            "could not refresh the access token ({err}); handing over the stored one, which still works until {} ({})",
+            clock::format_utc(exp),
+            clock::human_left(clock::seconds_until(now, exp))
+        );
+        snap.tokens
+    })
+}
+
 /// The policy `token`, `exec` and the data-source commands use: trust a
 /// stored expiry beyond `min_valid` unless asked to validate.
 pub fn working_policy(min_valid: Duration, validate: bool) -> Policy {

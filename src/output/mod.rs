@@ -50,16 +50,14 @@ impl Printer {
     }
 
     fn emit_json(&self, v: &Value) {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{v}");
+        write_stdout(|out| writeln!(out, "{v}"));
     }
 
     fn emit_text(&self, text: &str) {
         if self.quiet {
             return;
         }
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{text}");
+        write_stdout(|out| writeln!(out, "{text}"));
     }
 
     /// `s` in the ANSI colour `code` when stdout is a colour terminal.
@@ -125,8 +123,7 @@ impl Printer {
             }));
         } else {
             // `token` prints its token even with -q: it is the result.
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{}", token.expose_secret());
+            write_stdout(|out| writeln!(out, "{}", token.expose_secret()));
         }
     }
 
@@ -190,6 +187,31 @@ pub fn error_json_fields(err: &Error) -> Value {
         "details": err.details(),
         "hint": err.hint(),
     })
+}
+
+/// The first error writing stdout, other than a closed pipe.
+static STDOUT_ERROR: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Writes (and flushes) stdout. A reader that went away (EPIPE: `| head`)
+/// is its own choice and stays quiet; any other failure (a full disk,
+/// a closed descriptor, an I/O error) is remembered, so the run cannot
+/// report success while `$(webex-token token)` got nothing.
+pub fn write_stdout(f: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = f(&mut out).and_then(|()| out.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        let mut slot = STDOUT_ERROR.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert_with(|| e.to_string());
+    }
+}
+
+/// The stdout failure of this run, if any, as an error (exit 1).
+pub fn stdout_failure() -> Option<Error> {
+    write_stdout(|_| Ok(()));
+    let slot = STDOUT_ERROR.lock().unwrap_or_else(|p| p.into_inner());
+    slot.as_ref()
+        .map(|e| Error::Other(format!("could not write the output to stdout: {e}")))
 }
 
 /// "expires 2026-12-07T19:00:00Z (in 13d 23h)" or "expiry unknown".

@@ -188,6 +188,37 @@ impl ClassifyName for serde_json::Error {
     }
 }
 
+/// Refuses an API base that would send credentials in clear text over a
+/// network: `http://` is for a local stand-in on a loopback address only.
+pub fn check_base_url(url: &str) -> Result<(), String> {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return Err(format!(
+            "`{url}` is not a URL; use e.g. https://webexapis.com/v1"
+        ));
+    };
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let host = parsed.host_str().unwrap_or_default();
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = host.eq_ignore_ascii_case("localhost")
+                || bare
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                Ok(())
+            } else {
+                Err(format!(
+                    "`{url}` is plain http to a host that is not this machine; tokens would cross the network unencrypted: use https (http:// is allowed only for 127.0.0.1, [::1] or localhost)"
+                ))
+            }
+        }
+        _ => Err(format!(
+            "`{url}` is not an http(s) URL; use e.g. https://webexapis.com/v1"
+        )),
+    }
+}
+
 /// Percent-encodes a path segment (app ids are base64 and may hold `/`, `+`, `=`).
 pub fn urlencode_path(seg: &str) -> String {
     let mut out = String::with_capacity(seg.len());
