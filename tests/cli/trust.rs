@@ -1,0 +1,361 @@
+//! The second hardening round (contract: "Files that must be refused,
+//! signals, outages"): each family, from outside, with exit code, message,
+//! files unchanged and no secret in any output.
+
+use crate::common::*;
+use serde_json::json;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use wiremock::ResponseTemplate;
+
+fn mkfifo(p: &Path) {
+    let ok = Command::new("mkfifo").arg(p).status().unwrap().success();
+    assert!(ok, "mkfifo {}", p.display());
+}
+
+/// A character device node inside the test's own temp dir (root only);
+/// `None` where this user cannot create one.
+fn mknod_char(p: &Path, major: u32, minor: u32) -> Option<()> {
+    let ok = Command::new("mknod")
+        .arg(p)
+        .args(["c", &major.to_string(), &minor.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .ok()?
+        .success();
+    ok.then_some(())
+}
+
+fn is_fifo(p: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(p)
+        .map(|m| m.file_type().is_fifo())
+        .unwrap_or(false)
+}
+
+/// Runs with a deadline: a run that blocks on a FIFO fails the test
+/// instead of hanging it.
+fn run_bounded(t: &TestEnv, args: &[&str]) -> std::process::Output {
+    let started = Instant::now();
+    let mut c = t.cmd();
+    c.args(args).timeout(Duration::from_secs(20));
+    let out = c.output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the run blocked"
+    );
+    t.assert_no_secrets(&out, &[]);
+    out
+}
+
+#[tokio::test]
+async fn a_fifo_env_file_is_refused_before_any_request() {
+    let t = TestEnv::new().await;
+    mkfifo(&t.env_path());
+    for cmd in ["refresh", "token", "status"] {
+        let out = run_bounded(&t, &[cmd]);
+        assert_eq!(code(&out), 3, "{cmd}: {}", stderr(&out));
+        assert!(stderr(&out).contains("FIFO"), "{}", stderr(&out));
+        assert!(stderr(&out).contains(".env"), "{}", stderr(&out));
+    }
+    assert!(is_fifo(&t.env_path()), "the FIFO must stay a FIFO");
+    assert_eq!(t.requests().await.len(), 0);
+}
+
+#[tokio::test]
+async fn a_symlink_to_a_device_is_never_replaced() {
+    let t = TestEnv::new().await;
+    let dev = t.path("null-device");
+    if mknod_char(&dev, 1, 3).is_none() {
+        eprintln!("skipped: cannot create a device node here (not root)");
+        return;
+    }
+    std::os::unix::fs::symlink(&dev, t.env_path()).unwrap();
+    let out = run_bounded(&t, &["refresh"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+    use std::os::unix::fs::FileTypeExt;
+    let m = std::fs::symlink_metadata(&dev).unwrap();
+    assert!(
+        m.file_type().is_char_device(),
+        "the device node was replaced"
+    );
+    assert!(
+        std::fs::symlink_metadata(t.env_path())
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(t.requests().await.len(), 0);
+    // --env-file pointing straight at it is refused the same way.
+    let out = run_bounded(&t, &["--env-file", dev.to_str().unwrap(), "refresh"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn fifo_config_audit_and_lock_paths_are_refused() {
+    let t = TestEnv::new().await;
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(-60)),
+        Some(OLD_REFRESH),
+    ));
+    let before = t.read_env();
+    // Audit log.
+    let audit = t.path("audit.fifo");
+    mkfifo(&audit);
+    let out = run_bounded(&t, &["--audit-log", audit.to_str().unwrap(), "refresh"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("audit log"), "{}", stderr(&out));
+    // Lock file as a symlink (followed, it could point anywhere).
+    std::os::unix::fs::symlink(t.path("elsewhere"), t.path(".env.lock")).unwrap();
+    let out = run_bounded(&t, &["refresh"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("lock file"), "{}", stderr(&out));
+    assert!(!t.path("elsewhere").exists());
+    std::fs::remove_file(t.path(".env.lock")).unwrap();
+    // Config file.
+    let cfg = t.path("config.fifo");
+    mkfifo(&cfg);
+    let out = run_bounded(&t, &["--config", cfg.to_str().unwrap(), "refresh"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(is_fifo(&cfg));
+    assert_eq!(t.read_env(), before);
+    assert_eq!(t.requests().await.len(), 0);
+}
+
+#[tokio::test]
+async fn oversized_inputs_are_refused() {
+    let t = TestEnv::new().await;
+    let big = "X=1\n".repeat(300_000);
+    t.write_env(&big);
+    let out = run_bounded(&t, &["refresh"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert_eq!(t.read_env().len(), big.len());
+    std::fs::write(t.config_path(), vec![b' '; 2 * 1024 * 1024]).unwrap();
+    let out = run_bounded(&t, &["--env-file", "other.env", "refresh"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn cr_only_line_endings_and_control_characters_are_refused_not_rewritten() {
+    let t = TestEnv::new().await;
+    let cr = format!(
+        "OTHER=keep\rWEBEX_SERVICE_APP_ACCESS_TOKEN={OLD_ACCESS}\rWEBEX_SERVICE_APP_REFRESH_TOKEN={OLD_REFRESH}\r"
+    );
+    t.write_env(&cr);
+    let out = run_bounded(&t, &["refresh"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert_eq!(t.read_env(), cr);
+    let ctl = format!(
+        "WEBEX_SERVICE_APP_ACCESS_TOKEN=\"{OLD_ACCESS}\\u001b\"\nWEBEX_SERVICE_APP_ACCESS_TOKEN_EXPIRES_AT={}\nA=\"tab\there\"\n",
+        in_secs(86_400)
+    );
+    let ctl = ctl.replace("\\u001b", " x");
+    t.write_env(&ctl);
+    let out = run_bounded(&t, &["token"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("WEBEX_SERVICE_APP_ACCESS_TOKEN"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(t.read_env(), ctl);
+    assert_eq!(t.requests().await.len(), 0);
+}
+
+#[tokio::test]
+async fn a_secret_echoed_near_the_cut_never_shows_in_part() {
+    let t = TestEnv::new().await;
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(-60)),
+        Some(OLD_REFRESH),
+    ));
+    // The server quotes the refresh token right where messages are cut.
+    let msg = format!("{}{OLD_REFRESH}{}", "x".repeat(285), "y".repeat(50));
+    t.mock_refresh(
+        SA_CLIENT_ID,
+        OLD_REFRESH,
+        ResponseTemplate::new(400).set_body_json(json!({"error": "invalid_grant", "message": msg})),
+    )
+    .await;
+    t.mock_mint(
+        PAT,
+        ResponseTemplate::new(403).set_body_json(webex_error("forbidden")),
+    )
+    .await;
+    let out = t.run(&["--json", "refresh"]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    let audit = std::fs::read_to_string(t.path(".env.audit.jsonl")).unwrap();
+    let prefix = &OLD_REFRESH[..10];
+    for (what, text) in [
+        ("stdout", stdout(&out)),
+        ("stderr", stderr(&out)),
+        ("audit", audit),
+    ] {
+        assert!(
+            !text.contains(prefix),
+            "{what} shows part of the refresh token:\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_is_a_network_problem_not_a_rejection() {
+    let t = TestEnv::new().await;
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(86_400)),
+        Some(OLD_REFRESH),
+    ));
+    let before = t.read_env();
+    wiremock::Mock::given(wiremock::matchers::path("/v1/dataSources"))
+        .respond_with(
+            ResponseTemplate::new(302).insert_header("location", "http://portal.example.net/login"),
+        )
+        .mount(&t.server)
+        .await;
+    let out = t.run(&["refresh"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("portal.example.net"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("setup-oauth"), "{}", stderr(&out));
+    assert_eq!(t.count("POST", "/v1/access_token").await, 0);
+    assert_eq!(t.read_env(), before);
+}
+
+#[tokio::test]
+async fn token_hands_over_a_still_valid_token_during_an_outage() {
+    let t = TestEnv::new().await;
+    // 30 minutes left: within --min-valid (1h), so `token` tries to refresh.
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(1800)),
+        Some(OLD_REFRESH),
+    ));
+    let before = t.read_env();
+    wiremock::Mock::given(wiremock::matchers::path("/v1/access_token"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&t.server)
+        .await;
+    let mut c = t.cmd();
+    c.env("WEBEX_TOKEN_TEST_NO_RETRY_DELAY", "1")
+        .args(["token"]);
+    let out = c.output().unwrap();
+    t.assert_no_secrets(&out, &[OLD_ACCESS]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), OLD_ACCESS);
+    assert!(stderr(&out).contains("still works"), "{}", stderr(&out));
+    assert_eq!(t.read_env(), before);
+    // An expired token is never handed over.
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(-10)),
+        Some(OLD_REFRESH),
+    ));
+    let mut c = t.cmd();
+    c.env("WEBEX_TOKEN_TEST_NO_RETRY_DELAY", "1")
+        .args(["token"]);
+    let out = c.output().unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stdout(&out).is_empty());
+}
+
+#[tokio::test]
+async fn token_fails_when_stdout_cannot_be_written() {
+    let t = TestEnv::new().await;
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(86_400)),
+        Some(OLD_REFRESH),
+    ));
+    let full = t.path("full-device");
+    if mknod_char(&full, 1, 7).is_none() {
+        eprintln!("skipped: cannot create a device node here (not root)");
+        return;
+    }
+    let sink = std::fs::OpenOptions::new().write(true).open(&full).unwrap();
+    let out = t.std_cmd().arg("token").stdout(sink).output().unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("stdout"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains(OLD_ACCESS));
+    // A reader that went away (EPIPE) stays quiet.
+    let mut child = t
+        .std_cmd()
+        .arg("token")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(!stderr(&out).contains("error"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn plain_http_to_another_host_is_refused() {
+    let t = TestEnv::new().await;
+    let out = t.run(&["--api-base", "http://webex.example.com/v1", "status"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let mut cfg = default_config(true);
+    cfg["apiBaseUrl"] = json!("http://10.1.2.3/v1");
+    t.write_config(&cfg);
+    let mut c = t.cmd();
+    c.env_remove("WEBEX_API_BASE_URL").arg("status");
+    let out = c.output().unwrap();
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("apiBaseUrl"), "{}", stderr(&out));
+    // An empty WEBEX_API_BASE_URL is "not set", not a usage error.
+    t.write_config(&default_config(true));
+    let mut c = t.cmd();
+    c.env("WEBEX_API_BASE_URL", "").args(["--json", "status"]);
+    let out = c.output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["apiBase"], "https://webexapis.com/v1");
+}
+
+#[tokio::test]
+async fn lock_and_audit_files_belong_to_the_env_files_owner() {
+    use std::os::unix::fs::MetadataExt;
+    let t = TestEnv::new().await;
+    if std::fs::metadata(t.dir.path()).unwrap().uid() != 0 {
+        eprintln!("skipped: needs root to act as `sudo webex-token`");
+        return;
+    }
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(-60)),
+        Some(OLD_REFRESH),
+    ));
+    // The service user's env file; a run as root must not take the
+    // lock and audit files away from it.
+    let (uid, gid) = (65534u32, 65534u32);
+    std::os::unix::fs::chown(t.env_path(), Some(uid), Some(gid)).unwrap();
+    let new = "SECRET-new-access-after-sudo";
+    t.mock_refresh(
+        SA_CLIENT_ID,
+        OLD_REFRESH,
+        token_response(new, 3600 * 24, None),
+    )
+    .await;
+    let out = t.run(&["refresh"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for f in [".env.lock", ".env.audit.jsonl", ".env"] {
+        let m = std::fs::metadata(t.path(f)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (uid, gid), "{f}");
+    }
+    for f in [".env.lock", ".env.audit.jsonl"] {
+        let m = std::fs::metadata(t.path(f)).unwrap();
+        assert_eq!(m.mode() & 0o777, 0o600, "{f}");
+    }
+}
