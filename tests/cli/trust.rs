@@ -359,3 +359,144 @@ async fn lock_and_audit_files_belong_to_the_env_files_owner() {
         assert_eq!(m.mode() & 0o777, 0o600, "{f}");
     }
 }
+
+#[tokio::test]
+async fn sigterm_mid_exchange_keeps_the_rotated_refresh_token() {
+    let mut t = TestEnv::new().await;
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(-60)),
+        Some(OLD_REFRESH),
+    ));
+    let (new_at, new_rt) = (
+        t.secret("SECRET-access-after-signal"),
+        t.secret("SECRET-rotated-refresh-after-signal"),
+    );
+    // The server has rotated (the old refresh token is gone) and answers
+    // slowly: the signal arrives while the answer is on its way.
+    t.mock_refresh(
+        SA_CLIENT_ID,
+        OLD_REFRESH,
+        token_response(&new_at, 3600 * 24, Some((&new_rt, 7_776_000)))
+            .set_delay(Duration::from_millis(1500)),
+    )
+    .await;
+    for signal in ["TERM", "INT"] {
+        t.write_env(&env_with(
+            OLD_ACCESS,
+            Some(&in_secs(-60)),
+            Some(OLD_REFRESH),
+        ));
+        let child = t
+            .std_cmd()
+            .arg("refresh")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let killed = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let out = child.wait_with_output().unwrap();
+        t.assert_no_secrets(&out, &[]);
+        let want = if signal == "TERM" { 143 } else { 130 };
+        assert_eq!(code(&out), want, "{signal}: {}", stderr(&out));
+        let v = t.env_values();
+        assert_eq!(v["WEBEX_SERVICE_APP_REFRESH_TOKEN"], new_rt, "{signal}");
+        assert_eq!(v["WEBEX_SERVICE_APP_ACCESS_TOKEN"], new_at, "{signal}");
+    }
+}
+
+#[tokio::test]
+async fn a_signal_with_no_exchange_in_flight_stops_at_once() {
+    let t = TestEnv::new().await;
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(86_400)),
+        Some(OLD_REFRESH),
+    ));
+    let before = t.read_env();
+    // A slow validation: no token is being issued, nothing to protect.
+    t.mock_validate(OLD_ACCESS, 200).await;
+    wiremock::Mock::given(wiremock::matchers::path("/v1/dataSources"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(10)))
+        .with_priority(1)
+        .mount(&t.server)
+        .await;
+    let child = t
+        .std_cmd()
+        .arg("refresh")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(code(&out), 143, "{}", stderr(&out));
+    assert_eq!(t.read_env(), before);
+}
+
+#[test]
+fn env_files_sharing_one_config_renew_the_personal_token_once() {
+    use webex_sim::{Sim, SimOptions, TokenKind};
+    // Rotation on: a second use of the integration refresh token would be
+    // refused, so two runs both renewing would strand one of them.
+    let sim = Sim::start(SimOptions {
+        rotate_refresh_tokens: true,
+        // Every answer takes a while, so the six runs overlap for real.
+        latency: Duration::from_millis(200),
+        ..SimOptions::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    sim.write_demo_files(dir.path()).unwrap();
+    assert!(sim.expire_all(TokenKind::Personal) >= 1);
+    sim.clear_requests();
+    let children: Vec<_> = (0..6)
+        .map(|i| {
+            scrubbed(assert_cmd::cargo::cargo_bin("webex-token"), dir.path())
+                .args(["--env-file", &format!("app{i}.env"), "refresh"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(code(&out), 0, "run {i}: {}", stderr(&out));
+    }
+    let integration = sim.credentials().integration_client_id;
+    let renewals = sim
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.path == "/v1/access_token"
+                && r.form
+                    .as_ref()
+                    .and_then(|f| f.get("client_id"))
+                    .is_some_and(|c| *c == integration)
+        })
+        .count();
+    assert_eq!(renewals, 1, "level 3 must run once for the shared config");
+    for i in 0..6 {
+        let vals: std::collections::HashMap<String, String> =
+            dotenvy::from_path_iter(dir.path().join(format!("app{i}.env")))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect();
+        let at = &vals["WEBEX_SERVICE_APP_ACCESS_TOKEN"];
+        assert!(sim.is_token_valid(at), "app{i}.env holds a working token");
+    }
+}
