@@ -53,7 +53,7 @@ pub struct GlobalArgs {
     pub json: bool,
 
     /// How long to wait for another run holding the env file's lock
-    #[arg(long, global = true, env = ENV_LOCK_TIMEOUT, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+    #[arg(long, global = true, env = ENV_LOCK_TIMEOUT, value_name = "DURATION", default_value = "2m", value_parser = parse_nonzero_duration)]
     pub lock_timeout: Duration,
 
     /// How files are replaced: atomic (rename) or in-place (single-file bind mounts only)
@@ -69,7 +69,7 @@ pub struct GlobalArgs {
     pub log_format: LogFormat,
 
     /// Timeout for one HTTP request to Webex
-    #[arg(long, global = true, env = ENV_HTTP_TIMEOUT, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = ENV_HTTP_TIMEOUT, value_name = "DURATION", default_value = "30s", value_parser = parse_nonzero_duration)]
     pub http_timeout: Duration,
 
     /// Total time the retries of one request may take
@@ -285,6 +285,15 @@ pub struct CompletionsArgs {
     /// The shell
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+/// A timeout: zero would make every wait or request fail at once.
+fn parse_nonzero_duration(v: &str) -> Result<Duration, String> {
+    let d = parse_duration(v)?;
+    if d.is_zero() {
+        return Err("a timeout of zero would fail at once; use e.g. 30s".into());
+    }
+    Ok(d)
 }
 
 fn parse_base_url(v: &str) -> Result<String, String> {

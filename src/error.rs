@@ -309,18 +309,32 @@ impl Error {
                 "check --api-base / WEBEX_API_BASE_URL / `apiBaseUrl`: it should end in /v1, e.g. https://webexapis.com/v1".into(),
             ),
             Error::Chain(ChainError::Exhausted { attempts }) => {
-                let forbidden = attempts.iter().any(|a| {
-                    a.level == Level::PersonalAccessToken
-                        && matches!(&a.result, AttemptResult::Rejected { error } if error.status() == Some(403))
-                });
-                let not_found = attempts.iter().any(|a| {
-                    a.level == Level::PersonalAccessToken
-                        && matches!(&a.result, AttemptResult::Rejected { error } if error.status() == Some(404))
-                });
-                Some(if forbidden {
+                let level2 = |status: u16| {
+                    attempts.iter().find_map(|a| match &a.result {
+                        AttemptResult::Rejected { error }
+                            if a.level == Level::PersonalAccessToken
+                                && error.status() == Some(status) =>
+                        {
+                            Some(error)
+                        }
+                        _ => None,
+                    })
+                };
+                Some(if level2(403).is_some() {
                     "the personal access token needs scope spark:applications_token, and a Full Admin of `serviceApp.targetOrgId` must have authorized the service app in Control Hub; then run `webex-token setup-oauth`".into()
-                } else if not_found {
-                    "check `serviceApp.appId` in the config file (the service app's id on developer.webex.com)".into()
+                } else if let Some(e) = level2(404) {
+                    // Webex answers an unknown app id with its own error body
+                    // (a trackingId); anything else answering 404 is not the
+                    // Webex API at all.
+                    if e.tracking_id().is_some() {
+                        "check `serviceApp.appId` in the config file (the service app's id on developer.webex.com)".into()
+                    } else {
+                        "the API base answered 404 without a Webex error body: check --api-base / WEBEX_API_BASE_URL / `apiBaseUrl` (e.g. https://webexapis.com/v1), then `serviceApp.appId`".into()
+                    }
+                } else if level2(400).is_some_and(|e| {
+                    e.names_code("client") || e.names_code("Client")
+                }) {
+                    "Webex refused the service app's client credentials: check `serviceApp.clientId` and `serviceApp.clientSecret` in the config file against the service app on developer.webex.com (regenerating the secret there invalidates the old one); setup-oauth does not fix this".into()
                 } else {
                     "run `webex-token setup-oauth` to authorize the token-manager integration again, then `webex-token refresh`".into()
                 })

@@ -296,7 +296,7 @@ pub async fn ensure_fresh<A: WebexApi, P: Persist>(
                 Err(ApiError::Refused { status: 403, body }) => {
                     let e = ApiError::Refused { status: 403, body };
                     tracing::warn!(
-                        "the access token works but GET /dataSources answered {e}; the service app may lack scope spark-admin:datasource_read"
+                        "the access token works but GET /dataSources answered {e}; the service app may lack a data-source read scope (spark-admin:datasource_read, or byods:datasource_read)"
                     );
                     return Ok(kept(Validation::CheckedWithoutScope));
                 }

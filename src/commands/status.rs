@@ -88,15 +88,18 @@ async fn gather(settings: &Settings, a: &StatusArgs) -> Result<StatusReport, Err
         },
     ];
 
-    // `--check`: credentials that cannot renew themselves.
+    // `--check`: credentials that cannot renew themselves. One whose
+    // expiry is unknown cannot be shown to outlast the window: it fails the
+    // check too (a monitor must not pass on what it cannot see).
     let check = a.check.map(|window| {
         let limit = clock::after(now, window.as_secs());
         let expiring = credentials
             .iter()
             .filter(|c| !c.renews_itself)
-            .filter_map(|c| {
-                let exp = c.expires_at?;
-                (exp <= limit).then(|| expiring_line(c.label, exp, now))
+            .filter_map(|c| match c.expires_at {
+                Some(exp) => (exp <= limit).then(|| expiring_line(c.label, exp, now)),
+                None if c.token.is_some() => Some(format!("{} expiry unknown", c.label)),
+                None => None,
             })
             .collect::<Vec<_>>();
         CheckResult { window, expiring }
@@ -134,6 +137,9 @@ fn check_failure(c: &CheckResult, levels: &[(Level, Option<String>)]) -> Error {
         } else {
             "the service-app refresh token can only be replaced by level 2: set up a working personal access token or `webex-token setup-oauth`, then `webex-token refresh --mint`"
         });
+    }
+    if c.expiring.iter().any(|e| e.ends_with("expiry unknown")) {
+        hints.push("an unknown expiry becomes known when webex-token renews that credential (`webex-token refresh --mint` for the service-app refresh token, `webex-token setup-oauth` for the token-manager tokens)");
     }
     if lapsing("personal access token") {
         hints.push("paste a new personal access token into the config file, or run `webex-token setup-oauth` once so the integration renews it");

@@ -13,6 +13,7 @@ use crate::tokens::StoredTokens;
 use clap::CommandFactory;
 use jiff::Timestamp;
 use serde_json::{Value, json};
+use std::error::Error as _;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
@@ -320,6 +321,7 @@ pub fn usage_error_json(command: Option<&str>, message: &str, details: &[String]
 /// that asked for JSON always gets one. `--help`/`--version` are not errors.
 pub fn usage_error(e: clap::Error, args: &[std::ffi::OsString]) -> u8 {
     use clap::error::ErrorKind;
+    let e = blame_the_environment(e, args);
     let is_info = matches!(
         e.kind(),
         ErrorKind::DisplayHelp
@@ -361,4 +363,56 @@ pub fn usage_error(e: clap::Error, args: &[std::ffi::OsString]) -> u8 {
     }
     let _ = e.print();
     u8::try_from(e.exit_code()).unwrap_or(2)
+}
+
+/// clap reports a bad value from an environment variable as if the flag
+/// had been typed (`invalid value 'x' for '--lock-timeout'`); a person then
+/// looks at a command line that has no such flag. When the flag is absent
+/// and its variable is set, say that the variable is where the value came
+/// from.
+fn blame_the_environment(e: clap::Error, args: &[std::ffi::OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return e;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return e;
+    };
+    let long = arg
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let typed = args.iter().skip(1).any(|a| {
+        let a = a.to_string_lossy();
+        a == long || a.starts_with(&format!("{long}="))
+    });
+    if typed {
+        return e;
+    }
+    let cmd = crate::cli::Cli::command();
+    let var = cmd
+        .get_arguments()
+        .find(|a| a.get_long().is_some_and(|l| format!("--{l}") == long))
+        .and_then(|a| a.get_env())
+        .map(|v| v.to_string_lossy().into_owned())
+        .filter(|v| std::env::var_os(v).is_some());
+    let Some(var) = var else {
+        return e;
+    };
+    let value = match e.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(v)) => v.clone(),
+        _ => String::new(),
+    };
+    let reason = e.source().map(|s| format!(": {s}")).unwrap_or_default();
+    let mut cmd = cmd;
+    cmd.error(
+        ErrorKind::ValueValidation,
+        format!(
+            "invalid value '{value}' in the environment variable {var} (read for {long}){reason}; fix or unset {var}"
+        ),
+    )
 }

@@ -592,6 +592,7 @@ async fn level3_is_listed_when_a_403_makes_it_pointless() {
 #[tokio::test]
 async fn mint_replaces_a_lapsing_refresh_token_with_level2() {
     let mut t = TestEnv::new().await;
+    t.write_config(&config_with_known_integration_expiry(90 * 86_400));
     let new = t.secret("SECRET-minted-by-flag");
     let new_rt = t.secret("SECRET-minted-rt-by-flag");
     let mut env = env_with(OLD_ACCESS, Some(&in_secs(86_400)), Some(OLD_REFRESH));

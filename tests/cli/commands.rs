@@ -114,6 +114,7 @@ async fn status_online_and_json() {
 #[tokio::test]
 async fn status_check_exits_5_for_a_lapsing_refresh_token() {
     let t = TestEnv::new().await;
+    t.write_config(&config_with_known_integration_expiry(90 * 86_400));
     let mut env = env_with(OLD_ACCESS, Some(&in_secs(86_400)), Some(OLD_REFRESH));
     env.push_str(&format!(
         "WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT={}\n",

@@ -331,3 +331,14 @@ pub fn mode(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
+
+/// The default config with the integration refresh token's expiry known
+/// (written the way webex-token writes it, with the token's fingerprint
+/// beside it), `secs` from now: `status --check` fails on unknown expiries.
+pub fn config_with_known_integration_expiry(secs: i64) -> Value {
+    let mut cfg = default_config(true);
+    cfg["tokenManager"]["integration"]["refreshTokenExpiresAt"] = serde_json::json!(in_secs(secs));
+    cfg["tokenManager"]["integration"]["refreshTokenFingerprint"] =
+        serde_json::json!(webex_token::secret::fingerprint_str(INT_REFRESH));
+    cfg
+}

@@ -385,6 +385,7 @@ async fn snapshot_status() {
 #[tokio::test]
 async fn snapshot_status_check_fails() {
     let t = TestEnv::new().await;
+    t.write_config(&config_with_known_integration_expiry(90 * 86_400));
     let mut env = env_with(OLD_ACCESS, Some(&in_secs(86_400)), Some(OLD_REFRESH));
     env.push_str(&format!(
         "WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT={}\n",

@@ -500,3 +500,64 @@ fn env_files_sharing_one_config_renew_the_personal_token_once() {
         assert!(sim.is_token_valid(at), "app{i}.env holds a working token");
     }
 }
+
+#[tokio::test]
+async fn status_check_does_not_pass_on_unknown_expiries() {
+    let t = TestEnv::new().await;
+    // The service-app refresh token's expiry is unknown (never recorded).
+    t.write_config(&config_with_known_integration_expiry(90 * 86_400));
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(86_400)),
+        Some(OLD_REFRESH),
+    ));
+    let out = t.run(&["status", "--check", "1d"]);
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("service-app refresh token expiry unknown"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("refresh --mint"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn hints_name_what_is_really_wrong() {
+    let t = TestEnv::new().await;
+    t.write_env(&env_with(OLD_ACCESS, Some(&in_secs(-60)), None));
+    // Minting refused for the service app's own client credentials.
+    t.mock_mint(
+        PAT,
+        ResponseTemplate::new(400).set_body_json(webex_error("Invalid client credentials")),
+    )
+    .await;
+    let out = t.run(&["refresh"]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("serviceApp.clientSecret"),
+        "{}",
+        stderr(&out)
+    );
+    // A bad value from the environment names the variable, not the flag.
+    let mut c = t.cmd();
+    c.env("WEBEX_TOKEN_LOCK_TIMEOUT", "soon").arg("status");
+    let out = c.output().unwrap();
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("WEBEX_TOKEN_LOCK_TIMEOUT"),
+        "{}",
+        stderr(&out)
+    );
+    let out = t.run(&["--http-timeout", "0", "status"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn a_404_without_a_webex_body_blames_the_api_base() {
+    let t = TestEnv::new().await;
+    t.write_env(&env_with(OLD_ACCESS, Some(&in_secs(-60)), None));
+    // Nothing mounted for the mint path: wiremock's bare 404.
+    let out = t.run(&["refresh"]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--api-base"), "{}", stderr(&out));
+}
