@@ -361,8 +361,36 @@ pub fn usage_error(e: clap::Error, args: &[std::ffi::OsString]) -> u8 {
         });
         usage_error_json(command.as_deref(), &message, &details, e.exit_code());
     }
-    let _ = e.print();
+    if !is_info && json_logs_requested(&args) {
+        // Under --log-format json every line on stderr is JSON, usage
+        // errors included.
+        let rendered = e.to_string();
+        let first = rendered.lines().next().unwrap_or_default();
+        let line = json!({
+            "timestamp": clock::format_utc(clock::now()),
+            "level": "ERROR",
+            "message": first.strip_prefix("error: ").unwrap_or(first),
+            "exitCode": e.exit_code(),
+            "hint": "run `webex-token --help`",
+        });
+        let _ = writeln!(std::io::stderr(), "{line}");
+    } else {
+        let _ = e.print();
+    }
     u8::try_from(e.exit_code()).unwrap_or(2)
+}
+
+/// `--log-format json` (or `=json`, or the environment variable) on a
+/// command line clap could not parse.
+fn json_logs_requested(args: &[String]) -> bool {
+    let flag = args
+        .windows(2)
+        .any(|w| w[0] == "--log-format" && w[1] == "json")
+        || args.iter().any(|a| a == "--log-format=json");
+    let typed = args.iter().any(|a| a.starts_with("--log-format"));
+    flag || (!typed
+        && std::env::var(crate::names::ENV_LOG_FORMAT)
+            .is_ok_and(|v| v.eq_ignore_ascii_case("json")))
 }
 
 /// clap reports a bad value from an environment variable as if the flag

@@ -8,6 +8,7 @@ mod commands;
 mod datasources;
 mod files;
 mod hardening;
+mod inprocess;
 mod setup_oauth;
 mod sim_e2e;
 mod snapshots;
