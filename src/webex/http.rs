@@ -94,6 +94,8 @@ struct RawResponse {
     retry_after: Option<Duration>,
     /// The secret values this request carried (see [`secrets_in`]).
     secrets: Vec<String>,
+    /// The `Link` header(s), joined with `, ` (list paging).
+    link: Option<String>,
 }
 
 /// The secret values a request carries: the bearer token (or Basic
@@ -198,6 +200,18 @@ impl HttpApi {
     where
         F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     {
+        self.send_linked(what, make).await.map(|(body, _)| body)
+    }
+
+    /// [`send`](Self::send), also returning the answer's `Link` header.
+    pub(super) async fn send_linked<F>(
+        &self,
+        what: &str,
+        make: F,
+    ) -> Result<(Vec<u8>, Option<String>), ApiError>
+    where
+        F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    {
         let client = self.client()?;
         let policy = &self.settings.retry;
         let started = Instant::now();
@@ -218,7 +232,7 @@ impl HttpApi {
                 ),
             }
             let (reason, body, retry_after) = match result {
-                Ok(raw) if (200..300).contains(&raw.status) => return Ok(raw.body),
+                Ok(raw) if (200..300).contains(&raw.status) => return Ok((raw.body, raw.link)),
                 Ok(raw) => {
                     let body =
                         ErrorBody::parse(&raw.body, raw.tracking.clone()).redacted(&raw.secrets);
@@ -287,6 +301,13 @@ impl HttpApi {
                 .map(str::to_string)
         };
         let tracking = header("trackingid");
+        let links: Vec<&str> = resp
+            .headers()
+            .get_all("link")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let link = (!links.is_empty()).then(|| links.join(", "));
         let retry_after =
             header("retry-after").and_then(|v| parse_retry_after(&v, std::time::SystemTime::now()));
         let mut body = Vec::new();
@@ -311,6 +332,7 @@ impl HttpApi {
             tracking,
             retry_after,
             secrets,
+            link,
         })
     }
 
