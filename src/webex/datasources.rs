@@ -75,7 +75,7 @@ impl DataSourcesApi for HttpApi {
 
     async fn get(&self, token: &SecretString, id: &str) -> Result<Vec<u8>, ApiError> {
         let url = self.url(&format!("/dataSources/{}", urlencode_path(id)));
-        self.send(&format!("GET /dataSources/{id}"), |c| {
+        self.send(&format!("GET /dataSources/{}", one_line(id)), |c| {
             c.get(&url)
                 .bearer_auth(token.expose_secret())
                 .header("accept", "application/json")
@@ -90,7 +90,7 @@ impl DataSourcesApi for HttpApi {
         body: &dyn Fn() -> Value,
     ) -> Result<Vec<u8>, ApiError> {
         let url = self.url(&format!("/dataSources/{}", urlencode_path(id)));
-        self.send(&format!("PUT /dataSources/{id}"), |c| {
+        self.send(&format!("PUT /dataSources/{}", one_line(id)), |c| {
             c.put(&url)
                 .bearer_auth(token.expose_secret())
                 .header("accept", "application/json")
@@ -161,9 +161,14 @@ fn follow(base: &str, page: &str, link: &str) -> NextPage {
     NextPage::Url(next.to_string())
 }
 
+/// An id from the server as it may appear in a log line: no control
+/// characters.
+fn one_line(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).collect()
+}
+
 fn shorten(s: &str) -> String {
-    let clean: String = s.chars().filter(|c| !c.is_control()).take(200).collect();
-    clean
+    one_line(s).chars().take(200).collect()
 }
 
 #[cfg(test)]

@@ -1059,6 +1059,22 @@ async fn datasources_output_drops_control_characters_from_server_fields() {
         v["dataSources"][0]["id"],
         "ds-\u{1b}[2Jevil\nFORGED ok: line"
     );
+    // A failing renewal of that source: its id appears in the error text,
+    // on stdout and stderr, clean there too.
+    Mock::given(method("PUT"))
+        .respond_with(
+            ResponseTemplate::new(404).set_body_json(webex_error("Data source not found")),
+        )
+        .mount(&t.server)
+        .await;
+    let out = t.run(&["datasources", "extend", "--all", "--min-valid", "2d"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert_eq!(put_bodies(&t).await.len(), 1);
+    for text in [stdout(&out), stderr(&out)] {
+        assert!(text.contains("ds-[2JevilFORGED ok: line"), "{text}");
+        assert!(!text.contains('\u{1b}'), "{text:?}");
+        assert!(!text.lines().any(|l| l.starts_with("FORGED")), "{text}");
+    }
 }
 
 // ---- against webex-sim: paging and the concurrency cap

@@ -206,7 +206,7 @@ async fn renew<A: DataSourcesApi, R: Renew>(
     // Check the body can be built before sending anything.
     d.renewal_body(&new_nonce(), lifetime)
         .map_err(|e| (Error::DataSource(e), None))?;
-    let what = format!("PUT /dataSources/{}", d.id);
+    let what = format!("PUT /dataSources/{}", shown(&d.id));
     // A fresh nonce for every try: if a try timed out after Webex had
     // applied it, resending the same nonce could be refused as a replay and
     // a renewal that worked would be reported as failed.

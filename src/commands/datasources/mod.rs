@@ -219,7 +219,7 @@ async fn get_one<A: DataSourcesApi, R: Renew>(
     s: &Session<A, R>,
     id: &str,
 ) -> Result<DataSource, Error> {
-    let what = format!("GET /dataSources/{id}");
+    let what = format!("GET /dataSources/{}", shown(id));
     let body = s
         .call(&what, async |api: &A, t: &SecretString| {
             api.get(t, id).await
@@ -346,7 +346,7 @@ impl DataSource {
                 _ => None,
             })
             .ok_or(DsError::MissingField {
-                id: self.id.clone(),
+                id: shown(&self.id),
                 field: name,
             })
     }
