@@ -26,7 +26,7 @@ mod datasources;
 mod error;
 mod http;
 
-pub use datasources::{DataSourcesApi, MAX_PAGES, NextPage};
+pub use datasources::{DataSourcesApi, MAX_PAGES, NextPage, Page};
 pub use error::ApiError;
 #[cfg(test)]
 pub use error::{ErrorBody, TransientReason, classify};

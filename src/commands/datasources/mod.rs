@@ -39,7 +39,7 @@ use crate::secret::{ExposeSecret, SecretString};
 use crate::settings::Settings;
 use crate::store::{LockScope, Snapshot, StoreError, TokenStore};
 use crate::tokens::{OrgId, RenewableUpdate, StoredTokens};
-use crate::webex::{DataSourcesApi, HttpApi, MAX_PAGES, NextPage};
+use crate::webex::{DataSourcesApi, HttpApi, MAX_PAGES, NextPage, Page};
 use base64::Engine;
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -181,7 +181,7 @@ async fn list_all<A: DataSourcesApi, R: Renew>(
     let mut next: Option<String> = None;
     let mut seen = std::collections::HashSet::new();
     for page_no in 1..=MAX_PAGES {
-        let page = s
+        let page: Page = s
             .call(what, async |api: &A, t: &SecretString| {
                 api.list_page(t, next.as_deref()).await
             })
@@ -601,6 +601,64 @@ mod tests {
         assert!(parse_list("GET", b"[]").is_err());
         let e = parse_source("PUT", br#"{"jwsToken":"SECRETJWS""#).unwrap_err();
         assert!(!e.to_string().contains("SECRETJWS"));
+    }
+
+    /// Links on to a new page forever (or `pages` times); counts calls.
+    struct Endless {
+        pages: usize,
+        calls: std::cell::Cell<usize>,
+    }
+
+    impl DataSourcesApi for Endless {
+        async fn list_page(&self, _: &SecretString, next: Option<&str>) -> Result<Page, ApiError> {
+            let n = self.calls.get();
+            self.calls.set(n + 1);
+            assert_eq!(next.is_none(), n == 0);
+            Ok(Page {
+                body: format!(r#"{{"items":[{{"id":"ds-{n}"}}]}}"#).into_bytes(),
+                next: (n + 1 < self.pages)
+                    .then(|| NextPage::Url(format!("http://h/v1/p{}", n + 1))),
+            })
+        }
+        async fn get(&self, _: &SecretString, _: &str) -> Result<Vec<u8>, ApiError> {
+            unreachable!()
+        }
+        async fn put(
+            &self,
+            _: &SecretString,
+            _: &str,
+            _: &dyn Fn() -> Value,
+        ) -> Result<Vec<u8>, ApiError> {
+            unreachable!()
+        }
+        async fn register(&self, _: &SecretString, _: &Value) -> Result<Vec<u8>, ApiError> {
+            unreachable!()
+        }
+    }
+
+    struct NoRenew;
+    impl Renew for NoRenew {
+        async fn renew_rejected(&self) -> Result<Renewed, Error> {
+            unreachable!()
+        }
+    }
+
+    #[tokio::test]
+    async fn listing_follows_pages_and_stops_at_the_cap() {
+        let api = |pages| Endless {
+            pages,
+            calls: std::cell::Cell::new(0),
+        };
+        let s = Session::new(api(3), NoRenew, secret("t"), false);
+        let all = list_all(&s).await.unwrap();
+        assert_eq!(
+            all.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+            ["ds-0", "ds-1", "ds-2"]
+        );
+        let s = Session::new(api(usize::MAX), NoRenew, secret("t"), false);
+        let e = list_all(&s).await.unwrap_err();
+        assert!(e.to_string().contains("beyond 1000 pages"), "{e}");
+        assert_eq!(s.api.calls.get(), MAX_PAGES);
     }
 
     #[test]
