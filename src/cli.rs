@@ -221,6 +221,9 @@ pub struct DsExtendArgs {
     /// Say which data sources would be renewed; send no PUT
     #[arg(long)]
     pub dry_run: bool,
+    /// Renewals in flight at once (1–64)
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
 }
 
 #[derive(Debug, Args)]

@@ -180,6 +180,62 @@ impl Printer {
     }
 }
 
+impl Printer {
+    /// Some items of a batch failed (`N of M data sources could not be
+    /// renewed`): a summary, one line per failed item, the distinct hints;
+    /// with `--log-format json` one JSON line instead. Goes to stderr even
+    /// with `-q`, so cron still says what broke. `items` are shown as given
+    /// (the caller cleans server-supplied ids).
+    pub fn stderr_failures(
+        &self,
+        command: &str,
+        summary: &str,
+        exit_code: u8,
+        items: &[(String, &Error)],
+    ) {
+        let mut hints: Vec<String> = Vec::new();
+        for (_, e) in items {
+            if let Some(h) = e.hint()
+                && !hints.contains(&h)
+            {
+                hints.push(h);
+            }
+        }
+        let mut out = std::io::stderr().lock();
+        if self.json_logs {
+            let failures: Vec<Value> = items
+                .iter()
+                .map(|(id, e)| {
+                    json!({
+                        "id": id,
+                        "message": e.to_string(),
+                        "kind": e.kind(),
+                        "exitCode": e.exit_code(),
+                    })
+                })
+                .collect();
+            let line = json!({
+                "timestamp": clock::format_utc(clock::now()),
+                "level": "ERROR",
+                "message": summary,
+                "command": command,
+                "exitCode": exit_code,
+                "failures": failures,
+                "hints": hints,
+            });
+            let _ = writeln!(out, "{line}");
+        } else {
+            let _ = writeln!(out, "error: {summary}");
+            for (id, e) in items {
+                let _ = writeln!(out, "  {id}: {e}");
+            }
+            for h in hints {
+                let _ = writeln!(out, "hint: {h}");
+            }
+        }
+    }
+}
+
 /// The `error` member of a failure object.
 pub fn error_json_fields(err: &Error) -> Value {
     json!({

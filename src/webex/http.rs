@@ -103,6 +103,8 @@ struct RawResponse {
     retry_after: Option<Duration>,
     /// The secret values this request carried (see [`secrets_in`]).
     secrets: Vec<String>,
+    /// The `Link` header(s), joined with `, ` (list paging).
+    link: Option<String>,
 }
 
 /// The secret values a request carries: the bearer token (or Basic
@@ -207,6 +209,18 @@ impl HttpApi {
     where
         F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     {
+        self.send_linked(what, make).await.map(|(body, _)| body)
+    }
+
+    /// [`send`](Self::send), also returning the answer's `Link` header.
+    pub(super) async fn send_linked<F>(
+        &self,
+        what: &str,
+        make: F,
+    ) -> Result<(Vec<u8>, Option<String>), ApiError>
+    where
+        F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    {
         let client = self.client()?;
         let policy = &self.settings.retry;
         let started = Instant::now();
@@ -227,7 +241,7 @@ impl HttpApi {
                 ),
             }
             let (reason, body, retry_after) = match result {
-                Ok(raw) if (200..300).contains(&raw.status) => return Ok(raw.body),
+                Ok(raw) if (200..300).contains(&raw.status) => return Ok((raw.body, raw.link)),
                 // Not retried: whatever redirects will redirect again.
                 Ok(raw) if (300..400).contains(&raw.status) => {
                     return Err(ApiError::Transient {
@@ -312,6 +326,13 @@ impl HttpApi {
                 .and_then(|u| u.host_str().map(str::to_string))
                 .unwrap_or_else(|| crate::secret::printable(&l).chars().take(100).collect())
         });
+        let links: Vec<&str> = resp
+            .headers()
+            .get_all("link")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let link = (!links.is_empty()).then(|| links.join(", "));
         let retry_after =
             header("retry-after").and_then(|v| parse_retry_after(&v, std::time::SystemTime::now()));
         let mut body = Vec::new();
@@ -337,6 +358,7 @@ impl HttpApi {
             location_host,
             retry_after,
             secrets,
+            link,
         })
     }
 

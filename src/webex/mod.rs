@@ -22,9 +22,11 @@
 //! The client is built lazily: commands that make no request (a fresh
 //! `token`, `status`) never pay for TLS setup.
 
+mod datasources;
 mod error;
 mod http;
 
+pub use datasources::{DataSourcesApi, MAX_PAGES, NextPage, Page};
 pub use error::ApiError;
 pub use error::TransientReason;
 #[cfg(test)]

@@ -740,8 +740,10 @@ async fn datasources_401_checks_and_refreshes_once_then_gives_up_with_exit_4() {
     let out = t.run(&["datasources", "list"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(t.count("POST", "/v1/access_token").await, 1);
-    // list with the old token (401), validation (401), list with the new one.
-    assert_eq!(t.count("GET", "/v1/dataSources").await, 3);
+    // list with the old token (401), list with the new one: the 401 already
+    // said the token is rejected, so it is refreshed without a second
+    // validation GET (this was 3 before that fix).
+    assert_eq!(t.count("GET", "/v1/dataSources").await, 2);
 
     // Still 401 with the brand-new token: exit 4, no second refresh.
     let mut t = TestEnv::new().await;
@@ -885,4 +887,302 @@ async fn datasources_extend_stops_when_the_service_token_is_rejected() {
     assert_eq!(t.count("GET", "/v1/dataSources/ds-a").await, 2);
     assert_eq!(t.count("GET", "/v1/dataSources/ds-b").await, 0);
     assert!(put_bodies(&t).await.is_empty());
+}
+
+// ------------------------------------------------------------------------
+// One refresh without re-validation, paging, concurrency, JSON logs and
+// control characters from the server.
+
+#[tokio::test]
+async fn datasources_extend_with_a_revoked_token_refreshes_without_a_second_validation() {
+    let mut t = TestEnv::new().await;
+    fresh_env(&t);
+    let new_access = t.secret("SECRET-ds-revoked-then-new");
+    t.mock_validate(OLD_ACCESS, 401).await;
+    t.mock_refresh(
+        SA_CLIENT_ID,
+        OLD_REFRESH,
+        token_response(&new_access, 14 * 86_400, None),
+    )
+    .await;
+    let a = t.secret(&jws("revoked-a", 60));
+    let new_a = t.secret(&jws("revoked-a-new", 86_400));
+    mock_list(&t, &new_access, vec![source("ds-a", &a)]).await;
+    mock_put(
+        &t,
+        "ds-a",
+        Renew {
+            id: "ds-a".into(),
+            new_token: new_a,
+        },
+    )
+    .await;
+    let out = t.run(&["datasources", "extend", "--all"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let order: Vec<String> = t
+        .requests()
+        .await
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.url.path()))
+        .collect();
+    // The list's 401, one refresh, the list again, the renewal.
+    assert_eq!(
+        order,
+        [
+            "GET /v1/dataSources",
+            "POST /v1/access_token",
+            "GET /v1/dataSources",
+            "PUT /v1/dataSources/ds-a"
+        ]
+    );
+    assert!(stdout(&out).starts_with("the service-app access token was refreshed first"));
+}
+
+#[tokio::test]
+async fn datasources_list_refuses_a_next_link_to_another_origin_and_a_looping_one() {
+    let mut t = TestEnv::new().await;
+    fresh_env(&t);
+    let elsewhere = wiremock::MockServer::start().await;
+    let a = t.secret(&jws("paged-a", 86_400));
+    Mock::given(method("GET"))
+        .and(path("/v1/dataSources"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"items": [source("ds-a", &a)]}))
+                .insert_header(
+                    "link",
+                    format!(
+                        "<{}/v1/dataSources?cursor=x>; rel=\"next\"",
+                        elsewhere.uri()
+                    )
+                    .as_str(),
+                ),
+        )
+        .mount(&t.server)
+        .await;
+    let out = t.run(&["datasources", "list"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(e.contains("not followed"), "{e}");
+    assert!(e.contains(&elsewhere.uri()), "{e}");
+    assert_eq!(stdout(&out), "");
+    assert!(elsewhere.received_requests().await.unwrap().is_empty());
+
+    // A next link that leads back to a page already read.
+    let mut t = TestEnv::new().await;
+    fresh_env(&t);
+    let a = t.secret(&jws("loop-a", 86_400));
+    Mock::given(method("GET"))
+        .and(path("/v1/dataSources"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"items": [source("ds-a", &a)]}))
+                .insert_header(
+                    "link",
+                    format!("<{}/dataSources?cursor=same>; rel=\"next\"", t.base()).as_str(),
+                ),
+        )
+        .mount(&t.server)
+        .await;
+    let out = t.run(&["datasources", "list"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("repeats"), "{}", stderr(&out));
+    assert_eq!(t.count("GET", "/v1/dataSources").await, 2);
+}
+
+#[tokio::test]
+async fn datasources_extend_partial_failure_under_json_logs_is_all_json_on_stderr() {
+    let mut t = TestEnv::new().await;
+    fresh_env(&t);
+    let a = t.secret(&jws("jl-a", 60));
+    let b = t.secret(&jws("jl-b", 60));
+    mock_list(&t, OLD_ACCESS, vec![source("ds-a", &a), source("ds-b", &b)]).await;
+    mock_put(
+        &t,
+        "ds-a",
+        ResponseTemplate::new(404).set_body_json(webex_error("Data source not found")),
+    )
+    .await;
+    let new_b = t.secret(&jws("jl-b-new", 86_400));
+    mock_put(
+        &t,
+        "ds-b",
+        Renew {
+            id: "ds-b".into(),
+            new_token: new_b,
+        },
+    )
+    .await;
+    let out = t.run(&["--log-format", "json", "datasources", "extend", "--all"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let e = stderr(&out);
+    let lines: Vec<Value> = e
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l:?}\n{e}")))
+        .collect();
+    let summary = lines
+        .iter()
+        .find(|v| v["message"] == "1 of 2 data sources could not be renewed")
+        .unwrap_or_else(|| panic!("{e}"));
+    assert_eq!(summary["level"], "ERROR");
+    assert_eq!(summary["exitCode"], 3);
+    assert_eq!(summary["failures"][0]["id"], "ds-a");
+    assert_eq!(summary["failures"][0]["exitCode"], 3);
+    assert!(!summary["hints"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn datasources_output_drops_control_characters_from_server_fields() {
+    let mut t = TestEnv::new().await;
+    fresh_env(&t);
+    let a = t.secret(&jws("ctl-a", 86_400));
+    let mut evil = source("ds-\u{1b}[2Jevil\nFORGED ok: line", &a);
+    evil["status"] = json!("disabled");
+    evil["errorMessage"] = json!("down\u{1b}]0;title\u{7}\r\nFORGED error");
+    evil["url"] = json!("https://x.example/\u{1b}[31mred\nFORGED url");
+    mock_list(&t, OLD_ACCESS, vec![evil]).await;
+    let out = t.run(&["datasources", "list"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let o = stdout(&out);
+    assert!(
+        !o.contains('\u{1b}') && !o.contains('\u{7}') && !o.contains('\r'),
+        "{o:?}"
+    );
+    assert!(!o.lines().any(|l| l.starts_with("FORGED")), "{o}");
+    assert!(o.contains("ds-[2JevilFORGED ok: line"), "{o}");
+    assert!(o.contains("DISABLED: down]0;titleFORGED error"), "{o}");
+    // JSON keeps the values as they are (escaped by the encoder).
+    let out = t.run(&["--json", "datasources", "list"]);
+    let v = parse_json(&out);
+    assert_eq!(
+        v["dataSources"][0]["id"],
+        "ds-\u{1b}[2Jevil\nFORGED ok: line"
+    );
+    // A failing renewal of that source: its id appears in the error text,
+    // on stdout and stderr, clean there too.
+    Mock::given(method("PUT"))
+        .respond_with(
+            ResponseTemplate::new(404).set_body_json(webex_error("Data source not found")),
+        )
+        .mount(&t.server)
+        .await;
+    let out = t.run(&["datasources", "extend", "--all", "--min-valid", "2d"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert_eq!(put_bodies(&t).await.len(), 1);
+    for text in [stdout(&out), stderr(&out)] {
+        assert!(text.contains("ds-[2JevilFORGED ok: line"), "{text}");
+        assert!(!text.contains('\u{1b}'), "{text:?}");
+        assert!(!text.lines().any(|l| l.starts_with("FORGED")), "{text}");
+    }
+}
+
+// ---- against webex-sim: paging and the concurrency cap
+
+fn sim_env(opts: webex_sim::SimOptions) -> (webex_sim::Sim, tempfile::TempDir) {
+    let sim = webex_sim::Sim::start(opts).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    sim.write_demo_files(dir.path()).unwrap();
+    (sim, dir)
+}
+
+fn sim_run(dir: &tempfile::TempDir, args: &[&str]) -> std::process::Output {
+    scrubbed(assert_cmd::cargo::cargo_bin("webex-token"), dir.path())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn add_sources(sim: &webex_sim::Sim, n: usize, expires_in: std::time::Duration) {
+    for i in 0..n {
+        sim.add_data_source(webex_sim::NewDataSource {
+            subject: format!("paged-{i}"),
+            expires_in,
+            ..webex_sim::NewDataSource::default()
+        });
+    }
+}
+
+#[test]
+fn datasources_list_and_extend_follow_pages_against_the_simulator() {
+    use std::time::Duration;
+    let (sim, dir) = sim_env(webex_sim::SimOptions::default());
+    sim.set_page_size(40);
+    // 2 demo sources (one due within 6 h) + 120 fresh + 30 due.
+    add_sources(&sim, 120, Duration::from_secs(86_400));
+    add_sources(&sim, 30, Duration::from_secs(3600));
+    let out = sim_run(&dir, &["--json", "datasources", "list"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["count"], 152);
+    let ids: std::collections::HashSet<&str> = v["dataSources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 152, "every source once");
+    // ceil(152 / 40) pages.
+    assert_eq!(sim.count("GET", "/v1/dataSources"), 4);
+
+    sim.clear_requests();
+    let out = sim_run(&dir, &["--json", "datasources", "extend", "--all"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["summary"]["extended"], 31, "{}", v["summary"]);
+    assert_eq!(v["summary"]["skipped"], 121, "{}", v["summary"]);
+    assert_eq!(sim.count("GET", "/v1/dataSources"), 4);
+    assert_eq!(
+        sim.requests().iter().filter(|r| r.method == "PUT").count(),
+        31
+    );
+    // Results keep the list's order.
+    let listed: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 152);
+}
+
+#[test]
+fn datasources_extend_renews_in_parallel_within_the_concurrency_cap() {
+    use std::time::Duration;
+    let (sim, dir) = sim_env(webex_sim::SimOptions::default());
+    add_sources(&sim, 20, Duration::from_secs(600));
+    // Get the service-app token first, so only data-source calls follow.
+    let out = sim_run(&dir, &["refresh"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    sim.set_latency(Duration::from_millis(60));
+    sim.reset_max_in_flight();
+    let started = std::time::Instant::now();
+    let out = sim_run(
+        &dir,
+        &[
+            "--json",
+            "datasources",
+            "extend",
+            "--all",
+            "--concurrency",
+            "3",
+        ],
+    );
+    let took = started.elapsed();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["summary"]["extended"], 21, "{}", v["summary"]);
+    let most = sim.max_in_flight();
+    assert!(most > 1, "renewals ran one at a time ({most})");
+    assert!(most <= 3, "more than --concurrency 3 in flight ({most})");
+    // 21 PUTs of 60 ms one by one would take 1.26 s on their own.
+    assert!(took < Duration::from_secs(30), "{took:?}");
+
+    // The default is 8.
+    add_sources(&sim, 20, Duration::from_secs(600));
+    sim.reset_max_in_flight();
+    let out = sim_run(&dir, &["datasources", "extend", "--all"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let most = sim.max_in_flight();
+    assert!((2..=8).contains(&most), "{most}");
 }

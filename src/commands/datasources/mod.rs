@@ -8,8 +8,12 @@
 //! tick both keeps the service-app token fresh and rolls the data-source
 //! tokens. If Webex still answers 401 to a data-source call although the
 //! stored expiry said the token was good (revoked, rotated by hand), the token
-//! is checked and refreshed once, and the call retried; a second 401 is
-//! reported as "re-authorization required" (exit 4).
+//! is refreshed once (the 401 already says it is rejected, so it is not
+//! validated again) and the call retried; a second 401 is reported as
+//! "re-authorization required" (exit 4). See [`session`].
+//!
+//! Layout: `list.rs` (list, show), `extend.rs`, `register.rs`, `session.rs`
+//! (the 401 rule); the requests themselves are in [`crate::webex`].
 //!
 //! A data source's `jwsToken` is a bearer credential that Webex presents to
 //! the data provider. It is held as a [`SecretString`] from the moment a
@@ -19,22 +23,28 @@
 //! and error classification stay in [`crate::webex`], exit codes in
 //! [`crate::error`].
 
-use crate::audit;
-use crate::chain::{Check, Policy};
-use crate::cli::{DatasourcesArgs, DatasourcesCommand, DsExtendArgs, DsRegisterArgs};
+mod extend;
+mod list;
+mod register;
+mod session;
+
+use crate::chain::{Action, Check, Policy};
+use crate::cli::{DatasourcesArgs, DatasourcesCommand};
 use crate::clock;
 use crate::config::Config;
 use crate::engine;
 use crate::error::{DsError, Error};
-use crate::output::{self, Printer, SCHEMA_VERSION};
-use crate::secret::{ExposeSecret, SecretString, fingerprint};
+use crate::output::{self, Printer};
+use crate::secret::{ExposeSecret, SecretString};
 use crate::settings::Settings;
-use crate::tokens::OrgId;
-use crate::webex::{ApiError, HttpApi, urlencode_path};
+use crate::store::{LockScope, Snapshot, StoreError, TokenStore};
+use crate::tokens::{OrgId, RenewableUpdate, StoredTokens};
+use crate::webex::{DataSourcesApi, HttpApi, MAX_PAGES, NextPage, Page};
 use base64::Engine;
 use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use session::{Renew, Renewed, Session};
 use std::cell::RefCell;
 use std::time::Duration;
 
@@ -46,11 +56,187 @@ pub const SERVICE_TOKEN_MIN_VALID: Duration = Duration::from_secs(3600);
 pub async fn run(settings: &Settings, printer: &Printer, a: &DatasourcesArgs) -> Result<u8, Error> {
     let name = a.command.name();
     match &a.command {
-        DatasourcesCommand::List => list(settings, printer, name).await,
-        DatasourcesCommand::Show(s) => show(settings, printer, name, &s.id).await,
-        DatasourcesCommand::Extend(e) => extend(settings, printer, name, e).await,
-        DatasourcesCommand::Register(r) => register(settings, printer, name, r).await,
+        DatasourcesCommand::List => list::list(settings, printer, name).await,
+        DatasourcesCommand::Show(s) => list::show(settings, printer, name, &s.id).await,
+        DatasourcesCommand::Extend(e) => extend::extend(settings, printer, name, e).await,
+        DatasourcesCommand::Register(r) => register::register(settings, printer, name, r).await,
     }
+}
+
+// ---------------------------------------------------------------------------
+// The session: a working service-app token and the HTTP client
+
+/// Renews the service-app token through the engine after Webex rejected it.
+struct EngineRenew<'a> {
+    settings: &'a Settings,
+    command: &'static str,
+}
+
+impl Renew for EngineRenew<'_> {
+    async fn renew_rejected(&self) -> Result<Renewed, Error> {
+        // The 401 already told us the token is rejected: refresh without
+        // asking Webex a second time (`force`).
+        let policy = Policy {
+            min_valid: SERVICE_TOKEN_MIN_VALID,
+            force: true,
+            mint: false,
+            dry_run: false,
+            check: Check::TrustExpiry,
+        };
+        let outcome = engine::ensure(
+            &self.settings.files_store(),
+            |c| self.settings.api(c),
+            &policy,
+            &OrgId::configured(),
+            &super::ctx(self.settings, self.command),
+        )
+        .await?;
+        Ok(Renewed {
+            refreshed: matches!(outcome.action, Action::Refreshed { .. }),
+            token: outcome.tokens.access_token,
+        })
+    }
+}
+
+type Live<'a> = Session<HttpApi, EngineRenew<'a>>;
+
+/// A store that keeps the config it last read, so the run reads the env
+/// file and config once (the engine reads them again only to refresh).
+struct Remembering<S> {
+    inner: S,
+    config: RefCell<Option<Config>>,
+}
+
+impl<S: TokenStore> TokenStore for Remembering<S> {
+    type Guard = S::Guard;
+    async fn lock(&self, scope: &LockScope, wait: Duration) -> Result<S::Guard, StoreError> {
+        self.inner.lock(scope, wait).await
+    }
+    async fn load(&self, org: &OrgId) -> Result<Snapshot, StoreError> {
+        let snap = self.inner.load(org).await?;
+        *self.config.borrow_mut() = Some(snap.config.clone());
+        Ok(snap)
+    }
+    async fn save_service(
+        &self,
+        guard: &S::Guard,
+        org: &OrgId,
+        tokens: &StoredTokens,
+    ) -> Result<(), StoreError> {
+        self.inner.save_service(guard, org, tokens).await
+    }
+    async fn save_renewable(
+        &self,
+        guard: &S::Guard,
+        update: &RenewableUpdate,
+    ) -> Result<(), StoreError> {
+        self.inner.save_renewable(guard, update).await
+    }
+}
+
+/// A working service-app token (the stored one when its expiry is beyond
+/// [`SERVICE_TOKEN_MIN_VALID`], else through the engine) and a client for
+/// the API base the config names, taken from the config the engine read.
+async fn open<'a>(
+    settings: &'a Settings,
+    command: &'static str,
+    retries: bool,
+) -> Result<Live<'a>, Error> {
+    let store = Remembering {
+        inner: settings.files_store(),
+        config: RefCell::new(None),
+    };
+    let working = engine::working_tokens(
+        &store,
+        |c| settings.api(c),
+        SERVICE_TOKEN_MIN_VALID,
+        &OrgId::configured(),
+        &super::ctx(settings, command),
+    )
+    .await?;
+    let config = store.config.into_inner();
+    let mut http = settings.http(config.as_ref());
+    if !retries {
+        http.retry.max_attempts = 1;
+    }
+    let token = working
+        .tokens
+        .access_token
+        .ok_or_else(|| Error::Other("no service-app access token after the refresh".into()))?;
+    Ok(Session::new(
+        HttpApi::new(http),
+        EngineRenew { settings, command },
+        token,
+        working.refreshed,
+    ))
+}
+
+/// Every data source, following `Link: rel="next"` pages (at most
+/// [`MAX_PAGES`], each on the API's own origin).
+async fn list_all<A: DataSourcesApi, R: Renew>(
+    s: &Session<A, R>,
+) -> Result<Vec<DataSource>, Error> {
+    let what = "GET /dataSources";
+    let mut out = Vec::new();
+    let mut next: Option<String> = None;
+    let mut seen = std::collections::HashSet::new();
+    for page_no in 1..=MAX_PAGES {
+        let page: Page = s
+            .call(what, async |api: &A, t: &SecretString| {
+                api.list_page(t, next.as_deref()).await
+            })
+            .await?;
+        out.extend(parse_list(what, &page.body)?);
+        match page.next {
+            None => return Ok(out),
+            Some(NextPage::Refused(why)) => {
+                return Err(DsError::BadResponse {
+                    what: format!("{what} (page {page_no})"),
+                    why,
+                }
+                .into());
+            }
+            Some(NextPage::Url(u)) => {
+                if !seen.insert(u.clone()) {
+                    return Err(DsError::BadResponse {
+                        what: format!("{what} (page {page_no})"),
+                        why: "the next-page link repeats an earlier page; the listing would never end".into(),
+                    }
+                    .into());
+                }
+                next = Some(u);
+            }
+        }
+    }
+    Err(DsError::BadResponse {
+        what: what.to_string(),
+        why: format!("the listing goes on beyond {MAX_PAGES} pages; stopped there"),
+    }
+    .into())
+}
+
+async fn get_one<A: DataSourcesApi, R: Renew>(
+    s: &Session<A, R>,
+    id: &str,
+) -> Result<DataSource, Error> {
+    let what = format!("GET /dataSources/{}", shown(id));
+    let body = s
+        .call(&what, async |api: &A, t: &SecretString| {
+            api.get(t, id).await
+        })
+        .await?;
+    Ok(parse_source(&what, &body)?)
+}
+
+fn new_nonce() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A server-supplied value as it may be shown on a terminal: control
+/// characters (ESC sequences, newlines, carriage returns) are dropped, so a
+/// data source cannot repaint the screen or forge lines of output.
+fn shown(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -160,7 +346,7 @@ impl DataSource {
                 _ => None,
             })
             .ok_or(DsError::MissingField {
-                id: self.id.clone(),
+                id: shown(&self.id),
                 field: name,
             })
     }
@@ -277,716 +463,11 @@ fn parse_list(what: &str, body: &[u8]) -> Result<Vec<DataSource>, DsError> {
     Ok(out)
 }
 
-// ---------------------------------------------------------------------------
-// Calls with the service-app token
-
-/// The service-app token and an HTTP client, with the one-refresh-on-401 rule.
-struct Session<'a> {
-    settings: &'a Settings,
-    command: &'static str,
-    api: HttpApi,
-    token: SecretString,
-    /// The chain refreshed the token in this run (up front or after a 401).
-    refreshed: bool,
-    /// A 401 was already answered with a check-and-refresh.
-    recovered: bool,
-}
-
-impl<'a> Session<'a> {
-    async fn open(
-        settings: &'a Settings,
-        command: &'static str,
-        retries: bool,
-    ) -> Result<Session<'a>, Error> {
-        let working = engine::working_tokens(
-            &settings.files_store(),
-            |c| settings.api(c),
-            SERVICE_TOKEN_MIN_VALID,
-            &OrgId::configured(),
-            &super::ctx(settings, command),
-        )
-        .await?;
-        let config = Config::load(&settings.config_path)?;
-        let mut http = settings.http(Some(&config));
-        if !retries {
-            http.retry.max_attempts = 1;
-        }
-        let token = working
-            .tokens
-            .access_token
-            .ok_or_else(|| Error::Other("no service-app access token after the refresh".into()))?;
-        Ok(Session {
-            settings,
-            command,
-            api: HttpApi::new(http),
-            token,
-            refreshed: working.refreshed,
-            recovered: false,
-        })
-    }
-
-    /// Sends a request with the token; on a 401 checks the token with Webex
-    /// and refreshes it once (unless that was done already), then retries.
-    async fn call<F>(&mut self, what: &str, make: F) -> Result<Vec<u8>, Error>
-    where
-        F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
-    {
-        loop {
-            let token = self.token.clone();
-            let result = self
-                .api
-                .send(what, |c| {
-                    make(c)
-                        .bearer_auth(token.expose_secret())
-                        .header("accept", "application/json")
-                })
-                .await;
-            match result {
-                Ok(body) => return Ok(body),
-                Err(error @ ApiError::Rejected { .. }) if !self.recovered => {
-                    tracing::warn!(
-                        "{what}: Webex rejected the service-app access token ({error}); checking it and refreshing once"
-                    );
-                    self.recovered = true;
-                    let policy = Policy {
-                        min_valid: SERVICE_TOKEN_MIN_VALID,
-                        force: false,
-                        mint: false,
-                        dry_run: false,
-                        check: Check::Validate,
-                    };
-                    let outcome = engine::ensure(
-                        &self.settings.files_store(),
-                        |c| self.settings.api(c),
-                        &policy,
-                        &OrgId::configured(),
-                        &super::ctx(self.settings, self.command),
-                    )
-                    .await?;
-                    if matches!(outcome.action, crate::chain::Action::Refreshed { .. }) {
-                        self.refreshed = true;
-                    }
-                    if let Some(t) = outcome.tokens.access_token {
-                        self.token = t;
-                    }
-                }
-                Err(error @ ApiError::Rejected { .. }) => {
-                    return Err(Error::DataSource(DsError::TokenRejected {
-                        what: what.to_string(),
-                        error,
-                        refreshed: self.refreshed,
-                    }));
-                }
-                Err(error) => {
-                    return Err(Error::DataSource(DsError::Api {
-                        what: what.to_string(),
-                        error,
-                    }));
-                }
-            }
-        }
-    }
-
-    async fn get_one(&mut self, id: &str) -> Result<DataSource, Error> {
-        let url = self
-            .api
-            .url(&format!("/dataSources/{}", urlencode_path(id)));
-        let what = format!("GET /dataSources/{id}");
-        let body = self.call(&what, |c| c.get(&url)).await?;
-        Ok(parse_source(&what, &body)?)
-    }
-
-    async fn list(&mut self) -> Result<Vec<DataSource>, Error> {
-        let url = self.api.url("/dataSources");
-        let what = "GET /dataSources";
-        let body = self.call(what, |c| c.get(&url)).await?;
-        Ok(parse_list(what, &body)?)
-    }
-}
-
-fn new_nonce() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-// ---------------------------------------------------------------------------
-// list / show
-
-async fn list(settings: &Settings, printer: &Printer, name: &'static str) -> Result<u8, Error> {
-    let mut s = Session::open(settings, name, true).await?;
-    let sources = s.list().await?;
-    let now = clock::now();
-    let disabled = sources.iter().filter(|d| d.is_disabled()).count();
-    let json_value = json!({
-        "schemaVersion": SCHEMA_VERSION,
-        "command": name,
-        "ok": true,
-        "count": sources.len(),
-        "disabled": disabled,
-        "dataSources": sources.iter().map(|d| d.to_json(now)).collect::<Vec<_>>(),
-    });
-    let mut human = match (sources.len(), disabled) {
-        (0, _) => "no data sources are registered for this service app".to_string(),
-        (1, 0) => "1 data source".to_string(),
-        (n, 0) => format!("{n} data sources"),
-        (n, d) => format!(
-            "{n} data source{}, {}",
-            if n == 1 { "" } else { "s" },
-            printer.paint("1;31", &format!("{d} disabled"))
-        ),
-    };
-    for d in &sources {
-        human.push_str("\n\n");
-        human.push_str(&human_block(printer, d, now, false));
-    }
-    printer.report(&json_value, &human);
-    Ok(0)
-}
-
-async fn show(
-    settings: &Settings,
-    printer: &Printer,
-    name: &'static str,
-    id: &str,
-) -> Result<u8, Error> {
-    let mut s = Session::open(settings, name, true).await?;
-    let d = s.get_one(id).await?;
-    let now = clock::now();
-    let mut v = json!({"schemaVersion": SCHEMA_VERSION, "command": name, "ok": true});
-    v["dataSource"] = d.to_json(now);
-    printer.report(&v, &human_block(printer, &d, now, true));
-    Ok(0)
-}
-
-/// One data source as text: the id, then indented fields.
-fn human_block(p: &Printer, d: &DataSource, now: Timestamp, full: bool) -> String {
-    let mut lines = vec![p.paint("1", &d.id)];
-    // Values start two columns after the longest label of the block.
-    let width = if full {
-        "expiry from".len()
-    } else {
-        "lifetime".len()
-    } + 2;
-    let mut row = |k: &str, v: String| lines.push(format!("  {k:<width$}{v}"));
-    let status = match (d.status.as_deref(), d.is_disabled()) {
-        (_, true) => {
-            let msg = d
-                .error_message
-                .as_deref()
-                .map(|m| format!(": {m}"))
-                .unwrap_or_default();
-            p.paint("1;31", &format!("DISABLED{msg}"))
-        }
-        (Some(s), false) => p.paint("32", s),
-        (None, false) => "unknown".into(),
-    };
-    row("status", status);
-    let expiry = d.token_expiry();
-    let mut token = match expiry {
-        Some((t, _)) if t <= now => p.paint("31", &output::expiry_text(Some(t), now)),
-        Some((t, _)) => output::expiry_text(Some(t), now),
-        None if d.jws_token.is_none() => "none".into(),
-        None => "expiry unknown".into(),
-    };
-    if let Some(j) = &d.jws_token {
-        token.push_str(&format!("  {}", fingerprint(j)));
-    }
-    row("token", token);
-    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    row(
-        "lifetime",
-        d.token_lifetime_minutes
-            .map(|m| format!("{m} min"))
-            .unwrap_or_else(|| "-".into()),
-    );
-    row("schema", opt(&d.schema_id));
-    row("url", opt(&d.url));
-    row("audience", opt(&d.audience));
-    row("subject", opt(&d.subject));
-    if full {
-        row(
-            "expiry from",
-            expiry.map_or("-".into(), |e| e.1.name().to_string()),
-        );
-        row("nonce", opt(&d.nonce));
-        row("org", opt(&d.org_id));
-        row("app", opt(&d.application_id));
-        row(
-            "created",
-            format!("{} by {}", opt(&d.created_at), opt(&d.created_by)),
-        );
-        row("updated", opt(&d.updated_at));
-    }
-    lines.join("\n")
-}
-
-// ---------------------------------------------------------------------------
-// extend
-
-/// What happened to one data source in `extend`.
-enum Fate {
-    Skipped {
-        expires: Timestamp,
-    },
-    WouldExtend {
-        expires: Option<Timestamp>,
-    },
-    Extended {
-        before: Option<Timestamp>,
-        after: Option<Timestamp>,
-        nonce: String,
-        jws: Option<String>,
-    },
-    Failed(Error),
-    /// Not tried: the service-app token stopped working on an earlier one.
-    NotAttempted,
-}
-
-async fn extend(
-    settings: &Settings,
-    printer: &Printer,
-    name: &'static str,
-    a: &DsExtendArgs,
-) -> Result<u8, Error> {
-    let mut s = Session::open(settings, name, true).await?;
-    let now = clock::now();
-    let threshold = clock::after(now, a.min_valid.as_secs());
-    // Only a standing job (`--all`, run by a timer) is worth warning about;
-    // `ID --min-valid 1d` is the documented way to renew now, once.
-    if a.all && u64::from(a.lifetime) * 60 <= a.min_valid.as_secs() {
-        tracing::warn!(
-            "--lifetime {} min is not longer than --min-valid {}: every run renews every token",
-            a.lifetime,
-            clock::human_span(a.min_valid.as_secs())
-        );
-    }
-
-    // The sources to look at: `--all` takes the list's items as they are
-    // (one GET in all); named ids are fetched one by one, so a wrong id is
-    // a failure of that id only.
-    // `None`: not fetched, because the service-app token stopped working.
-    let mut chosen: Vec<(String, Option<Result<DataSource, Error>>)> = Vec::new();
-    if a.all {
-        for d in s.list().await? {
-            chosen.push((d.id.clone(), Some(Ok(d))));
-        }
-    } else {
-        let mut seen = std::collections::HashSet::new();
-        let mut token_dead = false;
-        for id in a.ids.iter().filter(|id| seen.insert(id.as_str())) {
-            if token_dead {
-                chosen.push((id.clone(), None));
-                continue;
-            }
-            let got = s.get_one(id).await;
-            token_dead = got.as_ref().is_err_and(stops_the_run);
-            chosen.push((id.clone(), Some(got)));
-        }
-    }
-
-    let mut results: Vec<(String, Fate)> = Vec::new();
-    let mut stop = false;
-    for (id, got) in chosen {
-        let d = match got {
-            _ if stop => {
-                results.push((id, Fate::NotAttempted));
-                continue;
-            }
-            None => {
-                results.push((id, Fate::NotAttempted));
-                continue;
-            }
-            Some(Ok(d)) => d,
-            Some(Err(e)) => {
-                stop = stops_the_run(&e);
-                results.push((id, Fate::Failed(e)));
-                continue;
-            }
-        };
-        let expires = d.token_expiry().map(|e| e.0);
-        // An unknown expiry is renewed: better one needless PUT than a
-        // token that lapses unseen.
-        if let Some(t) = expires.filter(|t| *t > threshold) {
-            tracing::debug!(
-                "data source {id}: token expires {}; skipped",
-                clock::format_utc(t)
-            );
-            results.push((id, Fate::Skipped { expires: t }));
-            continue;
-        }
-        if a.dry_run {
-            results.push((id, Fate::WouldExtend { expires }));
-            continue;
-        }
-        let fate = match renew(&mut s, &d, a.lifetime).await {
-            Ok((after, nonce, jws)) => {
-                audit_extension(
-                    settings,
-                    name,
-                    &d,
-                    expires,
-                    Ok((after, &nonce, jws.as_deref())),
-                    a.lifetime,
-                );
-                Fate::Extended {
-                    before: expires,
-                    after,
-                    nonce,
-                    jws,
-                }
-            }
-            Err((e, nonce)) => {
-                audit_extension(
-                    settings,
-                    name,
-                    &d,
-                    expires,
-                    Err((&e, nonce.as_deref())),
-                    a.lifetime,
-                );
-                stop = stops_the_run(&e);
-                Fate::Failed(e)
-            }
-        };
-        results.push((id, fate));
-    }
-
-    let now = clock::now();
-    let code = results
-        .iter()
-        .map(|(_, f)| match f {
-            Fate::Failed(e) => e.exit_code(),
-            _ => 0,
-        })
-        .max()
-        .unwrap_or(0);
-    report_extend(printer, name, a, &results, s.refreshed, code, now);
-    Ok(code)
-}
-
-/// Errors after which the remaining sources are not tried: the service-app
-/// token does not work, so every further call would fail the same way.
-fn stops_the_run(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::DataSource(DsError::TokenRejected { .. }) | Error::Chain(_)
-    )
-}
-
-/// PUTs one data source back with a fresh nonce. Returns the new expiry,
-/// the nonce that was accepted and the new token's fingerprint.
-async fn renew(
-    s: &mut Session<'_>,
-    d: &DataSource,
-    lifetime: u32,
-) -> Result<(Option<Timestamp>, String, Option<String>), (Error, Option<String>)> {
-    // Check the body can be built before sending anything.
-    d.renewal_body(&new_nonce(), lifetime)
-        .map_err(|e| (Error::DataSource(e), None))?;
-    let url = s
-        .api
-        .url(&format!("/dataSources/{}", urlencode_path(&d.id)));
-    let what = format!("PUT /dataSources/{}", d.id);
-    // A fresh nonce for every try: if a try timed out after Webex had
-    // applied it, resending the same nonce could be refused as a replay and
-    // a renewal that worked would be reported as failed.
-    let last_nonce = RefCell::new(String::new());
-    let sent = s
-        .call(&what, |c| {
-            let nonce = new_nonce();
-            let body = d
-                .renewal_body(&nonce, lifetime)
-                .expect("checked above; the fields do not change");
-            *last_nonce.borrow_mut() = nonce;
-            c.put(&url).json(&body)
-        })
-        .await;
-    let nonce = last_nonce.into_inner();
-    let body = sent.map_err(|e| (e, Some(nonce.clone())))?;
-    // The PUT succeeded; an answer we cannot read does not undo that.
-    match parse_source(&what, &body) {
-        Ok(new) => Ok((
-            new.token_expiry().map(|e| e.0),
-            nonce,
-            new.jws_token.as_ref().map(fingerprint),
-        )),
-        Err(e) => {
-            tracing::warn!("{e}; the renewal was accepted, but its new expiry is unknown");
-            Ok((None, nonce, None))
-        }
-    }
-}
-
-type Attempted<'a> =
-    Result<(Option<Timestamp>, &'a str, Option<&'a str>), (&'a Error, Option<&'a str>)>;
-
-/// One audit line per renewal attempt: the nonce is not secret, the new
-/// token appears as a fingerprint only.
-fn audit_extension(
-    settings: &Settings,
-    command: &str,
-    d: &DataSource,
-    before: Option<Timestamp>,
-    result: Attempted<'_>,
-    lifetime: u32,
-) {
-    let Some(path) = &settings.audit_log else {
-        return;
-    };
-    let mut line = json!({
-        "command": command,
-        "operation": "datasource_extend",
-        "dataSourceId": d.id,
-        "tokenLifetimeMinutes": lifetime,
-        "previousExpiresAt": before.map(clock::format_utc),
-    });
-    match result {
-        Ok((after, nonce, jws)) => {
-            line["outcome"] = json!("ok");
-            line["nonce"] = json!(nonce);
-            line["tokenExpiresAt"] = json!(after.map(clock::format_utc));
-            line["jwsTokenFingerprint"] = json!(jws);
-        }
-        Err((e, nonce)) => {
-            line["outcome"] = json!("failed");
-            line["nonce"] = json!(nonce);
-            line["exitCode"] = json!(e.exit_code());
-            line["error"] = json!(e.to_string());
-            if let Error::DataSource(ds) = e
-                && let Some(api) = ds.api_error()
-            {
-                line["httpStatus"] = json!(api.status());
-                line["trackingId"] = json!(api.tracking_id());
-            }
-        }
-    }
-    audit::append(path, line);
-}
-
-fn error_json(e: &Error) -> Value {
-    let api = match e {
-        Error::DataSource(ds) => ds.api_error(),
-        _ => None,
-    };
-    json!({
-        "kind": e.kind(),
-        "exitCode": e.exit_code(),
-        "message": e.to_string(),
-        "httpStatus": api.and_then(ApiError::status),
-        "trackingId": api.and_then(ApiError::tracking_id),
-        "hint": e.hint(),
-    })
-}
-
-fn report_extend(
-    printer: &Printer,
-    name: &'static str,
-    a: &DsExtendArgs,
-    results: &[(String, Fate)],
-    refreshed: bool,
-    code: u8,
-    now: Timestamp,
-) {
-    let count = |f: fn(&Fate) -> bool| results.iter().filter(|(_, x)| f(x)).count();
-    let extended = count(|f| matches!(f, Fate::Extended { .. }));
-    let skipped = count(|f| matches!(f, Fate::Skipped { .. }));
-    let would = count(|f| matches!(f, Fate::WouldExtend { .. }));
-    let failed = count(|f| matches!(f, Fate::Failed(_)));
-    let not_tried = count(|f| matches!(f, Fate::NotAttempted));
-    let at = |t: Option<Timestamp>| {
-        json!({
-            "expiresAt": t.map(clock::format_utc),
-            "secondsLeft": t.map(|t| clock::seconds_until(now, t)),
-        })
-    };
-    let items: Vec<Value> = results
-        .iter()
-        .map(|(id, f)| match f {
-            Fate::Skipped { expires } => json!({
-                "id": id, "action": "skipped", "before": at(Some(*expires)),
-            }),
-            Fate::WouldExtend { expires } => json!({
-                "id": id, "action": "would_extend", "before": at(*expires),
-            }),
-            Fate::Extended {
-                before,
-                after,
-                nonce,
-                jws,
-            } => json!({
-                "id": id, "action": "extended", "before": at(*before),
-                "after": at(*after), "nonce": nonce, "jwsTokenFingerprint": jws,
-            }),
-            Fate::Failed(e) => json!({"id": id, "action": "failed", "error": error_json(e)}),
-            Fate::NotAttempted => json!({"id": id, "action": "not_attempted"}),
-        })
-        .collect();
-    let v = json!({
-        "schemaVersion": SCHEMA_VERSION,
-        "command": name,
-        "ok": code == 0,
-        "exitCode": code,
-        "dryRun": a.dry_run,
-        "minValidSeconds": a.min_valid.as_secs(),
-        "lifetimeMinutes": a.lifetime,
-        "serviceAppTokenRefreshed": refreshed,
-        "summary": {
-            "extended": extended, "skipped": skipped, "wouldExtend": would,
-            "failed": failed, "notAttempted": not_tried,
-        },
-        "results": items,
-    });
-
-    // Pad before painting, so escape codes do not upset the columns.
-    let label = |colour: Option<&str>, text: &str| {
-        let padded = format!("{text:<11}");
-        colour.map_or(padded.clone(), |c| printer.paint(c, &padded))
-    };
-    let mut human = Vec::new();
-    if refreshed {
-        human.push("the service-app access token was refreshed first".to_string());
-    }
-    for (id, f) in results {
-        human.push(match f {
-            Fate::Skipped { expires } => format!(
-                "{} {id}  {} (beyond --min-valid {})",
-                label(None, "skipped"),
-                output::expiry_text(Some(*expires), now),
-                clock::human_span(a.min_valid.as_secs())
-            ),
-            Fate::WouldExtend { expires } => format!(
-                "{} {id}  {}",
-                label(Some("33"), "would renew"),
-                output::expiry_text(*expires, now)
-            ),
-            Fate::Extended { after, .. } => format!(
-                "{} {id}  {}",
-                label(Some("32"), "renewed"),
-                match after {
-                    Some(_) => output::expiry_text(*after, now),
-                    None => "new expiry not reported".into(),
-                }
-            ),
-            Fate::Failed(e) => format!("{} {id}  {e}", label(Some("1;31"), "failed")),
-            Fate::NotAttempted => format!(
-                "{} {id}  (the service-app token stopped working)",
-                label(Some("31"), "not tried")
-            ),
-        });
-    }
-    let mut summary = if a.dry_run {
-        format!("dry run: {would} would be renewed, {skipped} skipped; nothing was sent")
-    } else {
-        format!("{extended} renewed, {skipped} skipped")
-    };
-    if failed > 0 {
-        summary.push_str(&format!(", {failed} failed"));
-    }
-    if not_tried > 0 {
-        summary.push_str(&format!(", {not_tried} not tried"));
-    }
-    if results.is_empty() {
-        summary = "no data sources are registered for this service app".into();
-    }
-    human.push(summary);
-    printer.report(&v, &human.join("\n"));
-
-    // Failures also go to stderr, so `-q` in cron still says what broke.
-    if failed > 0 {
-        eprintln!(
-            "error: {failed} of {} data source{} could not be renewed",
-            results.len(),
-            if results.len() == 1 { "" } else { "s" }
-        );
-        let mut hints = Vec::new();
-        for (id, f) in results {
-            if let Fate::Failed(e) = f {
-                eprintln!("  {id}: {e}");
-                if let Some(h) = e.hint()
-                    && !hints.contains(&h)
-                {
-                    hints.push(h);
-                }
-            }
-        }
-        for h in hints {
-            eprintln!("hint: {h}");
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// register
-
-async fn register(
-    settings: &Settings,
-    printer: &Printer,
-    name: &'static str,
-    r: &DsRegisterArgs,
-) -> Result<u8, Error> {
-    // No retries: a POST that timed out may have registered the source, and
-    // a second one would register it twice.
-    let mut s = Session::open(settings, name, false).await?;
-    let url = s.api.url("/dataSources");
-    let nonce = new_nonce();
-    let body = json!({
-        "schemaId": r.schema_id,
-        "url": r.url,
-        "audience": r.audience,
-        "subject": r.subject,
-        "nonce": nonce,
-        "tokenLifetimeMinutes": r.lifetime,
-    });
-    let what = "POST /dataSources";
-    let result = s.call(what, |c| c.post(&url).json(&body)).await;
-    let audit_line = |outcome: &str, d: Option<&DataSource>, e: Option<&Error>| {
-        if let Some(path) = &settings.audit_log {
-            audit::append(
-                path,
-                json!({
-                    "command": name,
-                    "operation": "datasource_register",
-                    "outcome": outcome,
-                    "dataSourceId": d.map(|d| d.id.clone()),
-                    "schemaId": r.schema_id,
-                    "url": r.url,
-                    "nonce": nonce,
-                    "tokenLifetimeMinutes": r.lifetime,
-                    "tokenExpiresAt": d.and_then(|d| d.token_expiry()).map(|e| clock::format_utc(e.0)),
-                    "jwsTokenFingerprint": d.and_then(|d| d.jws_token.as_ref()).map(fingerprint),
-                    "error": e.map(|e| e.to_string()),
-                }),
-            );
-        }
-    };
-    let body = match result {
-        Ok(b) => b,
-        Err(e) => {
-            audit_line("failed", None, Some(&e));
-            return Err(e);
-        }
-    };
-    let d = parse_source(what, &body).inspect_err(|e| {
-        tracing::warn!("{e}; the data source was registered, but its answer cannot be shown")
-    })?;
-    audit_line("ok", Some(&d), None);
-    let now = clock::now();
-    let mut v = json!({"schemaVersion": SCHEMA_VERSION, "command": name, "ok": true});
-    v["dataSource"] = d.to_json(now);
-    let human = format!(
-        "{} registered data source {}; token {}\n\n{}",
-        printer.paint("32", "ok:"),
-        d.id,
-        output::expiry_text(d.token_expiry().map(|e| e.0), now),
-        human_block(printer, &d, now, true)
-    );
-    printer.report(&v, &human);
-    Ok(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::secret::secret;
+    use crate::webex::ApiError;
 
     fn b64(v: &Value) -> String {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
@@ -1120,6 +601,64 @@ mod tests {
         assert!(parse_list("GET", b"[]").is_err());
         let e = parse_source("PUT", br#"{"jwsToken":"SECRETJWS""#).unwrap_err();
         assert!(!e.to_string().contains("SECRETJWS"));
+    }
+
+    /// Links on to a new page forever (or `pages` times); counts calls.
+    struct Endless {
+        pages: usize,
+        calls: std::cell::Cell<usize>,
+    }
+
+    impl DataSourcesApi for Endless {
+        async fn list_page(&self, _: &SecretString, next: Option<&str>) -> Result<Page, ApiError> {
+            let n = self.calls.get();
+            self.calls.set(n + 1);
+            assert_eq!(next.is_none(), n == 0);
+            Ok(Page {
+                body: format!(r#"{{"items":[{{"id":"ds-{n}"}}]}}"#).into_bytes(),
+                next: (n + 1 < self.pages)
+                    .then(|| NextPage::Url(format!("http://h/v1/p{}", n + 1))),
+            })
+        }
+        async fn get(&self, _: &SecretString, _: &str) -> Result<Vec<u8>, ApiError> {
+            unreachable!()
+        }
+        async fn put(
+            &self,
+            _: &SecretString,
+            _: &str,
+            _: &dyn Fn() -> Value,
+        ) -> Result<Vec<u8>, ApiError> {
+            unreachable!()
+        }
+        async fn register(&self, _: &SecretString, _: &Value) -> Result<Vec<u8>, ApiError> {
+            unreachable!()
+        }
+    }
+
+    struct NoRenew;
+    impl Renew for NoRenew {
+        async fn renew_rejected(&self) -> Result<Renewed, Error> {
+            unreachable!()
+        }
+    }
+
+    #[tokio::test]
+    async fn listing_follows_pages_and_stops_at_the_cap() {
+        let api = |pages| Endless {
+            pages,
+            calls: std::cell::Cell::new(0),
+        };
+        let s = Session::new(api(3), NoRenew, secret("t"), false);
+        let all = list_all(&s).await.unwrap();
+        assert_eq!(
+            all.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+            ["ds-0", "ds-1", "ds-2"]
+        );
+        let s = Session::new(api(usize::MAX), NoRenew, secret("t"), false);
+        let e = list_all(&s).await.unwrap_err();
+        assert!(e.to_string().contains("beyond 1000 pages"), "{e}");
+        assert_eq!(s.api.calls.get(), MAX_PAGES);
     }
 
     #[test]

@@ -1,0 +1,123 @@
+//! `datasources list` and `datasources show`: every server-supplied text
+//! goes through [`shown`] before it reaches the terminal.
+
+use super::{DataSource, get_one, list_all, open, shown};
+use crate::clock;
+use crate::error::Error;
+use crate::output::{self, Printer, SCHEMA_VERSION};
+use crate::secret::fingerprint;
+use crate::settings::Settings;
+use jiff::Timestamp;
+use serde_json::json;
+
+pub(super) async fn list(
+    settings: &Settings,
+    printer: &Printer,
+    name: &'static str,
+) -> Result<u8, Error> {
+    let s = open(settings, name, true).await?;
+    let sources = list_all(&s).await?;
+    let now = clock::now();
+    let disabled = sources.iter().filter(|d| d.is_disabled()).count();
+    let json_value = json!({
+        "schemaVersion": SCHEMA_VERSION,
+        "command": name,
+        "ok": true,
+        "count": sources.len(),
+        "disabled": disabled,
+        "dataSources": sources.iter().map(|d| d.to_json(now)).collect::<Vec<_>>(),
+    });
+    let mut human = match (sources.len(), disabled) {
+        (0, _) => "no data sources are registered for this service app".to_string(),
+        (1, 0) => "1 data source".to_string(),
+        (n, 0) => format!("{n} data sources"),
+        (n, d) => format!(
+            "{n} data source{}, {}",
+            if n == 1 { "" } else { "s" },
+            printer.paint("1;31", &format!("{d} disabled"))
+        ),
+    };
+    for d in &sources {
+        human.push_str("\n\n");
+        human.push_str(&human_block(printer, d, now, false));
+    }
+    printer.report(&json_value, &human);
+    Ok(0)
+}
+
+pub(super) async fn show(
+    settings: &Settings,
+    printer: &Printer,
+    name: &'static str,
+    id: &str,
+) -> Result<u8, Error> {
+    let s = open(settings, name, true).await?;
+    let d = get_one(&s, id).await?;
+    let now = clock::now();
+    let mut v = json!({"schemaVersion": SCHEMA_VERSION, "command": name, "ok": true});
+    v["dataSource"] = d.to_json(now);
+    printer.report(&v, &human_block(printer, &d, now, true));
+    Ok(0)
+}
+
+/// One data source as text: the id, then indented fields.
+pub(super) fn human_block(p: &Printer, d: &DataSource, now: Timestamp, full: bool) -> String {
+    let mut lines = vec![p.paint("1", &shown(&d.id))];
+    // Values start two columns after the longest label of the block.
+    let width = if full {
+        "expiry from".len()
+    } else {
+        "lifetime".len()
+    } + 2;
+    let mut row = |k: &str, v: String| lines.push(format!("  {k:<width$}{v}"));
+    let status = match (d.status.as_deref(), d.is_disabled()) {
+        (_, true) => {
+            let msg = d
+                .error_message
+                .as_deref()
+                .map(|m| format!(": {}", shown(m)))
+                .unwrap_or_default();
+            p.paint("1;31", &format!("DISABLED{msg}"))
+        }
+        (Some(s), false) => p.paint("32", &shown(s)),
+        (None, false) => "unknown".into(),
+    };
+    row("status", status);
+    let expiry = d.token_expiry();
+    let mut token = match expiry {
+        Some((t, _)) if t <= now => p.paint("31", &output::expiry_text(Some(t), now)),
+        Some((t, _)) => output::expiry_text(Some(t), now),
+        None if d.jws_token.is_none() => "none".into(),
+        None => "expiry unknown".into(),
+    };
+    if let Some(j) = &d.jws_token {
+        token.push_str(&format!("  {}", fingerprint(j)));
+    }
+    row("token", token);
+    let opt = |v: &Option<String>| v.as_deref().map_or_else(|| "-".into(), shown);
+    row(
+        "lifetime",
+        d.token_lifetime_minutes
+            .map(|m| format!("{m} min"))
+            .unwrap_or_else(|| "-".into()),
+    );
+    row("schema", opt(&d.schema_id));
+    row("url", opt(&d.url));
+    row("audience", opt(&d.audience));
+    row("subject", opt(&d.subject));
+    if full {
+        row(
+            "expiry from",
+            expiry.map_or("-".into(), |e| e.1.name().to_string()),
+        );
+        row("nonce", opt(&d.nonce));
+        row("org", opt(&d.org_id));
+        row("app", opt(&d.application_id));
+        row(
+            "created",
+            format!("{} by {}", opt(&d.created_at), opt(&d.created_by)),
+        );
+        row("updated", opt(&d.updated_at));
+    }
+    lines.join("\n")
+}
