@@ -24,11 +24,13 @@
 
 mod error;
 mod http;
+mod oauth;
 
 pub use error::ApiError;
 #[cfg(test)]
 pub use error::{ErrorBody, TransientReason, classify};
 pub use http::{HttpApi, HttpSettings, RetryPolicy};
+pub use oauth::{CodeExchange, DeviceAuthorization, DevicePoll, OAuthApi};
 
 use crate::secret::{ExposeSecret, SecretString};
 use serde::Deserialize;
