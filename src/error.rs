@@ -48,10 +48,11 @@ pub enum DsError {
 const PORTAL_HINT: &str = "open developer.webex.com → My Webex Apps → your token-manager integration (create one with redirect URI http://localhost:3000/callback and scope spark:applications_token if you have none); its Client ID and Client Secret are on that page (the secret is shown only when the integration is created or the secret is regenerated)";
 
 /// The redirect URIs an integration must list for the device grant.
-const DEVICE_REDIRECT_URIS: [&str; 3] = [
+const DEVICE_REDIRECT_URIS: [&str; 4] = [
     "https://oauth-helper-a.wbx2.com/helperservice/v1/actions/device/callback",
-    "https://oauth-helper-k.wbx2.com/helperservice/v1/actions/device/callback",
     "https://oauth-helper-r.wbx2.com/helperservice/v1/actions/device/callback",
+    "https://oauth-helper-k.wbx2.com/helperservice/v1/actions/device/callback",
+    "https://oauth-helper-d.wbx2.com/helperservice/v1/actions/device/callback",
 ];
 
 /// Why `setup-oauth` did not finish. Nothing is written in any of these cases.
@@ -64,7 +65,7 @@ pub enum SetupError {
         reasons: Vec<String>,
     },
     #[error(
-        "port {port} on 127.0.0.1 is already in use, so the OAuth callback cannot be received there"
+        "port {port} on localhost (127.0.0.1 or [::1]) is already in use, so the OAuth callback cannot be received there"
     )]
     PortInUse { port: u16 },
     #[error("could not listen on 127.0.0.1:{port}: {source}")]
@@ -196,7 +197,11 @@ impl Error {
                 SetupError::Authorization { error, .. } => match error.as_str() {
                     // The person took longer than the device code lives: as
                     // with our own --timeout, trying again is the remedy.
-                    "server_error" | "temporarily_unavailable" | "expired_token" => exit::TRANSIENT,
+                    // Webex says `invalid_grant` for an expired device code.
+                    "server_error"
+                    | "temporarily_unavailable"
+                    | "expired_token"
+                    | "invalid_grant" => exit::TRANSIENT,
                     _ => exit::REAUTH,
                 },
                 SetupError::ManualInput(_) => exit::CONFIG,
@@ -407,7 +412,7 @@ fn setup_hint(s: &SetupError) -> Option<String> {
         SetupError::TimedOut { .. } => "run `webex-token setup-oauth` again and finish signing in within --timeout (default 5m); on a machine without a browser use --no-browser with an SSH port forward, or --manual".into(),
         SetupError::Authorization { error, .. } => match error.as_str() {
             "access_denied" => "the sign-in was cancelled or the access was not granted; run `webex-token setup-oauth` again and accept the requested access".into(),
-            "expired_token" => "the code shown was not entered in time; run `webex-token setup-oauth --device` again".into(),
+            "expired_token" | "invalid_grant" => "the code shown was not entered in time; run `webex-token setup-oauth --device` again".into(),
             "invalid_scope" => "the integration must have the scope spark:applications_token; edit it on developer.webex.com, then run `webex-token setup-oauth` again".into(),
             "server_error" | "temporarily_unavailable" => "Webex had a problem; try again in a few minutes".into(),
             _ => "check the integration on developer.webex.com (redirect URI, scopes), then run `webex-token setup-oauth` again".into(),

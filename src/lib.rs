@@ -25,6 +25,7 @@ mod config;
 mod engine;
 mod error;
 mod names;
+mod oauth;
 mod output;
 pub mod secret;
 mod settings;

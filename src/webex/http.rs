@@ -94,17 +94,17 @@ pub struct HttpApi {
 }
 
 /// One raw outcome of a request before classification.
-struct RawResponse {
-    status: u16,
-    body: Vec<u8>,
-    tracking: Option<String>,
+pub(super) struct RawResponse {
+    pub(super) status: u16,
+    pub(super) body: Vec<u8>,
+    pub(super) tracking: Option<String>,
     /// The host a 3xx points at.
-    location_host: Option<String>,
-    retry_after: Option<Duration>,
+    pub(super) location_host: Option<String>,
+    pub(super) retry_after: Option<Duration>,
     /// The secret values this request carried (see [`secrets_in`]).
-    secrets: Vec<String>,
+    pub(super) secrets: Vec<String>,
     /// The `Link` header(s), joined with `, ` (list paging).
-    link: Option<String>,
+    pub(super) link: Option<String>,
 }
 
 /// The secret values a request carries: the bearer token (or Basic
@@ -298,6 +298,36 @@ impl HttpApi {
                 tokio::time::sleep(delay).await;
             }
         }
+    }
+
+    /// Sends one request once, without retries, for a caller whose own loop
+    /// is the retry (the device-grant poll, where 429 means "poll slower").
+    pub(super) async fn send_once<F>(
+        &self,
+        what: &str,
+        make: F,
+    ) -> Result<RawResponse, TransientReason>
+    where
+        F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    {
+        let client = self.client().map_err(|e| match e {
+            ApiError::Transient { reason, .. } => reason,
+            other => TransientReason::Connect(other.to_string()),
+        })?;
+        let sent = Instant::now();
+        let result = self.once(client, &make).await;
+        match &result {
+            Ok(raw) => tracing::debug!(
+                "{what} → HTTP {} in {} ms",
+                raw.status,
+                sent.elapsed().as_millis()
+            ),
+            Err(reason) => tracing::debug!(
+                "{what} → {reason:?} after {} ms",
+                sent.elapsed().as_millis()
+            ),
+        }
+        result
     }
 
     async fn once<F>(

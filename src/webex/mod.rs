@@ -25,6 +25,7 @@
 mod datasources;
 mod error;
 mod http;
+mod oauth;
 
 pub use datasources::{DataSourcesApi, MAX_PAGES, NextPage, Page};
 pub use error::ApiError;
@@ -32,6 +33,7 @@ pub use error::TransientReason;
 #[cfg(test)]
 pub use error::{ErrorBody, classify};
 pub use http::{HttpApi, HttpSettings, RetryPolicy};
+pub use oauth::{CodeExchange, DeviceAuthorization, DevicePoll, OAuthApi};
 
 use crate::secret::{ExposeSecret, SecretString};
 use serde::Deserialize;

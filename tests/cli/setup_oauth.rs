@@ -551,8 +551,16 @@ async fn setup_oauth_listener_is_loopback_only() {
     let t = new_env().await;
     let flow = spawn(&t, &["--port", "0"]);
     let (state, _, port) = check_authorize_url(&t, &flow.authorize_url());
-    // The program says where it listens.
-    flow.wait_for_stderr(&format!("listening on 127.0.0.1:{port} only"));
+    // The program says where it listens: loopback only, both families
+    // when the machine has an IPv6 loopback.
+    flow.wait_for_stderr(&format!("listening on 127.0.0.1:{port}"));
+    flow.wait_for_stderr(" only).");
+    if ipv6_loopback() {
+        flow.wait_for_stderr(&format!("127.0.0.1:{port} and [::1]:{port} only"));
+        // [::1] answers too (a stray request, refused with a 404).
+        let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+        assert_eq!(http_get_at(v6, "/favicon.ico").0, 404);
+    }
     match non_loopback_ip() {
         Some(ip) => {
             let r = TcpStream::connect_timeout(
@@ -757,4 +765,363 @@ async fn setup_oauth_device_denied_exits_4_expired_exits_1_missing_endpoint_exit
     // --device and --manual exclude each other.
     let out = t.run(&["setup-oauth", "--device", "--manual"]);
     assert_eq!(code(&out), 2);
+}
+
+/// True when this machine can bind [::1] (the IPv6 checks need it).
+fn ipv6_loopback() -> bool {
+    std::net::TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, 0)).is_ok()
+}
+
+#[tokio::test]
+async fn setup_oauth_refuses_a_port_taken_on_ipv6_loopback() {
+    let t = new_env().await;
+    // This machine has an IPv6 loopback (checked when this test was
+    // written); a machine without one cannot have the conflict at all.
+    let Ok(taken) = std::net::TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, 0)) else {
+        eprintln!("no IPv6 loopback here: nothing can listen on [::1], skipped");
+        return;
+    };
+    let port = taken.local_addr().unwrap().port().to_string();
+    let before = std::fs::read(t.config_path()).unwrap();
+    let out = t.run(&[
+        "setup-oauth",
+        "--no-browser",
+        "--port",
+        &port,
+        "--timeout",
+        "3s",
+    ]);
+    let e = stderr(&out);
+    assert_eq!(code(&out), 3, "{e}");
+    assert!(e.contains(&format!("port {port}")), "{e}");
+    assert!(e.contains("[::1]"), "{e}");
+    assert!(!e.contains("/authorize?"), "no URL is printed: {e}");
+    assert_eq!(std::fs::read(t.config_path()).unwrap(), before);
+}
+
+#[tokio::test]
+async fn setup_oauth_manual_refuses_an_overlong_line() {
+    let t = new_env().await;
+    let before = std::fs::read(t.config_path()).unwrap();
+    let mut flow = spawn(&t, &["--manual"]);
+    flow.authorize_url();
+    // 20 KiB on one line: more than any callback address.
+    flow.paste(&format!(
+        "http://localhost:3000/callback?code={}",
+        "A".repeat(20 * 1024)
+    ));
+    let out = flow.finish();
+    let e = stderr(&out);
+    assert_eq!(code(&out), 3, "{e}");
+    assert!(e.contains("longer than 16 KiB"), "{e}");
+    assert_eq!(std::fs::read(t.config_path()).unwrap(), before);
+    assert_eq!(t.count("POST", "/v1/access_token").await, 0);
+}
+
+/// Webex's error shape for the device grant: the code in `message` and in
+/// `errors[].description`, no `error` field.
+fn webex_device_error(status: u16, code: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(serde_json::json!({
+        "message": code,
+        "errors": [{"description": code}],
+        "trackingId": "ROUTER_DEVICE_TRACKING",
+    }))
+}
+
+/// `POST /device/token` answers each of `answers` once, in order, then
+/// `last` for ever.
+async fn mock_device_sequence(t: &TestEnv, answers: Vec<ResponseTemplate>, last: ResponseTemplate) {
+    for (i, a) in answers.into_iter().enumerate() {
+        Mock::given(method("POST"))
+            .and(path("/v1/device/token"))
+            .respond_with(a)
+            .up_to_n_times(1)
+            .with_priority(1 + i as u8)
+            .mount(&t.server)
+            .await;
+    }
+    Mock::given(method("POST"))
+        .and(path("/v1/device/token"))
+        .respond_with(last)
+        .with_priority(100)
+        .mount(&t.server)
+        .await;
+}
+
+#[tokio::test]
+async fn setup_oauth_device_as_webex_answers_pending_slow_down_and_429() {
+    let mut t = new_env().await;
+    t.secret(DEVICE_CODE);
+    mock_device_authorize(&t).await;
+    mock_device_sequence(
+        &t,
+        vec![
+            webex_device_error(428, "authorization_pending"),
+            // Used to end the run with exit 4.
+            webex_device_error(400, "slow_down"),
+            ResponseTemplate::new(429).insert_header("retry-after", "0"),
+            webex_device_error(428, "authorization_pending"),
+        ],
+        token_response(NEW_PAT, 1_209_599, Some((NEW_INT_REFRESH, 7_775_999))),
+    )
+    .await;
+    let out = t.run(&[
+        "setup-oauth",
+        "--device",
+        "--no-browser",
+        "--timeout",
+        "60s",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(t.count("POST", "/v1/device/token").await, 5);
+    assert_stored_new_tokens(&t);
+    t.assert_no_secrets(&out, &[]);
+}
+
+#[tokio::test]
+async fn setup_oauth_device_webex_invalid_grant_means_start_again_and_denied_exits_4() {
+    let mut t = new_env().await;
+    t.secret(DEVICE_CODE);
+    let before = std::fs::read(t.config_path()).unwrap();
+    mock_device_authorize(&t).await;
+    mock_device_sequence(
+        &t,
+        vec![webex_device_error(428, "authorization_pending")],
+        webex_device_error(400, "invalid_grant"),
+    )
+    .await;
+    let out = t.run(&["setup-oauth", "--device", "--no-browser"]);
+    let e = stderr(&out);
+    assert_eq!(code(&out), 1, "{e}");
+    assert!(e.contains("expired"), "{e}");
+    assert!(e.contains("setup-oauth --device` again"), "{e}");
+    assert_eq!(std::fs::read(t.config_path()).unwrap(), before);
+    t.assert_no_secrets(&out, &[]);
+
+    t.server.reset().await;
+    mock_device_authorize(&t).await;
+    mock_device_sequence(
+        &t,
+        vec![webex_device_error(428, "authorization_pending")],
+        webex_device_error(400, "access_denied"),
+    )
+    .await;
+    let out = t.run(&["setup-oauth", "--device", "--no-browser"]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(stderr(&out).contains("access_denied"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(t.config_path()).unwrap(), before);
+
+    // The integration does not allow the device grant: the hint lists all
+    // four device helper redirect URIs.
+    t.server.reset().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/device/authorize"))
+        .respond_with(webex_device_error(400, "invalid_client"))
+        .mount(&t.server)
+        .await;
+    let out = t.run(&["setup-oauth", "--device", "--no-browser"]);
+    let e = stderr(&out);
+    assert_eq!(code(&out), 4, "{e}");
+    for helper in ["a", "r", "k", "d"] {
+        assert!(
+            e.contains(&format!(
+                "https://oauth-helper-{helper}.wbx2.com/helperservice/v1/actions/device/callback"
+            )),
+            "{e}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn setup_oauth_device_strips_escape_sequences_from_server_text() {
+    let mut t = new_env().await;
+    t.secret(DEVICE_CODE);
+    Mock::given(method("POST"))
+        .and(path("/v1/device/authorize"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "device_code": DEVICE_CODE,
+            "user_code": "WXYZ\u{1b}[8m-1234",
+            "verification_uri": "https://login.example.test/device\u{1b}[2J\u{1b}]0;pwned\u{7}\r",
+            "verification_uri_complete": "https://login.example.test/device?c=1\u{1b}[1A",
+            "expires_in": 600,
+            "interval": 5,
+        })))
+        .mount(&t.server)
+        .await;
+    mock_device_sequence(&t, vec![], webex_device_error(400, "access_denied")).await;
+    let out = t.run(&["setup-oauth", "--device", "--no-browser"]);
+    let e = stderr(&out);
+    assert_eq!(code(&out), 4, "{e}");
+    assert!(
+        !e.contains('\u{1b}'),
+        "an escape reached the terminal: {e:?}"
+    );
+    assert!(!e.contains('\u{7}') && !e.contains('\r'), "{e:?}");
+    assert!(
+        e.contains("https://login.example.test/device[2J]0;pwned"),
+        "{e}"
+    );
+    assert!(e.contains("WXYZ[8m-1234"), "{e}");
+}
+
+#[tokio::test]
+async fn setup_oauth_python_sample_mixed_layout_writes_the_flat_keys() {
+    const FLAT_ID: &str = "FAKE-integration-client-id";
+    const FLAT_SECRET: &str = "FAKE-integration-client-secret";
+    let mut t = new_env().await;
+    t.secret(DEVICE_CODE);
+    t.secret(FLAT_SECRET);
+    t.secret("FAKE-integration-refresh-token");
+    t.secret("FAKE-personal-access-token");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/python-sample/2025-12-24-head-mixed.json");
+    let before = std::fs::read_to_string(&fixture).unwrap();
+    std::fs::write(t.config_path(), &before).unwrap();
+    Mock::given(method("POST"))
+        .and(path("/v1/device/authorize"))
+        .and(body_string_contains(
+            format!("client_id={FLAT_ID}").as_str(),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "device_code": DEVICE_CODE,
+            "user_code": USER_CODE,
+            "verification_uri": "https://login.example.test/device",
+            "expires_in": 600,
+            "interval": 5,
+        })))
+        .mount(&t.server)
+        .await;
+    mock_device_sequence(
+        &t,
+        vec![webex_device_error(428, "authorization_pending")],
+        token_response(NEW_PAT, 1_209_599, Some((NEW_INT_REFRESH, 7_775_999))),
+    )
+    .await;
+    let out = t.run(&["setup-oauth", "--device", "--no-browser"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    t.assert_no_secrets(&out, &[]);
+    // The poll was authenticated with the flat client.
+    let polls: Vec<_> = t
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r.url.path() == "/v1/device/token")
+        .collect();
+    let expected_auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{FLAT_ID}:{FLAT_SECRET}"))
+    );
+    assert_eq!(polls[0].headers["authorization"], expected_auth.as_str());
+
+    let after = std::fs::read_to_string(t.config_path()).unwrap();
+    let c: Value = serde_json::from_str(&after).unwrap();
+    let tm = &c["tokenManager"];
+    assert_eq!(tm["personalAccessToken"], NEW_PAT);
+    assert_eq!(tm["refreshToken"], NEW_INT_REFRESH);
+    assert_eq!(tm["clientId"], FLAT_ID);
+    assert_eq!(tm["clientSecret"], FLAT_SECRET);
+    assert_eq!(tm["oauthRefreshToken"], "YOUR_OAUTH_REFRESH_TOKEN_HERE");
+    assert!(tm.get("integration").is_none(), "no nested object: {after}");
+    // Every other line of the file is kept byte for byte, in order.
+    let mut rest = after.as_str();
+    for line in before.lines() {
+        if line.contains("\"personalAccessToken\"") || line.contains("\"refreshToken\"") {
+            continue;
+        }
+        match rest.find(line) {
+            Some(i) => rest = &rest[i + line.len()..],
+            None => panic!("line {line:?} not kept in order:\n{after}"),
+        }
+    }
+    // Four-space indent and no final newline, as the sample writes it.
+    assert!(after.contains("\n    \"tokenManager\""), "{after}");
+    assert!(!after.ends_with('\n'));
+}
+
+#[test]
+fn setup_oauth_device_against_the_simulator_then_refresh() {
+    use webex_sim::{Sim, SimOptions, TokenKind};
+    let sim = Sim::start(SimOptions {
+        device_interval: Duration::from_secs(1),
+        ..SimOptions::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    sim.write_demo_files(dir.path()).unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("webex-token");
+    let read_config = || -> Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("token-config.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    let old_pat = read_config()["tokenManager"]["personalAccessToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The real interval: no test shortcut, or the simulator would answer
+    // `slow_down` to every poll.
+    let mut c = scrubbed(&bin, dir.path());
+    c.env_remove("WEBEX_TOKEN_TEST_NO_RETRY_DELAY")
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .args([
+            "-v",
+            "setup-oauth",
+            "--device",
+            "--no-browser",
+            "--timeout",
+            "60s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    // The person approves on their phone, a moment later.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let approved = loop {
+        if let Some(code) = sim.approve_device(None) {
+            break code;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no device request reached the simulator"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let (o, e) = (stdout(&out), stderr(&out));
+    assert_eq!(code(&out), 0, "{e}");
+    assert!(e.contains(&approved), "the user code was shown: {e}");
+    let cfg = read_config();
+    let pat = cfg["tokenManager"]["personalAccessToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let irt = cfg["tokenManager"]["integration"]["refreshToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(pat, old_pat);
+    assert!(sim.is_token_valid(&pat) && sim.is_token_valid(&irt));
+    for s in [&pat, &irt] {
+        assert!(
+            !o.contains(s.as_str()) && !e.contains(s.as_str()),
+            "secret leaked"
+        );
+    }
+    let polls = sim.count("POST", "/v1/device/token");
+    assert!((1..=5).contains(&polls), "{polls} polls");
+
+    // The new integration refresh token works: with every personal token
+    // dead, `refresh` renews through it (level 3) and mints.
+    sim.expire_all(TokenKind::Personal);
+    let out = scrubbed(&bin, dir.path()).arg("refresh").output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let renewed = read_config()["tokenManager"]["personalAccessToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(renewed, pat);
+    assert!(sim.is_token_valid(&renewed));
+    assert!(sim.count("POST", "/v1/access_token") >= 1);
 }
