@@ -217,7 +217,10 @@ impl Watcher<'_> {
                     .blocked_until
                     .unwrap_or_else(|| clock::after(now, REAUTH_RETRY.as_secs())),
             };
-            self.sleep_until(wake).await;
+            if self.sleep_until(wake).await {
+                // A person may have fixed things (`setup-oauth`): try now.
+                self.blocked_until = None;
+            }
         }
     }
 
@@ -239,8 +242,8 @@ impl Watcher<'_> {
     }
 
     /// Sleeps until `at`, a signal, or (while waiting for a person) a
-    /// change of the config or env file.
-    async fn sleep_until(&self, at: Timestamp) {
+    /// change of the config or env file; true in that last case.
+    async fn sleep_until(&self, at: Timestamp) -> bool {
         let d = schedule::until(clock::now(), at);
         let watch_files = self.waiting_for_reauth;
         let files = [
@@ -248,10 +251,11 @@ impl Watcher<'_> {
             self.settings.env_path.clone(),
         ];
         tokio::select! {
-            _ = tokio::time::sleep(d) => {}
-            _ = signals::changed() => {}
+            _ = tokio::time::sleep(d) => false,
+            _ = signals::changed() => false,
             _ = files_changed(&files), if watch_files => {
                 tracing::info!("the config or env file changed: trying again");
+                true
             }
         }
     }
@@ -261,14 +265,11 @@ impl Watcher<'_> {
         let policy = match task {
             Task::Validate => policy(self.a.min_valid, false),
             Task::Refresh => {
-                // Wide enough that the chain sees the token as expiring even
-                // though the tick came a jitter early.
-                let left = stored
-                    .access_expires_at
-                    .map(|e| clock::seconds_until(now, e).max(0) as u64 + 1)
-                    .unwrap_or(0);
-                let min = self.a.min_valid.as_secs_f64().ceil() as u64;
-                policy(Duration::from_secs(left.max(min)), false)
+                // Wide enough that the chain sees the token as expiring
+                // though the tick came a jitter early; no wider, so that a
+                // token another watcher saved meanwhile is kept.
+                let window = (self.a.min_valid + self.jitter).as_secs_f64().ceil() as u64;
+                policy(Duration::from_secs(window), false)
             }
             Task::Roll => policy(self.a.min_valid, true),
         };

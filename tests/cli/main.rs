@@ -11,3 +11,4 @@ mod hardening;
 mod setup_oauth;
 mod sim_e2e;
 mod snapshots;
+mod watch;
