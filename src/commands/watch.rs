@@ -187,8 +187,8 @@ impl Watcher<'_> {
                                 Tick::Done => return Ok(0),
                                 // A failed roll leaves the old pair working:
                                 // the tick goes on with the access token.
-                                Tick::Failed(_)
-                                    if task == Task::Roll && self.blocked_until.is_none() =>
+                                Tick::Failed(e)
+                                    if task == Task::Roll && e.exit_code() != exit::TRANSIENT =>
                                 {
                                     continue;
                                 }
@@ -308,6 +308,18 @@ impl Watcher<'_> {
         self.blocked_until = Some(clock_after(now, MIN_GAP));
         if task == Task::Roll {
             self.roll_not_before = None;
+            // A pair that lives shorter than --rt-min-valid would be rolled
+            // again at once: wait half its life instead.
+            if engine::rt_expiring(&o.tokens, now, self.a.rt_min_valid)
+                && let Some(e) = o.tokens.refresh_expires_at
+            {
+                let half = Duration::from_secs(clock::seconds_until(now, e).max(2) as u64 / 2);
+                tracing::warn!(
+                    "the new service-app refresh token lives shorter than --rt-min-valid; next roll in {}",
+                    clock::human_span(half.as_secs())
+                );
+                self.roll_not_before = Some(clock_after(now, half.max(MIN_GAP)));
+            }
         }
         self.monitor.succeeded(now, o);
         let fields = {
