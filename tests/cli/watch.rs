@@ -364,7 +364,7 @@ fn hooks_get_the_tokens_and_failing_or_hanging_hooks_change_nothing() {
         "--hook-timeout",
         "1s",
         "--on-refresh",
-        "env > hook.env",
+        "env > hook.env; echo output-of-the-hook",
         "--on-refresh",
         "exit 3",
         "--on-refresh",
@@ -382,6 +382,8 @@ fn hooks_get_the_tokens_and_failing_or_hanging_hooks_change_nothing() {
         .collect();
     assert_eq!(outcomes, ["ok", "failed", "timeout"]);
     assert_eq!(hooks[1]["exitCode"], 3);
+    // A hook's output goes to stderr: stdout stays one JSON event a line.
+    assert!(stderr(&out).contains("output-of-the-hook"));
     // The first hook saw the saved token and the event.
     let env = std::fs::read_to_string(t.path("hook.env")).unwrap();
     let token = t.env_value(ACCESS).unwrap();
@@ -658,4 +660,26 @@ fn two_watchers_on_one_env_file_refresh_once_per_expiry() {
             "two refreshes for one expiry ({gap:?} apart)"
         );
     }
+}
+
+#[test]
+fn transient_failures_back_off_and_recover() {
+    let t = Env::new(SimOptions::default());
+    let mint = format!("/v1/applications/{}/token", t.sim.credentials().app_id);
+    t.sim
+        .push_fault(webex_sim::Fault::status(&mint, 503).forever());
+    let w = t.spawn(&["--retry-budget", "1s"], &[]);
+    let failed = w.wait_for("failed", 1, secs(10));
+    assert_eq!(failed[0]["exitCode"], 1, "{}", failed[0]);
+    let at = |v: &Value, k: &str| v[k].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    let wait = at(&failed[0], "retryAt").as_second() - at(&failed[0], "time").as_second();
+    assert!((5..=7).contains(&wait), "first back-off {wait}s");
+    let tried = t.sim.count("POST", &mint);
+    // Nothing more is sent while it waits.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(t.sim.count("POST", &mint), tried, "retried before its time");
+    t.sim.clear_faults();
+    w.wait_for("refreshed", 1, secs(8));
+    assert_eq!(w.named("failed").len(), 1);
+    assert!(t.sim.is_token_valid(&t.env_value(ACCESS).unwrap()));
 }
