@@ -55,9 +55,11 @@ pub async fn run(settings: &Settings, printer: &Printer, a: &WatchArgs) -> Resul
     if let Some(addr) = a.health {
         match tiny_http::Server::http(addr) {
             Ok(server) => {
+                // The port actually bound (`:0` picks a free one).
+                let bound = server.server_addr().to_ip().unwrap_or(addr);
                 let m = monitor.clone();
                 std::thread::spawn(move || serve(server, &m));
-                tracing::info!("serving /healthz and /metrics on http://{addr}");
+                tracing::info!("serving /healthz and /metrics on http://{bound}");
             }
             Err(e) => {
                 tracing::error!("could not listen on {addr} for --health: {e}");
