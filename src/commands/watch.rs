@@ -834,3 +834,73 @@ fn serve(server: tiny_http::Server, m: &Monitor) {
         let _ = req.respond(resp);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::secret;
+
+    fn tokens(now: Timestamp, left: u64) -> StoredTokens {
+        StoredTokens {
+            access_token: Some(secret("at")),
+            access_expires_at: Some(clock::after(now, left)),
+            refresh_token: Some(secret("rt")),
+            refresh_expires_at: None,
+        }
+    }
+
+    fn outcome(t: StoredTokens) -> Outcome {
+        Outcome {
+            action: Action::Refreshed {
+                level: crate::chain::Level::ServiceRefreshToken,
+                trigger: crate::chain::Trigger::Forced,
+            },
+            tokens: t,
+            attempts: Vec::new(),
+            personal_renewed: false,
+            tracking_id: None,
+        }
+    }
+
+    #[test]
+    fn healthy_while_valid_for_more_than_half_of_min_valid() {
+        let m = Monitor::new(Duration::from_secs(3600));
+        let now = clock::now();
+        // Nothing stored yet.
+        assert_eq!(m.health(now).0, 503);
+        m.succeeded(now, &outcome(tokens(now, 1801)));
+        let (status, body) = m.health(now);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "ok");
+        m.succeeded(now, &outcome(tokens(now, 1800)));
+        assert_eq!(m.health(now).0, 503);
+        // Expired: unhealthy whatever min_valid says.
+        let short = Monitor::new(Duration::ZERO);
+        short.succeeded(now, &outcome(tokens(now, 0)));
+        assert_eq!(short.health(now).0, 503);
+    }
+
+    #[test]
+    fn metrics_name_each_credential_and_count_refreshes() {
+        let m = Monitor::new(Duration::from_secs(3600));
+        let now = clock::now();
+        m.succeeded(now, &outcome(tokens(now, 7200)));
+        m.hook("timeout");
+        let text = m.metrics();
+        let exp = clock::after(now, 7200).as_second();
+        assert!(
+            text.contains(&format!(
+                "webex_token_expiry_timestamp_seconds{{credential=\"service_access_token\"}} {exp}"
+            )),
+            "{text}"
+        );
+        // Unknown expiry: no sample rather than a made-up one.
+        assert!(
+            !text.contains("credential=\"service_refresh_token\""),
+            "{text}"
+        );
+        assert!(text.contains("webex_token_refreshes_total{level=\"1\",outcome=\"ok\"} 1"));
+        assert!(text.contains("webex_token_hook_runs_total{outcome=\"timeout\"} 1"));
+        assert!(text.trim_end().ends_with("# EOF"));
+    }
+}
