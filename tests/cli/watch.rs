@@ -693,3 +693,28 @@ fn transient_failures_back_off_and_recover() {
     assert_eq!(w.named("failed").len(), 1);
     assert!(t.sim.is_token_valid(&t.env_value(ACCESS).unwrap()));
 }
+
+#[test]
+fn sigterm_during_an_exchange_saves_its_answer_then_exits_0() {
+    let t = Env::new(SimOptions::default());
+    let mint = format!("/v1/applications/{}/token", t.sim.credentials().app_id);
+    // Webex issues the pair at once but answers 1.5 s later.
+    t.sim.push_fault(webex_sim::Fault::new(
+        &mint,
+        webex_sim::FaultKind::DelayAfter(Duration::from_millis(1500)),
+    ));
+    let w = t.spawn(&[], &[]);
+    let end = Instant::now() + secs(10);
+    while t.sim.count("POST", &mint) == 0 {
+        assert!(Instant::now() < end, "no mint request");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, w) = w.stop();
+    assert_eq!(code, 0, "{}", w.stderr());
+    // The answer in flight was saved, and it is the one Webex issued.
+    let token = t.env_value(ACCESS).expect("the minted token was saved");
+    assert!(t.sim.is_token_valid(&token));
+    assert_eq!(w.named("refreshed").len(), 1);
+    assert_eq!(w.named("stopping").len(), 1);
+}
