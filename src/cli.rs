@@ -104,6 +104,8 @@ pub enum Command {
     Datasources(DatasourcesArgs),
     /// One-time browser authorization of the token-manager integration (OAuth, PKCE)
     SetupOauth(SetupOauthArgs),
+    /// Keep the tokens working for as long as it runs (a service or sidecar)
+    Watch(WatchArgs),
     /// Print a shell completion script
     Completions(CompletionsArgs),
     /// Print the man page (roff) on stdout
@@ -125,6 +127,38 @@ pub struct RefreshArgs {
     /// Refresh when the access token expires within this window
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     pub min_valid: Duration,
+    /// Mint a new token pair (level 2) when the stored service-app refresh
+    /// token expires within this window, while it still works
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub rt_min_valid: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Refresh when the access token expires within this window
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub min_valid: Duration,
+    /// Validate the access token with Webex this often (a 401 refreshes)
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_positive_duration)]
+    pub check_interval: Duration,
+    /// Mint a new token pair when the service-app refresh token expires within this window
+    #[arg(long, value_name = "DURATION", default_value = "14d", value_parser = parse_duration)]
+    pub rt_min_valid: Duration,
+    /// Run this shell command (`sh -c`) after each saved change; repeatable
+    #[arg(long, value_name = "CMD")]
+    pub on_refresh: Vec<String>,
+    /// Kill a hook still running after this long
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_positive_duration)]
+    pub hook_timeout: Duration,
+    /// Serve GET /healthz and /metrics on this address (e.g. 127.0.0.1:9464)
+    #[arg(long, value_name = "ADDR")]
+    pub health: Option<std::net::SocketAddr>,
+    /// Allow --health on an address other than loopback
+    #[arg(long, requires = "health")]
+    pub health_allow_remote: bool,
+    /// One tick (refresh or roll as needed), then exit with `refresh`'s codes
+    #[arg(long)]
+    pub once: bool,
 }
 
 #[derive(Debug, Args)]
@@ -297,6 +331,14 @@ fn parse_nonzero_duration(v: &str) -> Result<Duration, String> {
         return Err("a timeout of zero would fail at once; use e.g. 30s".into());
     }
     Ok(d)
+}
+
+/// A duration that is not zero (an interval of 0 would spin).
+fn parse_positive_duration(v: &str) -> Result<Duration, String> {
+    match parse_duration(v)? {
+        d if d.is_zero() => Err(format!("`{v}` must be more than zero")),
+        d => Ok(d),
+    }
 }
 
 fn parse_base_url(v: &str) -> Result<String, String> {

@@ -66,7 +66,13 @@ fn run_parsed(args: &[OsString]) -> u8 {
         Ok(cli) => cli,
         Err(e) => return output::usage_error(e, args),
     };
-    output::logging::init(cli.global.verbose, cli.global.quiet, cli.global.log_format);
+    let service = matches!(cli.command, Command::Watch(_));
+    output::logging::init(
+        cli.global.verbose,
+        cli.global.quiet,
+        cli.global.log_format,
+        service,
+    );
     let settings = Settings::from_args(&cli.global);
     let printer = Printer::new(settings.json, settings.quiet)
         .with_json_logs(cli.global.log_format == LogFormat::Json);
@@ -97,7 +103,11 @@ fn run_parsed(args: &[OsString]) -> u8 {
 }
 
 async fn dispatch(command: Command, settings: &Settings, printer: &Printer) -> u8 {
-    engine::signals::install();
+    // `watch` stops by itself (exit 0) once an exchange in flight is saved.
+    engine::signals::install(match command {
+        Command::Watch(_) => engine::signals::Mode::Report,
+        _ => engine::signals::Mode::Exit,
+    });
     let name = command_name(&command);
     let result = match command {
         Command::Refresh(a) => commands::refresh::run(settings, printer, &a).await,
@@ -106,6 +116,7 @@ async fn dispatch(command: Command, settings: &Settings, printer: &Printer) -> u
         Command::Exec(a) => commands::exec::run(settings, &a).await,
         Command::Datasources(a) => commands::datasources::run(settings, printer, &a).await,
         Command::SetupOauth(a) => commands::setup_oauth::run(settings, printer, &a).await,
+        Command::Watch(a) => commands::watch::run(settings, printer, &a).await,
         Command::Completions(a) => {
             commands::completions::write(a.shell, &mut std::io::stdout());
             Ok(0)
@@ -135,6 +146,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Exec(_) => "exec",
         Command::Datasources(a) => a.command.name(),
         Command::SetupOauth(_) => "setup-oauth",
+        Command::Watch(_) => "watch",
         Command::Completions(_) => "completions",
         Command::Man => "man",
     }

@@ -9,6 +9,7 @@ pub mod refresh;
 pub mod setup_oauth;
 pub mod status;
 pub mod token;
+pub mod watch;
 
 use crate::engine::Ctx;
 use crate::settings::Settings;

@@ -3,6 +3,7 @@
 //! audit → [`Outcome`]. `refresh`, `token`, `exec` and `datasources` call
 //! it; nothing here prints to stdout or knows about flags.
 
+pub mod schedule;
 pub mod signals;
 
 use crate::audit::{self, FailureEvent, RefreshEvent, RenewalEvent};
@@ -41,6 +42,23 @@ pub async fn fresh_tokens<S: TokenStore>(
 ) -> Result<Option<StoredTokens>, Error> {
     let snap = store.load(org).await.map_err(Error::from)?;
     Ok(is_fresh(&snap.tokens, min_valid).then_some(snap.tokens))
+}
+
+/// True when a service-app refresh token is stored with a known expiry
+/// within `window` (it is time to roll the pair through level 2).
+pub async fn refresh_token_expiring<S: TokenStore>(
+    store: &S,
+    org: &OrgId,
+    window: Duration,
+) -> Result<bool, Error> {
+    let snap = store.load(org).await.map_err(Error::from)?;
+    Ok(rt_expiring(&snap.tokens, clock::now(), window))
+}
+
+/// See [`refresh_token_expiring`].
+pub fn rt_expiring(tokens: &StoredTokens, now: jiff::Timestamp, window: Duration) -> bool {
+    let threshold = clock::after(now, window.as_secs());
+    tokens.refresh_token.is_some() && tokens.refresh_expires_at.is_some_and(|e| e <= threshold)
 }
 
 /// True when an access token is stored with an expiry beyond `min_valid`.
@@ -98,6 +116,20 @@ where
         }
     }
 
+    // A roll (`mint` without `force`) that another run did meanwhile: the
+    // refresh token changed while this one waited, so a second mint would
+    // only throw away a pair just made.
+    if policy.mint && !policy.force && refresh_changed_meanwhile(&before.tokens, &snap.tokens) {
+        tracing::debug!("another run minted a new token pair while this one waited for the lock");
+        return Ok(Outcome {
+            action: Action::Kept(Validation::JustRefreshed),
+            tokens: snap.tokens,
+            attempts: Vec::new(),
+            personal_renewed: false,
+            tracking_id: None,
+        });
+    }
+
     let api = Holding::new(api_for(&snap.config));
     let mut sink = RenewalSink {
         store,
@@ -127,6 +159,14 @@ where
     drop(sink);
     drop(api);
     outcome
+}
+
+fn refresh_changed_meanwhile(before: &StoredTokens, now: &StoredTokens) -> bool {
+    match (&before.refresh_token, &now.refresh_token) {
+        (Some(a), Some(b)) => a.expose_secret() != b.expose_secret(),
+        (None, Some(_)) => true,
+        _ => false,
+    }
 }
 
 fn changed_meanwhile(before: &StoredTokens, now: &StoredTokens) -> bool {

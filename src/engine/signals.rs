@@ -12,13 +12,63 @@
 //! ("exit now, or at the end of the hold") needs both the signal stream
 //! (tokio's, already in the binary) and the hold count.
 
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+//!
+//! `watch` runs in [`Mode::Report`] instead: nothing exits; signals are
+//! counted ([`stop_requested`], [`take_hangup`]) and wake [`changed`], and
+//! the loop stops (exit 0) once the exchange in flight and its save are done.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use tokio::sync::Notify;
 
 static HOLDS: AtomicUsize = AtomicUsize::new(0);
 static PENDING: AtomicI32 = AtomicI32::new(0);
+static REPORT: AtomicBool = AtomicBool::new(false);
+static STOP: AtomicI32 = AtomicI32::new(0);
+static HANGUPS: AtomicU64 = AtomicU64::new(0);
+
+/// What a stop signal does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Exit 128 + n at once, or when the token exchange in flight is saved.
+    Exit,
+    /// Only note it and wake [`changed`] (the long-running `watch`).
+    Report,
+}
+
+fn notify() -> &'static Notify {
+    static N: OnceLock<Notify> = OnceLock::new();
+    N.get_or_init(Notify::new)
+}
+
+/// Resolves when a signal arrives in [`Mode::Report`] (one waiter).
+pub async fn changed() {
+    notify().notified().await
+}
+
+/// The stop signal received in [`Mode::Report`] (15 or 2), if any.
+pub fn stop_requested() -> Option<i32> {
+    match STOP.load(Ordering::SeqCst) {
+        0 => None,
+        n => Some(n),
+    }
+}
+
+/// True once per SIGHUP received in [`Mode::Report`].
+pub fn take_hangup() -> bool {
+    HANGUPS
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// The signal's name.
+pub fn signal_name(number: i32) -> &'static str {
+    name(number)
+}
 
 /// Starts watching SIGTERM, SIGINT and SIGHUP on the current runtime.
-pub fn install() {
+pub fn install(mode: Mode) {
+    REPORT.store(mode == Mode::Report, Ordering::SeqCst);
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -40,6 +90,15 @@ pub fn install() {
 }
 
 fn arrived(number: i32) {
+    if REPORT.load(Ordering::SeqCst) {
+        if number == 1 {
+            HANGUPS.fetch_add(1, Ordering::SeqCst);
+        } else {
+            STOP.store(number, Ordering::SeqCst);
+        }
+        notify().notify_one();
+        return;
+    }
     if HOLDS.load(Ordering::SeqCst) == 0 {
         exit_for(number);
     }
@@ -85,7 +144,7 @@ impl Default for Hold {
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        if HOLDS.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if HOLDS.fetch_sub(1, Ordering::SeqCst) == 1 && !REPORT.load(Ordering::SeqCst) {
             let pending = PENDING.swap(0, Ordering::SeqCst);
             if pending != 0 {
                 tracing::warn!(

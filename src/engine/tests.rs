@@ -69,6 +69,9 @@ impl WebexApi for &Fake<'_> {
         if let Some(hook) = &self.before_mint {
             hook(&b);
         }
+        if self.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(self.delay_ms)).await;
+        }
         let mut map = self.mint.borrow_mut();
         let q = map.get_mut(&b).expect("unexpected mint");
         q.remove(0)
@@ -254,4 +257,51 @@ async fn dry_run_takes_no_lock_and_writes_nothing() {
     assert!(matches!(out.action, Action::WouldRefresh { .. }));
     assert_eq!(fake.calls.borrow().len(), 0);
     assert_eq!(store.service_saves.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn overlapping_rolls_mint_once() {
+    // `watch` rolls with `mint` and without `force`: a second watcher that
+    // waited for the lock finds the new pair and keeps it.
+    let store = MemStore::new(expired(Some("rt-1")), config("pat"));
+    let fake = Fake {
+        delay_ms: 50,
+        ..Fake::default()
+    }
+    .on_mint(
+        "pat",
+        Ok(grant("at-new", 3600 * 24, Some(("rt-2", 3600 * 24 * 90)))),
+    );
+    let policy = Policy {
+        mint: true,
+        ..refresh_policy()
+    };
+    let (org, ctx) = (org(), ctx());
+    let (a, b) = tokio::join!(
+        ensure(&store, |_| &fake, &policy, &org, &ctx),
+        ensure(&store, |_| &fake, &policy, &org, &ctx),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(fake.count("mint"), 1, "{:?}", fake.calls.borrow());
+    let kinds = format!("{:?} {:?}", a.action, b.action);
+    assert!(kinds.contains("JustRefreshed"), "{kinds}");
+    assert_eq!(
+        store.tokens().refresh_token.unwrap().expose_secret(),
+        "rt-2"
+    );
+}
+
+#[tokio::test]
+async fn rt_expiring_needs_a_known_expiry_within_the_window() {
+    let now = clock::now();
+    let mut t = expired(Some("rt-1"));
+    assert!(
+        !rt_expiring(&t, now, Duration::from_secs(3600)),
+        "unknown expiry"
+    );
+    t.refresh_expires_at = Some(clock::after(now, 1800));
+    assert!(rt_expiring(&t, now, Duration::from_secs(3600)));
+    assert!(!rt_expiring(&t, now, Duration::from_secs(600)));
+    t.refresh_token = None;
+    assert!(!rt_expiring(&t, now, Duration::from_secs(3600)));
 }

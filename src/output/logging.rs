@@ -9,10 +9,14 @@ use std::io::IsTerminal;
 /// `-v` our debug, `-vv` our trace. Other crates stay at `warn` unless
 /// RUST_LOG says otherwise: their debug output may include request details,
 /// and nothing secret may reach a log.
-pub fn init(verbose: u8, quiet: bool, format: LogFormat) {
+///
+/// `service` (the long-running `watch`) shows our notes by default too: a
+/// service's log is where its events are read.
+pub fn init(verbose: u8, quiet: bool, format: LogFormat, service: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match (quiet, verbose) {
         (true, _) => "error",
+        (false, 0) if service => "warn,webex_token=info",
         (false, 0) => "warn",
         (false, 1) => "warn,webex_token=debug",
         (false, _) => "warn,webex_token=trace",

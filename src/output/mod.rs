@@ -106,6 +106,28 @@ impl Printer {
         self.emit_text(&text);
     }
 
+    /// One `watch --json` event: a line on stdout with `schemaVersion`,
+    /// `event`, `time` and `fields` (an object) merged in. Human mode prints
+    /// nothing here: `watch` logs its events on stderr.
+    pub fn watch_event(&self, event: &str, now: Timestamp, fields: Value) {
+        if !self.json {
+            return;
+        }
+        let mut v = json!({
+            "schemaVersion": SCHEMA_VERSION,
+            "event": event,
+            "time": clock::format_utc(now),
+        });
+        if let (Value::Object(out), Value::Object(extra)) = (&mut v, fields) {
+            for (k, val) in extra {
+                if !out.contains_key(&k) {
+                    out.insert(k, val);
+                }
+            }
+        }
+        self.emit_json(&v);
+    }
+
     /// Output of `token`: the token alone (or JSON with it).
     pub fn token(&self, token: &SecretString, expires: Option<Timestamp>, now: Timestamp) {
         use crate::secret::ExposeSecret;

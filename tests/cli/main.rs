@@ -14,3 +14,4 @@ mod setup_oauth;
 mod sim_e2e;
 mod snapshots;
 mod trust;
+mod watch;

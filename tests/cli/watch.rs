@@ -1,0 +1,720 @@
+//! `watch`: the real binary against webex-sim with lifetimes of seconds.
+
+use crate::common::{code, stderr, stdout};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+use webex_sim::{Sim, SimOptions};
+
+const ACCESS: &str = "WEBEX_SERVICE_APP_ACCESS_TOKEN";
+const REFRESH: &str = "WEBEX_SERVICE_APP_REFRESH_TOKEN";
+
+struct Env {
+    sim: Sim,
+    dir: TempDir,
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+impl Env {
+    fn new(opts: SimOptions) -> Env {
+        let sim = Sim::start(opts).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        sim.write_demo_files(dir.path()).unwrap();
+        Env { sim, dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn cmd(&self) -> Command {
+        crate::common::scrubbed(assert_cmd::cargo::cargo_bin("webex-token"), self.dir.path())
+    }
+
+    fn config(&self) -> Value {
+        std::fs::read_to_string(self.path("token-config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    fn write_config(&self, v: &Value) {
+        std::fs::write(
+            self.path("token-config.json"),
+            serde_json::to_string_pretty(v).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// A config in which every level is rejected (a dead personal token and
+    /// a dead integration refresh token); returns the good one.
+    fn break_config(&self) -> Value {
+        let good = self.config();
+        let mut bad = good.clone();
+        bad["tokenManager"]["personalAccessToken"] = "bogus-personal-token".into();
+        bad["tokenManager"]["integration"]["refreshToken"] = "bogus-integration-rt".into();
+        self.write_config(&bad);
+        good
+    }
+
+    fn env_value(&self, key: &str) -> Option<String> {
+        let it = dotenvy::from_path_iter(self.path(".env")).ok()?;
+        it.filter_map(Result::ok)
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+
+    /// Every secret the files hold right now.
+    fn secrets(&self) -> Vec<String> {
+        let c = self.config();
+        let mut out: Vec<String> = [
+            &c["serviceApp"]["clientSecret"],
+            &c["tokenManager"]["personalAccessToken"],
+            &c["tokenManager"]["integration"]["clientSecret"],
+            &c["tokenManager"]["integration"]["refreshToken"],
+        ]
+        .iter()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
+        out.extend(self.env_value(ACCESS));
+        out.extend(self.env_value(REFRESH));
+        out
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = self.cmd().args(args).output().unwrap();
+        self.assert_clean(&stdout(&out), &stderr(&out), &self.secrets());
+        out
+    }
+
+    fn spawn(&self, args: &[&str], envs: &[(&str, &str)]) -> Watch {
+        let mut c = self.cmd();
+        c.args(["--json", "watch"]).args(args);
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let mut child = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = collect(child.stdout.take().unwrap());
+        let err = collect(child.stderr.take().unwrap());
+        Watch { child, out, err }
+    }
+
+    fn assert_clean(&self, out: &str, err: &str, secrets: &[String]) {
+        for s in secrets {
+            assert!(
+                !out.contains(s.as_str()) && !err.contains(s.as_str()),
+                "secret leaked:\n{out}\n{err}"
+            );
+        }
+    }
+}
+
+fn collect(r: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let l = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            l.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+struct Watch {
+    child: Child,
+    out: Arc<Mutex<Vec<String>>>,
+    err: Arc<Mutex<Vec<String>>>,
+}
+
+impl Watch {
+    fn events(&self) -> Vec<Value> {
+        self.out
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+            .collect()
+    }
+
+    fn named(&self, name: &str) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["event"] == name)
+            .collect()
+    }
+
+    /// Waits until `n` events named `name` were printed.
+    fn wait_for(&self, name: &str, n: usize, within: Duration) -> Vec<Value> {
+        let end = Instant::now() + within;
+        loop {
+            let got = self.named(name);
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < end,
+                "no {n} `{name}` events within {within:?}; stdout:\n{}\nstderr:\n{}",
+                self.out.lock().unwrap().join("\n"),
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.err.lock().unwrap().join("\n")
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    /// SIGTERM, then the exit code (within 10 s).
+    fn stop(mut self) -> (i32, Watch) {
+        self.signal("TERM");
+        let end = Instant::now() + secs(10);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                // Let the readers drain.
+                std::thread::sleep(Duration::from_millis(100));
+                return (s.code().unwrap_or(-1), self);
+            }
+            assert!(Instant::now() < end, "watch did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The token-issuing requests the simulator answered (refresh and mint).
+fn issued(sim: &Sim) -> Vec<webex_sim::RecordedRequest> {
+    sim.requests()
+        .into_iter()
+        .filter(|r| {
+            r.method == "POST"
+                && r.status == 200
+                && (r.path == "/v1/access_token" || r.path.ends_with("/token"))
+        })
+        .collect()
+}
+
+#[test]
+fn keeps_the_env_file_valid_across_expiries_without_storms() {
+    let ttl = 4;
+    let t = Env::new(SimOptions {
+        access_ttl: secs(ttl),
+        ..SimOptions::default()
+    });
+    let w = t.spawn(&["--min-valid", "1s", "--check-interval", "1h"], &[]);
+    w.wait_for("refreshed", 1, secs(10));
+    let start = Instant::now();
+    let mut seen = Vec::<String>::new();
+    // Sample the env file for more than three lifetimes.
+    while start.elapsed() < secs(3 * ttl + 1) {
+        let tok = t.env_value(ACCESS).expect("a token in the env file");
+        assert!(
+            t.sim.is_token_valid(&tok),
+            "the env file held a dead token after {:?}",
+            start.elapsed()
+        );
+        if seen.last() != Some(&tok) {
+            seen.push(tok);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let secrets = t.secrets();
+    let (code, w) = w.stop();
+    assert_eq!(code, 0, "{}", w.stderr());
+    // Every token was replaced once, just before it lapsed: one request
+    // per refresh, and no two within the same second.
+    let refreshed = w.named("refreshed").len();
+    let issued = issued(&t.sim);
+    assert_eq!(issued.len(), refreshed, "one request per refresh");
+    assert!(seen.len() >= 4, "{} tokens over 3+ lifetimes", seen.len());
+    // No storm: each refresh came only once the token in the file was
+    // within the refresh window of its expiry (--min-valid 1s, plus the
+    // jitter and the whole-second rounding: 2 s), never earlier.
+    let events = w.named("refreshed");
+    let ts = |v: &Value| v.as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    for pair in events.windows(2) {
+        let prev_exp = ts(&pair[0]["accessToken"]["expiresAt"]);
+        let at = ts(&pair[1]["time"]);
+        let early = prev_exp.as_second() - at.as_second();
+        assert!(early <= 2, "refreshed {early}s before expiry: {}", pair[1]);
+        assert!(
+            early >= 0,
+            "the token lapsed before its refresh: {}",
+            pair[1]
+        );
+    }
+    for pair in issued.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at).unwrap();
+        assert!(
+            gap >= Duration::from_millis(700),
+            "two refreshes {gap:?} apart"
+        );
+    }
+    // The first mint came from level 2, the rest from level 1.
+    let levels: Vec<u64> = w
+        .named("refreshed")
+        .iter()
+        .map(|e| e["level"].as_u64().unwrap())
+        .collect();
+    assert_eq!(levels[0], 2);
+    assert!(levels[1..].iter().all(|l| *l == 1), "{levels:?}");
+    assert_eq!(w.named("stopping").len(), 1);
+    t.assert_clean(&w.out.lock().unwrap().join("\n"), &w.stderr(), &secrets);
+}
+
+#[test]
+fn revocation_is_noticed_within_the_check_interval() {
+    let t = Env::new(SimOptions::default());
+    let w = t.spawn(&["--check-interval", "2s"], &[]);
+    w.wait_for("refreshed", 1, secs(10));
+    let first = t.env_value(ACCESS).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    t.sim.revoke_token(&first);
+    let revoked_at = Instant::now();
+    let got = w.wait_for("refreshed", 2, secs(6));
+    assert!(revoked_at.elapsed() < secs(4), "{:?}", revoked_at.elapsed());
+    assert!(
+        got[1]["reason"].as_str().unwrap().contains("rejected"),
+        "{}",
+        got[1]
+    );
+    let second = t.env_value(ACCESS).unwrap();
+    assert_ne!(first, second);
+    assert!(t.sim.is_token_valid(&second));
+    // Validations did one GET each; only the two refreshes issued tokens.
+    assert!(t.sim.count("GET", "/v1/dataSources") >= 1);
+    assert_eq!(issued(&t.sim).len(), 2);
+}
+
+#[test]
+fn rolls_the_refresh_token_before_it_lapses() {
+    let t = Env::new(SimOptions {
+        refresh_ttl: secs(6),
+        ..SimOptions::default()
+    });
+    let w = t.spawn(&["--rt-min-valid", "4s", "--check-interval", "1h"], &[]);
+    w.wait_for("refreshed", 1, secs(10));
+    let rt1 = t.env_value(REFRESH).unwrap();
+    let rolled = w.wait_for("rolled", 1, secs(6));
+    assert_eq!(rolled[0]["level"], 2);
+    let rt2 = t.env_value(REFRESH).unwrap();
+    assert_ne!(rt1, rt2);
+    assert!(t.sim.is_token_valid(&rt2));
+    // The old refresh token was never used after its time: no rejected
+    // level 1 anywhere, and nothing failed.
+    assert!(w.named("failed").is_empty(), "{}", w.stderr());
+    let rejected = t
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1/access_token" && r.status != 200)
+        .count();
+    assert_eq!(rejected, 0);
+}
+
+#[test]
+fn refresh_rt_min_valid_mints_when_the_refresh_token_nears_its_end() {
+    let t = Env::new(SimOptions {
+        refresh_ttl: secs(3600),
+        ..SimOptions::default()
+    });
+    assert_eq!(code(&t.run(&["refresh"])), 0);
+    let rt1 = t.env_value(REFRESH).unwrap();
+    // Far from the window: validated only.
+    let out = t.run(&["--json", "refresh", "--rt-min-valid", "10m"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["action"], "none");
+    assert_eq!(t.env_value(REFRESH).unwrap(), rt1);
+    // Within it: a new pair through level 2.
+    let out = t.run(&["--json", "refresh", "--rt-min-valid", "2h"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        (v["action"].as_str(), v["level"].as_u64()),
+        (Some("refreshed"), Some(2))
+    );
+    assert_ne!(t.env_value(REFRESH).unwrap(), rt1);
+}
+
+#[test]
+fn hooks_get_the_tokens_and_failing_or_hanging_hooks_change_nothing() {
+    let t = Env::new(SimOptions::default());
+    let out = t.run(&[
+        "--json",
+        "watch",
+        "--once",
+        "--hook-timeout",
+        "1s",
+        "--on-refresh",
+        "env > hook.env; echo output-of-the-hook",
+        "--on-refresh",
+        "exit 3",
+        "--on-refresh",
+        "sleep 30 & echo $! > sleep.pid; wait",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let events: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let hooks: Vec<&Value> = events.iter().filter(|e| e["event"] == "hook").collect();
+    let outcomes: Vec<&str> = hooks
+        .iter()
+        .map(|h| h["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["ok", "failed", "timeout"]);
+    assert_eq!(hooks[1]["exitCode"], 3);
+    // A hook's output goes to stderr: stdout stays one JSON event a line.
+    assert!(stderr(&out).contains("output-of-the-hook"));
+    // The first hook saw the saved token and the event.
+    let env = std::fs::read_to_string(t.path("hook.env")).unwrap();
+    let token = t.env_value(ACCESS).unwrap();
+    assert!(env.contains(&format!("{ACCESS}={token}")));
+    assert!(env.contains("WEBEX_TOKEN_EVENT=refreshed"));
+    assert!(env.contains("WEBEX_SERVICE_APP_ACCESS_TOKEN_EXPIRES_AT="));
+    assert!(t.sim.is_token_valid(&token), "a failing hook undid nothing");
+    // The hanging hook's own child was killed with it.
+    let pid = std::fs::read_to_string(t.path("sleep.pid")).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z"),
+        "the hook's `sleep` survived: {stat}"
+    );
+    // Audited.
+    let audit = std::fs::read_to_string(t.path(".env.audit.jsonl")).unwrap();
+    assert_eq!(audit.matches("\"operation\":\"hook\"").count(), 3);
+    assert!(!audit.contains(&token));
+}
+
+#[test]
+fn a_hook_running_refresh_does_not_deadlock() {
+    let t = Env::new(SimOptions::default());
+    let bin = assert_cmd::cargo::cargo_bin("webex-token");
+    let hook = format!("'{}' -q refresh && echo done > hook.done", bin.display());
+    let out = t.run(&[
+        "watch",
+        "--once",
+        "--hook-timeout",
+        "20s",
+        "--on-refresh",
+        &hook,
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(t.path("hook.done").exists(), "{}", stderr(&out));
+}
+
+#[test]
+fn systemd_notifications_and_sigterm() {
+    use std::os::unix::net::UnixDatagram;
+    let t = Env::new(SimOptions::default());
+    let sock_path = t.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let w = t.spawn(
+        &["--check-interval", "1h"],
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = Instant::now() + secs(3);
+    while Instant::now() < end {
+        if let Ok(n) = sock.recv(&mut buf) {
+            messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    let all = messages.join("");
+    assert!(all.contains("READY=1"), "{messages:?}");
+    assert!(all.contains("STATUS=access token expires"), "{messages:?}");
+    let pings = messages.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    assert!(
+        pings >= 4,
+        "{pings} watchdog pings in 3 s at 0.2 s: {messages:?}"
+    );
+    // READY comes once, after the first working token.
+    assert_eq!(all.matches("READY=1").count(), 1);
+    assert!(t.env_value(ACCESS).is_some());
+    let (code, w) = w.stop();
+    assert_eq!(code, 0, "{}", w.stderr());
+    let mut rest = String::new();
+    while let Ok(n) = sock.recv(&mut buf) {
+        rest.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(rest.contains("STOPPING=1"), "{rest}");
+    assert_eq!(w.named("stopping")[0]["signal"], "SIGTERM");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+#[test]
+fn health_and_metrics() {
+    let t = Env::new(SimOptions::default());
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let w = t.spawn(&["--health", &addr], &[]);
+    w.wait_for("refreshed", 1, secs(10));
+    let (status, body) = http_get(port, "/healthz");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "ok");
+    let (status, metrics) = http_get(port, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics
+            .contains("webex_token_expiry_timestamp_seconds{credential=\"service_access_token\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("webex_token_refreshes_total{level=\"2\",outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.trim_end().ends_with("# EOF"));
+    assert_eq!(http_get(port, "/nope").0, 404);
+    for s in t.secrets() {
+        assert!(!metrics.contains(&s) && !body.contains(&s));
+    }
+    drop(w);
+
+    // No working token: 503, and the failures are counted.
+    let t = Env::new(SimOptions::default());
+    t.break_config();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let w = t.spawn(&["--health", &addr], &[]);
+    let failed = w.wait_for("failed", 1, secs(10));
+    assert_eq!(failed[0]["exitCode"], 4);
+    let (status, body) = http_get(port, "/healthz");
+    assert_eq!(status, 503, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["needsAttention"], true);
+    let metrics = http_get(port, "/metrics").1;
+    assert!(
+        metrics.contains("webex_token_failures_total{kind=\"reauthorization_required\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn health_refuses_a_remote_address_unless_allowed() {
+    let t = Env::new(SimOptions::default());
+    let out = t.run(&["watch", "--health", "0.0.0.0:0"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--health-allow-remote"));
+    assert!(t.sim.requests().is_empty(), "nothing was sent");
+    // A port taken by someone else: a local problem, exit 3.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = t.run(&["watch", "--health", &addr]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+}
+
+#[test]
+fn sighup_re_plans_at_once() {
+    let t = Env::new(SimOptions::default());
+    let w = t.spawn(&["--check-interval", "1h"], &[]);
+    w.wait_for("refreshed", 1, secs(10));
+    let first = t.env_value(ACCESS).unwrap();
+    t.sim.revoke_token(&first);
+    std::thread::sleep(Duration::from_millis(300));
+    // Nothing is due for an hour: only the SIGHUP makes it look now.
+    assert_eq!(w.named("refreshed").len(), 1);
+    let sent = Instant::now();
+    w.signal("HUP");
+    let got = w.wait_for("refreshed", 2, secs(5));
+    assert!(sent.elapsed() < secs(3));
+    assert!(got[1]["reason"].as_str().unwrap().contains("rejected"));
+    assert!(t.sim.is_token_valid(&t.env_value(ACCESS).unwrap()));
+    let (code, _) = w.stop();
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn rejected_chain_keeps_running_and_picks_up_a_new_config() {
+    let t = Env::new(SimOptions::default());
+    let good = t.break_config();
+    let w = t.spawn(&[], &[]);
+    let failed = w.wait_for("failed", 1, secs(10));
+    assert_eq!(failed[0]["exitCode"], 4);
+    assert!(w.stderr().contains("setup-oauth"), "{}", w.stderr());
+    // As `setup-oauth` would: a working personal token lands in the config.
+    std::thread::sleep(Duration::from_millis(200));
+    t.write_config(&good);
+    w.wait_for("refreshed", 1, secs(6));
+    assert!(t.sim.is_token_valid(&t.env_value(ACCESS).unwrap()));
+    // It kept running all along, and retried no more than that.
+    assert_eq!(w.named("failed").len(), 1);
+}
+
+#[test]
+fn once_exits_with_refresh_codes() {
+    let t = Env::new(SimOptions::default());
+    let out = t.run(&["watch", "--once"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(t.sim.is_token_valid(&t.env_value(ACCESS).unwrap()));
+    // A second --once finds a working token: one GET.
+    t.sim.clear_requests();
+    let out = t.run(&["--json", "watch", "--once"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(t.sim.requests().len(), 1);
+    assert!(stdout(&out).contains("\"event\":\"validated\""));
+
+    // Every level rejected: 4.
+    let t = Env::new(SimOptions::default());
+    t.break_config();
+    let out = t.run(&["watch", "--once"]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(stderr(&out).contains("setup-oauth"));
+
+    // Webex unreachable: 1.
+    let dead = free_port();
+    let out = t.run(&[
+        "--api-base",
+        &format!("http://127.0.0.1:{dead}/v1"),
+        "--retry-budget",
+        "1s",
+        "watch",
+        "--once",
+    ]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+
+    // No config: 3.
+    std::fs::remove_file(t.path("token-config.json")).unwrap();
+    let out = t.run(&["watch", "--once"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+}
+
+#[test]
+fn two_watchers_on_one_env_file_refresh_once_per_expiry() {
+    // Stored expiries are whole seconds (rounded down), so a token lives at
+    // least 3 s in the file: more than the 2 s window a tick refreshes in.
+    let ttl = 4;
+    let t = Env::new(SimOptions {
+        access_ttl: secs(ttl),
+        ..SimOptions::default()
+    });
+    // The first mint before both start, so they race from the first expiry.
+    assert_eq!(code(&t.run(&["refresh"])), 0);
+    t.sim.clear_requests();
+    let args = ["--min-valid", "1s", "--check-interval", "1h"];
+    let a = t.spawn(&args, &[]);
+    let b = t.spawn(&args, &[]);
+    std::thread::sleep(secs(10));
+    let (ca, a) = a.stop();
+    let (cb, b) = b.stop();
+    assert_eq!((ca, cb), (0, 0), "{}\n{}", a.stderr(), b.stderr());
+    let issued = issued(&t.sim);
+    let events = a.named("refreshed").len() + b.named("refreshed").len();
+    assert_eq!(issued.len(), events);
+    assert!(
+        issued.len() >= 3,
+        "{} refreshes in {}s",
+        issued.len(),
+        3 * ttl
+    );
+    for pair in issued.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at).unwrap();
+        assert!(
+            gap >= Duration::from_millis(700),
+            "two refreshes for one expiry ({gap:?} apart)"
+        );
+    }
+}
+
+#[test]
+fn transient_failures_back_off_and_recover() {
+    let t = Env::new(SimOptions::default());
+    let mint = format!("/v1/applications/{}/token", t.sim.credentials().app_id);
+    t.sim
+        .push_fault(webex_sim::Fault::status(&mint, 503).forever());
+    let w = t.spawn(&["--retry-budget", "1s"], &[]);
+    let failed = w.wait_for("failed", 1, secs(10));
+    assert_eq!(failed[0]["exitCode"], 1, "{}", failed[0]);
+    let at = |v: &Value, k: &str| v[k].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    let wait = at(&failed[0], "retryAt").as_second() - at(&failed[0], "time").as_second();
+    assert!((5..=7).contains(&wait), "first back-off {wait}s");
+    let tried = t.sim.count("POST", &mint);
+    // Nothing more is sent while it waits.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(t.sim.count("POST", &mint), tried, "retried before its time");
+    t.sim.clear_faults();
+    w.wait_for("refreshed", 1, secs(8));
+    assert_eq!(w.named("failed").len(), 1);
+    assert!(t.sim.is_token_valid(&t.env_value(ACCESS).unwrap()));
+}
+
+#[test]
+fn sigterm_during_an_exchange_saves_its_answer_then_exits_0() {
+    let t = Env::new(SimOptions::default());
+    let mint = format!("/v1/applications/{}/token", t.sim.credentials().app_id);
+    // Webex issues the pair at once but answers 1.5 s later.
+    t.sim.push_fault(webex_sim::Fault::new(
+        &mint,
+        webex_sim::FaultKind::DelayAfter(Duration::from_millis(1500)),
+    ));
+    let w = t.spawn(&[], &[]);
+    let end = Instant::now() + secs(10);
+    while t.sim.count("POST", &mint) == 0 {
+        assert!(Instant::now() < end, "no mint request");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, w) = w.stop();
+    assert_eq!(code, 0, "{}", w.stderr());
+    // The answer in flight was saved, and it is the one Webex issued.
+    let token = t.env_value(ACCESS).expect("the minted token was saved");
+    assert!(t.sim.is_token_valid(&token));
+    assert_eq!(w.named("refreshed").len(), 1);
+    assert_eq!(w.named("stopping").len(), 1);
+}
