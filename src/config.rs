@@ -422,7 +422,8 @@ pub fn is_placeholder(value: &str) -> bool {
         || (v.ends_with("_here") && v.contains("your"))
 }
 
-// TODO(lead): switch to fs_atomic::read_regular_capped
+// The config sits below `store` in the layers, so it cannot borrow
+// `store::fs_atomic::read_regular_capped`; this is the same rule, kept here.
 /// Reads the config file, refusing anything that is not a regular file
 /// (directory, FIFO, socket, device, or a symlink to one) without blocking
 /// on it, and anything over [`MAX_CONFIG_BYTES`] without reading more than
