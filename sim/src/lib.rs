@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 mod control;
 mod datasources;
 mod device;
+mod http;
 mod orgs;
 mod server;
 mod util;
@@ -291,9 +292,9 @@ pub enum FaultKind {
     /// `200` with `Content-Type: application/json` and a cut-off JSON body
     /// (the request is not processed: no token is issued or rotated).
     Truncated,
-    /// Do not answer. tiny_http cannot close a connection on demand, so the
-    /// simulator writes a few bytes of garbage that are not an HTTP response:
-    /// clients fail at once with a connection/protocol error, as with a reset.
+    /// Do not answer: the simulator writes a few bytes of garbage that are
+    /// not an HTTP response and closes the connection; clients fail at once
+    /// with a connection/protocol error, as with a reset.
     CloseConnection,
 }
 
@@ -585,7 +586,7 @@ impl State {
 /// A running simulator. Dropping it stops the server.
 pub struct Sim {
     inner: Arc<Inner>,
-    server: Arc<tiny_http::Server>,
+    addr: std::net::SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -593,12 +594,8 @@ pub struct Sim {
 impl Sim {
     /// Binds `opts.addr` and serves on a background thread (one thread per request).
     pub fn start(opts: SimOptions) -> io::Result<Sim> {
-        let server = tiny_http::Server::http(opts.addr.as_str())
-            .map_err(|e| io::Error::new(io::ErrorKind::AddrNotAvailable, e.to_string()))?;
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| io::Error::other("not an IP listener"))?;
+        let server = http::Server::bind(opts.addr.as_str())?;
+        let addr = server.local_addr()?;
         let host = if addr.ip().is_unspecified() {
             "127.0.0.1".to_string()
         } else if addr.is_ipv6() {
@@ -641,33 +638,18 @@ impl Sim {
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
         });
-        let server = Arc::new(server);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (inner, server, stop) = (inner.clone(), server.clone(), stop.clone());
+            let (inner, stop) = (inner.clone(), stop.clone());
+            let handle: Arc<dyn Fn(http::Request) + Send + Sync> =
+                Arc::new(move |rq| server::serve_one(&inner, rq));
             std::thread::Builder::new()
                 .name("webex-sim-accept".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::SeqCst) {
-                        match server.recv() {
-                            Ok(rq) => {
-                                let inner = inner.clone();
-                                let _ = std::thread::Builder::new()
-                                    .name("webex-sim-request".into())
-                                    .spawn(move || server::serve_one(&inner, rq));
-                            }
-                            // `unblock()` on drop, or a transient accept error
-                            // (e.g. too many open files under load): keep serving
-                            // unless we are stopping.
-                            Err(_) if stop.load(Ordering::SeqCst) => break,
-                            Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
-                        }
-                    }
-                })?
+                .spawn(move || server.run(stop, handle))?
         };
         Ok(Sim {
             inner,
-            server,
+            addr,
             stop,
             thread: Some(thread),
         })
@@ -1071,7 +1053,7 @@ fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
 impl Drop for Sim {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        self.server.unblock();
+        http::Server::wake(self.addr);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

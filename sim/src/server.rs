@@ -1,7 +1,6 @@
 //! HTTP handling: routing, the simulated Webex endpoints and the `/_sim/` control API.
 
 use std::collections::BTreeMap;
-use std::io::{Cursor, Read, Write};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
@@ -163,27 +162,20 @@ pub(crate) fn service_scopes() -> Vec<String> {
 
 // ---------------------------------------------------------------- serving
 
-pub(crate) fn serve_one(inner: &Inner, mut rq: tiny_http::Request) {
+pub(crate) fn serve_one(inner: &Inner, rq: crate::http::Request) {
     let started = Instant::now();
-    let method = rq.method().as_str().to_ascii_uppercase();
-    let url = rq.url().to_string();
+    let method = rq.method.to_ascii_uppercase();
+    let url = rq.url.clone();
     let (path, query) = match url.split_once('?') {
         Some((p, q)) => (p.to_string(), q.to_string()),
         None => (url.clone(), String::new()),
     };
     let headers: Vec<(String, String)> = rq
-        .headers()
+        .headers
         .iter()
-        .map(|h| {
-            (
-                h.field.as_str().as_str().to_ascii_lowercase(),
-                h.value.as_str().to_string(),
-            )
-        })
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
         .collect();
-    let mut raw = Vec::new();
-    let _ = rq.as_reader().take(16 * 1024 * 1024).read_to_end(&mut raw);
-    let body = String::from_utf8_lossy(&raw).into_owned();
+    let body = String::from_utf8_lossy(&rq.body).into_owned();
     let is_form = headers.iter().any(|(k, v)| {
         k == "content-type"
             && v.to_ascii_lowercase()
@@ -343,28 +335,18 @@ fn log_detail(req: &Incoming) -> String {
     }
 }
 
-fn send(rq: tiny_http::Request, resp: Resp) {
+fn send(rq: crate::http::Request, resp: Resp) {
     match resp.body {
         Body::Garbage => {
-            let mut w = rq.into_writer();
-            let _ = w.write_all(b"\x00\x00 webex-sim dropped this connection \x00\r\n\r\n");
-            let _ = w.flush();
+            rq.garbage(b"\x00\x00 webex-sim dropped this connection \x00\r\n\r\n");
         }
         Body::Normal(body) => {
-            let headers: Vec<tiny_http::Header> = resp
-                .headers
-                .iter()
-                .filter_map(|(k, v)| tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).ok())
-                .collect();
-            let len = body.len();
-            let r = tiny_http::Response::new(
-                tiny_http::StatusCode(resp.status),
-                headers,
-                Cursor::new(body.into_bytes()),
-                Some(len),
-                None,
+            rq.respond(
+                resp.status,
+                reason(resp.status),
+                &resp.headers,
+                body.as_bytes(),
             );
-            let _ = rq.respond(r);
         }
     }
 }
