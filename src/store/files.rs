@@ -163,12 +163,86 @@ fn tokens_from(doc: &EnvDocument, path: &Path) -> Result<StoredTokens, StoreErro
         }
         parsed
     };
+    let access_token = token(KEY_ACCESS_TOKEN)?;
+    let refresh_token = token(KEY_REFRESH_TOKEN)?;
+    // An expiry counts only for the token it was written for: another tool
+    // (the Python sample, a person) may have replaced a token line and left
+    // webex-token's expiry behind.
+    let marks = expiry_marks(doc.as_bytes());
+    let belongs = |which: &str, t: &Option<crate::secret::SecretString>, exp| match (&marks, t) {
+        (Some(m), Some(t)) => match m.iter().find(|(k, _)| k == which) {
+            Some((_, fp)) if *fp != crate::secret::fingerprint(t) => {
+                tracing::info!(
+                    "env file {}: the {which} token was replaced since webex-token wrote its expiry; treating the expiry as unknown",
+                    path.display()
+                );
+                None
+            }
+            _ => exp,
+        },
+        _ => exp,
+    };
     Ok(StoredTokens {
-        access_token: token(KEY_ACCESS_TOKEN)?,
-        access_expires_at: time(KEY_ACCESS_EXPIRES_AT),
-        refresh_token: token(KEY_REFRESH_TOKEN)?,
-        refresh_expires_at: time(KEY_REFRESH_EXPIRES_AT),
+        access_expires_at: belongs("access", &access_token, time(KEY_ACCESS_EXPIRES_AT)),
+        refresh_expires_at: belongs("refresh", &refresh_token, time(KEY_REFRESH_EXPIRES_AT)),
+        access_token,
+        refresh_token,
     })
+}
+
+/// The comment line that ties the stored expiries to their tokens. A
+/// comment, so every .env reader ignores it and the owned keys stay four.
+const EXPIRY_MARK: &str = "# webex-token: expiries above are for";
+
+/// `[("access", "sha256:…"), ("refresh", "sha256:…")]` from the mark line,
+/// if the file has one (files written before it existed have none: their
+/// expiries are trusted as before).
+fn expiry_marks(bytes: &[u8]) -> Option<Vec<(String, String)>> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let line = text
+        .lines()
+        .find_map(|l| l.trim_end_matches('\r').strip_prefix(EXPIRY_MARK))?;
+    Some(
+        line.split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+/// `bytes` with the mark line set for `tokens`: replaced where it is,
+/// else appended, in the file's own line ending.
+fn with_expiry_mark(bytes: Vec<u8>, tokens: &StoredTokens) -> Vec<u8> {
+    let mut mark = EXPIRY_MARK.to_string();
+    if let Some(t) = &tokens.access_token {
+        mark.push_str(&format!(" access={}", crate::secret::fingerprint(t)));
+    }
+    if let Some(t) = &tokens.refresh_token {
+        mark.push_str(&format!(" refresh={}", crate::secret::fingerprint(t)));
+    }
+    let Ok(text) = String::from_utf8(bytes.clone()) else {
+        return bytes;
+    };
+    let eol = if text.contains("\r\n") { "\r\n" } else { "\n" };
+    let mut out = String::with_capacity(text.len() + mark.len() + 2);
+    let mut replaced = false;
+    for line in text.split_inclusive('\n') {
+        if !replaced && line.starts_with(EXPIRY_MARK) {
+            out.push_str(&mark);
+            out.push_str(if line.ends_with('\n') { eol } else { "" });
+            replaced = true;
+        } else {
+            out.push_str(line);
+        }
+    }
+    if !replaced {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push_str(eol);
+        }
+        out.push_str(&mark);
+        out.push_str(eol);
+    }
+    out.into_bytes()
 }
 
 /// The env file's new bytes holding `tokens` (owned keys only). The one
@@ -185,10 +259,22 @@ pub fn render_env(state: &EnvState, tokens: &StoredTokens) -> Result<Vec<u8>, En
         updates.push((refresh.0, r));
         updates.push((refresh_exp.0, refresh_exp.1.as_deref().unwrap_or_default()));
     }
-    match &state.doc {
-        Some(doc) => doc.try_render_with(&updates),
-        None => EnvDocument::empty().try_render_with(&updates),
-    }
+    let rendered = match &state.doc {
+        Some(doc) => doc.try_render_with(&updates)?,
+        None => EnvDocument::empty().try_render_with(&updates)?,
+    };
+    // The refresh token written (or kept, when none came back).
+    let kept = StoredTokens {
+        refresh_token: tokens.refresh_token.clone().or_else(|| {
+            state
+                .doc
+                .as_ref()
+                .and_then(|d| d.get(KEY_REFRESH_TOKEN))
+                .map(secret)
+        }),
+        ..tokens.clone()
+    };
+    Ok(with_expiry_mark(rendered, &kept))
 }
 
 /// The four owned keys and their values as text (`None` when unknown), in
@@ -486,5 +572,29 @@ mod tests {
         let back = EnvDocument::parse(out.unwrap(), Path::new("/x/.env")).unwrap();
         assert_eq!(back.get(KEY_REFRESH_TOKEN).as_deref(), Some("keep"));
         assert_eq!(back.get(KEY_ACCESS_TOKEN).as_deref(), Some("new"));
+    }
+
+    #[test]
+    fn expiry_mark_is_replaced_in_place_keeping_line_endings() {
+        let tokens = StoredTokens {
+            access_token: Some(secret("aaaaaaaa")),
+            refresh_token: Some(secret("rrrrrrrr")),
+            ..Default::default()
+        };
+        let crlf = with_expiry_mark(b"A=1\r\nB=2".to_vec(), &tokens);
+        let text = String::from_utf8(crlf).unwrap();
+        assert!(
+            text.starts_with("A=1\r\nB=2\r\n# webex-token: expiries above are for access=sha256:"),
+            "{text:?}"
+        );
+        assert!(text.ends_with("\r\n"));
+        let again =
+            String::from_utf8(with_expiry_mark(text.clone().into_bytes(), &tokens)).unwrap();
+        assert_eq!(again, text, "replaced in place, not appended twice");
+        let marks = expiry_marks(text.as_bytes()).unwrap();
+        assert_eq!(marks.len(), 2);
+        assert_eq!(marks[0].1, crate::secret::fingerprint(&secret("aaaaaaaa")));
+        // No mark (a file written before it existed): expiries trusted as before.
+        assert!(expiry_marks(b"A=1\n").is_none());
     }
 }

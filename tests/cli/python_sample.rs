@@ -183,3 +183,63 @@ async fn python_dotenv_quoting_is_read_and_kept() {
     assert!(text.starts_with(motto), "{text}");
     assert!(text.contains(&at));
 }
+
+#[tokio::test]
+async fn an_env_expiry_does_not_vouch_for_a_token_another_tool_wrote() {
+    let mut t = TestEnv::new().await;
+    let at = t.secret("SECRET-access-written-by-webex-token");
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(-60)),
+        Some(OLD_REFRESH),
+    ));
+    t.mock_refresh(
+        SA_CLIENT_ID,
+        OLD_REFRESH,
+        token_response(&at, 3600 * 24 * 14, None),
+    )
+    .await;
+    let out = t.run(&["refresh"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // The file carries one comment tying the expiries to their tokens; a
+    // .env reader sees only the four keys.
+    let text = t.read_env();
+    assert_eq!(
+        text.matches("# webex-token: expiries above are for")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(t.env_values().len(), 4, "{text}");
+    // A fresh token answers from the file with no request.
+    let out = t.run_allowing(&["token"], &[&at]);
+    assert_eq!(code(&out), 0);
+    let before = t.requests().await.len();
+    // Another tool replaces the token line and leaves the expiry behind.
+    let other = t.secret("SECRET-token-from-another-tool");
+    std::fs::write(t.env_path(), text.replace(&at, &other)).unwrap();
+    t.mock_validate(&other, 200).await;
+    let out = t.run_allowing(&["token"], &[&other]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), other);
+    let gets = t
+        .requests()
+        .await
+        .iter()
+        .skip(before)
+        .filter(|r| r.url.path() == "/v1/dataSources")
+        .count();
+    assert_eq!(
+        gets, 1,
+        "the stale expiry must not be trusted: the token is checked"
+    );
+    // A second refresh keeps one mark, updated.
+    let out = t.run(&["refresh", "--force"]);
+    assert!(matches!(code(&out), 0 | 4), "{}", stderr(&out));
+    assert!(
+        t.read_env()
+            .matches("# webex-token: expiries above are for")
+            .count()
+            <= 1
+    );
+}
