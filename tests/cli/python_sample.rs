@@ -101,6 +101,13 @@ async fn every_era_renews_through_its_own_layout() {
         let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
         let l3 = &v["levels"][2];
         assert_eq!(l3["available"], true, "{name}: {l3}");
+        // `status` names the layout level 3 will use (the contract's own
+        // nested layout needs no note).
+        if !client_key.starts_with("integration.") {
+            let notes = v["notes"].to_string();
+            let named = format!("tokenManager.{{{client_key}");
+            assert!(notes.contains(&named), "{name}: {notes}");
+        }
 
         let out = t.run(&["refresh"]);
         assert_eq!(code(&out), 0, "{name}: {}", stderr(&out));
