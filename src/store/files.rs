@@ -327,7 +327,9 @@ pub(crate) fn owner_of(path: &Path) -> Option<String> {
     Some(format!("uid {} gid {}", m.uid(), m.gid()))
 }
 
-/// The files backend: one env file (one org) and the config file.
+/// The files backend: one env file (one org) and the config file. With
+/// several orgs each has its own `FilesStore` (its env file and lock); they
+/// share the config file and its lock.
 #[derive(Debug, Clone)]
 pub struct FilesStore {
     pub env_path: PathBuf,
@@ -385,8 +387,13 @@ impl TokenStore for FilesStore {
         })
     }
 
-    async fn load(&self, _org: &OrgId) -> Result<Snapshot, StoreError> {
-        self.load_now()
+    async fn load(&self, org: &OrgId) -> Result<Snapshot, StoreError> {
+        let mut snap = self.load_now()?;
+        // A listed org's mint carries its own `targetOrgId`.
+        if let Some((index, target)) = org.listed_target() {
+            snap.config.service_app = snap.config.service_app.for_org(index, target);
+        }
+        Ok(snap)
     }
 
     async fn save_service(

@@ -9,6 +9,7 @@ mod datasources;
 mod files;
 mod hardening;
 mod inprocess;
+mod orgs;
 mod setup_oauth;
 mod sim_e2e;
 mod snapshots;

@@ -163,7 +163,7 @@ pub(super) async fn extend(
             };
             (i, fate)
         })
-        .buffer_unordered(usize::from(a.concurrency.max(1)))
+        .buffer_unordered(settings.concurrency.max(1))
         .collect()
         .await;
     for (i, fate) in fates {
