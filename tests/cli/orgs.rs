@@ -337,3 +337,53 @@ fn a_bad_orgs_list_is_a_config_error_naming_the_field() {
         );
     }
 }
+
+#[test]
+fn status_has_a_section_per_org_and_check_covers_every_org() {
+    let t = OrgsEnv::new(SimOptions::default().with_org_count(3));
+    let ids = t.sim.orgs();
+    // Before any refresh: every org reported, nothing written.
+    let out = t.run(&["status"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for (name, id) in t.org_names().iter().zip(&ids) {
+        assert!(
+            stdout(&out).contains(&format!("org {name} ({id})")),
+            "{}",
+            stdout(&out)
+        );
+    }
+    assert!(stdout(&out).contains("(not created yet)"));
+    assert!(!t.env_path("org1").exists());
+
+    let out = t.run(&["refresh", "--org", "org1", "--org", "org3"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = t.run(&["--json", "status"]);
+    assert_eq!(code(&out), 0);
+    let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let orgs = v["orgs"].as_array().unwrap();
+    assert_eq!(orgs.len(), 3);
+    let exists: Vec<bool> = orgs
+        .iter()
+        .map(|o| o["envFileExists"].as_bool().unwrap())
+        .collect();
+    assert_eq!(exists, [true, false, true]);
+    assert_eq!(orgs[1]["targetOrgId"], ids[1].as_str());
+
+    // The demo config's integration refresh token has no known expiry, so
+    // every org fails the check (exit 5), each named.
+    let out = t.run(&["status", "--check", "365d"]);
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(e.contains("3 of 3 orgs failed"), "{e}");
+    for name in ["org1", "org2", "org3"] {
+        assert!(e.contains(&format!("  {name}: ")), "{e}");
+    }
+    // Org1's service-app refresh token (90 days) is within a year: its own
+    // line says so.
+    assert!(e.contains("service-app refresh token expires"), "{e}");
+    let out = t.run(&["status", "--check", "1h", "--org", "org3"]);
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert!(stderr(&out).contains("1 of 1 orgs failed"));
+    assert!(!stdout(&out).contains("org org1"));
+    assert!(!stderr(&out).contains("org1"));
+}
