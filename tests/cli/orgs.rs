@@ -387,3 +387,80 @@ fn status_has_a_section_per_org_and_check_covers_every_org() {
     assert!(!stdout(&out).contains("org org1"));
     assert!(!stderr(&out).contains("org1"));
 }
+
+#[test]
+fn datasources_list_covers_every_org_and_extend_takes_one() {
+    let t = OrgsEnv::new(SimOptions::default().with_org_count(3));
+    let ids = t.sim.orgs();
+    // write_demo_files registered demo data sources in the first org; add
+    // one per org so each org's listing is its own.
+    let mut mine = Vec::new();
+    for id in &ids {
+        mine.push(
+            t.sim
+                .add_data_source_in(id, webex_sim::NewDataSource::default())
+                .unwrap(),
+        );
+    }
+    let out = t.run(&["--json", "datasources", "list"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let orgs = v["orgs"].as_array().unwrap();
+    assert_eq!(orgs.len(), 3);
+    for ((o, id), ds) in orgs.iter().zip(&ids).zip(&mine) {
+        assert_eq!(o["targetOrgId"], id.as_str());
+        let listed: Vec<&str> = o["dataSources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap())
+            .collect();
+        assert!(listed.contains(&ds.as_str()), "{listed:?}");
+        assert_eq!(listed.len(), t.sim.data_sources_in(id).len());
+        // Another org's data source is never listed here.
+        for other in mine.iter().filter(|m| *m != ds) {
+            assert!(!listed.contains(&other.as_str()));
+        }
+    }
+    // Each org's session refreshed its own env file.
+    for name in ["org1", "org2", "org3"] {
+        assert!(t.access_token(name).is_some(), "{name}");
+    }
+
+    // `show` and `extend` work on one org.
+    let out = t.run(&["datasources", "show", &mine[1]]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("org1, org2, org3"));
+    let out = t.run(&["--json", "datasources", "show", &mine[1], "--org", "org2"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = t.run(&["datasources", "extend", "--all", "--min-valid", "100d"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    t.sim.clear_requests();
+    let out = t.run(&[
+        "datasources",
+        "extend",
+        "--all",
+        "--min-valid",
+        "100d",
+        "--org",
+        "org3",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let puts: Vec<_> = t
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT")
+        .collect();
+    let org3: Vec<String> = t
+        .sim
+        .data_sources_in(&ids[2])
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(puts.len(), org3.len());
+    for r in &puts {
+        let id = r.path.rsplit('/').next().unwrap();
+        assert!(org3.iter().any(|o| o == id), "PUT outside org3: {}", r.path);
+    }
+}

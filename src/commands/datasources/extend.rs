@@ -2,7 +2,7 @@
 //! within `--min-valid`, at most `--concurrency` PUTs in flight.
 
 use super::session::{Renew, Session};
-use super::{DataSource, get_one, list_all, new_nonce, open, parse_source, shown};
+use super::{DataSource, OrgFiles, get_one, list_all, new_nonce, open, parse_source, shown};
 use crate::audit;
 use crate::cli::DsExtendArgs;
 use crate::clock;
@@ -41,7 +41,8 @@ pub(super) async fn extend(
     name: &'static str,
     a: &DsExtendArgs,
 ) -> Result<u8, Error> {
-    let s = open(settings, name, true).await?;
+    let org = OrgFiles::one(settings, name)?;
+    let s = open(settings, &org, name, true).await?;
     let now = clock::now();
     let threshold = clock::after(now, a.min_valid.as_secs());
     // Only a standing job (`--all`, run by a timer) is worth warning about;
