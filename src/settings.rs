@@ -128,6 +128,7 @@ impl Settings {
             env_path: self.env_path.clone(),
             config_path: self.config_path.clone(),
             mode: self.write_mode,
+            config_cache: Default::default(),
         }
     }
 
@@ -203,6 +204,7 @@ impl Settings {
             });
         }
         let config_dir = config.path.parent().unwrap_or(Path::new("/"));
+        let cache = std::sync::Arc::new(crate::config::ParsedCache::default());
         Ok(Some(
             chosen
                 .into_iter()
@@ -222,6 +224,7 @@ impl Settings {
                             env_path,
                             config_path: self.config_path.clone(),
                             mode: self.write_mode,
+                            config_cache: cache.clone(),
                         },
                     }
                 })
@@ -350,6 +353,81 @@ mod tests {
         assert_eq!(
             audit_path(None, Path::new("/x/.env")).unwrap(),
             PathBuf::from("/x/.env.audit.jsonl")
+        );
+    }
+
+    #[test]
+    fn org_targets_resolve_names_ids_and_env_files() {
+        let cfg = Config::parse(
+            br#"{"serviceApp":{"orgs":[
+                {"name":"acme","targetOrgId":"o1"},
+                {"name":"beta","targetOrgId":"o2","envFile":"envs/beta.env"},
+                {"name":"gamma","targetOrgId":"o3","envFile":"/abs/gamma.env"}]}}"#,
+            Path::new("/etc/webex/token-config.json"),
+        )
+        .unwrap();
+        let all = settings(&["--env-file", "/srv/app/.env"])
+            .org_targets_in(&cfg, None)
+            .unwrap()
+            .unwrap();
+        let paths: Vec<&Path> = all.iter().map(|t| t.store.env_path.as_path()).collect();
+        assert_eq!(
+            paths,
+            [
+                Path::new("/srv/app/.env.acme"),
+                Path::new("/etc/webex/envs/beta.env"),
+                Path::new("/abs/gamma.env"),
+            ]
+        );
+        assert_eq!(all[1].org.listed_target(), Some((1, "o2")));
+
+        // By name or id, each once, in the config's order of the flags.
+        let two = settings(&["--org", "o3", "--org", "acme", "--org", "gamma"])
+            .org_targets_in(&cfg, None)
+            .unwrap()
+            .unwrap();
+        let names: Vec<&str> = two.iter().map(OrgTarget::name).collect();
+        assert_eq!(names, ["gamma", "acme"]);
+
+        let e = settings(&[])
+            .org_targets_in(&cfg, Some("token"))
+            .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.hint().unwrap().contains("acme, beta, gamma"));
+        let e = settings(&["--org", "nope"])
+            .org_targets_in(&cfg, None)
+            .unwrap_err();
+        assert!(e.to_string().contains("--org nope"));
+        let one = settings(&["--org", "beta"])
+            .org_targets_in(&cfg, Some("token"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(one.len(), 1);
+
+        // No `orgs`: the single org; `--org` only with its own id.
+        let single = Config::parse(
+            br#"{"serviceApp":{"targetOrgId":"solo"}}"#,
+            Path::new("/c.json"),
+        )
+        .unwrap();
+        assert!(
+            settings(&[])
+                .org_targets_in(&single, Some("token"))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            settings(&["--org", "solo"])
+                .org_targets_in(&single, None)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            settings(&["--org", "x"])
+                .org_targets_in(&single, None)
+                .unwrap_err()
+                .exit_code(),
+            2
         );
     }
 

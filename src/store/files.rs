@@ -15,7 +15,7 @@ use super::env_file::{self, EnvDocument, EnvFileError};
 use super::fs_atomic::{self, WriteMode};
 use super::{LockScope, Snapshot, StoreError, TokenStore, wrong_scope};
 use crate::clock;
-use crate::config::{Config, PersonalUpdate};
+use crate::config::{Config, ParsedCache, PersonalUpdate};
 use crate::names::*;
 use crate::secret::{ExposeSecret, secret};
 use crate::tokens::StoredTokens;
@@ -23,6 +23,7 @@ use crate::tokens::{OrgId, RenewableUpdate};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Holds the lock until dropped (closing the file releases it).
@@ -335,6 +336,8 @@ pub struct FilesStore {
     pub env_path: PathBuf,
     pub config_path: PathBuf,
     pub mode: WriteMode,
+    /// Shared by the orgs of one run (see [`ParsedCache`]).
+    pub config_cache: Arc<ParsedCache>,
 }
 
 /// A held lock of the files backend and what it covers.
@@ -358,7 +361,7 @@ impl FilesStore {
     /// file reads, so `token`'s fast path can call it without a runtime.
     pub fn load_now(&self) -> Result<Snapshot, StoreError> {
         let env = read_env(&self.env_path)?;
-        let config = Config::load(&self.config_path)?;
+        let config = Config::load_with(&self.config_path, &self.config_cache)?;
         Ok(Snapshot {
             tokens: env.tokens,
             config,
