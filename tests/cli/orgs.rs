@@ -433,8 +433,54 @@ fn datasources_list_covers_every_org_and_extend_takes_one() {
     assert!(stderr(&out).contains("org1, org2, org3"));
     let out = t.run(&["--json", "datasources", "show", &mine[1], "--org", "org2"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let out = t.run(&["datasources", "extend", "--all", "--min-valid", "100d"]);
+    // Ids belong to one org.
+    let out = t.run(&["datasources", "extend", &mine[0]]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
+    // `--all` renews in every org, each with its own token.
+    t.sim.clear_requests();
+    let out = t.run(&[
+        "--json",
+        "datasources",
+        "extend",
+        "--all",
+        "--min-valid",
+        "100d",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let orgs = v["orgs"].as_array().unwrap();
+    assert_eq!(orgs.len(), 3);
+    for (o, id) in orgs.iter().zip(&ids) {
+        assert_eq!(o["targetOrgId"], id.as_str());
+        assert_eq!(
+            o["summary"]["extended"].as_u64().unwrap() as usize,
+            t.sim.data_sources_in(id).len()
+        );
+    }
+    let all_puts = t
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PUT")
+        .count();
+    let all_sources: usize = ids.iter().map(|id| t.sim.data_sources_in(id).len()).sum();
+    assert_eq!(all_puts, all_sources);
+    let out = t.run(&[
+        "datasources",
+        "extend",
+        "--all",
+        "--dry-run",
+        "--min-valid",
+        "100d",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for name in ["org1", "org2", "org3"] {
+        assert!(
+            stdout(&out).contains(&format!("org {name} (")),
+            "{}",
+            stdout(&out)
+        );
+    }
     t.sim.clear_requests();
     let out = t.run(&[
         "datasources",
