@@ -75,6 +75,18 @@ pub struct GlobalArgs {
     /// Total time the retries of one request may take
     #[arg(long, global = true, env = ENV_RETRY_BUDGET, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub retry_budget: Duration,
+
+    /// Work on this org of `serviceApp.orgs` (name or targetOrgId; repeatable)
+    #[arg(long = "org", global = true, value_name = "NAME|ORGID")]
+    pub orgs: Vec<String>,
+
+    /// Work on every org of `serviceApp.orgs` (the default of refresh and status)
+    #[arg(long, global = true, conflicts_with = "orgs")]
+    pub all_orgs: bool,
+
+    /// Requests in flight at once over orgs and data sources (1–64)
+    #[arg(long, global = true, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -255,9 +267,7 @@ pub struct DsExtendArgs {
     /// Say which data sources would be renewed; send no PUT
     #[arg(long)]
     pub dry_run: bool,
-    /// Renewals in flight at once (1–64)
-    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub concurrency: u16,
+    // Renewals in flight: the global `--concurrency`.
 }
 
 #[derive(Debug, Args)]
@@ -445,6 +455,46 @@ mod tests {
             argv.extend(bad.iter().copied());
             let e = Cli::try_parse_from(&argv).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn org_flags_are_global_and_repeatable() {
+        let c = Cli::try_parse_from([
+            "webex-token",
+            "refresh",
+            "--org",
+            "acme",
+            "--org",
+            "beta",
+            "--concurrency",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(c.global.orgs, ["acme", "beta"]);
+        assert_eq!(c.global.concurrency, 3);
+        let c = Cli::try_parse_from(["webex-token", "--org", "acme", "token"]).unwrap();
+        assert_eq!(c.global.orgs, ["acme"]);
+        let c = Cli::try_parse_from(["webex-token", "status", "--all-orgs"]).unwrap();
+        assert!(c.global.all_orgs && c.global.orgs.is_empty());
+        assert_eq!(c.global.concurrency, 8);
+        for bad in [
+            vec!["webex-token", "--org", "a", "--all-orgs", "refresh"],
+            vec!["webex-token", "refresh", "--concurrency", "0"],
+            vec![
+                "webex-token",
+                "ds",
+                "extend",
+                "--all",
+                "--concurrency",
+                "65",
+            ],
+        ] {
+            assert_eq!(
+                Cli::try_parse_from(&bad).unwrap_err().exit_code(),
+                2,
+                "{bad:?}"
+            );
         }
     }
 

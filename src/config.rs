@@ -29,6 +29,7 @@ use crate::clock;
 use crate::secret::{ExposeSecret, SecretString, secret};
 use jiff::Timestamp;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
 use serde_json::value::RawValue;
 use std::fmt;
 use std::io::Read;
@@ -174,9 +175,35 @@ pub struct ServiceApp {
     pub client_id: Field<String>,
     pub client_secret: Field<SecretString>,
     pub target_org_id: Field<String>,
+    /// `serviceApp.orgs`: the customer orgs that authorized the app, when
+    /// the file lists several (empty: the single `targetOrgId`).
+    pub orgs: Vec<OrgEntry>,
+}
+
+/// One entry of `serviceApp.orgs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgEntry {
+    /// `[A-Za-z0-9_-]+`, unique in the file.
+    pub name: String,
+    pub target_org_id: String,
+    /// `envFile` as written (relative paths are against the config file's
+    /// directory); `None`: the `--env-file` path plus `.` + name.
+    pub env_file: Option<PathBuf>,
 }
 
 impl ServiceApp {
+    /// This app's view for one org: `targetOrgId` is that org's, so the
+    /// mint call and every message about it name the org.
+    pub fn for_org(&self, index: usize, target_org_id: &str) -> ServiceApp {
+        ServiceApp {
+            target_org_id: Field {
+                key: format!("serviceApp.orgs[{index}].targetOrgId"),
+                value: Ok(target_org_id.to_string()),
+            },
+            ..self.clone()
+        }
+    }
+
     /// Ok when all four fields are set; otherwise one error naming every
     /// field that is missing, empty or a placeholder (so one run shows all
     /// there is to fix, not one field per run).
@@ -362,6 +389,12 @@ pub enum ConfigError {
         path: PathBuf,
         fields: Vec<(String, Absence)>,
     },
+    #[error("config file {}: `{key}` {why}", path.display())]
+    BadOrgs {
+        path: PathBuf,
+        key: String,
+        why: String,
+    },
     #[error("config file {}: `apiBaseUrl` is not an http(s) URL", path.display())]
     BadApiBase { path: PathBuf },
     #[error("config file {}: `apiBaseUrl`: {why}", path.display())]
@@ -381,6 +414,7 @@ impl ConfigError {
                 Some((key, _)) if fields.len() == 1 => field_hint(key),
                 _ => "fill them in from your service app's page on developer.webex.com (My Webex Apps → your service app); targetOrgId is the org whose Full Admin authorized it".into(),
             },
+            ConfigError::BadOrgs { .. } => "each entry of `serviceApp.orgs` is {\"name\": \"acme\", \"targetOrgId\": \"...\"} with an optional \"envFile\"; names are unique and use only letters, digits, `_` and `-`".into(),
             ConfigError::BadApiBase { .. } | ConfigError::InsecureApiBase { .. } => "use e.g. https://webexapis.com/v1, or remove the key".into(),
             ConfigError::Unreadable { .. } | ConfigError::IsDirectory { .. } => {
                 "check the path and its permissions".into()
@@ -506,11 +540,42 @@ fn file_kind(meta: &std::fs::Metadata) -> &'static str {
     "not a regular file"
 }
 
+/// The config bytes parsed last and what they parsed to. A run over many
+/// orgs reads the config a few times per org (before the lock, under it);
+/// the same bytes always parse to the same config, so a re-read that finds
+/// the file unchanged skips the parse (with 1,000 orgs the file is ~150 KiB
+/// and the parses were most of the run's CPU time).
+#[derive(Default)]
+pub struct ParsedCache(std::sync::Mutex<Option<(Vec<u8>, Config)>>);
+
+impl fmt::Debug for ParsedCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The bytes hold secrets in clear.
+        f.write_str("ParsedCache(..)")
+    }
+}
+
 impl Config {
     /// Reads and parses the config file at `path` (already absolute).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let bytes = read_config_file(path)?;
         Self::parse(&bytes, path)
+    }
+
+    /// [`Config::load`], reusing the last parse in `cache` when the file's
+    /// bytes are the ones parsed then. The file is read every time.
+    pub fn load_with(path: &Path, cache: &ParsedCache) -> Result<Config, ConfigError> {
+        let bytes = read_config_file(path)?;
+        let mut slot = cache.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((seen, config)) = slot.as_ref()
+            && *seen == bytes
+            && config.path == path
+        {
+            return Ok(config.clone());
+        }
+        let config = Self::parse(&bytes, path)?;
+        *slot = Some((bytes, config.clone()));
+        Ok(config)
     }
 
     /// Parses config bytes; `path` names the file in messages.
@@ -561,6 +626,7 @@ impl Config {
             client_id: plain(sa, "serviceApp.", "clientId", path)?,
             client_secret: secret_field(sa, "serviceApp.", "clientSecret", path)?,
             target_org_id: plain(sa, "serviceApp.", "targetOrgId", path)?,
+            orgs: parse_orgs(sa, path)?,
         };
         let personal_access_token = secret_field(tm, "tokenManager.", "personalAccessToken", path)?;
         let personal_expires_at = tied_expiry(
@@ -1086,6 +1152,72 @@ fn json_message(e: &serde_json::Error) -> String {
     }
 }
 
+/// `serviceApp.orgs`: absent or null is no list; otherwise a non-empty
+/// array of `{name, targetOrgId, envFile?}` with unique, plain names.
+fn parse_orgs(sa: Option<&RawObject>, path: &Path) -> Result<Vec<OrgEntry>, ConfigError> {
+    let bad = |key: String, why: &str| ConfigError::BadOrgs {
+        path: path.into(),
+        key,
+        why: why.into(),
+    };
+    let Some(node) = sa.and_then(|o| o.get("orgs")) else {
+        return Ok(Vec::new());
+    };
+    let value: Value = match node {
+        Node::Raw(r) => serde_json::from_str(r.get())
+            .map_err(|_| bad("serviceApp.orgs".into(), "is not valid JSON"))?,
+        _ => return Err(bad("serviceApp.orgs".into(), "must be an array")),
+    };
+    let items = match value {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(items) => items,
+        _ => return Err(bad("serviceApp.orgs".into(), "must be an array")),
+    };
+    if items.is_empty() {
+        return Err(bad(
+            "serviceApp.orgs".into(),
+            "is empty; list at least one org, or remove it and use `serviceApp.targetOrgId`",
+        ));
+    }
+    let mut orgs: Vec<OrgEntry> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let key = |k: &str| format!("serviceApp.orgs[{i}]{k}");
+        let Value::Object(obj) = item else {
+            return Err(bad(key(""), "must be a JSON object"));
+        };
+        let text = |k: &str| -> Result<Option<String>, ConfigError> {
+            match obj.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) if s.trim().is_empty() || is_placeholder(s) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+                Some(_) => Err(bad(key(&format!(".{k}")), "must be a string")),
+            }
+        };
+        let name = text("name")?.ok_or_else(|| bad(key(".name"), "is not set"))?;
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(bad(
+                key(".name"),
+                "may hold only letters, digits, `_` and `-`",
+            ));
+        }
+        if orgs.iter().any(|o| o.name == name) {
+            return Err(bad(key(".name"), &format!("repeats the name `{name}`")));
+        }
+        let target_org_id =
+            text("targetOrgId")?.ok_or_else(|| bad(key(".targetOrgId"), "is not set"))?;
+        let env_file = text("envFile")?.map(PathBuf::from);
+        orgs.push(OrgEntry {
+            name,
+            target_org_id,
+            env_file,
+        });
+    }
+    Ok(orgs)
+}
+
 fn section(
     obj: &RawObject,
     key: &str,
@@ -1194,6 +1326,112 @@ mod tests {
         assert!(c.notes.is_empty());
         assert!(!format!("{c:?}").contains("sa-secret"));
         assert!(!format!("{c:?}").contains("pat-1"));
+    }
+
+    #[test]
+    fn orgs_list_is_read_and_checked() {
+        let cfg = Config::parse(
+            br#"{"serviceApp":{"targetOrgId":"single","orgs":[
+                {"name":"acme","targetOrgId":" o1 "},
+                {"name":"beta-2_x","targetOrgId":"o2","envFile":"envs/beta.env"}]}}"#,
+            &p(),
+        )
+        .unwrap();
+        let orgs = &cfg.service_app.orgs;
+        assert_eq!(orgs.len(), 2);
+        assert_eq!(
+            (orgs[0].name.as_str(), orgs[0].target_org_id.as_str()),
+            ("acme", "o1")
+        );
+        assert_eq!(orgs[0].env_file, None);
+        assert_eq!(
+            orgs[1].env_file.as_deref(),
+            Some(Path::new("envs/beta.env"))
+        );
+        let view = cfg.service_app.for_org(1, "o2");
+        assert_eq!(view.target_org_id.get().map(String::as_str), Some("o2"));
+        assert_eq!(view.target_org_id.key, "serviceApp.orgs[1].targetOrgId");
+
+        // No list (or null): the single org, as before.
+        for text in [
+            r#"{"serviceApp":{"targetOrgId":"x"}}"#,
+            r#"{"serviceApp":{"orgs":null}}"#,
+        ] {
+            assert!(
+                Config::parse(text.as_bytes(), &p())
+                    .unwrap()
+                    .service_app
+                    .orgs
+                    .is_empty()
+            );
+        }
+        for (text, key) in [
+            (
+                r#"{"serviceApp":{"orgs":[]}}"#,
+                "`serviceApp.orgs` is empty",
+            ),
+            (
+                r#"{"serviceApp":{"orgs":"acme"}}"#,
+                "`serviceApp.orgs` must be an array",
+            ),
+            (
+                r#"{"serviceApp":{"orgs":[1]}}"#,
+                "`serviceApp.orgs[0]` must be a JSON object",
+            ),
+            (
+                r#"{"serviceApp":{"orgs":[{"targetOrgId":"o"}]}}"#,
+                "`serviceApp.orgs[0].name` is not set",
+            ),
+            (
+                r#"{"serviceApp":{"orgs":[{"name":"a/b","targetOrgId":"o"}]}}"#,
+                "`serviceApp.orgs[0].name` may hold only",
+            ),
+            (
+                r#"{"serviceApp":{"orgs":[{"name":"a","targetOrgId":"o"},{"name":"a","targetOrgId":"p"}]}}"#,
+                "`serviceApp.orgs[1].name` repeats",
+            ),
+            (
+                r#"{"serviceApp":{"orgs":[{"name":"a","targetOrgId":"<your org id>"}]}}"#,
+                "`serviceApp.orgs[0].targetOrgId` is not set",
+            ),
+            (
+                r#"{"serviceApp":{"orgs":[{"name":"a","targetOrgId":5}]}}"#,
+                "`serviceApp.orgs[0].targetOrgId` must be a string",
+            ),
+        ] {
+            let e = Config::parse(text.as_bytes(), &p()).unwrap_err();
+            assert!(e.to_string().contains(key), "{text}: {e}");
+            assert!(matches!(e, ConfigError::BadOrgs { .. }));
+        }
+    }
+
+    #[test]
+    fn a_cached_parse_is_used_only_for_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        let cache = ParsedCache::default();
+        std::fs::write(&path, r#"{"tokenManager":{"personalAccessToken":"one"}}"#).unwrap();
+        let a = Config::load_with(&path, &cache).unwrap();
+        assert_eq!(
+            a.personal_access_token.get().unwrap().expose_secret(),
+            "one"
+        );
+        // Another process renews the personal token: the next read sees it.
+        std::fs::write(&path, r#"{"tokenManager":{"personalAccessToken":"two"}}"#).unwrap();
+        let b = Config::load_with(&path, &cache).unwrap();
+        assert_eq!(
+            b.personal_access_token.get().unwrap().expose_secret(),
+            "two"
+        );
+        let c = Config::load_with(&path, &cache).unwrap();
+        assert_eq!(
+            c.personal_access_token.get().unwrap().expose_secret(),
+            "two"
+        );
+        // A broken file is an error, not the cached parse.
+        std::fs::write(&path, "{").unwrap();
+        assert!(Config::load_with(&path, &cache).is_err());
+        assert!(!format!("{cache:?}").contains("two"));
     }
 
     #[test]

@@ -18,6 +18,28 @@ pub mod exit {
     pub const CONFIG: u8 = 3;
     pub const REAUTH: u8 = 4;
     pub const CHECK: u8 = 5;
+
+    /// The exit code of a run over several orgs: the worst of theirs,
+    /// 4 > 3 > 1 > 0 (anything else ranks between 3 and 1).
+    pub fn worst(codes: impl IntoIterator<Item = u8>) -> u8 {
+        let rank = |c: u8| match c {
+            0 => 0,
+            1 => 1,
+            3 => 3,
+            4 => 4,
+            _ => 2,
+        };
+        codes.into_iter().max_by_key(|c| rank(*c)).unwrap_or(0)
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn worst_ranks_reauth_over_config_over_transient() {
+        assert_eq!(worst([0, 1, 3, 0]), 3);
+        assert_eq!(worst([1, 4, 3]), 4);
+        assert_eq!(worst([0, 1, 0]), 1);
+        assert_eq!(worst([]), 0);
+    }
 }
 
 /// A failed data-source call.
@@ -139,6 +161,10 @@ pub enum Error {
         path: PathBuf,
         kind: crate::store::fs_atomic::FileKind,
     },
+    /// A command line clap accepted but the config refuses (an unknown
+    /// `--org`, or several orgs where the command needs one).
+    #[error("{message}")]
+    Usage { message: String, hint: String },
     #[error("{0}")]
     Other(String),
 }
@@ -222,6 +248,7 @@ impl Error {
                 _ => 126,
             },
             Error::NotRegular { .. } => exit::CONFIG,
+            Error::Usage { .. } => exit::USAGE,
             Error::Other(_) => exit::TRANSIENT,
         }
     }
@@ -351,6 +378,7 @@ impl Error {
                 "make sure the config file and its directory are writable".into(),
             ),
             Error::CheckFailed { hint, .. } => Some(hint.clone()),
+            Error::Usage { hint, .. } => Some(hint.clone()),
             Error::DataSource(e) => ds_hint(e),
             Error::Exec { source, .. } => Some(match source.kind() {
                 std::io::ErrorKind::NotFound => "check the command name and PATH".into(),

@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::names::{DEFAULT_API_BASE, ENV_TEST_NO_RETRY_DELAY};
 use crate::store::FilesStore;
 use crate::store::fs_atomic::WriteMode;
+use crate::tokens::OrgId;
 use crate::webex::{HttpApi, HttpSettings, RetryPolicy};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,6 +25,11 @@ pub struct Settings {
     pub retry_budget: Duration,
     pub json: bool,
     pub quiet: bool,
+    /// `--org` values (names or targetOrgIds), as given.
+    pub orgs: Vec<String>,
+    pub all_orgs: bool,
+    /// Requests in flight at once (orgs, data-source renewals).
+    pub concurrency: usize,
 }
 
 /// Makes a path absolute against the working directory without touching
@@ -60,6 +66,9 @@ impl Settings {
             retry_budget: g.retry_budget,
             json: g.json,
             quiet: g.quiet,
+            orgs: g.orgs.clone(),
+            all_orgs: g.all_orgs,
+            concurrency: usize::from(g.concurrency.max(1)),
         }
     }
 
@@ -119,6 +128,120 @@ impl Settings {
             env_path: self.env_path.clone(),
             config_path: self.config_path.clone(),
             mode: self.write_mode,
+            config_cache: Default::default(),
+        }
+    }
+
+    /// The orgs this run works on, with their files: `None` when the config
+    /// lists no `serviceApp.orgs` (one org, its env file the `--env-file`
+    /// path, exactly as before) or cannot be read (the single-org path then
+    /// reports that as it always has). `one` names a command that needs
+    /// exactly one org (`token`, `exec`). A `--org` that names no listed org
+    /// (by name or `targetOrgId`) is a usage error listing the names.
+    pub fn org_targets(&self, one: Option<&str>) -> Result<Option<Vec<OrgTarget>>, Error> {
+        let Ok(config) = Config::load(&self.config_path) else {
+            return Ok(None);
+        };
+        self.org_targets_in(&config, one)
+    }
+
+    /// [`Settings::org_targets`] for a config already read.
+    pub fn org_targets_in(
+        &self,
+        config: &Config,
+        one: Option<&str>,
+    ) -> Result<Option<Vec<OrgTarget>>, Error> {
+        let listed = &config.service_app.orgs;
+        if listed.is_empty() {
+            // `--org` with the single `targetOrgId` is harmless; anything
+            // else asks for orgs this config does not have.
+            let single = config.service_app.target_org_id.get();
+            if let Some(bad) = self.orgs.iter().find(|o| Some(*o) != single) {
+                return Err(Error::Usage {
+                    message: format!(
+                        "--org {bad}: the config file {} lists no `serviceApp.orgs`",
+                        config.path.display()
+                    ),
+                    hint: "add `serviceApp.orgs` to the config (see README, \"Many orgs\"), or leave out --org".into(),
+                });
+            }
+            return Ok(None);
+        }
+        let names = || {
+            listed
+                .iter()
+                .map(|o| o.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut chosen: Vec<usize> = Vec::new();
+        for want in &self.orgs {
+            let Some(i) = listed
+                .iter()
+                .position(|o| &o.name == want || &o.target_org_id == want)
+            else {
+                return Err(Error::Usage {
+                    message: format!("--org {want}: no such org in `serviceApp.orgs`"),
+                    hint: format!("the configured orgs are: {}", names()),
+                });
+            };
+            if !chosen.contains(&i) {
+                chosen.push(i);
+            }
+        }
+        if chosen.is_empty() || self.all_orgs {
+            chosen = (0..listed.len()).collect();
+        }
+        if let Some(command) = one
+            && chosen.len() != 1
+        {
+            return Err(Error::Usage {
+                message: format!(
+                    "`{command}` works on one org, and the config lists {}: choose one with --org NAME",
+                    listed.len()
+                ),
+                hint: format!("the configured orgs are: {}", names()),
+            });
+        }
+        let config_dir = config.path.parent().unwrap_or(Path::new("/"));
+        let cache = std::sync::Arc::new(crate::config::ParsedCache::default());
+        Ok(Some(
+            chosen
+                .into_iter()
+                .map(|i| {
+                    let o = &listed[i];
+                    let env_path = match &o.env_file {
+                        Some(p) => absolute(&config_dir.join(p)),
+                        None => {
+                            let mut p = self.env_path.clone().into_os_string();
+                            p.push(format!(".{}", o.name));
+                            PathBuf::from(p)
+                        }
+                    };
+                    OrgTarget {
+                        org: OrgId::listed(i, &o.name, &o.target_org_id),
+                        store: FilesStore {
+                            env_path,
+                            config_path: self.config_path.clone(),
+                            mode: self.write_mode,
+                            config_cache: cache.clone(),
+                        },
+                    }
+                })
+                .collect(),
+        ))
+    }
+
+    /// The one org a `token` or `exec` run works on and its files: the
+    /// single org of a config without `serviceApp.orgs`, else the one
+    /// chosen with `--org` (or the only one listed).
+    pub fn one_org(&self, command: &str) -> Result<(OrgId, FilesStore), Error> {
+        match self.org_targets(Some(command))? {
+            Some(mut v) => {
+                let t = v.remove(0);
+                Ok((t.org, t.store))
+            }
+            None => Ok((OrgId::configured(), self.files_store())),
         }
     }
 
@@ -141,6 +264,20 @@ impl Settings {
                 ..RetryPolicy::default()
             },
         }
+    }
+}
+
+/// One org of `serviceApp.orgs` a command works on, and its files.
+#[derive(Debug, Clone)]
+pub struct OrgTarget {
+    pub org: OrgId,
+    pub store: FilesStore,
+}
+
+impl OrgTarget {
+    /// The org's name in the config.
+    pub fn name(&self) -> &str {
+        self.org.name().unwrap_or_default()
     }
 }
 
@@ -216,6 +353,81 @@ mod tests {
         assert_eq!(
             audit_path(None, Path::new("/x/.env")).unwrap(),
             PathBuf::from("/x/.env.audit.jsonl")
+        );
+    }
+
+    #[test]
+    fn org_targets_resolve_names_ids_and_env_files() {
+        let cfg = Config::parse(
+            br#"{"serviceApp":{"orgs":[
+                {"name":"acme","targetOrgId":"o1"},
+                {"name":"beta","targetOrgId":"o2","envFile":"envs/beta.env"},
+                {"name":"gamma","targetOrgId":"o3","envFile":"/abs/gamma.env"}]}}"#,
+            Path::new("/etc/webex/token-config.json"),
+        )
+        .unwrap();
+        let all = settings(&["--env-file", "/srv/app/.env"])
+            .org_targets_in(&cfg, None)
+            .unwrap()
+            .unwrap();
+        let paths: Vec<&Path> = all.iter().map(|t| t.store.env_path.as_path()).collect();
+        assert_eq!(
+            paths,
+            [
+                Path::new("/srv/app/.env.acme"),
+                Path::new("/etc/webex/envs/beta.env"),
+                Path::new("/abs/gamma.env"),
+            ]
+        );
+        assert_eq!(all[1].org.listed_target(), Some((1, "o2")));
+
+        // By name or id, each once, in the config's order of the flags.
+        let two = settings(&["--org", "o3", "--org", "acme", "--org", "gamma"])
+            .org_targets_in(&cfg, None)
+            .unwrap()
+            .unwrap();
+        let names: Vec<&str> = two.iter().map(OrgTarget::name).collect();
+        assert_eq!(names, ["gamma", "acme"]);
+
+        let e = settings(&[])
+            .org_targets_in(&cfg, Some("token"))
+            .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.hint().unwrap().contains("acme, beta, gamma"));
+        let e = settings(&["--org", "nope"])
+            .org_targets_in(&cfg, None)
+            .unwrap_err();
+        assert!(e.to_string().contains("--org nope"));
+        let one = settings(&["--org", "beta"])
+            .org_targets_in(&cfg, Some("token"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(one.len(), 1);
+
+        // No `orgs`: the single org; `--org` only with its own id.
+        let single = Config::parse(
+            br#"{"serviceApp":{"targetOrgId":"solo"}}"#,
+            Path::new("/c.json"),
+        )
+        .unwrap();
+        assert!(
+            settings(&[])
+                .org_targets_in(&single, Some("token"))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            settings(&["--org", "solo"])
+                .org_targets_in(&single, None)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            settings(&["--org", "x"])
+                .org_targets_in(&single, None)
+                .unwrap_err()
+                .exit_code(),
+            2
         );
     }
 

@@ -37,14 +37,43 @@ impl StoredTokens {
     }
 }
 
-/// Which of the service app's orgs a token set belongs to. Today a config
-/// names one org (`serviceApp.targetOrgId`); the default `OrgId` is that one.
+/// Which of the service app's orgs a token set belongs to. A config names
+/// one org (`serviceApp.targetOrgId`: [`OrgId::configured`]) or several
+/// (`serviceApp.orgs`: [`OrgId::listed`], by name and `targetOrgId`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct OrgId(Option<String>);
+pub struct OrgId(Option<ListedOrg>);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ListedOrg {
+    /// Position in `serviceApp.orgs`, for messages naming its keys.
+    index: usize,
+    name: String,
+    target_org_id: String,
+}
 
 impl OrgId {
     /// The config's single org.
     pub fn configured() -> OrgId {
         OrgId(None)
+    }
+
+    /// Entry `index` of `serviceApp.orgs`.
+    pub fn listed(index: usize, name: &str, target_org_id: &str) -> OrgId {
+        OrgId(Some(ListedOrg {
+            index,
+            name: name.to_string(),
+            target_org_id: target_org_id.to_string(),
+        }))
+    }
+
+    /// The org's name in `serviceApp.orgs` (`None` for the single org).
+    pub fn name(&self) -> Option<&str> {
+        self.0.as_ref().map(|o| o.name.as_str())
+    }
+
+    /// The listed org's `targetOrgId` and position (`None` for the single
+    /// org, whose id is `serviceApp.targetOrgId`).
+    pub fn listed_target(&self) -> Option<(usize, &str)> {
+        self.0.as_ref().map(|o| (o.index, o.target_org_id.as_str()))
     }
 }

@@ -5,11 +5,9 @@ use crate::engine;
 use crate::error::Error;
 use crate::settings::Settings;
 use crate::store;
-use crate::tokens::OrgId;
 
 pub async fn run(settings: &Settings, a: &ExecArgs) -> Result<u8, Error> {
-    let store = settings.files_store();
-    let org = OrgId::configured();
+    let (org, store) = settings.one_org("exec")?;
     let tokens = match engine::fresh_tokens(&store, &org, a.min_valid).await? {
         Some(t) => t,
         None => match engine::ensure(
@@ -17,7 +15,7 @@ pub async fn run(settings: &Settings, a: &ExecArgs) -> Result<u8, Error> {
             |c| settings.api(c),
             &engine::working_policy(a.min_valid, false),
             &org,
-            &super::ctx(settings, "exec"),
+            &super::ctx_for(settings, "exec", &store.env_path),
         )
         .await
         {

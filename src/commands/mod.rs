@@ -13,13 +13,19 @@ pub mod watch;
 
 use crate::engine::Ctx;
 use crate::settings::Settings;
+use std::path::Path;
 
 /// The engine's view of this run.
 fn ctx<'a>(settings: &'a Settings, command: &'static str) -> Ctx<'a> {
+    ctx_for(settings, command, &settings.env_path)
+}
+
+/// The engine's view of this run for the org whose env file is `target`.
+fn ctx_for<'a>(settings: &'a Settings, command: &'static str, target: &'a Path) -> Ctx<'a> {
     Ctx {
         command,
         lock_timeout: settings.lock_timeout,
         audit: settings.audit_log.as_deref(),
-        target: &settings.env_path,
+        target,
     }
 }

@@ -1,18 +1,19 @@
-//! `refresh`: make sure the stored access token works.
+//! `refresh`: make sure the stored access token works (each org's, with
+//! `serviceApp.orgs`).
 
-use crate::chain::{Check, Policy};
+use crate::chain::{Check, Outcome, Policy};
 use crate::cli::RefreshArgs;
 use crate::clock;
-use crate::engine;
-use crate::error::Error;
-use crate::output::Printer;
-use crate::settings::Settings;
+use crate::engine::{self, Ctx};
+use crate::error::{Error, exit};
+use crate::output::{OrgResult, Printer};
+use crate::settings::{OrgTarget, Settings};
+use crate::store::FilesStore;
 use crate::tokens::OrgId;
+use futures_util::{StreamExt, stream};
+use std::time::Duration;
 
 pub async fn run(settings: &Settings, printer: &Printer, a: &RefreshArgs) -> Result<u8, Error> {
-    let store = settings.files_store();
-    let org = OrgId::configured();
-    let ctx = super::ctx(settings, "refresh");
     let policy = Policy {
         min_valid: a.min_valid,
         force: a.force,
@@ -20,36 +21,18 @@ pub async fn run(settings: &Settings, printer: &Printer, a: &RefreshArgs) -> Res
         dry_run: a.dry_run,
         check: Check::Validate,
     };
-    // `--rt-min-valid`: roll the pair through level 2 while the old refresh
-    // token still works (the policy `watch` follows, for cron users).
-    let roll = !a.mint
-        && match a.rt_min_valid {
-            Some(window) => engine::refresh_token_expiring(&store, &org, window).await?,
-            None => false,
-        };
-    let outcome = if roll {
-        tracing::info!(
-            "the service-app refresh token expires within --rt-min-valid: minting a new pair with level 2"
-        );
-        let mint = Policy {
-            mint: true,
-            ..policy.clone()
-        };
-        match engine::ensure(&store, |c| settings.api(c), &mint, &org, &ctx).await {
-            Ok(o) => o,
-            // The old pair still works: keep the token working with it and
-            // say the roll failed (a transient failure is reported as such).
-            Err(e) if e.exit_code() != crate::error::exit::TRANSIENT => {
-                tracing::warn!(
-                    "could not mint a new token pair ({e}); the service-app refresh token will lapse unless this is fixed"
-                );
-                engine::ensure(&store, |c| settings.api(c), &policy, &org, &ctx).await?
-            }
-            Err(e) => return Err(e),
-        }
-    } else {
-        engine::ensure(&store, |c| settings.api(c), &policy, &org, &ctx).await?
-    };
+    if let Some(targets) = settings.org_targets(None)? {
+        return Ok(over_orgs(settings, printer, &policy, a.rt_min_valid, &targets).await);
+    }
+    let outcome = ensure_one(
+        settings,
+        &settings.files_store(),
+        &OrgId::configured(),
+        &super::ctx(settings, "refresh"),
+        &policy,
+        a.rt_min_valid,
+    )
+    .await?;
     printer.refresh(
         &outcome,
         clock::now(),
@@ -57,4 +40,83 @@ pub async fn run(settings: &Settings, printer: &Printer, a: &RefreshArgs) -> Res
         &settings.config_path,
     );
     Ok(0)
+}
+
+/// One org's refresh; with `--rt-min-valid`, rolls the pair through level 2
+/// while the old refresh token still works (the policy `watch` follows, for
+/// cron users).
+async fn ensure_one(
+    settings: &Settings,
+    store: &FilesStore,
+    org: &OrgId,
+    ctx: &Ctx<'_>,
+    policy: &Policy,
+    rt_min_valid: Option<Duration>,
+) -> Result<Outcome, Error> {
+    let roll = !policy.mint
+        && match rt_min_valid {
+            Some(window) => engine::refresh_token_expiring(store, org, window).await?,
+            None => false,
+        };
+    if !roll {
+        return engine::ensure(store, |c| settings.api(c), policy, org, ctx).await;
+    }
+    tracing::info!(
+        "the service-app refresh token expires within --rt-min-valid: minting a new pair with level 2"
+    );
+    let mint = Policy {
+        mint: true,
+        ..policy.clone()
+    };
+    match engine::ensure(store, |c| settings.api(c), &mint, org, ctx).await {
+        Ok(o) => Ok(o),
+        // The old pair still works: keep the token working with it and
+        // say the roll failed (a transient failure is reported as such).
+        Err(e) if e.exit_code() != exit::TRANSIENT => {
+            tracing::warn!(
+                "could not mint a new token pair ({e}); the service-app refresh token will lapse unless this is fixed"
+            );
+            engine::ensure(store, |c| settings.api(c), policy, org, ctx).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `refresh` for each org of `serviceApp.orgs`, at most `--concurrency` at
+/// once; one org's failure never stops the others. Exit code: the worst.
+async fn over_orgs(
+    settings: &Settings,
+    printer: &Printer,
+    policy: &Policy,
+    rt_min_valid: Option<Duration>,
+    targets: &[OrgTarget],
+) -> u8 {
+    let runs = targets.iter().enumerate().map(|(i, t)| async move {
+        let ctx = super::ctx_for(settings, "refresh", &t.store.env_path);
+        let r = ensure_one(settings, &t.store, &t.org, &ctx, policy, rt_min_valid).await;
+        (i, r)
+    });
+    let mut done: Vec<(usize, Result<_, Error>)> = stream::iter(runs)
+        .buffer_unordered(settings.concurrency)
+        .collect()
+        .await;
+    done.sort_by_key(|(i, _)| *i);
+    let results: Vec<OrgResult<'_, _>> = done
+        .into_iter()
+        .map(|(i, result)| {
+            let t = &targets[i];
+            OrgResult {
+                name: t.name(),
+                target_org_id: t.org.listed_target().map(|(_, id)| id).unwrap_or_default(),
+                env_path: &t.store.env_path,
+                result,
+            }
+        })
+        .collect();
+    let code = exit::worst(results.iter().map(|r| match &r.result {
+        Ok(_) => 0,
+        Err(e) => e.exit_code(),
+    }));
+    printer.refresh_orgs(&results, clock::now(), &settings.config_path, code);
+    code
 }

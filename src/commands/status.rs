@@ -5,32 +5,80 @@ use crate::chain::{self, Level};
 use crate::cli::StatusArgs;
 use crate::clock;
 use crate::config::Absence;
-use crate::error::Error;
-use crate::output::Printer;
+use crate::config::Config;
+use crate::error::{Error, exit};
 use crate::output::status::{
     CheckResult, Credential, Online, StatusReport, check_message, expiring_line,
 };
-use crate::settings::Settings;
+use crate::output::{OrgResult, Printer};
+use crate::settings::{OrgTarget, Settings};
+use crate::store::EnvState;
 use crate::webex::{ApiError, WebexApi};
+use futures_util::{StreamExt, stream};
 
 pub async fn run(settings: &Settings, printer: &Printer, a: &StatusArgs) -> Result<u8, Error> {
-    let report = gather(settings, a).await?;
+    // The config first (its errors come first for `status`), then the env file.
+    let config = Config::load(&settings.config_path)?;
+    if let Some(targets) = settings.org_targets_in(&config, None)? {
+        return Ok(over_orgs(settings, printer, a, &config, &targets).await);
+    }
+    let state = settings.files_store().read_env()?;
+    let report = gather(settings, a, &config, &state).await;
     let code = report.failure.as_ref().map_or(0, Error::exit_code);
     printer.status(&report);
     Ok(code)
 }
 
-async fn gather(settings: &Settings, a: &StatusArgs) -> Result<StatusReport, Error> {
-    // The config first (its errors come first for `status`), then the env file.
-    let config = crate::config::Config::load(&settings.config_path)?;
-    let state = settings.files_store().read_env()?;
+/// A section per org of `serviceApp.orgs` (at most `--concurrency` online
+/// checks at once); `--check` covers every org. Exit code: the worst.
+async fn over_orgs(
+    settings: &Settings,
+    printer: &Printer,
+    a: &StatusArgs,
+    config: &Config,
+    targets: &[OrgTarget],
+) -> u8 {
+    let runs = targets.iter().map(|t| async move {
+        let mut config = config.clone();
+        if let Some((index, id)) = t.org.listed_target() {
+            config.service_app = config.service_app.for_org(index, id);
+        }
+        let result = match t.store.read_env() {
+            Ok(state) => Ok(gather(settings, a, &config, &state).await),
+            Err(e) => Err(Error::from(e)),
+        };
+        OrgResult {
+            name: t.name(),
+            target_org_id: t.org.listed_target().map(|(_, id)| id).unwrap_or_default(),
+            env_path: &t.store.env_path,
+            result,
+        }
+    });
+    let reports: Vec<OrgResult<'_, StatusReport>> = stream::iter(runs)
+        .buffered(settings.concurrency)
+        .collect()
+        .await;
+    let code = exit::worst(reports.iter().map(|r| match &r.result {
+        Ok(report) => report.failure.as_ref().map_or(0, Error::exit_code),
+        Err(e) => e.exit_code(),
+    }));
+    printer.status_orgs(&reports, code);
+    code
+}
+
+async fn gather(
+    settings: &Settings,
+    a: &StatusArgs,
+    config: &Config,
+    state: &EnvState,
+) -> StatusReport {
     let now = clock::now();
     let t = &state.tokens;
     let integ = config.integration.as_ref();
-    let levels = chain::availability(&config, t, now).to_vec();
+    let levels = chain::availability(config, t, now).to_vec();
 
     let online = if a.online {
-        let api = settings.api(&config);
+        let api = settings.api(config);
         Some(match &t.access_token {
             None => Online::NoToken,
             Some(tok) => match api.validate(tok).await {
@@ -109,19 +157,19 @@ async fn gather(settings: &Settings, a: &StatusArgs) -> Result<StatusReport, Err
         .filter(|c| !c.expiring.is_empty())
         .map(|c| check_failure(c, &levels));
 
-    Ok(StatusReport {
+    StatusReport {
         now,
         env_file: state.path.clone(),
         env_file_exists: state.doc.is_some(),
         config_file: config.path.clone(),
-        api_base: settings.api_base(Some(&config)),
+        api_base: settings.api_base(Some(config)),
         credentials,
         levels,
         online,
         check,
         failure,
         notes: config.notes.clone(),
-    })
+    }
 }
 
 /// `--check` failing: one concrete step per kind of credential that lapses.

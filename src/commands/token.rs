@@ -6,7 +6,6 @@ use crate::engine;
 use crate::error::Error;
 use crate::output::Printer;
 use crate::settings::Settings;
-use crate::tokens::OrgId;
 
 /// The fresh case without an async runtime: two small files read, one line
 /// printed. `None` when the token must be checked or refreshed (or
@@ -15,7 +14,14 @@ pub fn fast(settings: &Settings, printer: &Printer, a: &TokenArgs) -> Option<u8>
     if a.validate {
         return None;
     }
-    match settings.files_store().load_now() {
+    let store = match settings.one_org("token") {
+        Ok((_, store)) => store,
+        Err(e) => {
+            printer.error("token", &e);
+            return Some(e.exit_code());
+        }
+    };
+    match store.load_now() {
         Ok(snap) if engine::is_fresh(&snap.tokens, a.min_valid) => {
             let access = snap.tokens.access_token.as_ref()?;
             printer.token(access, snap.tokens.access_expires_at, clock::now());
@@ -32,13 +38,13 @@ pub fn fast(settings: &Settings, printer: &Printer, a: &TokenArgs) -> Option<u8>
 
 pub async fn run(settings: &Settings, printer: &Printer, a: &TokenArgs) -> Result<u8, Error> {
     let policy = engine::working_policy(a.min_valid, a.validate);
-    let (store, org) = (settings.files_store(), OrgId::configured());
+    let (org, store) = settings.one_org("token")?;
     let tokens = match engine::ensure(
         &store,
         |c| settings.api(c),
         &policy,
         &org,
-        &super::ctx(settings, "token"),
+        &super::ctx_for(settings, "token", &store.env_path),
     )
     .await
     {

@@ -76,8 +76,67 @@ impl Printer {
             self.emit_json(&refresh_json(o, now, env_path, config_path));
             return;
         }
+        self.emit_text(&self.refresh_text(o, now, config_path));
+    }
+
+    /// Output of `refresh` over several orgs: one line per org (failures
+    /// also on stderr, even with `-q`), or one object with an `orgs` array.
+    /// `exit_code` is the run's (the worst of the orgs').
+    pub fn refresh_orgs(
+        &self,
+        results: &[OrgResult<'_, Outcome>],
+        now: Timestamp,
+        config_path: &Path,
+        exit_code: u8,
+    ) {
+        let failed: Vec<(String, &Error)> = results
+            .iter()
+            .filter_map(|r| r.result.as_ref().err().map(|e| (r.name.to_string(), e)))
+            .collect();
+        if self.json {
+            let orgs: Vec<Value> = results
+                .iter()
+                .map(|r| {
+                    r.object(match &r.result {
+                        Ok(o) => refresh_json(o, now, r.env_path, config_path),
+                        Err(e) => failure_json("refresh", e),
+                    })
+                })
+                .collect();
+            self.emit_json(&json!({
+                "schemaVersion": SCHEMA_VERSION,
+                "command": "refresh",
+                "ok": failed.is_empty(),
+                "exitCode": exit_code,
+                "orgs": orgs,
+            }));
+        } else {
+            let lines: Vec<String> = results
+                .iter()
+                .map(|r| match &r.result {
+                    Ok(o) => format!("{}: {}", r.name, self.refresh_text(o, now, config_path)),
+                    Err(e) => format!("{}: {} {e}", r.name, self.paint("31", "error:")),
+                })
+                .collect();
+            self.emit_text(&lines.join("\n"));
+        }
+        if !failed.is_empty() {
+            self.stderr_failures(
+                "refresh",
+                &format!(
+                    "{} of {} orgs could not be refreshed",
+                    failed.len(),
+                    results.len()
+                ),
+                exit_code,
+                &failed,
+            );
+        }
+    }
+
+    fn refresh_text(&self, o: &Outcome, now: Timestamp, config_path: &Path) -> String {
         let exp = expiry_text(o.tokens.access_expires_at, now);
-        let text = match &o.action {
+        match &o.action {
             Action::Kept(v) => {
                 let how = match v {
                     Validation::Checked => "works (checked with Webex)",
@@ -102,8 +161,7 @@ impl Printer {
             Action::WouldRefresh { level, trigger } => format!(
                 "dry run: would refresh via {level}, because {trigger}; nothing was written"
             ),
-        };
-        self.emit_text(&text);
+        }
     }
 
     /// One `watch --json` event: a line on stdout with `schemaVersion`,
@@ -163,14 +221,7 @@ impl Printer {
     pub fn error(&self, command: &str, err: &Error) {
         self.stderr_error(command, err);
         if self.json {
-            self.emit_json(&json!({
-                "schemaVersion": SCHEMA_VERSION,
-                "command": command,
-                "ok": false,
-                "exitCode": err.exit_code(),
-                "error": error_json_fields(err),
-                "attempts": attempts_json(err.attempts()),
-            }));
+            self.emit_json(&failure_json(command, err));
         }
     }
 
@@ -256,6 +307,46 @@ impl Printer {
             }
         }
     }
+}
+
+/// One org's result in a command over several orgs.
+pub struct OrgResult<'a, T> {
+    pub name: &'a str,
+    pub target_org_id: &'a str,
+    pub env_path: &'a Path,
+    pub result: Result<T, Error>,
+}
+
+impl<T> OrgResult<'_, T> {
+    /// A command's object for this org inside an `orgs` array: the org's
+    /// name, `targetOrgId` and env file first, without the members the
+    /// outer object carries.
+    pub fn object(&self, inner: Value) -> Value {
+        let mut m = serde_json::Map::new();
+        m.insert("org".into(), json!(self.name));
+        m.insert("targetOrgId".into(), json!(self.target_org_id));
+        if let Value::Object(inner) = inner {
+            for (k, v) in inner {
+                if k != "schemaVersion" && k != "command" {
+                    m.insert(k, v);
+                }
+            }
+        }
+        m.insert("envFile".into(), json!(self.env_path.display().to_string()));
+        Value::Object(m)
+    }
+}
+
+/// The `--json` failure object of `command`.
+pub fn failure_json(command: &str, err: &Error) -> Value {
+    json!({
+        "schemaVersion": SCHEMA_VERSION,
+        "command": command,
+        "ok": false,
+        "exitCode": err.exit_code(),
+        "error": error_json_fields(err),
+        "attempts": attempts_json(err.attempts()),
+    })
 }
 
 /// The `error` member of a failure object.

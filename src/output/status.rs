@@ -1,6 +1,6 @@
 //! `status`: the typed report a command gathers, rendered as JSON or text.
 
-use super::{Printer, SCHEMA_VERSION, error_json_fields, expiry_text, token_json};
+use super::{OrgResult, Printer, SCHEMA_VERSION, error_json_fields, expiry_text, token_json};
 use crate::chain::Level;
 use crate::clock;
 use crate::error::Error;
@@ -207,6 +207,69 @@ impl Printer {
             self.stderr_error("status", e);
         }
     }
+}
+
+impl Printer {
+    /// `status` over several orgs: a section per org, or one object with an
+    /// `orgs` array of each org's status object. Failures (a failed
+    /// `--check`, an org whose files cannot be read) also go to stderr.
+    pub fn status_orgs(&self, reports: &[OrgResult<'_, StatusReport>], exit_code: u8) {
+        let failures: Vec<(String, &Error)> = reports
+            .iter()
+            .filter_map(|r| {
+                let e = match &r.result {
+                    Ok(report) => report.failure.as_ref()?,
+                    Err(e) => e,
+                };
+                Some((r.name.to_string(), e))
+            })
+            .collect();
+        let json_value = json!({
+            "schemaVersion": SCHEMA_VERSION,
+            "command": "status",
+            "ok": failures.is_empty(),
+            "exitCode": exit_code,
+            "orgs": reports.iter().map(|r| {
+                r.object(match &r.result {
+                    Ok(report) => report.to_json(),
+                    Err(e) => super::failure_json("status", e),
+                })
+            }).collect::<Vec<_>>(),
+        });
+        let human = reports
+            .iter()
+            .map(|r| {
+                let body = match &r.result {
+                    Ok(report) => report.to_text(),
+                    Err(e) => format!("error: {e}"),
+                };
+                format!("org {} ({})\n{}", r.name, r.target_org_id, indent(&body))
+            })
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        self.report(&json_value, &human);
+        if !failures.is_empty() {
+            self.stderr_failures(
+                "status",
+                &format!("{} of {} orgs failed", failures.len(), reports.len()),
+                exit_code,
+                &failures,
+            );
+        }
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            if l.is_empty() {
+                String::new()
+            } else {
+                format!("  {l}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// "expires … (in …)" for a `--check` line.

@@ -1281,6 +1281,13 @@ mod tests {
                 prop_assert!(e.is_some_and(|e| line_of(&before.bytes, e.start) == line));
                 return Ok(());
             }
+            // The rewrite's own check found that dotenvy would read the
+            // result differently (exotic quoting next to an owned key, e.g.
+            // `K='\' #"`): refused, naming the line, nothing written.
+            Err(e @ EnvFileError::Inconsistent { .. }) => {
+                prop_assert!(e.to_string().contains("line"), "{}", e);
+                return Ok(());
+            }
             Err(e) => return Err(TestCaseError::fail(format!("render failed: {e}"))),
         };
         let after = EnvDocument::parse(rendered.clone(), &path())

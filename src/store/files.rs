@@ -15,7 +15,7 @@ use super::env_file::{self, EnvDocument, EnvFileError};
 use super::fs_atomic::{self, WriteMode};
 use super::{LockScope, Snapshot, StoreError, TokenStore, wrong_scope};
 use crate::clock;
-use crate::config::{Config, PersonalUpdate};
+use crate::config::{Config, ParsedCache, PersonalUpdate};
 use crate::names::*;
 use crate::secret::{ExposeSecret, secret};
 use crate::tokens::StoredTokens;
@@ -23,6 +23,7 @@ use crate::tokens::{OrgId, RenewableUpdate};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Holds the lock until dropped (closing the file releases it).
@@ -413,12 +414,16 @@ pub(crate) fn owner_of(path: &Path) -> Option<String> {
     Some(format!("uid {} gid {}", m.uid(), m.gid()))
 }
 
-/// The files backend: one env file (one org) and the config file.
+/// The files backend: one env file (one org) and the config file. With
+/// several orgs each has its own `FilesStore` (its env file and lock); they
+/// share the config file and its lock.
 #[derive(Debug, Clone)]
 pub struct FilesStore {
     pub env_path: PathBuf,
     pub config_path: PathBuf,
     pub mode: WriteMode,
+    /// Shared by the orgs of one run (see [`ParsedCache`]).
+    pub config_cache: Arc<ParsedCache>,
 }
 
 /// A held lock of the files backend and what it covers.
@@ -442,7 +447,7 @@ impl FilesStore {
     /// file reads, so `token`'s fast path can call it without a runtime.
     pub fn load_now(&self) -> Result<Snapshot, StoreError> {
         let env = read_env(&self.env_path)?;
-        let config = Config::load(&self.config_path)?;
+        let config = Config::load_with(&self.config_path, &self.config_cache)?;
         Ok(Snapshot {
             tokens: env.tokens,
             config,
@@ -471,8 +476,13 @@ impl TokenStore for FilesStore {
         })
     }
 
-    async fn load(&self, _org: &OrgId) -> Result<Snapshot, StoreError> {
-        self.load_now()
+    async fn load(&self, org: &OrgId) -> Result<Snapshot, StoreError> {
+        let mut snap = self.load_now()?;
+        // A listed org's mint carries its own `targetOrgId`.
+        if let Some((index, target)) = org.listed_target() {
+            snap.config.service_app = snap.config.service_app.for_org(index, target);
+        }
+        Ok(snap)
     }
 
     async fn save_service(

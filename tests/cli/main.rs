@@ -9,6 +9,7 @@ mod datasources;
 mod files;
 mod hardening;
 mod inprocess;
+mod orgs;
 mod python_sample;
 mod setup_oauth;
 mod sim_e2e;

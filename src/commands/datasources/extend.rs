@@ -2,11 +2,13 @@
 //! within `--min-valid`, at most `--concurrency` PUTs in flight.
 
 use super::session::{Renew, Session};
-use super::{DataSource, get_one, list_all, new_nonce, open, parse_source, shown};
+use super::{DataSource, OrgFiles, get_one, list_all, new_nonce, open, parse_source, shown};
 use crate::audit;
 use crate::cli::DsExtendArgs;
 use crate::clock;
+use crate::error::exit;
 use crate::error::{DsError, Error};
+use crate::output::OrgResult;
 use crate::output::{self, Printer, SCHEMA_VERSION};
 use crate::secret::{SecretString, fingerprint};
 use crate::settings::Settings;
@@ -41,7 +43,114 @@ pub(super) async fn extend(
     name: &'static str,
     a: &DsExtendArgs,
 ) -> Result<u8, Error> {
-    let s = open(settings, name, true).await?;
+    // `--all` covers every chosen org; ids belong to one org.
+    let several = match a.all {
+        true => settings.org_targets(None)?,
+        false => None,
+    };
+    let Some(targets) = several else {
+        let org = OrgFiles::one(settings, name)?;
+        let done = extend_org(settings, name, a, &org).await?;
+        let now = clock::now();
+        let (v, human) = extend_report(printer, name, a, &done, now);
+        printer.report(&v, &human);
+        extend_failures(printer, name, &done, "");
+        return Ok(done.code);
+    };
+    // One org after another: each org's renewals already fill
+    // `--concurrency`, so requests in flight stay within it.
+    let orgs: Vec<OrgFiles> = targets.into_iter().map(OrgFiles::from).collect();
+    let mut done = Vec::new();
+    for org in &orgs {
+        done.push(extend_org(settings, name, a, org).await);
+    }
+    let now = clock::now();
+    let results: Vec<OrgResult<'_, Extended>> = orgs
+        .iter()
+        .zip(done)
+        .map(|(o, result)| OrgResult {
+            name: o.org.name().unwrap_or_default(),
+            target_org_id: o.org.listed_target().map(|(_, id)| id).unwrap_or_default(),
+            env_path: &o.store.env_path,
+            result,
+        })
+        .collect();
+    let code = exit::worst(results.iter().map(|r| match &r.result {
+        Ok(done) => done.code,
+        Err(e) => e.exit_code(),
+    }));
+    let mut sections = Vec::new();
+    let mut objects = Vec::new();
+    for r in &results {
+        let (v, body) = match &r.result {
+            Ok(done) => extend_report(printer, name, a, done, now),
+            Err(e) => (output::failure_json(name, e), format!("error: {e}")),
+        };
+        objects.push(r.object(v));
+        let body: Vec<String> = body
+            .lines()
+            .map(|l| {
+                if l.is_empty() {
+                    String::new()
+                } else {
+                    format!("  {l}")
+                }
+            })
+            .collect();
+        sections.push(format!(
+            "org {} ({})\n{}",
+            r.name,
+            r.target_org_id,
+            body.join("\n")
+        ));
+    }
+    let v = json!({
+        "schemaVersion": SCHEMA_VERSION,
+        "command": name,
+        "ok": code == 0,
+        "exitCode": code,
+        "orgs": objects,
+    });
+    printer.report(&v, &sections.join("\n\n"));
+    // Failures on stderr: whole orgs, then single data sources.
+    let org_failures: Vec<(String, &Error)> = results
+        .iter()
+        .filter_map(|r| r.result.as_ref().err().map(|e| (r.name.to_string(), e)))
+        .collect();
+    if !org_failures.is_empty() {
+        printer.stderr_failures(
+            name,
+            &format!(
+                "{} of {} orgs could not be worked on",
+                org_failures.len(),
+                results.len()
+            ),
+            code,
+            &org_failures,
+        );
+    }
+    for r in &results {
+        if let Ok(done) = &r.result {
+            extend_failures(printer, name, done, r.name);
+        }
+    }
+    Ok(code)
+}
+
+/// One org's `extend`: what happened to each data source.
+struct Extended {
+    results: Vec<(String, Fate)>,
+    refreshed: bool,
+    code: u8,
+}
+
+async fn extend_org(
+    settings: &Settings,
+    name: &'static str,
+    a: &DsExtendArgs,
+    org: &OrgFiles,
+) -> Result<Extended, Error> {
+    let s = open(settings, org, name, true).await?;
     let now = clock::now();
     let threshold = clock::after(now, a.min_valid.as_secs());
     // Only a standing job (`--all`, run by a timer) is worth warning about;
@@ -163,7 +272,7 @@ pub(super) async fn extend(
             };
             (i, fate)
         })
-        .buffer_unordered(usize::from(a.concurrency.max(1)))
+        .buffer_unordered(settings.concurrency.max(1))
         .collect()
         .await;
     for (i, fate) in fates {
@@ -174,7 +283,6 @@ pub(super) async fn extend(
         .map(|(id, f)| (id, f.unwrap_or(Fate::NotAttempted)))
         .collect();
 
-    let now = clock::now();
     let code = results
         .iter()
         .map(|(_, f)| match f {
@@ -183,8 +291,11 @@ pub(super) async fn extend(
         })
         .max()
         .unwrap_or(0);
-    report_extend(printer, name, a, &results, s.refreshed(), code, now);
-    Ok(code)
+    Ok(Extended {
+        results,
+        refreshed: s.refreshed(),
+        code,
+    })
 }
 
 /// Errors after which the remaining sources are not tried: the service-app
@@ -301,15 +412,15 @@ fn error_json(e: &Error) -> Value {
     })
 }
 
-fn report_extend(
+/// One org's report: the `--json` object and the human text.
+fn extend_report(
     printer: &Printer,
     name: &'static str,
     a: &DsExtendArgs,
-    results: &[(String, Fate)],
-    refreshed: bool,
-    code: u8,
+    done: &Extended,
     now: Timestamp,
-) {
+) -> (Value, String) {
+    let (results, refreshed, code) = (&done.results, done.refreshed, done.code);
     let count = |f: fn(&Fate) -> bool| results.iter().filter(|(_, x)| f(x)).count();
     let extended = count(|f| matches!(f, Fate::Extended { .. }));
     let skipped = count(|f| matches!(f, Fate::Skipped { .. }));
@@ -413,12 +524,25 @@ fn report_extend(
         summary = "no data sources are registered for this service app".into();
     }
     human.push(summary);
-    printer.report(&v, &human.join("\n"));
+    (v, human.join("\n"))
+}
 
-    // Failures also go to stderr, so `-q` in cron still says what broke.
+/// Failed data sources also go to stderr, so `-q` in cron still says what
+/// broke. `org` (empty for the single org) prefixes the summary.
+fn extend_failures(printer: &Printer, name: &'static str, done: &Extended, org: &str) {
+    let (results, code) = (&done.results, done.code);
+    let failed = results
+        .iter()
+        .filter(|(_, f)| matches!(f, Fate::Failed(_)))
+        .count();
     if failed > 0 {
         let summary = format!(
-            "{failed} of {} data source{} could not be renewed",
+            "{}{failed} of {} data source{} could not be renewed",
+            if org.is_empty() {
+                String::new()
+            } else {
+                format!("org {org}: ")
+            },
             results.len(),
             if results.len() == 1 { "" } else { "s" }
         );

@@ -1,13 +1,15 @@
 //! `datasources list` and `datasources show`: every server-supplied text
 //! goes through [`shown`] before it reaches the terminal.
 
-use super::{DataSource, get_one, list_all, open, shown};
+use super::{DataSource, OrgFiles, get_one, list_all, open, shown};
 use crate::clock;
-use crate::error::Error;
-use crate::output::{self, Printer, SCHEMA_VERSION};
+use crate::error::{Error, exit};
+use crate::output::{self, OrgResult, Printer, SCHEMA_VERSION};
 use crate::secret::fingerprint;
 use crate::settings::Settings;
+use futures_util::{StreamExt, stream};
 use jiff::Timestamp;
+use serde_json::Value;
 use serde_json::json;
 
 pub(super) async fn list(
@@ -15,7 +17,90 @@ pub(super) async fn list(
     printer: &Printer,
     name: &'static str,
 ) -> Result<u8, Error> {
-    let s = open(settings, name, true).await?;
+    let Some(targets) = settings.org_targets(None)? else {
+        let org = OrgFiles::single(settings);
+        let (json_value, human) = list_org(settings, printer, name, &org).await?;
+        printer.report(&json_value, &human);
+        return Ok(0);
+    };
+    // Every chosen org with its own session, at most `--concurrency` at once.
+    let orgs: Vec<OrgFiles> = targets.into_iter().map(OrgFiles::from).collect();
+    let runs = orgs.iter().map(|o| async move {
+        OrgResult {
+            name: o.org.name().unwrap_or_default(),
+            target_org_id: o.org.listed_target().map(|(_, id)| id).unwrap_or_default(),
+            env_path: &o.store.env_path,
+            result: list_org(settings, printer, name, o).await,
+        }
+    });
+    let results: Vec<OrgResult<'_, (Value, String)>> = stream::iter(runs)
+        .buffered(settings.concurrency)
+        .collect()
+        .await;
+    let code = exit::worst(
+        results
+            .iter()
+            .map(|r| r.result.as_ref().map_or_else(Error::exit_code, |_| 0)),
+    );
+    let failed: Vec<(String, &Error)> = results
+        .iter()
+        .filter_map(|r| r.result.as_ref().err().map(|e| (r.name.to_string(), e)))
+        .collect();
+    let json_value = json!({
+        "schemaVersion": SCHEMA_VERSION,
+        "command": name,
+        "ok": failed.is_empty(),
+        "exitCode": code,
+        "orgs": results.iter().map(|r| r.object(match &r.result {
+            Ok((v, _)) => v.clone(),
+            Err(e) => output::failure_json(name, e),
+        })).collect::<Vec<_>>(),
+    });
+    let human = results
+        .iter()
+        .map(|r| {
+            let body = match &r.result {
+                Ok((_, h)) => h.clone(),
+                Err(e) => format!("error: {e}"),
+            };
+            let body: Vec<String> = body
+                .lines()
+                .map(|l| {
+                    if l.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  {l}")
+                    }
+                })
+                .collect();
+            format!("org {} ({})\n{}", r.name, r.target_org_id, body.join("\n"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    printer.report(&json_value, &human);
+    if !failed.is_empty() {
+        printer.stderr_failures(
+            name,
+            &format!(
+                "{} of {} orgs could not be listed",
+                failed.len(),
+                results.len()
+            ),
+            code,
+            &failed,
+        );
+    }
+    Ok(code)
+}
+
+/// One org's listing: its `--json` object and its human text.
+async fn list_org(
+    settings: &Settings,
+    printer: &Printer,
+    name: &'static str,
+    org: &OrgFiles,
+) -> Result<(Value, String), Error> {
+    let s = open(settings, org, name, true).await?;
     let sources = list_all(&s).await?;
     let now = clock::now();
     let disabled = sources.iter().filter(|d| d.is_disabled()).count();
@@ -41,8 +126,7 @@ pub(super) async fn list(
         human.push_str("\n\n");
         human.push_str(&human_block(printer, d, now, false));
     }
-    printer.report(&json_value, &human);
-    Ok(0)
+    Ok((json_value, human))
 }
 
 pub(super) async fn show(
@@ -51,7 +135,8 @@ pub(super) async fn show(
     name: &'static str,
     id: &str,
 ) -> Result<u8, Error> {
-    let s = open(settings, name, true).await?;
+    let org = OrgFiles::one(settings, name)?;
+    let s = open(settings, &org, name, true).await?;
     let d = get_one(&s, id).await?;
     let now = clock::now();
     let mut v = json!({"schemaVersion": SCHEMA_VERSION, "command": name, "ok": true});

@@ -36,8 +36,8 @@ use crate::engine;
 use crate::error::{DsError, Error};
 use crate::output::{self, Printer};
 use crate::secret::{ExposeSecret, SecretString};
-use crate::settings::Settings;
-use crate::store::{LockScope, Snapshot, StoreError, TokenStore};
+use crate::settings::{OrgTarget, Settings};
+use crate::store::{FilesStore, LockScope, Snapshot, StoreError, TokenStore};
 use crate::tokens::{OrgId, RenewableUpdate, StoredTokens};
 use crate::webex::{DataSourcesApi, HttpApi, MAX_PAGES, NextPage, Page};
 use base64::Engine;
@@ -70,6 +70,39 @@ pub async fn run(settings: &Settings, printer: &Printer, a: &DatasourcesArgs) ->
 struct EngineRenew<'a> {
     settings: &'a Settings,
     command: &'static str,
+    org: &'a OrgFiles,
+}
+
+/// The org a data-source command works on and its files.
+pub(super) struct OrgFiles {
+    org: OrgId,
+    store: FilesStore,
+}
+
+impl OrgFiles {
+    /// The one org of a command that needs exactly one (`show`, `register`,
+    /// `extend`): the single org, or the one `--org` names.
+    fn one(settings: &Settings, command: &str) -> Result<OrgFiles, Error> {
+        let (org, store) = settings.one_org(command)?;
+        Ok(OrgFiles { org, store })
+    }
+
+    /// The single org of a config without `serviceApp.orgs`.
+    fn single(settings: &Settings) -> OrgFiles {
+        OrgFiles {
+            org: OrgId::configured(),
+            store: settings.files_store(),
+        }
+    }
+}
+
+impl From<OrgTarget> for OrgFiles {
+    fn from(t: OrgTarget) -> OrgFiles {
+        OrgFiles {
+            org: t.org,
+            store: t.store,
+        }
+    }
 }
 
 impl Renew for EngineRenew<'_> {
@@ -84,11 +117,11 @@ impl Renew for EngineRenew<'_> {
             check: Check::TrustExpiry,
         };
         let outcome = engine::ensure(
-            &self.settings.files_store(),
+            &self.org.store,
             |c| self.settings.api(c),
             &policy,
-            &OrgId::configured(),
-            &super::ctx(self.settings, self.command),
+            &self.org.org,
+            &super::ctx_for(self.settings, self.command, &self.org.store.env_path),
         )
         .await?;
         Ok(Renewed {
@@ -139,19 +172,20 @@ impl<S: TokenStore> TokenStore for Remembering<S> {
 /// the API base the config names, taken from the config the engine read.
 async fn open<'a>(
     settings: &'a Settings,
+    org: &'a OrgFiles,
     command: &'static str,
     retries: bool,
 ) -> Result<Live<'a>, Error> {
     let store = Remembering {
-        inner: settings.files_store(),
+        inner: org.store.clone(),
         config: RefCell::new(None),
     };
     let working = engine::working_tokens(
         &store,
         |c| settings.api(c),
         SERVICE_TOKEN_MIN_VALID,
-        &OrgId::configured(),
-        &super::ctx(settings, command),
+        &org.org,
+        &super::ctx_for(settings, command, &org.store.env_path),
     )
     .await?;
     let config = store.config.into_inner();
@@ -165,7 +199,11 @@ async fn open<'a>(
         .ok_or_else(|| Error::Other("no service-app access token after the refresh".into()))?;
     Ok(Session::new(
         HttpApi::new(http),
-        EngineRenew { settings, command },
+        EngineRenew {
+            settings,
+            command,
+            org,
+        },
         token,
         working.refreshed,
     ))

@@ -3,7 +3,7 @@
 //! renewed the POST is sent again).
 
 use super::list::human_block;
-use super::{DataSource, new_nonce, open, parse_source, shown};
+use super::{DataSource, OrgFiles, new_nonce, open, parse_source, shown};
 use crate::audit;
 use crate::cli::DsRegisterArgs;
 use crate::clock;
@@ -22,7 +22,8 @@ pub(super) async fn register(
 ) -> Result<u8, Error> {
     // No retries: a POST that timed out may have registered the source, and
     // a second one would register it twice.
-    let s = open(settings, name, false).await?;
+    let org = OrgFiles::one(settings, name)?;
+    let s = open(settings, &org, name, false).await?;
     let nonce = new_nonce();
     let body = json!({
         "schemaId": r.schema_id,
