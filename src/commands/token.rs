@@ -24,6 +24,7 @@ pub fn fast(settings: &Settings, printer: &Printer, a: &TokenArgs) -> Option<u8>
     match store.load_now() {
         Ok(snap) if engine::is_fresh(&snap.tokens, a.min_valid) => {
             let access = snap.tokens.access_token.as_ref()?;
+            tracing::debug!("fresh stored token: answered before any runtime or HTTP client");
             printer.token(access, snap.tokens.access_expires_at, clock::now());
             Some(0)
         }

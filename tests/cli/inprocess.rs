@@ -73,3 +73,37 @@ async fn every_failure_is_a_json_line_under_log_format_json() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_fresh_token_is_answered_before_any_runtime() {
+    let t = TestEnv::new().await;
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(86_400)),
+        Some(OLD_REFRESH),
+    ));
+    let out = t.run_allowing(&["-v", "token"], &[OLD_ACCESS]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("answered before any runtime"),
+        "{}",
+        stderr(&out)
+    );
+    // Expiring: the runtime path (and a request) instead.
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(600)),
+        Some(OLD_REFRESH),
+    ));
+    t.mock_refresh(
+        SA_CLIENT_ID,
+        OLD_REFRESH,
+        token_response("SECRET-next", 86_400, None),
+    )
+    .await;
+    let mut t = t;
+    t.secret("SECRET-next");
+    let out = t.run_allowing(&["-v", "token"], &["SECRET-next"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!stderr(&out).contains("answered before any runtime"));
+}
