@@ -561,3 +561,33 @@ async fn a_404_without_a_webex_body_blames_the_api_base() {
     assert_eq!(code(&out), 4, "{}", stderr(&out));
     assert!(stderr(&out).contains("--api-base"), "{}", stderr(&out));
 }
+
+#[tokio::test]
+async fn the_tracking_id_header_is_read_whatever_its_case() {
+    let t = TestEnv::new().await;
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(-60)),
+        Some(OLD_REFRESH),
+    ));
+    t.mock_refresh(
+        SA_CLIENT_ID,
+        OLD_REFRESH,
+        ResponseTemplate::new(400)
+            .insert_header("Trackingid", "ROUTER_CASE_TEST")
+            .set_body_json(json!({"error": "invalid_grant"})),
+    )
+    .await;
+    t.mock_mint(
+        PAT,
+        ResponseTemplate::new(403).set_body_json(json!({"message": "no"})),
+    )
+    .await;
+    let out = t.run(&["refresh"]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("ROUTER_CASE_TEST"),
+        "{}",
+        stderr(&out)
+    );
+}
