@@ -69,24 +69,30 @@ pub fn signal_name(number: i32) -> &'static str {
 /// Starts watching SIGTERM, SIGINT and SIGHUP on the current runtime.
 pub fn install(mode: Mode) {
     REPORT.store(mode == Mode::Report, Ordering::SeqCst);
+    // A thread of its own rather than tokio's signal streams: a signal must
+    // be acted on even while the runtime's one thread is blocked (waiting
+    // for the person in `setup-oauth`, a file lock, a hook). Installed once
+    // per process (in-process callers may run several commands).
+    static INSTALLED: OnceLock<()> = OnceLock::new();
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        for (kind, number) in [
-            (SignalKind::terminate(), 15),
-            (SignalKind::interrupt(), 2),
-            (SignalKind::hangup(), 1),
-        ] {
-            let Ok(mut stream) = signal(kind) else {
-                continue;
-            };
-            tokio::spawn(async move {
-                while stream.recv().await.is_some() {
-                    arrived(number);
+    INSTALLED.get_or_init(|| {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+            Ok(mut signals) => {
+                let spawned = std::thread::Builder::new()
+                    .name("webex-token-signals".into())
+                    .spawn(move || {
+                        for number in signals.forever() {
+                            arrived(number);
+                        }
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!("could not watch for stop signals: {e}");
                 }
-            });
+            }
+            Err(e) => tracing::warn!("could not watch for stop signals: {e}"),
         }
-    }
+    });
 }
 
 fn arrived(number: i32) {

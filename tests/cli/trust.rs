@@ -591,3 +591,40 @@ async fn the_tracking_id_header_is_read_whatever_its_case() {
         stderr(&out)
     );
 }
+
+#[tokio::test]
+async fn ctrl_c_stops_setup_oauth_while_it_waits_for_the_person() {
+    let t = TestEnv::new().await;
+    let before = std::fs::read_to_string(t.config_path()).unwrap();
+    // Waiting for a pasted address on a stdin that stays open.
+    let mut child = t
+        .std_cmd()
+        .args([
+            "setup-oauth",
+            "--manual",
+            "--no-browser",
+            "--timeout",
+            "60s",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let started = Instant::now();
+    Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "Ctrl-C was not acted on"
+    );
+    assert_eq!(code(&out), 130, "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(t.config_path()).unwrap(), before);
+}
