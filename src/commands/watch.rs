@@ -10,8 +10,11 @@
 
 use crate::audit;
 use crate::chain::{Action, Check, Outcome, Policy};
+use crate::cli::MAX_TOKEN_LIFETIME_MINUTES;
 use crate::cli::WatchArgs;
 use crate::clock;
+use crate::engine::datasources::OrgFiles;
+use crate::engine::datasources::extend::{ExtendParams, Extended, Fate, extend_org};
 use crate::engine::schedule::{self, Inputs, Task};
 use crate::engine::{self, signals};
 use crate::error::{Error, exit};
@@ -90,6 +93,10 @@ pub async fn run(settings: &Settings, printer: &Printer, a: &WatchArgs) -> Resul
         waiting_for_reauth: false,
         ready: false,
         jitter: draw_jitter(a.min_valid),
+        ds_next: a.datasources.then(clock::now),
+        ds_failures: 0,
+        ds_code: 0,
+        ds_ran: false,
     };
     w.event(
         "started",
@@ -100,6 +107,8 @@ pub async fn run(settings: &Settings, printer: &Printer, a: &WatchArgs) -> Resul
             "checkIntervalSeconds": a.check_interval.as_secs(),
             "rtMinValidSeconds": a.rt_min_valid.as_secs(),
             "health": a.health.map(|h| h.to_string()),
+            "datasources": a.datasources,
+            "dsMinValidSeconds": a.datasources.then_some(a.ds_min_valid.as_secs()),
             "once": a.once,
         }),
     );
@@ -135,6 +144,14 @@ struct Watcher<'a> {
     waiting_for_reauth: bool,
     ready: bool,
     jitter: Duration,
+    /// `--datasources`: when the data sources are next due.
+    ds_next: Option<Timestamp>,
+    /// Data-source renewal runs that failed in a row.
+    ds_failures: u32,
+    /// The exit code of the last renewal run (for `--once`).
+    ds_code: u8,
+    /// A renewal run has been made.
+    ds_ran: bool,
 }
 
 /// What one tick came to.
@@ -163,6 +180,9 @@ impl Watcher<'_> {
                 self.roll_not_before = None;
                 self.failures = 0;
                 self.last_validated = None;
+                if self.a.datasources {
+                    self.ds_next = Some(clock::now());
+                }
             }
             let now = clock::now();
             let snap = match self.store.load(&self.org).await {
@@ -183,9 +203,22 @@ impl Watcher<'_> {
                     self.monitor.observe(&snap.tokens, &snap.config);
                     let inputs = self.inputs(&snap.tokens, now);
                     if let Some(task) = schedule::due(&inputs) {
-                        let tick = self.tick(task, &snap.tokens).await;
+                        let tick = if task == Task::Extend {
+                            self.extend().await
+                        } else {
+                            self.tick(task, &snap.tokens).await
+                        };
                         if self.a.once {
                             match tick {
+                                // `--once --datasources`: the data sources
+                                // too, right after the token is known to work.
+                                Tick::Done if self.a.datasources && !self.ds_ran => {
+                                    return match self.extend().await {
+                                        Tick::Done => Ok(self.ds_code),
+                                        Tick::Failed(e) => Err(e),
+                                    };
+                                }
+                                Tick::Done if task == Task::Extend => return Ok(self.ds_code),
                                 Tick::Done => return Ok(0),
                                 // A failed roll leaves the old pair working:
                                 // the tick goes on with the access token.
@@ -240,6 +273,7 @@ impl Watcher<'_> {
             jitter: self.jitter,
             roll_not_before: self.roll_not_before,
             blocked_until: self.blocked_until,
+            extend_at: self.ds_next,
         }
     }
 
@@ -274,6 +308,8 @@ impl Watcher<'_> {
                 policy(Duration::from_secs(window), false)
             }
             Task::Roll => policy(self.a.min_valid, true),
+            // Handled by `extend`; a plain check if it ever came here.
+            Task::Extend => policy(self.a.min_valid, false),
         };
         if task == Task::Roll {
             tracing::info!(
@@ -376,6 +412,142 @@ impl Watcher<'_> {
         if let Some(event) = event {
             self.run_hooks(event, &o.tokens).await;
         }
+    }
+
+    /// `--datasources`: renews the data-source tokens that expire within
+    /// `--ds-min-valid` (as `datasources extend --all`) and plans the next
+    /// run for the earliest expiry left minus `--ds-min-valid`.
+    async fn extend(&mut self) -> Tick {
+        self.ds_ran = true;
+        let org = OrgFiles::single(self.settings);
+        let params = ExtendParams {
+            all: true,
+            ids: &[],
+            min_valid: self.a.ds_min_valid,
+            lifetime: MAX_TOKEN_LIFETIME_MINUTES,
+            dry_run: false,
+        };
+        let result = extend_org(self.settings, "watch", &params, &org).await;
+        let now = clock::now();
+        let done = match result {
+            Ok(done) => done,
+            Err(e) => {
+                self.ds_code = e.exit_code();
+                let retry_at = self.ds_retry(now);
+                tracing::warn!(
+                    "could not renew the data sources (trying again at {}): {e}",
+                    clock::format_utc(retry_at)
+                );
+                self.printer.stderr_error("watch", &e);
+                self.monitor.failed(&e, false);
+                self.event(
+                    "failed",
+                    json!({
+                        "task": Task::Extend.name(),
+                        "exitCode": e.exit_code(),
+                        "error": output::error_json_fields(&e),
+                        "retryAt": clock::format_utc(retry_at),
+                    }),
+                );
+                return Tick::Failed(e);
+            }
+        };
+        self.ds_code = done.code;
+        let count = |f: fn(&Fate) -> bool| done.results.iter().filter(|(_, x)| f(x)).count();
+        let extended = count(|f| matches!(f, Fate::Extended { .. }));
+        let skipped = count(|f| matches!(f, Fate::Skipped { .. }));
+        let failed = count(|f| matches!(f, Fate::Failed(_) | Fate::NotAttempted));
+        let next = if failed > 0 {
+            let items: Vec<(String, &Error)> = done
+                .results
+                .iter()
+                .filter_map(|(id, f)| match f {
+                    Fate::Failed(e) => Some((id.clone(), e)),
+                    _ => None,
+                })
+                .collect();
+            self.printer.stderr_failures(
+                "watch",
+                &format!(
+                    "{failed} of {} data sources could not be renewed",
+                    done.results.len()
+                ),
+                done.code,
+                &items,
+            );
+            self.ds_retry(now)
+        } else {
+            self.ds_failures = 0;
+            self.ds_plan(&done, now)
+        };
+        self.ds_next = Some(next);
+        tracing::info!(
+            "data sources: {extended} renewed, {skipped} skipped{}; next renewal run at {}",
+            if failed > 0 {
+                format!(", {failed} failed")
+            } else {
+                String::new()
+            },
+            clock::format_utc(next)
+        );
+        let fields = json!({
+            "task": Task::Extend.name(),
+            "exitCode": done.code,
+            "dsMinValidSeconds": self.a.ds_min_valid.as_secs(),
+            "serviceAppTokenRefreshed": done.refreshed,
+            "summary": {"extended": extended, "skipped": skipped, "failed": failed},
+            "dataSources": ds_results_json(&done, now),
+            "nextAt": clock::format_utc(next),
+        });
+        if extended > 0 {
+            self.event("extended", fields);
+            match self.store.load(&self.org).await {
+                Ok(snap) => self.run_hooks("extended", &snap.tokens).await,
+                Err(e) => tracing::warn!("could not read the tokens for the hooks: {e}"),
+            }
+        } else if failed > 0 {
+            self.event("failed", fields);
+        }
+        Tick::Done
+    }
+
+    /// After a failed renewal run: back off (5 s doubling to 5 min).
+    fn ds_retry(&mut self, now: Timestamp) -> Timestamp {
+        self.ds_failures = self.ds_failures.saturating_add(1);
+        let at = clock_after(now, schedule::backoff(self.ds_failures, fastrand::f64()));
+        self.ds_next = Some(at);
+        at
+    }
+
+    /// The next renewal run: the earliest known token expiry minus
+    /// `--ds-min-valid`; with no known expiry, after `--check-interval`
+    /// (to notice new data sources); a token that lives shorter than
+    /// `--ds-min-valid` waits half its life.
+    fn ds_plan(&self, done: &Extended, now: Timestamp) -> Timestamp {
+        let earliest = done
+            .results
+            .iter()
+            .filter_map(|(_, f)| match f {
+                Fate::Skipped { expires } => Some(*expires),
+                Fate::Extended { after, .. } => *after,
+                _ => None,
+            })
+            .min();
+        let Some(earliest) = earliest else {
+            return clock_after(now, self.a.check_interval.max(MIN_GAP));
+        };
+        let window = jiff::SignedDuration::try_from(self.a.ds_min_valid)
+            .unwrap_or(jiff::SignedDuration::MAX);
+        let at = earliest.checked_sub(window).unwrap_or(Timestamp::MIN);
+        if at > clock_after(now, MIN_GAP) {
+            return at;
+        }
+        let half = Duration::from_secs(clock::seconds_until(now, earliest).max(2) as u64 / 2);
+        tracing::warn!(
+            "a data-source token lives shorter than --ds-min-valid; next renewal run in {}",
+            clock::human_span(half.as_secs())
+        );
+        clock_after(now, half.max(MIN_GAP))
     }
 
     fn failed(&mut self, task: Option<Task>, e: &Error, now: Timestamp) {
@@ -516,6 +688,38 @@ impl Watcher<'_> {
             );
         }
     }
+}
+
+/// Each data source of a renewal run: what happened, its token's expiry
+/// and fingerprint (never the token).
+fn ds_results_json(done: &Extended, now: Timestamp) -> Vec<Value> {
+    let at = |t: Option<Timestamp>| {
+        json!({
+            "expiresAt": t.map(clock::format_utc),
+            "secondsLeft": t.map(|t| clock::seconds_until(now, t)),
+        })
+    };
+    done.results
+        .iter()
+        .map(|(id, f)| match f {
+            Fate::Skipped { expires } => {
+                json!({"id": id, "action": "skipped", "before": at(Some(*expires))})
+            }
+            Fate::WouldExtend { expires } => {
+                json!({"id": id, "action": "would_extend", "before": at(*expires)})
+            }
+            Fate::Extended {
+                before, after, jws, ..
+            } => json!({
+                "id": id, "action": "extended", "before": at(*before),
+                "after": at(*after), "jwsTokenFingerprint": jws,
+            }),
+            Fate::Failed(e) => json!({
+                "id": id, "action": "failed", "error": output::error_json_fields(e),
+            }),
+            Fate::NotAttempted => json!({"id": id, "action": "not_attempted"}),
+        })
+        .collect()
 }
 
 fn clock_after(now: Timestamp, d: Duration) -> Timestamp {
