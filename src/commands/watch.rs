@@ -79,48 +79,56 @@ pub async fn run(settings: &Settings, printer: &Printer, a: &WatchArgs) -> Resul
             }
         });
     }
-    let mut w = Watcher {
-        settings,
-        printer,
-        a,
-        store: settings.files_store(),
-        org: OrgId::configured(),
-        monitor,
-        last_validated: None,
-        roll_not_before: None,
-        blocked_until: None,
-        failures: 0,
-        waiting_for_reauth: false,
-        ready: false,
-        jitter: draw_jitter(a.min_valid),
-        ds_next: a.datasources.then(clock::now),
-        ds_failures: 0,
-        ds_code: 0,
-        ds_ran: false,
+    // With `serviceApp.orgs`: one watcher per chosen org, side by side
+    // (each with its own env file, lock, schedule and data sources).
+    let orgs: Vec<(OrgId, store::FilesStore)> = match settings.org_targets(None)? {
+        Some(targets) => targets.into_iter().map(|t| (t.org, t.store)).collect(),
+        None => vec![(OrgId::configured(), settings.files_store())],
     };
-    w.event(
-        "started",
-        json!({
-            "envFile": settings.env_path.display().to_string(),
-            "configFile": settings.config_path.display().to_string(),
-            "minValidSeconds": a.min_valid.as_secs(),
-            "checkIntervalSeconds": a.check_interval.as_secs(),
-            "rtMinValidSeconds": a.rt_min_valid.as_secs(),
-            "health": a.health.map(|h| h.to_string()),
-            "datasources": a.datasources,
-            "dsMinValidSeconds": a.datasources.then_some(a.ds_min_valid.as_secs()),
-            "once": a.once,
-        }),
-    );
-    if !a.once {
-        tracing::info!(
-            "watching {} (refresh {} before expiry, check every {})",
-            settings.env_path.display(),
-            clock::human_span(a.min_valid.as_secs()),
-            clock::human_span(a.check_interval.as_secs())
-        );
+    let watchers = orgs.into_iter().map(|(org, store)| {
+        let monitor = monitor.clone();
+        async move {
+            let mut w = Watcher {
+                settings,
+                printer,
+                a,
+                store,
+                org,
+                monitor,
+                last_validated: None,
+                roll_not_before: None,
+                blocked_until: None,
+                failures: 0,
+                waiting_for_reauth: false,
+                ready: false,
+                jitter: draw_jitter(a.min_valid),
+                ds_next: None,
+                ds_failures: 0,
+                ds_code: 0,
+                ds_ran: false,
+                hangups_seen: signals::hangups(),
+            };
+            w.start();
+            w.run().await
+        }
+    });
+    let results = futures_util::future::join_all(watchers).await;
+    let mut worst: Option<Result<u8, Error>> = None;
+    for r in results {
+        let code = match &r {
+            Ok(c) => *c,
+            Err(e) => e.exit_code(),
+        };
+        let before = match &worst {
+            None => None,
+            Some(Ok(c)) => Some(*c),
+            Some(Err(e)) => Some(e.exit_code()),
+        };
+        if before.is_none_or(|b| exit::worst([b, code]) != b) {
+            worst = Some(r);
+        }
     }
-    w.run().await
+    worst.unwrap_or(Ok(0))
 }
 
 /// A random share of the jitter window.
@@ -144,7 +152,8 @@ struct Watcher<'a> {
     waiting_for_reauth: bool,
     ready: bool,
     jitter: Duration,
-    /// `--datasources`: when the data sources are next due.
+    /// `--datasources`: when the data sources are next due (after the
+    /// first run).
     ds_next: Option<Timestamp>,
     /// Data-source renewal runs that failed in a row.
     ds_failures: u32,
@@ -152,6 +161,8 @@ struct Watcher<'a> {
     ds_code: u8,
     /// A renewal run has been made.
     ds_ran: bool,
+    /// SIGHUPs already acted on (each org's watcher sees every one).
+    hangups_seen: u64,
 }
 
 /// What one tick came to.
@@ -161,10 +172,39 @@ enum Tick {
 }
 
 impl Watcher<'_> {
+    fn start(&self) {
+        let (settings, a) = (self.settings, self.a);
+        self.event(
+            "started",
+            json!({
+                "envFile": self.store.env_path.display().to_string(),
+                "configFile": settings.config_path.display().to_string(),
+                "minValidSeconds": a.min_valid.as_secs(),
+                "checkIntervalSeconds": a.check_interval.as_secs(),
+                "rtMinValidSeconds": a.rt_min_valid.as_secs(),
+                "health": a.health.map(|h| h.to_string()),
+                "datasources": a.datasources,
+                "dsMinValidSeconds": a.datasources.then_some(a.ds_min_valid.as_secs()),
+                "once": a.once,
+            }),
+        );
+        if !a.once {
+            tracing::info!(
+                "watching {} (refresh {} before expiry, check every {})",
+                self.store.env_path.display(),
+                clock::human_span(a.min_valid.as_secs()),
+                clock::human_span(a.check_interval.as_secs())
+            );
+        }
+    }
+
     fn event(&self, name: &str, fields: Value) {
         let mut fields = fields;
         if let Value::Object(m) = &mut fields {
             m.insert("command".into(), json!("watch"));
+            if let Some(org) = self.org.name() {
+                m.insert("org".into(), json!(org));
+            }
         }
         self.printer.watch_event(name, clock::now(), fields);
     }
@@ -174,15 +214,16 @@ impl Watcher<'_> {
             if let Some(sig) = signals::stop_requested() {
                 return Ok(self.stop(signals::signal_name(sig)));
             }
-            if signals::take_hangup() {
+            let hangups = signals::hangups();
+            if hangups != self.hangups_seen {
+                self.hangups_seen = hangups;
                 tracing::info!("SIGHUP: re-reading the config and env file and planning anew");
                 self.blocked_until = None;
                 self.roll_not_before = None;
                 self.failures = 0;
                 self.last_validated = None;
-                if self.a.datasources {
-                    self.ds_next = Some(clock::now());
-                }
+                // The data sources too, right after the next check.
+                self.ds_ran = false;
             }
             let now = clock::now();
             let snap = match self.store.load(&self.org).await {
@@ -273,7 +314,13 @@ impl Watcher<'_> {
             jitter: self.jitter,
             roll_not_before: self.roll_not_before,
             blocked_until: self.blocked_until,
-            extend_at: self.ds_next,
+            // The first renewal run comes right after the first check
+            // (which may refresh the token the renewals use).
+            extend_at: match (self.a.datasources, self.ds_ran) {
+                (false, _) => None,
+                (true, true) => self.ds_next,
+                (true, false) => self.last_validated.map(|_| now),
+            },
         }
     }
 
@@ -284,7 +331,7 @@ impl Watcher<'_> {
         let watch_files = self.waiting_for_reauth;
         let files = [
             self.settings.config_path.clone(),
-            self.settings.env_path.clone(),
+            self.store.env_path.clone(),
         ];
         tokio::select! {
             _ = tokio::time::sleep(d) => false,
@@ -317,7 +364,7 @@ impl Watcher<'_> {
                 output::expiry_text(stored.refresh_expires_at, now)
             );
         }
-        let ctx = super::ctx(self.settings, "watch");
+        let ctx = super::ctx_for(self.settings, "watch", &self.store.env_path);
         let result = engine::ensure(
             &self.store,
             |c| self.settings.api(c),
@@ -362,7 +409,7 @@ impl Watcher<'_> {
         self.monitor.succeeded(now, o);
         let fields = {
             let mut v =
-                output::refresh_json(o, now, &self.settings.env_path, &self.settings.config_path);
+                output::refresh_json(o, now, &self.store.env_path, &self.settings.config_path);
             if let Value::Object(m) = &mut v {
                 m.remove("schemaVersion");
                 m.remove("command");
@@ -419,7 +466,10 @@ impl Watcher<'_> {
     /// run for the earliest expiry left minus `--ds-min-valid`.
     async fn extend(&mut self) -> Tick {
         self.ds_ran = true;
-        let org = OrgFiles::single(self.settings);
+        let org = OrgFiles {
+            org: self.org.clone(),
+            store: self.store.clone(),
+        };
         let params = ExtendParams {
             all: true,
             ids: &[],
@@ -671,7 +721,7 @@ impl Watcher<'_> {
                         "exitCode": exit_code,
                         "error": detail,
                         "durationMs": ms,
-                        "envFile": self.settings.env_path.display().to_string(),
+                        "envFile": self.store.env_path.display().to_string(),
                     }),
                 );
             }

@@ -857,6 +857,14 @@ fn once_with_datasources_renews_what_is_due_and_exits() {
         .collect();
     let extended: Vec<&Value> = events.iter().filter(|e| e["event"] == "extended").collect();
     assert_eq!(extended.len(), 1, "{}", stdout(&out));
+    // The token first (its own event), then the data sources.
+    let order: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(
+        order,
+        ["started", "refreshed", "extended"],
+        "{}",
+        stdout(&out)
+    );
     // The demo source due within 6 h, not the one with 24 h left.
     assert_eq!(extended[0]["summary"]["extended"], 1);
     assert_eq!(extended[0]["summary"]["skipped"], 1);
@@ -867,4 +875,36 @@ fn once_with_datasources_renews_what_is_due_and_exits() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(!stdout(&out).contains("\"extended\""));
     assert_eq!(answered(&t.sim, "PUT", "/v1/dataSources/").len(), 0);
+}
+
+#[test]
+fn watch_covers_every_org_of_service_app_orgs() {
+    let t = Env::new(SimOptions::default().with_org_count(2));
+    let out = t.run(&["--json", "watch", "--once", "--datasources"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let events: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut secrets = t.secrets();
+    for org in ["org1", "org2"] {
+        let mine: Vec<&Value> = events.iter().filter(|e| e["org"] == org).collect();
+        let named = |n: &str| mine.iter().filter(|e| e["event"] == n).count();
+        assert_eq!(named("started"), 1, "{org}: {}", stdout(&out));
+        assert_eq!(named("refreshed"), 1, "{org}: {}", stdout(&out));
+        assert_eq!(named("extended"), 1, "{org}: {}", stdout(&out));
+        // Each org's own env file holds a working token.
+        let env = t.path(&format!(".env.{org}"));
+        let tok = dotenvy::from_path_iter(&env)
+            .unwrap()
+            .filter_map(Result::ok)
+            .find(|(k, _)| k == ACCESS)
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("no token in {}", env.display()));
+        assert!(t.sim.is_token_valid(&tok), "{org}");
+        secrets.push(tok);
+    }
+    // One due data source per org (the demo one with 45 min left).
+    assert_eq!(answered(&t.sim, "PUT", "/v1/dataSources/").len(), 2);
+    t.assert_clean(&stdout(&out), &stderr(&out), &secrets);
 }
