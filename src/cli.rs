@@ -171,6 +171,13 @@ pub struct WatchArgs {
     /// One tick (refresh or roll as needed), then exit with `refresh`'s codes
     #[arg(long)]
     pub once: bool,
+    /// Also renew every data source whose token expires within --ds-min-valid
+    /// (as `datasources extend --all`), on its own deadline
+    #[arg(long)]
+    pub datasources: bool,
+    /// With --datasources: renew a data-source token that expires within this window
+    #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = parse_duration, requires = "datasources")]
+    pub ds_min_valid: Duration,
 }
 
 #[derive(Debug, Args)]

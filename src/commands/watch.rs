@@ -10,8 +10,11 @@
 
 use crate::audit;
 use crate::chain::{Action, Check, Outcome, Policy};
+use crate::cli::MAX_TOKEN_LIFETIME_MINUTES;
 use crate::cli::WatchArgs;
 use crate::clock;
+use crate::engine::datasources::OrgFiles;
+use crate::engine::datasources::extend::{ExtendParams, Extended, Fate, extend_org};
 use crate::engine::schedule::{self, Inputs, Task};
 use crate::engine::{self, signals};
 use crate::error::{Error, exit};
@@ -76,42 +79,56 @@ pub async fn run(settings: &Settings, printer: &Printer, a: &WatchArgs) -> Resul
             }
         });
     }
-    let mut w = Watcher {
-        settings,
-        printer,
-        a,
-        store: settings.files_store(),
-        org: OrgId::configured(),
-        monitor,
-        last_validated: None,
-        roll_not_before: None,
-        blocked_until: None,
-        failures: 0,
-        waiting_for_reauth: false,
-        ready: false,
-        jitter: draw_jitter(a.min_valid),
+    // With `serviceApp.orgs`: one watcher per chosen org, side by side
+    // (each with its own env file, lock, schedule and data sources).
+    let orgs: Vec<(OrgId, store::FilesStore)> = match settings.org_targets(None)? {
+        Some(targets) => targets.into_iter().map(|t| (t.org, t.store)).collect(),
+        None => vec![(OrgId::configured(), settings.files_store())],
     };
-    w.event(
-        "started",
-        json!({
-            "envFile": settings.env_path.display().to_string(),
-            "configFile": settings.config_path.display().to_string(),
-            "minValidSeconds": a.min_valid.as_secs(),
-            "checkIntervalSeconds": a.check_interval.as_secs(),
-            "rtMinValidSeconds": a.rt_min_valid.as_secs(),
-            "health": a.health.map(|h| h.to_string()),
-            "once": a.once,
-        }),
-    );
-    if !a.once {
-        tracing::info!(
-            "watching {} (refresh {} before expiry, check every {})",
-            settings.env_path.display(),
-            clock::human_span(a.min_valid.as_secs()),
-            clock::human_span(a.check_interval.as_secs())
-        );
+    let watchers = orgs.into_iter().map(|(org, store)| {
+        let monitor = monitor.clone();
+        async move {
+            let mut w = Watcher {
+                settings,
+                printer,
+                a,
+                store,
+                org,
+                monitor,
+                last_validated: None,
+                roll_not_before: None,
+                blocked_until: None,
+                failures: 0,
+                waiting_for_reauth: false,
+                ready: false,
+                jitter: draw_jitter(a.min_valid),
+                ds_next: None,
+                ds_failures: 0,
+                ds_code: 0,
+                ds_ran: false,
+                hangups_seen: signals::hangups(),
+            };
+            w.start();
+            w.run().await
+        }
+    });
+    let results = futures_util::future::join_all(watchers).await;
+    let mut worst: Option<Result<u8, Error>> = None;
+    for r in results {
+        let code = match &r {
+            Ok(c) => *c,
+            Err(e) => e.exit_code(),
+        };
+        let before = match &worst {
+            None => None,
+            Some(Ok(c)) => Some(*c),
+            Some(Err(e)) => Some(e.exit_code()),
+        };
+        if before.is_none_or(|b| exit::worst([b, code]) != b) {
+            worst = Some(r);
+        }
     }
-    w.run().await
+    worst.unwrap_or(Ok(0))
 }
 
 /// A random share of the jitter window.
@@ -135,6 +152,17 @@ struct Watcher<'a> {
     waiting_for_reauth: bool,
     ready: bool,
     jitter: Duration,
+    /// `--datasources`: when the data sources are next due (after the
+    /// first run).
+    ds_next: Option<Timestamp>,
+    /// Data-source renewal runs that failed in a row.
+    ds_failures: u32,
+    /// The exit code of the last renewal run (for `--once`).
+    ds_code: u8,
+    /// A renewal run has been made.
+    ds_ran: bool,
+    /// SIGHUPs already acted on (each org's watcher sees every one).
+    hangups_seen: u64,
 }
 
 /// What one tick came to.
@@ -144,10 +172,39 @@ enum Tick {
 }
 
 impl Watcher<'_> {
+    fn start(&self) {
+        let (settings, a) = (self.settings, self.a);
+        self.event(
+            "started",
+            json!({
+                "envFile": self.store.env_path.display().to_string(),
+                "configFile": settings.config_path.display().to_string(),
+                "minValidSeconds": a.min_valid.as_secs(),
+                "checkIntervalSeconds": a.check_interval.as_secs(),
+                "rtMinValidSeconds": a.rt_min_valid.as_secs(),
+                "health": a.health.map(|h| h.to_string()),
+                "datasources": a.datasources,
+                "dsMinValidSeconds": a.datasources.then_some(a.ds_min_valid.as_secs()),
+                "once": a.once,
+            }),
+        );
+        if !a.once {
+            tracing::info!(
+                "watching {} (refresh {} before expiry, check every {})",
+                self.store.env_path.display(),
+                clock::human_span(a.min_valid.as_secs()),
+                clock::human_span(a.check_interval.as_secs())
+            );
+        }
+    }
+
     fn event(&self, name: &str, fields: Value) {
         let mut fields = fields;
         if let Value::Object(m) = &mut fields {
             m.insert("command".into(), json!("watch"));
+            if let Some(org) = self.org.name() {
+                m.insert("org".into(), json!(org));
+            }
         }
         self.printer.watch_event(name, clock::now(), fields);
     }
@@ -157,12 +214,16 @@ impl Watcher<'_> {
             if let Some(sig) = signals::stop_requested() {
                 return Ok(self.stop(signals::signal_name(sig)));
             }
-            if signals::take_hangup() {
+            let hangups = signals::hangups();
+            if hangups != self.hangups_seen {
+                self.hangups_seen = hangups;
                 tracing::info!("SIGHUP: re-reading the config and env file and planning anew");
                 self.blocked_until = None;
                 self.roll_not_before = None;
                 self.failures = 0;
                 self.last_validated = None;
+                // The data sources too, right after the next check.
+                self.ds_ran = false;
             }
             let now = clock::now();
             let snap = match self.store.load(&self.org).await {
@@ -183,9 +244,22 @@ impl Watcher<'_> {
                     self.monitor.observe(&snap.tokens, &snap.config);
                     let inputs = self.inputs(&snap.tokens, now);
                     if let Some(task) = schedule::due(&inputs) {
-                        let tick = self.tick(task, &snap.tokens).await;
+                        let tick = if task == Task::Extend {
+                            self.extend().await
+                        } else {
+                            self.tick(task, &snap.tokens).await
+                        };
                         if self.a.once {
                             match tick {
+                                // `--once --datasources`: the data sources
+                                // too, right after the token is known to work.
+                                Tick::Done if self.a.datasources && !self.ds_ran => {
+                                    return match self.extend().await {
+                                        Tick::Done => Ok(self.ds_code),
+                                        Tick::Failed(e) => Err(e),
+                                    };
+                                }
+                                Tick::Done if task == Task::Extend => return Ok(self.ds_code),
                                 Tick::Done => return Ok(0),
                                 // A failed roll leaves the old pair working:
                                 // the tick goes on with the access token.
@@ -240,6 +314,13 @@ impl Watcher<'_> {
             jitter: self.jitter,
             roll_not_before: self.roll_not_before,
             blocked_until: self.blocked_until,
+            // The first renewal run comes right after the first check
+            // (which may refresh the token the renewals use).
+            extend_at: match (self.a.datasources, self.ds_ran) {
+                (false, _) => None,
+                (true, true) => self.ds_next,
+                (true, false) => self.last_validated.map(|_| now),
+            },
         }
     }
 
@@ -250,7 +331,7 @@ impl Watcher<'_> {
         let watch_files = self.waiting_for_reauth;
         let files = [
             self.settings.config_path.clone(),
-            self.settings.env_path.clone(),
+            self.store.env_path.clone(),
         ];
         tokio::select! {
             _ = tokio::time::sleep(d) => false,
@@ -274,6 +355,8 @@ impl Watcher<'_> {
                 policy(Duration::from_secs(window), false)
             }
             Task::Roll => policy(self.a.min_valid, true),
+            // Handled by `extend`; a plain check if it ever came here.
+            Task::Extend => policy(self.a.min_valid, false),
         };
         if task == Task::Roll {
             tracing::info!(
@@ -281,7 +364,7 @@ impl Watcher<'_> {
                 output::expiry_text(stored.refresh_expires_at, now)
             );
         }
-        let ctx = super::ctx(self.settings, "watch");
+        let ctx = super::ctx_for(self.settings, "watch", &self.store.env_path);
         let result = engine::ensure(
             &self.store,
             |c| self.settings.api(c),
@@ -326,7 +409,7 @@ impl Watcher<'_> {
         self.monitor.succeeded(now, o);
         let fields = {
             let mut v =
-                output::refresh_json(o, now, &self.settings.env_path, &self.settings.config_path);
+                output::refresh_json(o, now, &self.store.env_path, &self.settings.config_path);
             if let Value::Object(m) = &mut v {
                 m.remove("schemaVersion");
                 m.remove("command");
@@ -376,6 +459,145 @@ impl Watcher<'_> {
         if let Some(event) = event {
             self.run_hooks(event, &o.tokens).await;
         }
+    }
+
+    /// `--datasources`: renews the data-source tokens that expire within
+    /// `--ds-min-valid` (as `datasources extend --all`) and plans the next
+    /// run for the earliest expiry left minus `--ds-min-valid`.
+    async fn extend(&mut self) -> Tick {
+        self.ds_ran = true;
+        let org = OrgFiles {
+            org: self.org.clone(),
+            store: self.store.clone(),
+        };
+        let params = ExtendParams {
+            all: true,
+            ids: &[],
+            min_valid: self.a.ds_min_valid,
+            lifetime: MAX_TOKEN_LIFETIME_MINUTES,
+            dry_run: false,
+        };
+        let result = extend_org(self.settings, "watch", &params, &org).await;
+        let now = clock::now();
+        let done = match result {
+            Ok(done) => done,
+            Err(e) => {
+                self.ds_code = e.exit_code();
+                let retry_at = self.ds_retry(now);
+                tracing::warn!(
+                    "could not renew the data sources (trying again at {}): {e}",
+                    clock::format_utc(retry_at)
+                );
+                self.printer.stderr_error("watch", &e);
+                self.monitor.failed(&e, false);
+                self.event(
+                    "failed",
+                    json!({
+                        "task": Task::Extend.name(),
+                        "exitCode": e.exit_code(),
+                        "error": output::error_json_fields(&e),
+                        "retryAt": clock::format_utc(retry_at),
+                    }),
+                );
+                return Tick::Failed(e);
+            }
+        };
+        self.ds_code = done.code;
+        let count = |f: fn(&Fate) -> bool| done.results.iter().filter(|(_, x)| f(x)).count();
+        let extended = count(|f| matches!(f, Fate::Extended { .. }));
+        let skipped = count(|f| matches!(f, Fate::Skipped { .. }));
+        let failed = count(|f| matches!(f, Fate::Failed(_) | Fate::NotAttempted));
+        let next = if failed > 0 {
+            let items: Vec<(String, &Error)> = done
+                .results
+                .iter()
+                .filter_map(|(id, f)| match f {
+                    Fate::Failed(e) => Some((id.clone(), e)),
+                    _ => None,
+                })
+                .collect();
+            self.printer.stderr_failures(
+                "watch",
+                &format!(
+                    "{failed} of {} data sources could not be renewed",
+                    done.results.len()
+                ),
+                done.code,
+                &items,
+            );
+            self.ds_retry(now)
+        } else {
+            self.ds_failures = 0;
+            self.ds_plan(&done, now)
+        };
+        self.ds_next = Some(next);
+        tracing::info!(
+            "data sources: {extended} renewed, {skipped} skipped{}; next renewal run at {}",
+            if failed > 0 {
+                format!(", {failed} failed")
+            } else {
+                String::new()
+            },
+            clock::format_utc(next)
+        );
+        let fields = json!({
+            "task": Task::Extend.name(),
+            "exitCode": done.code,
+            "dsMinValidSeconds": self.a.ds_min_valid.as_secs(),
+            "serviceAppTokenRefreshed": done.refreshed,
+            "summary": {"extended": extended, "skipped": skipped, "failed": failed},
+            "dataSources": ds_results_json(&done, now),
+            "nextAt": clock::format_utc(next),
+        });
+        if extended > 0 {
+            self.event("extended", fields);
+            match self.store.load(&self.org).await {
+                Ok(snap) => self.run_hooks("extended", &snap.tokens).await,
+                Err(e) => tracing::warn!("could not read the tokens for the hooks: {e}"),
+            }
+        } else if failed > 0 {
+            self.event("failed", fields);
+        }
+        Tick::Done
+    }
+
+    /// After a failed renewal run: back off (5 s doubling to 5 min).
+    fn ds_retry(&mut self, now: Timestamp) -> Timestamp {
+        self.ds_failures = self.ds_failures.saturating_add(1);
+        let at = clock_after(now, schedule::backoff(self.ds_failures, fastrand::f64()));
+        self.ds_next = Some(at);
+        at
+    }
+
+    /// The next renewal run: the earliest known token expiry minus
+    /// `--ds-min-valid`; with no known expiry, after `--check-interval`
+    /// (to notice new data sources); a token that lives shorter than
+    /// `--ds-min-valid` waits half its life.
+    fn ds_plan(&self, done: &Extended, now: Timestamp) -> Timestamp {
+        let earliest = done
+            .results
+            .iter()
+            .filter_map(|(_, f)| match f {
+                Fate::Skipped { expires } => Some(*expires),
+                Fate::Extended { after, .. } => *after,
+                _ => None,
+            })
+            .min();
+        let Some(earliest) = earliest else {
+            return clock_after(now, self.a.check_interval.max(MIN_GAP));
+        };
+        let window = jiff::SignedDuration::try_from(self.a.ds_min_valid)
+            .unwrap_or(jiff::SignedDuration::MAX);
+        let at = earliest.checked_sub(window).unwrap_or(Timestamp::MIN);
+        if at > clock_after(now, MIN_GAP) {
+            return at;
+        }
+        let half = Duration::from_secs(clock::seconds_until(now, earliest).max(2) as u64 / 2);
+        tracing::warn!(
+            "a data-source token lives shorter than --ds-min-valid; next renewal run in {}",
+            clock::human_span(half.as_secs())
+        );
+        clock_after(now, half.max(MIN_GAP))
     }
 
     fn failed(&mut self, task: Option<Task>, e: &Error, now: Timestamp) {
@@ -499,7 +721,7 @@ impl Watcher<'_> {
                         "exitCode": exit_code,
                         "error": detail,
                         "durationMs": ms,
-                        "envFile": self.settings.env_path.display().to_string(),
+                        "envFile": self.store.env_path.display().to_string(),
                     }),
                 );
             }
@@ -516,6 +738,38 @@ impl Watcher<'_> {
             );
         }
     }
+}
+
+/// Each data source of a renewal run: what happened, its token's expiry
+/// and fingerprint (never the token).
+fn ds_results_json(done: &Extended, now: Timestamp) -> Vec<Value> {
+    let at = |t: Option<Timestamp>| {
+        json!({
+            "expiresAt": t.map(clock::format_utc),
+            "secondsLeft": t.map(|t| clock::seconds_until(now, t)),
+        })
+    };
+    done.results
+        .iter()
+        .map(|(id, f)| match f {
+            Fate::Skipped { expires } => {
+                json!({"id": id, "action": "skipped", "before": at(Some(*expires))})
+            }
+            Fate::WouldExtend { expires } => {
+                json!({"id": id, "action": "would_extend", "before": at(*expires)})
+            }
+            Fate::Extended {
+                before, after, jws, ..
+            } => json!({
+                "id": id, "action": "extended", "before": at(*before),
+                "after": at(*after), "jwsTokenFingerprint": jws,
+            }),
+            Fate::Failed(e) => json!({
+                "id": id, "action": "failed", "error": output::error_json_fields(e),
+            }),
+            Fate::NotAttempted => json!({"id": id, "action": "not_attempted"}),
+        })
+        .collect()
 }
 
 fn clock_after(now: Timestamp, d: Duration) -> Timestamp {

@@ -3,6 +3,7 @@
 //! audit → [`Outcome`]. `refresh`, `token`, `exec` and `datasources` call
 //! it; nothing here prints to stdout or knows about flags.
 
+pub mod datasources;
 pub mod schedule;
 pub mod signals;
 

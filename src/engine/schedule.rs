@@ -1,14 +1,17 @@
 //! When `watch` next has something to do: pure deadline arithmetic, no
 //! clock reads, no I/O, so every rule is unit-tested.
 //!
-//! Three deadlines compete; the earliest wins:
+//! Up to four deadlines compete; the earliest wins:
 //! - refresh: the access token's stored expiry − `min_valid` − jitter (now
 //!   when there is no token or no known expiry);
 //! - validate: the last successful check + `check_interval` (now when there
 //!   has been none yet);
 //! - roll: the service-app refresh token's stored expiry − `rt_min_valid`
 //!   (never when the expiry is unknown), but not before a failed roll's
-//!   retry time.
+//!   retry time;
+//! - extend (`--datasources`): the earliest data-source token expiry −
+//!   `ds_min_valid`, as the last renewal run found it (now before the
+//!   first), or its retry time after a failure.
 //!
 //! After a failure every deadline waits for `blocked_until` (the back-off).
 
@@ -23,6 +26,8 @@ pub enum Task {
     Roll,
     /// The access token expires within `min_valid`: refresh it.
     Refresh,
+    /// Renew the data-source tokens that expire within `ds_min_valid`.
+    Extend,
     /// One `GET /dataSources`; a 401 refreshes.
     Validate,
 }
@@ -32,6 +37,7 @@ impl Task {
         match self {
             Task::Roll => "roll",
             Task::Refresh => "refresh",
+            Task::Extend => "extend",
             Task::Validate => "validate",
         }
     }
@@ -56,6 +62,8 @@ pub struct Inputs {
     pub roll_not_before: Option<Timestamp>,
     /// After a failed tick: nothing before this.
     pub blocked_until: Option<Timestamp>,
+    /// When the data sources are next due (`None`: not watched).
+    pub extend_at: Option<Timestamp>,
 }
 
 /// The next tick: when, and what it will do.
@@ -112,6 +120,16 @@ pub fn next(i: &Inputs) -> Next {
         at: validate_at(i),
         task: Task::Validate,
     };
+    // A check due at the same moment goes first (it may refresh the token
+    // the renewals use).
+    if let Some(extend) = i.extend_at
+        && extend < best.at
+    {
+        best = Next {
+            at: extend,
+            task: Task::Extend,
+        };
+    }
     let refresh = refresh_at(i);
     if refresh <= best.at {
         best = Next {
@@ -187,6 +205,7 @@ mod tests {
             jitter: Duration::ZERO,
             roll_not_before: None,
             blocked_until: None,
+            extend_at: None,
         }
     }
 
@@ -305,6 +324,50 @@ mod tests {
             ..i
         };
         assert_eq!(due(&j), Some(Task::Refresh));
+    }
+
+    #[test]
+    fn extend_has_its_own_deadline_and_yields_to_token_work() {
+        let i = Inputs {
+            extend_at: Some(t(600)),
+            ..base()
+        };
+        assert_eq!(
+            next(&i),
+            Next {
+                at: t(600),
+                task: Task::Extend
+            }
+        );
+        assert_eq!(due(&i), None);
+        assert_eq!(
+            due(&Inputs {
+                now: t(600),
+                ..i.clone()
+            }),
+            Some(Task::Extend)
+        );
+        // Later than the check: validate first.
+        let later = Inputs {
+            extend_at: Some(t(2 * H as i64)),
+            ..base()
+        };
+        assert_eq!(next(&later).task, Task::Validate);
+        // A refresh due at the same moment goes first.
+        let tie = Inputs {
+            now: t(10),
+            has_access_token: false,
+            extend_at: Some(t(10)),
+            ..base()
+        };
+        assert_eq!(due(&tie), Some(Task::Refresh));
+        assert_eq!(
+            due(&Inputs {
+                has_access_token: true,
+                ..tie
+            }),
+            Some(Task::Extend)
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@
 
 //!
 //! `watch` runs in [`Mode::Report`] instead: nothing exits; signals are
-//! counted ([`stop_requested`], [`take_hangup`]) and wake [`changed`], and
+//! counted ([`stop_requested`], [`hangups`]) and wake [`changed`], and
 //! the loop stops (exit 0) once the exchange in flight and its save are done.
 
 use std::sync::OnceLock;
@@ -54,11 +54,10 @@ pub fn stop_requested() -> Option<i32> {
     }
 }
 
-/// True once per SIGHUP received in [`Mode::Report`].
-pub fn take_hangup() -> bool {
-    HANGUPS
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok()
+/// How many SIGHUPs were received in [`Mode::Report`] so far: each loop
+/// (`watch` runs one per org) compares it with the count it last acted on.
+pub fn hangups() -> u64 {
+    HANGUPS.load(Ordering::SeqCst)
 }
 
 /// The signal's name.

@@ -718,3 +718,193 @@ fn sigterm_during_an_exchange_saves_its_answer_then_exits_0() {
     assert_eq!(w.named("refreshed").len(), 1);
     assert_eq!(w.named("stopping").len(), 1);
 }
+
+/// Requests the simulator answered with this method whose path starts with
+/// `prefix`.
+fn answered(sim: &Sim, method: &str, prefix: &str) -> Vec<webex_sim::RecordedRequest> {
+    sim.requests()
+        .into_iter()
+        .filter(|r| r.method == method && r.path.starts_with(prefix))
+        .collect()
+}
+
+#[test]
+fn datasources_are_renewed_on_their_own_deadline_once_per_window() {
+    let t = Env::new(SimOptions::default());
+    // The demo files hold two sources: one expires in 24 h (not due), one in
+    // 45 min (due now with --ds-min-valid 1h). One more is due in 4 s.
+    let soon = t.sim.add_data_source(webex_sim::NewDataSource {
+        subject: "due-in-4s".into(),
+        expires_in: secs(3600 + 4),
+        ..webex_sim::NewDataSource::default()
+    });
+    let ids: Vec<String> = t
+        .sim
+        .data_sources()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect();
+    let fresh = t
+        .sim
+        .data_sources()
+        .iter()
+        .find(|d| d["url"].as_str().unwrap().ends_with("/weather"))
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .unwrap();
+    let crm = t
+        .sim
+        .data_sources()
+        .iter()
+        .find(|d| d["url"].as_str().unwrap().ends_with("/crm"))
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .unwrap();
+    assert_eq!(ids.len(), 3);
+    let seen = t.path("events.txt");
+    let hook = format!("echo \"$WEBEX_TOKEN_EVENT\" >> '{}'", seen.display());
+    let started = Instant::now();
+    let w = t.spawn(
+        &[
+            "--check-interval",
+            "1h",
+            "--datasources",
+            "--ds-min-valid",
+            "1h",
+            "--on-refresh",
+            &hook,
+        ],
+        &[],
+    );
+    let first = w.wait_for("extended", 1, secs(10));
+    let puts = |id: &str| answered(&t.sim, "PUT", &format!("/v1/dataSources/{id}")).len();
+    let lists = || {
+        answered(&t.sim, "GET", "/v1/dataSources")
+            .iter()
+            .filter(|r| r.path == "/v1/dataSources")
+            .count()
+    };
+    assert_eq!(puts(&crm), 1);
+    assert_eq!(puts(&soon), 0, "not due yet");
+    assert_eq!(first[0]["summary"]["extended"], 1, "{}", first[0]);
+    assert_eq!(first[0]["summary"]["skipped"], 2, "{}", first[0]);
+    let listed = first[0]["dataSources"].as_array().unwrap();
+    assert_eq!(listed.len(), 3);
+    // The next run is planned for the earliest expiry left minus 1 h.
+    let ts = |v: &Value| v.as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    let soon_exp = listed
+        .iter()
+        .find(|d| d["id"] == soon.as_str())
+        .map(|d| ts(&d["before"]["expiresAt"]))
+        .unwrap();
+    let next_at = ts(&first[0]["nextAt"]);
+    assert_eq!(next_at.as_second(), soon_exp.as_second() - 3600);
+    let lists_after_first = lists();
+    // Nothing in between: no listing before that deadline.
+    std::thread::sleep(Duration::from_millis(2000));
+    if started.elapsed() < secs(3) {
+        assert_eq!(lists(), lists_after_first, "polled before the deadline");
+    }
+    let second = w.wait_for("extended", 2, secs(10));
+    assert!(
+        ts(&second[1]["time"]) >= next_at,
+        "renewed before its deadline: {}",
+        second[1]
+    );
+    assert_eq!(second[1]["summary"]["extended"], 1, "{}", second[1]);
+    assert_eq!(puts(&soon), 1);
+    assert_eq!(lists(), lists_after_first + 1, "one listing per run");
+    // Every token now lives 24 h: nothing more for a while.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(puts(&crm), 1, "renewed once per window");
+    assert_eq!(puts(&soon), 1, "renewed once per window");
+    assert_eq!(puts(&fresh), 0, "not due: untouched");
+    assert_eq!(lists(), lists_after_first + 1, "no polling");
+    assert_eq!(w.named("extended").len(), 2);
+    // The hook ran after each renewal run with the event's name.
+    let end = Instant::now() + secs(5);
+    let hooked = loop {
+        let text = std::fs::read_to_string(&seen).unwrap_or_default();
+        if text.matches("extended").count() >= 2 || Instant::now() > end {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        hooked.lines().filter(|l| *l == "extended").count(),
+        2,
+        "{hooked}"
+    );
+    let secrets = t.secrets();
+    let jws: Vec<String> = t
+        .sim
+        .data_sources()
+        .iter()
+        .filter_map(|d| d["jwsToken"].as_str().map(String::from))
+        .collect();
+    let (code, w) = w.stop();
+    assert_eq!(code, 0, "{}", w.stderr());
+    t.assert_clean(&w.out.lock().unwrap().join("\n"), &w.stderr(), &secrets);
+    t.assert_clean(&w.out.lock().unwrap().join("\n"), &w.stderr(), &jws);
+}
+
+#[test]
+fn once_with_datasources_renews_what_is_due_and_exits() {
+    let t = Env::new(SimOptions::default());
+    let out = t.run(&["--json", "watch", "--once", "--datasources"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let events: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let extended: Vec<&Value> = events.iter().filter(|e| e["event"] == "extended").collect();
+    assert_eq!(extended.len(), 1, "{}", stdout(&out));
+    // The token first (its own event), then the data sources.
+    let order: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(
+        order,
+        ["started", "refreshed", "extended"],
+        "{}",
+        stdout(&out)
+    );
+    // The demo source due within 6 h, not the one with 24 h left.
+    assert_eq!(extended[0]["summary"]["extended"], 1);
+    assert_eq!(extended[0]["summary"]["skipped"], 1);
+    assert_eq!(answered(&t.sim, "PUT", "/v1/dataSources/").len(), 1);
+    // Without --datasources: no data source is touched.
+    let t = Env::new(SimOptions::default());
+    let out = t.run(&["--json", "watch", "--once"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!stdout(&out).contains("\"extended\""));
+    assert_eq!(answered(&t.sim, "PUT", "/v1/dataSources/").len(), 0);
+}
+
+#[test]
+fn watch_covers_every_org_of_service_app_orgs() {
+    let t = Env::new(SimOptions::default().with_org_count(2));
+    let out = t.run(&["--json", "watch", "--once", "--datasources"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let events: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut secrets = t.secrets();
+    for org in ["org1", "org2"] {
+        let mine: Vec<&Value> = events.iter().filter(|e| e["org"] == org).collect();
+        let named = |n: &str| mine.iter().filter(|e| e["event"] == n).count();
+        assert_eq!(named("started"), 1, "{org}: {}", stdout(&out));
+        assert_eq!(named("refreshed"), 1, "{org}: {}", stdout(&out));
+        assert_eq!(named("extended"), 1, "{org}: {}", stdout(&out));
+        // Each org's own env file holds a working token.
+        let env = t.path(&format!(".env.{org}"));
+        let tok = dotenvy::from_path_iter(&env)
+            .unwrap()
+            .filter_map(Result::ok)
+            .find(|(k, _)| k == ACCESS)
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("no token in {}", env.display()));
+        assert!(t.sim.is_token_valid(&tok), "{org}");
+        secrets.push(tok);
+    }
+    // One due data source per org (the demo one with 45 min left).
+    assert_eq!(answered(&t.sim, "PUT", "/v1/dataSources/").len(), 2);
+    t.assert_clean(&stdout(&out), &stderr(&out), &secrets);
+}

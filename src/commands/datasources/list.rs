@@ -1,8 +1,9 @@
 //! `datasources list` and `datasources show`: every server-supplied text
 //! goes through [`shown`] before it reaches the terminal.
 
-use super::{DataSource, OrgFiles, get_one, list_all, open, shown};
+use super::ToJson;
 use crate::clock;
+use crate::engine::datasources::{DataSource, OrgFiles, get_one, list_all, open, shown};
 use crate::error::{Error, exit};
 use crate::output::{self, OrgResult, Printer, SCHEMA_VERSION};
 use crate::secret::fingerprint;

@@ -2,11 +2,12 @@
 //! (a 401 is the exception: nothing was registered, so after the token is
 //! renewed the POST is sent again).
 
+use super::ToJson;
 use super::list::human_block;
-use super::{DataSource, OrgFiles, new_nonce, open, parse_source, shown};
 use crate::audit;
 use crate::cli::DsRegisterArgs;
 use crate::clock;
+use crate::engine::datasources::{DataSource, OrgFiles, new_nonce, open, parse_source, shown};
 use crate::error::Error;
 use crate::output::{self, Printer, SCHEMA_VERSION};
 use crate::secret::{SecretString, fingerprint};
