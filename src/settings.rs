@@ -9,8 +9,9 @@ use crate::names::{DEFAULT_API_BASE, ENV_TEST_NO_RETRY_DELAY};
 use crate::store::FilesStore;
 use crate::store::fs_atomic::WriteMode;
 use crate::tokens::OrgId;
-use crate::webex::{HttpApi, HttpSettings, RetryPolicy};
+use crate::webex::{ClientPool, HttpApi, HttpSettings, RetryPolicy};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -30,6 +31,8 @@ pub struct Settings {
     pub all_orgs: bool,
     /// Requests in flight at once (orgs, data-source renewals).
     pub concurrency: usize,
+    /// The HTTP clients of this run, shared by its orgs (see [`ClientPool`]).
+    clients: Arc<ClientPool>,
 }
 
 /// Makes a path absolute against the working directory without touching
@@ -69,6 +72,7 @@ impl Settings {
             orgs: g.orgs.clone(),
             all_orgs: g.all_orgs,
             concurrency: usize::from(g.concurrency.max(1)),
+            clients: Arc::default(),
         }
     }
 
@@ -204,7 +208,7 @@ impl Settings {
             });
         }
         let config_dir = config.path.parent().unwrap_or(Path::new("/"));
-        let cache = std::sync::Arc::new(crate::config::ParsedCache::default());
+        let cache = Arc::new(crate::config::ParsedCache::default());
         Ok(Some(
             chosen
                 .into_iter()
@@ -246,9 +250,9 @@ impl Settings {
     }
 
     /// The Webex client for `config` (built lazily: no TLS setup until the
-    /// first request).
+    /// first request). Every client of one run shares its connection pool.
     pub fn api(&self, config: &Config) -> HttpApi {
-        HttpApi::new(self.http(Some(config)))
+        HttpApi::shared(self.http(Some(config)), self.clients.clone())
     }
 
     /// HTTP client settings for `config`.

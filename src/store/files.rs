@@ -477,6 +477,8 @@ impl TokenStore for FilesStore {
     }
 
     async fn load(&self, org: &OrgId) -> Result<Snapshot, StoreError> {
+        // Inline: a read and a (mostly cached) parse, cheaper than a hop to
+        // another thread and its malloc arena (peak RSS).
         let mut snap = self.load_now()?;
         // A listed org's mint carries its own `targetOrgId`.
         if let Some((index, target)) = org.listed_target() {
@@ -495,8 +497,8 @@ impl TokenStore for FilesStore {
             return Err(wrong_scope("the new service-app tokens"));
         }
         // Re-read under the lock for the layout (comments, other keys).
-        let state = read_env(&self.env_path)?;
-        write_env(&state, tokens, self.mode)
+        let (path, tokens, mode) = (self.env_path.clone(), tokens.clone(), self.mode);
+        off_thread(move || write_env(&read_env(&path)?, &tokens, mode)).await
     }
 
     async fn save_renewable(
@@ -508,8 +510,27 @@ impl TokenStore for FilesStore {
             return Err(wrong_scope("the renewed personal access token"));
         }
         // Re-read under the lock: keep whatever else changed in the file.
+        // (At most once per run: left on the runtime thread.)
         let config = Config::load(&self.config_path)?;
         write_config(&config, update, self.mode)
+    }
+}
+
+/// Runs file work (reads, parses, fsync'd writes) on the runtime's blocking
+/// pool, so the one runtime thread keeps driving the other orgs' requests
+/// meanwhile; inline when there is no Tokio runtime. The caller still waits
+/// for it: order and locking are unchanged.
+async fn off_thread<T, F>(work: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    if tokio::runtime::Handle::try_current().is_err() {
+        return work();
+    }
+    match tokio::task::spawn_blocking(work).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
 

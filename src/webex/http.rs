@@ -91,6 +91,77 @@ pub struct HttpSettings {
 pub struct HttpApi {
     settings: HttpSettings,
     client: OnceLock<Result<reqwest::Client, String>>,
+    pool: Option<std::sync::Arc<ClientPool>>,
+}
+
+/// The HTTP clients of one run, shared by every org: a `reqwest::Client`
+/// is a handle to one connection pool, so the orgs of a run reuse
+/// connections (and the client is set up once, not once per org). Still
+/// lazy: nothing is built until the first request.
+#[derive(Debug, Default)]
+pub struct ClientPool {
+    built: std::sync::Mutex<Vec<(ClientKey, reqwest::Client)>>,
+}
+
+/// What a client's construction depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ClientKey {
+    plain_http: bool,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+}
+
+impl ClientKey {
+    fn of(s: &HttpSettings) -> ClientKey {
+        ClientKey {
+            plain_http: s.base_url.starts_with("http://"),
+            connect_timeout: s.connect_timeout,
+            request_timeout: s.request_timeout,
+        }
+    }
+}
+
+impl ClientPool {
+    /// The shared client for `settings`, built on the first call.
+    fn get(&self, settings: &HttpSettings) -> Result<reqwest::Client, String> {
+        let key = ClientKey::of(settings);
+        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = built.iter().find(|(k, _)| *k == key) {
+            return Ok(c.clone());
+        }
+        let client = build_client(settings)?;
+        built.push((key, client.clone()));
+        Ok(client)
+    }
+
+    /// How many clients were built (tests).
+    #[cfg(test)]
+    fn built(&self) -> usize {
+        self.built.lock().unwrap().len()
+    }
+}
+
+fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, String> {
+    // One process-wide crypto provider; ring keeps the binary small
+    // and builds without a C toolchain beyond what `cc` needs.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest::Client::builder();
+    if settings.base_url.starts_with("http://") {
+        // A plain-http API base (a local stand-in) never does TLS:
+        // redirects are off, so no request can leave for https.
+        // Loading the system CA store (~150 files, ~2 ms) would be
+        // pure waste there.
+        builder = builder.tls_certs_only(std::iter::empty()).https_only(false);
+    }
+    builder
+        .connect_timeout(settings.connect_timeout)
+        .timeout(settings.request_timeout)
+        // Token endpoints never redirect; following one could send
+        // credentials somewhere unexpected.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("webex-token/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// One raw outcome of a request before classification.
@@ -165,6 +236,17 @@ impl HttpApi {
         HttpApi {
             settings,
             client: OnceLock::new(),
+            pool: None,
+        }
+    }
+
+    /// A client that takes its `reqwest::Client` from `pool` (shared with
+    /// the other orgs of the run) on its first request.
+    pub fn shared(settings: HttpSettings, pool: std::sync::Arc<ClientPool>) -> HttpApi {
+        HttpApi {
+            settings,
+            client: OnceLock::new(),
+            pool: Some(pool),
         }
     }
 
@@ -174,27 +256,9 @@ impl HttpApi {
     }
 
     fn client(&self) -> Result<&reqwest::Client, ApiError> {
-        let built = self.client.get_or_init(|| {
-            // One process-wide crypto provider; ring keeps the binary small
-            // and builds without a C toolchain beyond what `cc` needs.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let mut builder = reqwest::Client::builder();
-            if self.settings.base_url.starts_with("http://") {
-                // A plain-http API base (a local stand-in) never does TLS:
-                // redirects are off, so no request can leave for https.
-                // Loading the system CA store (~150 files, ~2 ms) would be
-                // pure waste there.
-                builder = builder.tls_certs_only(std::iter::empty()).https_only(false);
-            }
-            builder
-                .connect_timeout(self.settings.connect_timeout)
-                .timeout(self.settings.request_timeout)
-                // Token endpoints never redirect; following one could send
-                // credentials somewhere unexpected.
-                .redirect(reqwest::redirect::Policy::none())
-                .user_agent(concat!("webex-token/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| e.to_string())
+        let built = self.client.get_or_init(|| match &self.pool {
+            Some(pool) => pool.get(&self.settings),
+            None => build_client(&self.settings),
         });
         built.as_ref().map_err(|e| ApiError::Transient {
             reason: TransientReason::Connect(format!("could not set up the HTTP client: {e}")),
@@ -521,5 +585,41 @@ mod tests {
                 .min(p.max_delay);
             assert!(d >= full / 2, "{attempt}: {d:?} < half of {full:?}");
         }
+    }
+
+    fn plain(base: &str, timeout: u64) -> HttpSettings {
+        HttpSettings {
+            base_url: base.into(),
+            connect_timeout: Duration::from_secs(timeout),
+            request_timeout: Duration::from_secs(timeout),
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    #[test]
+    fn pool_builds_one_client_per_kind_and_only_on_use() {
+        let pool = std::sync::Arc::new(ClientPool::default());
+        let orgs: Vec<HttpApi> = (0..5)
+            .map(|_| HttpApi::shared(plain("http://127.0.0.1:9/v1", 30), pool.clone()))
+            .collect();
+        // Lazy: making the clients builds nothing.
+        assert_eq!(pool.built(), 0);
+        for api in &orgs {
+            api.client().unwrap();
+        }
+        assert_eq!(pool.built(), 1);
+        // Other timeouts or TLS need their own client.
+        HttpApi::shared(plain("http://127.0.0.1:9/v1", 5), pool.clone())
+            .client()
+            .unwrap();
+        HttpApi::shared(plain("https://webexapis.com/v1", 30), pool.clone())
+            .client()
+            .unwrap();
+        assert_eq!(pool.built(), 3);
+        // Without a pool each client is its own.
+        HttpApi::new(plain("http://127.0.0.1:9/v1", 30))
+            .client()
+            .unwrap();
+        assert_eq!(pool.built(), 3);
     }
 }

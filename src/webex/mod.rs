@@ -32,7 +32,7 @@ pub use error::ApiError;
 pub use error::TransientReason;
 #[cfg(test)]
 pub use error::{ErrorBody, classify};
-pub use http::{HttpApi, HttpSettings, RetryPolicy};
+pub use http::{ClientPool, HttpApi, HttpSettings, RetryPolicy};
 pub use oauth::{CodeExchange, DeviceAuthorization, DevicePoll, OAuthApi};
 
 use crate::secret::{ExposeSecret, SecretString};
