@@ -476,6 +476,7 @@ impl Watcher<'_> {
             min_valid: self.a.ds_min_valid,
             lifetime: MAX_TOKEN_LIFETIME_MINUTES,
             dry_run: false,
+            concurrency: self.settings.concurrency,
         };
         let result = extend_org(self.settings, "watch", &params, &org).await;
         let now = clock::now();

@@ -510,3 +510,46 @@ fn datasources_list_covers_every_org_and_extend_takes_one() {
         assert!(org3.iter().any(|o| o == id), "PUT outside org3: {}", r.path);
     }
 }
+
+#[test]
+fn extend_over_orgs_runs_orgs_side_by_side_within_concurrency() {
+    let t = OrgsEnv::new(SimOptions {
+        latency: Duration::from_millis(80),
+        ..SimOptions::default().with_org_count(12)
+    });
+    // Tokens first (not measured), then one due data source per org.
+    let out = t.run(&["refresh"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for id in t.sim.orgs() {
+        t.sim
+            .add_data_source_in(
+                &id,
+                webex_sim::NewDataSource {
+                    expires_in: Duration::from_secs(600),
+                    ..webex_sim::NewDataSource::default()
+                },
+            )
+            .unwrap();
+    }
+    t.sim.clear_requests();
+    t.sim.reset_max_in_flight();
+    let out = t.run(&[
+        "--json",
+        "datasources",
+        "extend",
+        "--all",
+        "--concurrency",
+        "4",
+    ]);
+    assert!(matches!(code(&out), 0), "{}", stderr(&out));
+    let most = t.sim.max_in_flight();
+    assert!(most <= 4, "more than --concurrency 4 in flight ({most})");
+    assert!(most >= 3, "orgs were renewed one at a time ({most})");
+    let puts = t
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PUT")
+        .count();
+    assert!(puts >= 12, "every org's due source renewed ({puts} PUTs)");
+}

@@ -25,6 +25,9 @@ pub struct ExtendParams<'a> {
     pub min_valid: Duration,
     pub lifetime: u32,
     pub dry_run: bool,
+    /// Renewals in flight at once for this org (`--concurrency`, or its
+    /// share when several orgs run side by side).
+    pub concurrency: usize,
 }
 
 /// What happened to one data source in `extend`.
@@ -181,7 +184,7 @@ pub async fn extend_org(
             };
             (i, fate)
         })
-        .buffer_unordered(settings.concurrency.max(1))
+        .buffer_unordered(a.concurrency.max(1))
         .collect()
         .await;
     for (i, fate) in fates {
