@@ -536,4 +536,155 @@ mod tests {
         };
         assert_eq!(nf.exit_code(), 127);
     }
+
+    /// One row per error class: the whole map, in one place.
+    #[test]
+    fn every_error_class_has_its_exit_code() {
+        let api = |status| ApiError::Refused {
+            status,
+            body: ErrorBody::default(),
+        };
+        let transient = ApiError::Transient {
+            reason: TransientReason::Status(503),
+            body: None,
+            attempts: 4,
+        };
+        let io = |k: std::io::ErrorKind| std::io::Error::from(k);
+        let rows: Vec<(Error, u8)> = vec![
+            (
+                Error::Config(ConfigError::NotFound { path: "/c".into() }),
+                3,
+            ),
+            (
+                Error::Store(StoreError::LockTimeout {
+                    path: "/l".into(),
+                    waited: Duration::from_secs(1),
+                }),
+                1,
+            ),
+            (
+                Error::Store(StoreError::Lock {
+                    path: "/l".into(),
+                    owner: None,
+                    source: io(std::io::ErrorKind::PermissionDenied),
+                }),
+                3,
+            ),
+            (
+                Error::Chain(ChainError::Transient {
+                    level: Level::ServiceRefreshToken,
+                    error: transient.clone(),
+                    attempts: vec![],
+                }),
+                1,
+            ),
+            (
+                Error::Chain(ChainError::ValidationRefused { error: api(404) }),
+                3,
+            ),
+            (Error::Chain(ChainError::Exhausted { attempts: vec![] }), 4),
+            (
+                Error::Chain(ChainError::NothingToTry { attempts: vec![] }),
+                3,
+            ),
+            (Error::Chain(ChainError::Persist("x".into())), 3),
+            (
+                Error::DataSource(DsError::Api {
+                    what: "GET".into(),
+                    error: transient.clone(),
+                }),
+                1,
+            ),
+            (
+                Error::DataSource(DsError::Api {
+                    what: "GET".into(),
+                    error: api(403),
+                }),
+                3,
+            ),
+            (
+                Error::DataSource(DsError::TokenRejected {
+                    what: "GET".into(),
+                    error: api(401),
+                    refreshed: true,
+                }),
+                4,
+            ),
+            (
+                Error::DataSource(DsError::BadResponse {
+                    what: "GET".into(),
+                    why: "x".into(),
+                }),
+                1,
+            ),
+            (
+                Error::DataSource(DsError::MissingField {
+                    id: "d".into(),
+                    field: "url",
+                }),
+                3,
+            ),
+            (Error::Setup(SetupError::PortInUse { port: 3000 }), 3),
+            (Error::Setup(SetupError::ManualNeedsPort), 2),
+            (
+                Error::Setup(SetupError::TimedOut {
+                    after: Duration::from_secs(1),
+                    refused: 0,
+                }),
+                1,
+            ),
+            (
+                Error::Setup(SetupError::Authorization {
+                    error: "access_denied".into(),
+                    description: None,
+                }),
+                4,
+            ),
+            (Error::Setup(SetupError::Exchange(transient.clone())), 1),
+            (Error::Setup(SetupError::Exchange(api(400))), 4),
+            (Error::Setup(SetupError::Device(api(404))), 3),
+            (Error::Setup(SetupError::Device(api(400))), 4),
+            (Error::Setup(SetupError::BadGrant("x".into())), 1),
+            (
+                Error::CheckFailed {
+                    message: "x".into(),
+                    hint: "y".into(),
+                },
+                5,
+            ),
+            (
+                Error::Exec {
+                    program: "x".into(),
+                    source: io(std::io::ErrorKind::NotFound),
+                },
+                127,
+            ),
+            (
+                Error::Exec {
+                    program: "x".into(),
+                    source: io(std::io::ErrorKind::PermissionDenied),
+                },
+                126,
+            ),
+            (
+                Error::NotRegular {
+                    what: "env file",
+                    path: "/e".into(),
+                    kind: crate::store::fs_atomic::FileKind::Fifo,
+                },
+                3,
+            ),
+            (
+                Error::Usage {
+                    message: "x".into(),
+                    hint: "y".into(),
+                },
+                2,
+            ),
+            (Error::Other("x".into()), 1),
+        ];
+        for (e, want) in rows {
+            assert_eq!(e.exit_code(), want, "{e:?}");
+        }
+    }
 }
