@@ -10,21 +10,16 @@ pub async fn run(settings: &Settings, a: &ExecArgs) -> Result<u8, Error> {
     let (org, store) = settings.one_org("exec")?;
     let tokens = match engine::fresh_tokens(&store, &org, a.min_valid).await? {
         Some(t) => t,
-        None => match engine::ensure(
-            &store,
-            |c| settings.api(c),
-            &engine::working_policy(a.min_valid, false),
-            &org,
-            &super::ctx_for(settings, "exec", &store.env_path),
-        )
-        .await
-        {
-            Ok(outcome) => outcome.tokens,
-            Err(e) => match engine::still_valid_after(&store, &org, &e).await {
-                Some(tokens) => tokens,
-                None => return Err(e),
-            },
-        },
+        None => {
+            engine::ensure_or_still_valid(
+                &store,
+                |c| settings.api(c),
+                &engine::working_policy(a.min_valid, false),
+                &org,
+                &super::ctx_for(settings, "exec", &store.env_path),
+            )
+            .await?
+        }
     };
     let (program, args) = a.command.split_first().expect("clap requires a command");
     let mut cmd = std::process::Command::new(program);

@@ -22,10 +22,5 @@ fn ctx<'a>(settings: &'a Settings, command: &'static str) -> Ctx<'a> {
 
 /// The engine's view of this run for the org whose env file is `target`.
 fn ctx_for<'a>(settings: &'a Settings, command: &'static str, target: &'a Path) -> Ctx<'a> {
-    Ctx {
-        command,
-        lock_timeout: settings.lock_timeout,
-        audit: settings.audit_log.as_deref(),
-        target,
-    }
+    Ctx::of(settings, command, target)
 }

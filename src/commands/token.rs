@@ -40,21 +40,14 @@ pub fn fast(settings: &Settings, printer: &Printer, a: &TokenArgs) -> Option<u8>
 pub async fn run(settings: &Settings, printer: &Printer, a: &TokenArgs) -> Result<u8, Error> {
     let policy = engine::working_policy(a.min_valid, a.validate);
     let (org, store) = settings.one_org("token")?;
-    let tokens = match engine::ensure(
+    let tokens = engine::ensure_or_still_valid(
         &store,
         |c| settings.api(c),
         &policy,
         &org,
         &super::ctx_for(settings, "token", &store.env_path),
     )
-    .await
-    {
-        Ok(outcome) => outcome.tokens,
-        Err(e) => match engine::still_valid_after(&store, &org, &e).await {
-            Some(tokens) => tokens,
-            None => return Err(e),
-        },
-    };
+    .await?;
     let access = tokens
         .access_token
         .as_ref()

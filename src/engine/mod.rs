@@ -15,6 +15,7 @@ use crate::clock;
 use crate::config::Config;
 use crate::error::Error;
 use crate::secret::{ExposeSecret, SecretString, fingerprint};
+use crate::settings::Settings;
 use crate::store::{LockScope, StoreError, TokenStore};
 use crate::tokens::{OrgId, RenewableUpdate, StoredTokens};
 use crate::webex::{ApiError, ClientCredentials, MintRequest, TokenGrant, WebexApi};
@@ -32,6 +33,18 @@ pub struct Ctx<'a> {
     pub audit: Option<&'a Path>,
     /// Where the service-app tokens are kept, for the audit log.
     pub target: &'a Path,
+}
+
+impl<'a> Ctx<'a> {
+    /// The run's context for the org whose env file is `target`.
+    pub fn of(settings: &'a Settings, command: &'static str, target: &'a Path) -> Ctx<'a> {
+        Ctx {
+            command,
+            lock_timeout: settings.lock_timeout,
+            audit: settings.audit_log.as_deref(),
+            target,
+        }
+    }
 }
 
 /// The stored tokens when their expiry is beyond `min_valid` (no lock, no
@@ -435,6 +448,26 @@ pub async fn still_valid_after<S: TokenStore>(
         );
         snap.tokens
     })
+}
+
+/// [`ensure`] for `token` and `exec`: on a failure that
+/// [`still_valid_after`] forgives, the stored token that still works.
+pub async fn ensure_or_still_valid<S, A, F>(
+    store: &S,
+    api_for: F,
+    policy: &Policy,
+    org: &OrgId,
+    ctx: &Ctx<'_>,
+) -> Result<StoredTokens, Error>
+where
+    S: TokenStore,
+    A: WebexApi,
+    F: FnOnce(&Config) -> A,
+{
+    match ensure(store, api_for, policy, org, ctx).await {
+        Ok(outcome) => Ok(outcome.tokens),
+        Err(e) => still_valid_after(store, org, &e).await.ok_or(e),
+    }
 }
 
 /// The policy `token`, `exec` and the data-source commands use: trust a

@@ -335,6 +335,23 @@ impl<T> OrgResult<'_, T> {
         m.insert("envFile".into(), json!(self.env_path.display().to_string()));
         Value::Object(m)
     }
+
+    /// This org's part of the human output: a heading line, then `body`
+    /// indented by two spaces (blank lines stay blank).
+    pub fn section(&self, body: &str) -> String {
+        let indented = body
+            .lines()
+            .map(|l| {
+                if l.is_empty() {
+                    String::new()
+                } else {
+                    format!("  {l}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        format!("org {} ({})\n{indented}", self.name, self.target_org_id)
+    }
 }
 
 /// The `--json` failure object of `command`.

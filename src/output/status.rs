@@ -243,7 +243,7 @@ impl Printer {
                     Ok(report) => report.to_text(),
                     Err(e) => format!("error: {e}"),
                 };
-                format!("org {} ({})\n{}", r.name, r.target_org_id, indent(&body))
+                r.section(&body)
             })
             .collect::<Vec<_>>()
             .join("\n\n");
@@ -257,19 +257,6 @@ impl Printer {
             );
         }
     }
-}
-
-fn indent(text: &str) -> String {
-    text.lines()
-        .map(|l| {
-            if l.is_empty() {
-                String::new()
-            } else {
-                format!("  {l}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// "expires … (in …)" for a `--check` line.

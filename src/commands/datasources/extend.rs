@@ -88,22 +88,7 @@ pub(super) async fn extend(
             Err(e) => (output::failure_json(name, e), format!("error: {e}")),
         };
         objects.push(r.object(v));
-        let body: Vec<String> = body
-            .lines()
-            .map(|l| {
-                if l.is_empty() {
-                    String::new()
-                } else {
-                    format!("  {l}")
-                }
-            })
-            .collect();
-        sections.push(format!(
-            "org {} ({})\n{}",
-            r.name,
-            r.target_org_id,
-            body.join("\n")
-        ));
+        sections.push(r.section(&body));
     }
     let v = json!({
         "schemaVersion": SCHEMA_VERSION,

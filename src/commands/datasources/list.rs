@@ -64,17 +64,7 @@ pub(super) async fn list(
                 Ok((_, h)) => h.clone(),
                 Err(e) => format!("error: {e}"),
             };
-            let body: Vec<String> = body
-                .lines()
-                .map(|l| {
-                    if l.is_empty() {
-                        String::new()
-                    } else {
-                        format!("  {l}")
-                    }
-                })
-                .collect();
-            format!("org {} ({})\n{}", r.name, r.target_org_id, body.join("\n"))
+            r.section(&body)
         })
         .collect::<Vec<_>>()
         .join("\n\n");

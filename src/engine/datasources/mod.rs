@@ -27,23 +27,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use session::{Renew, Renewed, Session};
 use std::cell::RefCell;
-use std::path::Path;
 use std::time::Duration;
 
 /// How long the service-app token must still be valid before a data-source
 /// call; the same default as `refresh`/`token`, so at most one refresh.
 pub const SERVICE_TOKEN_MIN_VALID: Duration = Duration::from_secs(3600);
-
-/// The engine's view of a data-source run for the org whose env file is
-/// `target`.
-fn ctx_for<'a>(settings: &'a Settings, command: &'static str, target: &'a Path) -> Ctx<'a> {
-    Ctx {
-        command,
-        lock_timeout: settings.lock_timeout,
-        audit: settings.audit_log.as_deref(),
-        target,
-    }
-}
 
 // ---------------------------------------------------------------------------
 // The session: a working service-app token and the HTTP client
@@ -103,7 +91,7 @@ impl Renew for EngineRenew<'_> {
             |c| self.settings.api(c),
             &policy,
             &self.org.org,
-            &ctx_for(self.settings, self.command, &self.org.store.env_path),
+            &Ctx::of(self.settings, self.command, &self.org.store.env_path),
         )
         .await?;
         Ok(Renewed {
@@ -167,7 +155,7 @@ pub async fn open<'a>(
         |c| settings.api(c),
         SERVICE_TOKEN_MIN_VALID,
         &org.org,
-        &ctx_for(settings, command, &org.store.env_path),
+        &Ctx::of(settings, command, &org.store.env_path),
     )
     .await?;
     let config = store.config.into_inner();
