@@ -87,6 +87,103 @@ pub struct GlobalArgs {
     /// Requests in flight at once over orgs and data sources (1–64)
     #[arg(long, global = true, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
+
+    /// Where tokens are kept: `files`, or `etcd://HOST:PORT[,HOST:PORT...]/PREFIX` shared by a fleet (`etcds://` for TLS)
+    #[arg(long, global = true, env = ENV_STORE, value_name = "URL", default_value = "files", value_parser = parse_store, help_heading = "Shared store (several hosts)")]
+    pub store: StoreArg,
+
+    /// CA certificate (PEM) that signed the etcd members' certificates (`etcds://`)
+    #[arg(long, global = true, env = ENV_ETCD_CA, value_name = "PATH", help_heading = "Shared store (several hosts)")]
+    pub etcd_ca: Option<PathBuf>,
+
+    /// etcd user (with --etcd-password-file)
+    #[arg(long, global = true, env = ENV_ETCD_USER, value_name = "NAME", requires = "etcd_password_file", help_heading = "Shared store (several hosts)")]
+    pub etcd_user: Option<String>,
+
+    /// File holding the etcd user's password
+    #[arg(long, global = true, env = ENV_ETCD_PASSWORD_FILE, value_name = "PATH", requires = "etcd_user", help_heading = "Shared store (several hosts)")]
+    pub etcd_password_file: Option<PathBuf>,
+
+    /// Lease of the etcd lock: how long a host that stops answering keeps it
+    #[arg(long, global = true, env = ENV_LOCK_TTL, value_name = "DURATION", default_value = "30s", value_parser = parse_lock_ttl, help_heading = "Shared store (several hosts)")]
+    pub lock_ttl: Duration,
+
+    /// Longest wait for one etcd request before the store counts as unreachable
+    #[arg(long, global = true, env = ENV_ETCD_TIMEOUT, value_name = "DURATION", default_value = "5s", value_parser = parse_nonzero_duration, help_heading = "Shared store (several hosts)")]
+    pub etcd_timeout: Duration,
+}
+
+/// `--store`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreArg {
+    Files,
+    Etcd {
+        tls: bool,
+        /// `host:port` of each member.
+        endpoints: Vec<String>,
+        /// Key prefix, no slashes at either end.
+        prefix: String,
+    },
+}
+
+fn parse_store(v: &str) -> Result<StoreArg, String> {
+    const SHAPE: &str =
+        "expected `files` or etcd://HOST:PORT[,HOST:PORT...]/PREFIX (etcds:// for TLS)";
+    if v == "files" {
+        return Ok(StoreArg::Files);
+    }
+    let (tls, rest) = if let Some(r) = v.strip_prefix("etcd://") {
+        (false, r)
+    } else if let Some(r) = v.strip_prefix("etcds://") {
+        (true, r)
+    } else {
+        return Err(SHAPE.into());
+    };
+    let (hosts, prefix) = rest
+        .split_once('/')
+        .ok_or_else(|| format!("no /PREFIX after the endpoints: {SHAPE}"))?;
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        return Err(format!("the /PREFIX is empty: {SHAPE}"));
+    }
+    if prefix
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == '%')
+    {
+        return Err(format!(
+            "the prefix `{prefix}` may hold letters, digits, `/`, `.`, `_` and `-`"
+        ));
+    }
+    let mut endpoints = Vec::new();
+    for h in hosts.split(',') {
+        let (host, port) = h
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{h}` has no :PORT: {SHAPE}"))?;
+        let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0);
+        let host_ok = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-_[]:".contains(c));
+        if !port_ok || !host_ok {
+            return Err(format!("`{h}` is not HOST:PORT: {SHAPE}"));
+        }
+        endpoints.push(h.to_string());
+    }
+    Ok(StoreArg::Etcd {
+        tls,
+        endpoints,
+        prefix: prefix.to_string(),
+    })
+}
+
+/// etcd leases are whole seconds, at least a few of them (shorter ones
+/// lapse between keep-alives on a busy host).
+fn parse_lock_ttl(v: &str) -> Result<Duration, String> {
+    let d = parse_duration(v)?;
+    if d < Duration::from_secs(2) || d.subsec_nanos() != 0 {
+        return Err("a whole number of seconds, at least 2s (e.g. 30s)".into());
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

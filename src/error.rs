@@ -199,6 +199,11 @@ impl Error {
         match self {
             Error::Config(_) => exit::CONFIG,
             Error::Store(StoreError::LockTimeout { .. }) => exit::TRANSIENT,
+            // The fleet's store out of reach, or another host took over:
+            // nothing was changed, and a later run can succeed.
+            Error::Store(StoreError::Unreachable { .. } | StoreError::LockLost { .. }) => {
+                exit::TRANSIENT
+            }
             Error::Store(_) => exit::CONFIG,
             Error::Chain(c) => Error::chain_exit_code(c),
             // 1 transient (network, 5xx, 429, a garbled answer), 3 the
@@ -303,6 +308,17 @@ impl Error {
                 }
                 v
             }
+            Error::Store(
+                StoreError::Unreachable {
+                    recovery: Some(p), ..
+                }
+                | StoreError::LockLost {
+                    recovery: Some(p), ..
+                },
+            ) => vec![format!(
+                "the tokens Webex issued in this run are kept in {} (mode 0600) in case they are needed; the store was not changed",
+                p.display()
+            )],
             _ => Vec::new(),
         }
     }
@@ -332,6 +348,18 @@ impl Error {
                 "the lock file's path is a symlink or a special file: remove it (webex-token creates a regular one)".into(),
             ),
             Error::Store(StoreError::Lock { .. }) => Some("make sure the env file's directory is writable".into()),
+            Error::Store(StoreError::Unreachable { .. }) => Some(
+                "check that etcd is running and reachable from this host (`etcdctl --endpoints=... endpoint health`) and that a majority of its members are up; `token` and `exec` keep serving the exported env file while its token is valid".into(),
+            ),
+            Error::Store(StoreError::LockLost { .. }) => Some(
+                "this host stopped answering for longer than --lock-ttl (paused, overloaded or cut off) and another may have taken over; run again: it re-reads the store".into(),
+            ),
+            Error::Store(StoreError::EtcdData { .. }) => Some(
+                "the key was written by something else: delete it (`etcdctl del KEY`) and run `webex-token refresh`, which stores this host's tokens there again".into(),
+            ),
+            Error::Store(StoreError::EtcdSetup { .. }) => Some(
+                "check --store, --etcd-ca, --etcd-user and --etcd-password-file (README, \"Running on several hosts\")".into(),
+            ),
             Error::Store(StoreError::Write { source, .. }) => Some(match matches!(source, WriteError::RenameNotPossible { .. }) {
                 true => "re-run with --write-mode in-place".into(),
                 false => "make sure the file and its directory are writable, then run `webex-token refresh` again".into(),

@@ -29,6 +29,18 @@ pub const ENV_AUDIT_LOG: &str = "WEBEX_TOKEN_AUDIT_LOG";
 pub const ENV_WRITE_MODE: &str = "WEBEX_TOKEN_WRITE_MODE";
 /// Env var: log format (`--log-format`).
 pub const ENV_LOG_FORMAT: &str = "WEBEX_TOKEN_LOG_FORMAT";
+/// Env var: where tokens are kept (`--store`).
+pub const ENV_STORE: &str = "WEBEX_TOKEN_STORE";
+/// Env var: CA certificate for `etcds://` (`--etcd-ca`).
+pub const ENV_ETCD_CA: &str = "WEBEX_TOKEN_ETCD_CA";
+/// Env var: etcd user (`--etcd-user`).
+pub const ENV_ETCD_USER: &str = "WEBEX_TOKEN_ETCD_USER";
+/// Env var: file holding the etcd password (`--etcd-password-file`).
+pub const ENV_ETCD_PASSWORD_FILE: &str = "WEBEX_TOKEN_ETCD_PASSWORD_FILE";
+/// Env var: lease of the etcd lock (`--lock-ttl`).
+pub const ENV_LOCK_TTL: &str = "WEBEX_TOKEN_LOCK_TTL";
+/// Env var: longest wait for one etcd request (`--etcd-timeout`).
+pub const ENV_ETCD_TIMEOUT: &str = "WEBEX_TOKEN_ETCD_TIMEOUT";
 
 /// Hidden, for tests only: pretend "now" is this RFC 3339 instant.
 pub const ENV_TEST_NOW: &str = "WEBEX_TOKEN_TEST_NOW";

@@ -2,12 +2,12 @@
 //! use. Precedence: flag > environment variable (clap handles those two) >
 //! config file > default.
 
-use crate::cli::{GlobalArgs, WriteModeArg};
+use crate::cli::{GlobalArgs, StoreArg, WriteModeArg};
 use crate::config::Config;
 use crate::error::Error;
 use crate::names::{DEFAULT_API_BASE, ENV_TEST_NO_RETRY_DELAY};
-use crate::store::FilesStore;
 use crate::store::fs_atomic::WriteMode;
+use crate::store::{FilesStore, Store};
 use crate::tokens::OrgId;
 use crate::webex::{ClientPool, HttpApi, HttpSettings, RetryPolicy};
 use std::path::{Path, PathBuf};
@@ -33,6 +33,12 @@ pub struct Settings {
     pub concurrency: usize,
     /// The HTTP clients of this run, shared by its orgs (see [`ClientPool`]).
     clients: Arc<ClientPool>,
+    /// `--store`, as given.
+    store: StoreArg,
+    /// The etcd connection of this run, shared by its orgs (connects on
+    /// first use).
+    #[cfg(feature = "etcd")]
+    cluster: Option<Arc<crate::store::etcd::Cluster>>,
 }
 
 /// Makes a path absolute against the working directory without touching
@@ -73,7 +79,70 @@ impl Settings {
             all_orgs: g.all_orgs,
             concurrency: usize::from(g.concurrency.max(1)),
             clients: Arc::default(),
+            #[cfg(feature = "etcd")]
+            cluster: match &g.store {
+                StoreArg::Files => None,
+                StoreArg::Etcd {
+                    tls,
+                    endpoints,
+                    prefix,
+                } => Some(crate::store::etcd::Cluster::new(
+                    crate::store::etcd::EtcdSettings {
+                        endpoints: endpoints.clone(),
+                        prefix: prefix.clone(),
+                        tls: *tls,
+                        ca_file: g.etcd_ca.as_deref().map(absolute),
+                        user: g.etcd_user.clone(),
+                        password_file: g.etcd_password_file.as_deref().map(absolute),
+                        lock_ttl: g.lock_ttl,
+                        timeout: g.etcd_timeout,
+                    },
+                )),
+            },
+            store: g.store.clone(),
         }
+    }
+
+    /// True when the tokens are shared through etcd (`--store etcd://`).
+    #[cfg_attr(feature = "etcd", allow(dead_code))]
+    pub fn shared_store(&self) -> bool {
+        matches!(self.store, StoreArg::Etcd { .. })
+    }
+
+    /// Where the tokens live, for reports: `files`, or the etcd URL.
+    pub fn store_description(&self) -> String {
+        match &self.store {
+            StoreArg::Files => "files".into(),
+            StoreArg::Etcd {
+                tls,
+                endpoints,
+                prefix,
+            } => format!(
+                "{}://{}/{prefix}",
+                if *tls { "etcds" } else { "etcd" },
+                endpoints.join(",")
+            ),
+        }
+    }
+
+    /// The store for one org's files: those files themselves, or the etcd
+    /// store with them as this host's export.
+    pub fn store_for(&self, files: FilesStore) -> Store {
+        #[cfg(feature = "etcd")]
+        if let Some(cluster) = &self.cluster {
+            return Store::Etcd(crate::store::etcd::EtcdStore {
+                cluster: cluster.clone(),
+                files,
+            });
+        }
+        // Without etcd support, `check_paths` has refused `--store etcd://`
+        // before any command runs.
+        Store::Files(files)
+    }
+
+    /// The store of this run's env file and config file.
+    pub fn store(&self) -> Store {
+        self.store_for(self.files_store())
     }
 
     /// The API base URL: flag or env var, else the config's `apiBaseUrl`,
@@ -95,6 +164,12 @@ impl Settings {
     /// following links).
     pub fn check_paths(&self) -> Result<(), Error> {
         use crate::store::fs_atomic::FileKind;
+        #[cfg(not(feature = "etcd"))]
+        if self.shared_store() {
+            return Err(Error::Store(crate::store::StoreError::EtcdSetup {
+                detail: "--store etcd://: this webex-token was built without etcd support (cargo feature `etcd`)".into(),
+            }));
+        }
         let follow = [
             ("env file", self.env_path.clone()),
             ("config file", self.config_path.clone()),
@@ -224,12 +299,12 @@ impl Settings {
                     };
                     OrgTarget {
                         org: OrgId::listed(i, &o.name, &o.target_org_id),
-                        store: FilesStore {
+                        store: self.store_for(FilesStore {
                             env_path,
                             config_path: self.config_path.clone(),
                             mode: self.write_mode,
                             config_cache: cache.clone(),
-                        },
+                        }),
                     }
                 })
                 .collect(),
@@ -239,13 +314,13 @@ impl Settings {
     /// The one org a `token` or `exec` run works on and its files: the
     /// single org of a config without `serviceApp.orgs`, else the one
     /// chosen with `--org` (or the only one listed).
-    pub fn one_org(&self, command: &str) -> Result<(OrgId, FilesStore), Error> {
+    pub fn one_org(&self, command: &str) -> Result<(OrgId, Store), Error> {
         match self.org_targets(Some(command))? {
             Some(mut v) => {
                 let t = v.remove(0);
                 Ok((t.org, t.store))
             }
-            None => Ok((OrgId::configured(), self.files_store())),
+            None => Ok((OrgId::configured(), self.store())),
         }
     }
 
@@ -275,7 +350,7 @@ impl Settings {
 #[derive(Debug, Clone)]
 pub struct OrgTarget {
     pub org: OrgId,
-    pub store: FilesStore,
+    pub store: Store,
 }
 
 impl OrgTarget {
@@ -374,7 +449,7 @@ mod tests {
             .org_targets_in(&cfg, None)
             .unwrap()
             .unwrap();
-        let paths: Vec<&Path> = all.iter().map(|t| t.store.env_path.as_path()).collect();
+        let paths: Vec<&Path> = all.iter().map(|t| t.store.env_path()).collect();
         assert_eq!(
             paths,
             [

@@ -16,7 +16,7 @@ pub async fn run(settings: &Settings, a: &ExecArgs) -> Result<u8, Error> {
                 |c| settings.api(c),
                 &engine::working_policy(a.min_valid, false),
                 &org,
-                &super::ctx_for(settings, "exec", &store.env_path),
+                &super::ctx_for(settings, "exec", store.env_path()),
             )
             .await?
         }

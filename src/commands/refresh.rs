@@ -8,7 +8,7 @@ use crate::engine::{self, Ctx};
 use crate::error::{Error, exit};
 use crate::output::{OrgResult, Printer};
 use crate::settings::{OrgTarget, Settings};
-use crate::store::FilesStore;
+use crate::store::Store;
 use crate::tokens::OrgId;
 use futures_util::{StreamExt, stream};
 use std::time::Duration;
@@ -26,7 +26,7 @@ pub async fn run(settings: &Settings, printer: &Printer, a: &RefreshArgs) -> Res
     }
     let outcome = ensure_one(
         settings,
-        &settings.files_store(),
+        &settings.store(),
         &OrgId::configured(),
         &super::ctx(settings, "refresh"),
         &policy,
@@ -47,7 +47,7 @@ pub async fn run(settings: &Settings, printer: &Printer, a: &RefreshArgs) -> Res
 /// cron users).
 async fn ensure_one(
     settings: &Settings,
-    store: &FilesStore,
+    store: &Store,
     org: &OrgId,
     ctx: &Ctx<'_>,
     policy: &Policy,
@@ -92,7 +92,7 @@ async fn over_orgs(
     targets: &[OrgTarget],
 ) -> u8 {
     let runs = targets.iter().enumerate().map(|(i, t)| async move {
-        let ctx = super::ctx_for(settings, "refresh", &t.store.env_path);
+        let ctx = super::ctx_for(settings, "refresh", t.store.env_path());
         let r = ensure_one(settings, &t.store, &t.org, &ctx, policy, rt_min_valid).await;
         (i, r)
     });
@@ -108,7 +108,7 @@ async fn over_orgs(
             OrgResult {
                 name: t.name(),
                 target_org_id: t.org.listed_target().map(|(_, id)| id).unwrap_or_default(),
-                env_path: &t.store.env_path,
+                env_path: t.store.env_path(),
                 result,
             }
         })

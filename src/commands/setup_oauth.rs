@@ -120,11 +120,15 @@ async fn store_grant(
         // Serialize with `refresh` runs (they may rewrite the config at
         // level 3), and write onto the file as it is now, not as it was
         // when the person started signing in.
-        let store = settings.files_store();
+        // With `--store etcd://` the renewed state goes to etcd (the whole
+        // fleet uses it); the client credentials stay in this host's file.
+        let store = settings.store();
         let guard = store
             .lock(&LockScope::Config, settings.lock_timeout)
             .await?;
-        store.save_renewable(&guard, &update).await?;
+        let saved = store.save_renewable(&guard, &update).await;
+        store.release(guard).await;
+        saved?;
     }
     let stored = Stored {
         config_path: config.path.clone(),

@@ -13,6 +13,7 @@ use crate::output::status::{
 use crate::output::{OrgResult, Printer};
 use crate::settings::{OrgTarget, Settings};
 use crate::store::EnvState;
+use crate::tokens::OrgId;
 use crate::webex::{ApiError, WebexApi};
 use futures_util::{StreamExt, stream};
 
@@ -22,7 +23,8 @@ pub async fn run(settings: &Settings, printer: &Printer, a: &StatusArgs) -> Resu
     if let Some(targets) = settings.org_targets_in(&config, None)? {
         return Ok(over_orgs(settings, printer, a, &config, &targets).await);
     }
-    let state = settings.files_store().read_env()?;
+    let (state, shared) = settings.store().peek(&OrgId::configured()).await?;
+    let config = shared.unwrap_or(config);
     let report = gather(settings, a, &config, &state).await;
     let code = report.failure.as_ref().map_or(0, Error::exit_code);
     printer.status(&report);
@@ -43,14 +45,20 @@ async fn over_orgs(
         if let Some((index, id)) = t.org.listed_target() {
             config.service_app = config.service_app.for_org(index, id);
         }
-        let result = match t.store.read_env() {
-            Ok(state) => Ok(gather(settings, a, &config, &state).await),
+        let result = match t.store.peek(&t.org).await {
+            Ok((state, shared)) => {
+                if let Some(mut c) = shared {
+                    c.service_app = config.service_app.clone();
+                    config = c;
+                }
+                Ok(gather(settings, a, &config, &state).await)
+            }
             Err(e) => Err(Error::from(e)),
         };
         OrgResult {
             name: t.name(),
             target_org_id: t.org.listed_target().map(|(_, id)| id).unwrap_or_default(),
-            env_path: &t.store.env_path,
+            env_path: t.store.env_path(),
             result,
         }
     });
@@ -161,6 +169,7 @@ async fn gather(
         now,
         env_file: state.path.clone(),
         env_file_exists: state.doc.is_some(),
+        store: settings.store_description(),
         config_file: config.path.clone(),
         api_base: settings.api_base(Some(config)),
         credentials,

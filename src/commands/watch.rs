@@ -81,9 +81,9 @@ pub async fn run(settings: &Settings, printer: &Printer, a: &WatchArgs) -> Resul
     }
     // With `serviceApp.orgs`: one watcher per chosen org, side by side
     // (each with its own env file, lock, schedule and data sources).
-    let orgs: Vec<(OrgId, store::FilesStore)> = match settings.org_targets(None)? {
+    let orgs: Vec<(OrgId, store::Store)> = match settings.org_targets(None)? {
         Some(targets) => targets.into_iter().map(|t| (t.org, t.store)).collect(),
-        None => vec![(OrgId::configured(), settings.files_store())],
+        None => vec![(OrgId::configured(), settings.store())],
     };
     let watchers = orgs.into_iter().map(|(org, store)| {
         let monitor = monitor.clone();
@@ -140,7 +140,7 @@ struct Watcher<'a> {
     settings: &'a Settings,
     printer: &'a Printer,
     a: &'a WatchArgs,
-    store: store::FilesStore,
+    store: store::Store,
     org: OrgId,
     monitor: Arc<Monitor>,
     last_validated: Option<Timestamp>,
@@ -177,7 +177,7 @@ impl Watcher<'_> {
         self.event(
             "started",
             json!({
-                "envFile": self.store.env_path.display().to_string(),
+                "envFile": self.store.env_path().display().to_string(),
                 "configFile": settings.config_path.display().to_string(),
                 "minValidSeconds": a.min_valid.as_secs(),
                 "checkIntervalSeconds": a.check_interval.as_secs(),
@@ -191,7 +191,7 @@ impl Watcher<'_> {
         if !a.once {
             tracing::info!(
                 "watching {} (refresh {} before expiry, check every {})",
-                self.store.env_path.display(),
+                self.store.env_path().display(),
                 clock::human_span(a.min_valid.as_secs()),
                 clock::human_span(a.check_interval.as_secs())
             );
@@ -331,7 +331,7 @@ impl Watcher<'_> {
         let watch_files = self.waiting_for_reauth;
         let files = [
             self.settings.config_path.clone(),
-            self.store.env_path.clone(),
+            self.store.env_path().to_path_buf(),
         ];
         tokio::select! {
             _ = tokio::time::sleep(d) => false,
@@ -364,7 +364,7 @@ impl Watcher<'_> {
                 output::expiry_text(stored.refresh_expires_at, now)
             );
         }
-        let ctx = super::ctx_for(self.settings, "watch", &self.store.env_path);
+        let ctx = super::ctx_for(self.settings, "watch", self.store.env_path());
         let result = engine::ensure(
             &self.store,
             |c| self.settings.api(c),
@@ -409,7 +409,7 @@ impl Watcher<'_> {
         self.monitor.succeeded(now, o);
         let fields = {
             let mut v =
-                output::refresh_json(o, now, &self.store.env_path, &self.settings.config_path);
+                output::refresh_json(o, now, self.store.env_path(), &self.settings.config_path);
             if let Value::Object(m) = &mut v {
                 m.remove("schemaVersion");
                 m.remove("command");
@@ -722,7 +722,7 @@ impl Watcher<'_> {
                         "exitCode": exit_code,
                         "error": detail,
                         "durationMs": ms,
-                        "envFile": self.store.env_path.display().to_string(),
+                        "envFile": self.store.env_path().display().to_string(),
                     }),
                 );
             }

@@ -108,6 +108,30 @@ where
                 .await?,
         )
     };
+    let outcome = ensure_held(store, api_for, policy, org, ctx, &before, guard.as_ref()).await;
+    // Given back at once (for etcd a request: the next host need not wait
+    // for the lease to lapse).
+    if let Some(g) = guard {
+        store.release(g).await;
+    }
+    outcome
+}
+
+/// [`ensure`] once the lock is held (`guard`; `None` in a dry run).
+async fn ensure_held<S, A, F>(
+    store: &S,
+    api_for: F,
+    policy: &Policy,
+    org: &OrgId,
+    ctx: &Ctx<'_>,
+    before: &crate::store::Snapshot,
+    guard: Option<&S::Guard>,
+) -> Result<Outcome, Error>
+where
+    S: TokenStore,
+    A: WebexApi,
+    F: FnOnce(&Config) -> A,
+{
     // Re-read under the lock: another run may have rotated a refresh token
     // or renewed the personal token meanwhile.
     let snap = store.load(org).await?;
@@ -156,7 +180,7 @@ where
         chain::ensure_fresh(&snap.tokens, &snap.config, policy, &api, now, &mut sink).await;
     let outcome = match result {
         Ok(outcome) => {
-            if let (Action::Refreshed { level, .. }, Some(guard)) = (&outcome.action, &guard) {
+            if let (Action::Refreshed { level, .. }, Some(guard)) = (&outcome.action, guard) {
                 let written = store.save_service(guard, org, &outcome.tokens).await;
                 audit_refresh(ctx, &outcome, level.number(), written.as_ref().err());
                 written?;
@@ -170,6 +194,9 @@ where
     };
     // The answer is saved (or kept in a recovery file): a stop signal that
     // arrived meanwhile may end the run now.
+    if let Some(g) = sink.guard.take() {
+        store.release(g).await;
+    }
     drop(sink);
     drop(api);
     outcome
@@ -433,11 +460,13 @@ pub async fn still_valid_after<S: TokenStore>(
     let recoverable = matches!(
         err,
         Error::Chain(ChainError::Transient { .. } | ChainError::Exhausted { .. })
+            | Error::Store(StoreError::Unreachable { .. } | StoreError::LockLost { .. })
     );
     if !recoverable {
         return None;
     }
-    let snap = store.load(org).await.ok()?;
+    // This host's own copy (for etcd: the export), which needs no request.
+    let snap = store.load_local(org).await.ok()?;
     let now = clock::now();
     let exp = snap.tokens.access_expires_at?;
     (snap.tokens.access_token.is_some() && exp > now).then(|| {

@@ -53,6 +53,8 @@ pub struct StatusReport {
     pub now: Timestamp,
     pub env_file: PathBuf,
     pub env_file_exists: bool,
+    /// `files`, or the etcd store's URL (the env file is then its export).
+    pub store: String,
     pub config_file: PathBuf,
     pub api_base: String,
     /// In order: service access, service refresh, personal, integration refresh.
@@ -112,6 +114,7 @@ impl StatusReport {
             "error": f.map(error_json_fields),
             "envFile": self.env_file.display().to_string(),
             "envFileExists": self.env_file_exists,
+            "store": self.store,
             "configFile": self.config_file.display().to_string(),
             "apiBase": self.api_base,
             "credentials": {
@@ -145,6 +148,12 @@ impl StatusReport {
                 " (not created yet)"
             }
         ));
+        if self.store != "files" {
+            human.push_str(&format!(
+                "store         {} (the env file is this host's export)\n",
+                self.store
+            ));
+        }
         human.push_str(&format!("config file   {}\n", self.config_file.display()));
         human.push_str(&format!("api base      {}\n\n", self.api_base));
         for c in &self.credentials {

@@ -221,26 +221,32 @@ fn with_expiry_mark(bytes: Vec<u8>, tokens: &StoredTokens) -> Vec<u8> {
     if let Some(t) = &tokens.refresh_token {
         mark.push_str(&format!(" refresh={}", crate::secret::fingerprint(t)));
     }
+    with_line(bytes, EXPIRY_MARK, &mark)
+}
+
+/// `bytes` with the line starting with `prefix` replaced by `line` where it
+/// is, else `line` appended, in the file's own line ending.
+fn with_line(bytes: Vec<u8>, prefix: &str, line: &str) -> Vec<u8> {
     let Ok(text) = String::from_utf8(bytes.clone()) else {
         return bytes;
     };
     let eol = if text.contains("\r\n") { "\r\n" } else { "\n" };
-    let mut out = String::with_capacity(text.len() + mark.len() + 2);
+    let mut out = String::with_capacity(text.len() + line.len() + 2);
     let mut replaced = false;
-    for line in text.split_inclusive('\n') {
-        if !replaced && line.starts_with(EXPIRY_MARK) {
-            out.push_str(&mark);
-            out.push_str(if line.ends_with('\n') { eol } else { "" });
+    for l in text.split_inclusive('\n') {
+        if !replaced && l.starts_with(prefix) {
+            out.push_str(line);
+            out.push_str(if l.ends_with('\n') { eol } else { "" });
             replaced = true;
         } else {
-            out.push_str(line);
+            out.push_str(l);
         }
     }
     if !replaced {
         if !out.is_empty() && !out.ends_with('\n') {
             out.push_str(eol);
         }
-        out.push_str(&mark);
+        out.push_str(line);
         out.push_str(eol);
     }
     out.into_bytes()
@@ -312,6 +318,42 @@ pub fn write_env(
             recovery,
         }
     })
+}
+
+/// The comment line of an etcd export that names the etcd revision its
+/// tokens came from (a comment: every .env reader ignores it).
+pub const EXPORT_MARK: &str = "# webex-token: exported from etcd, revision";
+
+/// Writes an etcd export: the env file with `tokens` (layout kept, as
+/// [`write_env`]) and the revision line set.
+pub fn write_export(
+    state: &EnvState,
+    tokens: &StoredTokens,
+    revision: &str,
+    mode: WriteMode,
+) -> Result<(), StoreError> {
+    let bytes = render_env(state, tokens)?;
+    let bytes = with_line(bytes, EXPORT_MARK, &format!("{EXPORT_MARK} {revision}"));
+    fs_atomic::write_file(&state.path, &bytes, mode).map_err(|source| StoreError::Write {
+        what: format!(
+            "the export of the etcd store (env file {})",
+            state.path.display()
+        ),
+        source,
+        recovery: None,
+    })
+}
+
+/// Keeps tokens that were issued but could not be stored (in the env
+/// file's format) in a 0600 recovery file; see [`save_recovery`].
+pub fn keep_recovery(env_path: &Path, tokens: &StoredTokens) -> Option<PathBuf> {
+    let state = EnvState {
+        path: env_path.into(),
+        doc: None,
+        tokens: StoredTokens::default(),
+    };
+    let bytes = render_env(&state, tokens).ok()?;
+    save_recovery(env_path, &bytes, env_path)
 }
 
 /// Writes a renewed personal token (and integration refresh token) into the

@@ -8,6 +8,8 @@
 //! them in memory for the engine's unit tests.
 
 pub mod env_file;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod files;
 pub mod fs_atomic;
 mod mem;
@@ -47,6 +49,29 @@ pub enum StoreError {
         /// Where the new values were kept instead, if they could be.
         recovery: Option<PathBuf>,
     },
+    /// The etcd cluster did not answer (down, partitioned, no quorum).
+    #[error("the etcd store at {endpoints} could not be reached: {detail}; nothing was changed")]
+    Unreachable {
+        endpoints: String,
+        detail: String,
+        /// Tokens issued but not stored, kept here.
+        recovery: Option<PathBuf>,
+    },
+    /// The lease behind the etcd lock lapsed (a pause or partition longer
+    /// than `--lock-ttl`): the write was refused.
+    #[error("lost the etcd lock {key}: its lease ({}s) lapsed before the write, so the write was refused and the store keeps what another host wrote meanwhile", ttl.as_secs())]
+    LockLost {
+        key: String,
+        ttl: Duration,
+        recovery: Option<PathBuf>,
+    },
+    /// A value in etcd that is not what webex-token writes.
+    #[error("the etcd key {key} does not hold webex-token's JSON: {detail}")]
+    EtcdData { key: String, detail: String },
+    /// `--store`/`--etcd-*` settings that cannot work (a CA or password
+    /// file unreadable, credentials refused, etcd support not built in).
+    #[error("{detail}")]
+    EtcdSetup { detail: String },
 }
 
 /// What a lock covers.
@@ -92,6 +117,138 @@ pub trait TokenStore {
         guard: &Self::Guard,
         update: &RenewableUpdate,
     ) -> Result<(), StoreError>;
+    /// Gives a lock back. Dropping the guard releases it too; a backend
+    /// whose release is a request (etcd) does it here, awaited.
+    async fn release(&self, guard: Self::Guard) {
+        drop(guard);
+    }
+    /// What this host has locally when the store cannot be reached (the
+    /// etcd export); the files backend has nothing else.
+    async fn load_local(&self, org: &OrgId) -> Result<Snapshot, StoreError> {
+        self.load(org).await
+    }
+}
+
+/// The store a run was configured with (`--store`).
+#[derive(Debug, Clone)]
+pub enum Store {
+    Files(FilesStore),
+    #[cfg(feature = "etcd")]
+    Etcd(etcd::EtcdStore),
+}
+
+/// A held lock of a [`Store`].
+#[derive(Debug)]
+pub enum StoreGuard {
+    Files(files::FilesGuard),
+    #[cfg(feature = "etcd")]
+    Etcd(etcd::EtcdGuard),
+}
+
+impl Store {
+    /// This host's files: the env file (for etcd: the export) and config.
+    pub fn files(&self) -> &FilesStore {
+        match self {
+            Store::Files(f) => f,
+            #[cfg(feature = "etcd")]
+            Store::Etcd(e) => &e.files,
+        }
+    }
+
+    /// The env file (for etcd: this host's export of the store).
+    pub fn env_path(&self) -> &std::path::Path {
+        &self.files().env_path
+    }
+
+    /// What is stored for `org`, read without writing anything (for
+    /// `status`): the env file's state and, for etcd, the config with the
+    /// store's token-manager state (`None`: the config file as it is).
+    pub async fn peek(&self, org: &OrgId) -> Result<(EnvState, Option<Config>), StoreError> {
+        match self {
+            Store::Files(f) => Ok((f.read_env()?, None)),
+            #[cfg(feature = "etcd")]
+            Store::Etcd(e) => e.peek(org).await.map(|(s, c)| (s, Some(c))),
+        }
+    }
+
+    /// Where the tokens live, for reports: `files` or the etcd endpoints
+    /// and prefix.
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Files(_) => "files".into(),
+            #[cfg(feature = "etcd")]
+            Store::Etcd(e) => format!(
+                "etcd://{}/{}",
+                e.cluster.settings.shown(),
+                e.cluster.settings.prefix
+            ),
+        }
+    }
+}
+
+impl TokenStore for Store {
+    type Guard = StoreGuard;
+
+    async fn lock(&self, scope: &LockScope, wait: Duration) -> Result<StoreGuard, StoreError> {
+        match self {
+            Store::Files(f) => f.lock(scope, wait).await.map(StoreGuard::Files),
+            #[cfg(feature = "etcd")]
+            Store::Etcd(e) => e.lock(scope, wait).await.map(StoreGuard::Etcd),
+        }
+    }
+
+    async fn load(&self, org: &OrgId) -> Result<Snapshot, StoreError> {
+        match self {
+            Store::Files(f) => f.load(org).await,
+            #[cfg(feature = "etcd")]
+            Store::Etcd(e) => e.load(org).await,
+        }
+    }
+
+    async fn save_service(
+        &self,
+        guard: &StoreGuard,
+        org: &OrgId,
+        tokens: &StoredTokens,
+    ) -> Result<(), StoreError> {
+        match (self, guard) {
+            (Store::Files(f), StoreGuard::Files(g)) => f.save_service(g, org, tokens).await,
+            #[cfg(feature = "etcd")]
+            (Store::Etcd(e), StoreGuard::Etcd(g)) => e.save_service(g, org, tokens).await,
+            #[cfg(feature = "etcd")]
+            _ => Err(wrong_scope("the new service-app tokens")),
+        }
+    }
+
+    async fn save_renewable(
+        &self,
+        guard: &StoreGuard,
+        update: &RenewableUpdate,
+    ) -> Result<(), StoreError> {
+        match (self, guard) {
+            (Store::Files(f), StoreGuard::Files(g)) => f.save_renewable(g, update).await,
+            #[cfg(feature = "etcd")]
+            (Store::Etcd(e), StoreGuard::Etcd(g)) => e.save_renewable(g, update).await,
+            #[cfg(feature = "etcd")]
+            _ => Err(wrong_scope("the renewed personal access token")),
+        }
+    }
+
+    async fn release(&self, guard: StoreGuard) {
+        match (self, guard) {
+            #[cfg(feature = "etcd")]
+            (Store::Etcd(e), StoreGuard::Etcd(g)) => e.release(g).await,
+            (_, g) => drop(g),
+        }
+    }
+
+    async fn load_local(&self, org: &OrgId) -> Result<Snapshot, StoreError> {
+        match self {
+            Store::Files(f) => f.load(org).await,
+            #[cfg(feature = "etcd")]
+            Store::Etcd(e) => e.load_local(org),
+        }
+    }
 }
 
 /// The lock a save was given is not the one its data needs: a bug, never a

@@ -72,7 +72,7 @@ pub(super) async fn extend(
         .map(|(o, result)| OrgResult {
             name: o.org.name().unwrap_or_default(),
             target_org_id: o.org.listed_target().map(|(_, id)| id).unwrap_or_default(),
-            env_path: &o.store.env_path,
+            env_path: o.store.env_path(),
             result,
         })
         .collect();

@@ -30,7 +30,7 @@ pub(super) async fn list(
         OrgResult {
             name: o.org.name().unwrap_or_default(),
             target_org_id: o.org.listed_target().map(|(_, id)| id).unwrap_or_default(),
-            env_path: &o.store.env_path,
+            env_path: o.store.env_path(),
             result: list_org(settings, printer, name, o).await,
         }
     });

@@ -18,7 +18,7 @@ use crate::engine::{self, Ctx};
 use crate::error::{DsError, Error};
 use crate::secret::{ExposeSecret, SecretString};
 use crate::settings::{OrgTarget, Settings};
-use crate::store::{FilesStore, LockScope, Snapshot, StoreError, TokenStore};
+use crate::store::{LockScope, Snapshot, Store, StoreError, TokenStore};
 use crate::tokens::{OrgId, RenewableUpdate, StoredTokens};
 use crate::webex::{DataSourcesApi, HttpApi, MAX_PAGES, NextPage, Page};
 use base64::Engine;
@@ -46,7 +46,7 @@ pub struct EngineRenew<'a> {
 /// The org a data-source command works on and its files.
 pub struct OrgFiles {
     pub org: OrgId,
-    pub store: FilesStore,
+    pub store: Store,
 }
 
 impl OrgFiles {
@@ -61,7 +61,7 @@ impl OrgFiles {
     pub fn single(settings: &Settings) -> OrgFiles {
         OrgFiles {
             org: OrgId::configured(),
-            store: settings.files_store(),
+            store: settings.store(),
         }
     }
 }
@@ -91,7 +91,7 @@ impl Renew for EngineRenew<'_> {
             |c| self.settings.api(c),
             &policy,
             &self.org.org,
-            &Ctx::of(self.settings, self.command, &self.org.store.env_path),
+            &Ctx::of(self.settings, self.command, self.org.store.env_path()),
         )
         .await?;
         Ok(Renewed {
@@ -155,7 +155,7 @@ pub async fn open<'a>(
         |c| settings.api(c),
         SERVICE_TOKEN_MIN_VALID,
         &org.org,
-        &Ctx::of(settings, command, &org.store.env_path),
+        &Ctx::of(settings, command, org.store.env_path()),
     )
     .await?;
     let config = store.config.into_inner();

@@ -1,0 +1,918 @@
+//! The etcd backend: one set of tokens shared by a fleet of hosts.
+//!
+//! Keys, under `/<PREFIX>/<appId>/` (each path segment percent-encoded):
+//! - `tokens/<targetOrgId>`: one org's service-app tokens (JSON);
+//! - `manager`: the renewable token-manager state (personal token,
+//!   integration refresh token, their expiries; JSON);
+//! - `lock/org/<targetOrgId>`, `lock/manager`: etcd's lock service names.
+//!
+//! Static credentials (client ids and secrets) stay in each host's config
+//! file. Each host's env file is an *export* of its org's tokens, rewritten
+//! after every load or save, so local consumers (and `token`'s fast path)
+//! read a file as before, with no etcd call.
+//!
+//! Locking: a run that may refresh grants a lease of `--lock-ttl`, keeps it
+//! alive while it works, and takes etcd's lock bound to that lease (the
+//! lock service queues waiters fairly). Every write is a transaction that
+//! succeeds only while the lock's key still exists: when a paused or cut-off
+//! host's lease lapses, its key is deleted with it, and its late write is
+//! refused (fencing), so it can never overwrite newer tokens.
+//!
+//! Written by hand on top of `etcd-client` (the maintained etcd v3 client):
+//! the lease/lock/txn composition is ours because no crate offers a fenced
+//! lock-and-write for a key-value store.
+
+use super::files::{self, FilesStore, lock_file};
+use super::{LockScope, Snapshot, StoreError, wrong_scope};
+use crate::clock;
+use crate::config::{Config, PersonalUpdate};
+use crate::secret::{ExposeSecret, SecretString, secret};
+use crate::tokens::{OrgId, RenewableUpdate, StoredTokens};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, LockOptions, Txn, TxnOp, TxnOpResponse,
+};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How to reach the cluster (from `--store`, `--etcd-*`, `--lock-ttl`).
+#[derive(Debug, Clone)]
+pub struct EtcdSettings {
+    /// `host:port` of each member.
+    pub endpoints: Vec<String>,
+    /// Key prefix, without slashes at either end.
+    pub prefix: String,
+    /// `etcds://`: TLS to every member.
+    pub tls: bool,
+    pub ca_file: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub lock_ttl: Duration,
+    /// Longest wait for one etcd request (connect, read, write).
+    pub timeout: Duration,
+}
+
+impl EtcdSettings {
+    /// The endpoints as shown in messages.
+    pub fn shown(&self) -> String {
+        self.endpoints.join(",")
+    }
+}
+
+/// The connection shared by every org of a run: made on first use, so a run
+/// that never needs etcd (a fresh `token`) never connects.
+pub struct Cluster {
+    pub settings: EtcdSettings,
+    client: tokio::sync::OnceCell<Client>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("settings", &self.settings)
+            .field("connected", &self.client.initialized())
+            .finish()
+    }
+}
+
+impl Cluster {
+    pub fn new(settings: EtcdSettings) -> Arc<Cluster> {
+        Arc::new(Cluster {
+            settings,
+            client: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    async fn client(&self) -> Result<Client, StoreError> {
+        let c = self
+            .client
+            .get_or_try_init(|| async { self.connect().await })
+            .await?;
+        Ok(c.clone())
+    }
+
+    async fn connect(&self) -> Result<Client, StoreError> {
+        let s = &self.settings;
+        // A member that has lost its leader answers at once instead of
+        // waiting: a cluster without quorum is reported, not waited for.
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(s.timeout)
+            .with_require_leader(true);
+        if let Some(user) = &s.user {
+            let password = match &s.password_file {
+                Some(p) => read_secret_file(p, "--etcd-password-file")?,
+                None => {
+                    return Err(StoreError::EtcdSetup {
+                        detail: "--etcd-user is set but --etcd-password-file is not".into(),
+                    });
+                }
+            };
+            opts = opts.with_user(user.clone(), password.expose_secret().to_string());
+        }
+        let endpoints: Vec<String> = if s.tls {
+            let mut tls = etcd_client::TlsOptions::new();
+            if let Some(ca) = &s.ca_file {
+                let pem = std::fs::read(ca).map_err(|e| StoreError::EtcdSetup {
+                    detail: format!("--etcd-ca {}: {e}", ca.display()),
+                })?;
+                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(pem));
+            }
+            opts = opts.with_tls(tls);
+            s.endpoints.iter().map(|e| format!("https://{e}")).collect()
+        } else {
+            s.endpoints.iter().map(|e| format!("http://{e}")).collect()
+        };
+        match tokio::time::timeout(s.timeout, Client::connect(&endpoints, Some(opts))).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(classify(&s.shown(), e)),
+            Err(_) => Err(self.timed_out("connecting")),
+        }
+    }
+
+    fn timed_out(&self, doing: &str) -> StoreError {
+        StoreError::Unreachable {
+            endpoints: self.settings.shown(),
+            detail: format!(
+                "no answer within {}s while {doing}",
+                self.settings.timeout.as_secs_f32()
+            ),
+            recovery: None,
+        }
+    }
+
+    /// One etcd request with the run's timeout.
+    async fn call<T, F>(&self, doing: &str, fut: F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        match tokio::time::timeout(self.settings.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(classify(&self.settings.shown(), e)),
+            Err(_) => Err(self.timed_out(doing)),
+        }
+    }
+}
+
+/// Sorts an etcd failure into what a person must do about it.
+fn classify(endpoints: &str, e: etcd_client::Error) -> StoreError {
+    use etcd_client::Error as E;
+    let detail = crate::secret::printable(&e.to_string());
+    match &e {
+        // gRPC codes (stable numbers): 3 invalid argument (etcd says
+        // "authentication failed" with it), 7 permission denied, 16
+        // unauthenticated.
+        E::GRpcStatus(status)
+            if matches!(status.code() as i32, 7 | 16)
+                || (status.code() as i32 == 3 && detail.contains("authentication failed")) =>
+        {
+            StoreError::EtcdSetup {
+                detail: format!("etcd at {endpoints} refused this run: {detail}"),
+            }
+        }
+        E::InvalidArgs(_) | E::InvalidUri(_) => StoreError::EtcdSetup {
+            detail: format!("etcd endpoints {endpoints}: {detail}"),
+        },
+        _ => StoreError::Unreachable {
+            endpoints: endpoints.into(),
+            detail,
+            recovery: None,
+        },
+    }
+}
+
+fn read_secret_file(path: &std::path::Path, flag: &str) -> Result<SecretString, StoreError> {
+    let text = std::fs::read_to_string(path).map_err(|e| StoreError::EtcdSetup {
+        detail: format!("{flag} {}: {e}", path.display()),
+    })?;
+    let value = text.trim_end_matches(['\n', '\r']);
+    if value.is_empty() {
+        return Err(StoreError::EtcdSetup {
+            detail: format!("{flag} {} is empty", path.display()),
+        });
+    }
+    Ok(secret(value))
+}
+
+/// One org's service-app tokens as kept in etcd.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct TokensDoc {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    access_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    access_token_expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh_token_expires_at: Option<String>,
+    /// Which host and process wrote it, and when (for people reading keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    written_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    written_at: Option<String>,
+}
+
+/// The token-manager state as kept in etcd.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ManagerDoc {
+    personal_access_token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    personal_access_token_expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    integration_refresh_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    integration_refresh_token_expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    written_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    written_at: Option<String>,
+}
+
+fn writer() -> (Option<String>, Option<String>) {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into());
+    (
+        Some(format!("{host}/{}", std::process::id())),
+        Some(clock::format_utc(clock::now())),
+    )
+}
+
+impl TokensDoc {
+    fn of(t: &StoredTokens) -> TokensDoc {
+        let (written_by, written_at) = writer();
+        TokensDoc {
+            access_token: t.access_token.as_ref().map(|s| s.expose_secret().into()),
+            access_token_expires_at: t.access_expires_at.map(clock::format_utc),
+            refresh_token: t.refresh_token.as_ref().map(|s| s.expose_secret().into()),
+            refresh_token_expires_at: t.refresh_expires_at.map(clock::format_utc),
+            written_by,
+            written_at,
+        }
+    }
+
+    fn tokens(self) -> StoredTokens {
+        StoredTokens {
+            access_token: self.access_token.filter(|s| !s.is_empty()).map(secret),
+            access_expires_at: self
+                .access_token_expires_at
+                .as_deref()
+                .and_then(clock::parse),
+            refresh_token: self.refresh_token.filter(|s| !s.is_empty()).map(secret),
+            refresh_expires_at: self
+                .refresh_token_expires_at
+                .as_deref()
+                .and_then(clock::parse),
+        }
+    }
+}
+
+impl ManagerDoc {
+    fn update(self) -> PersonalUpdate {
+        PersonalUpdate {
+            personal_access_token: secret(self.personal_access_token),
+            personal_expires_at: self
+                .personal_access_token_expires_at
+                .as_deref()
+                .and_then(clock::parse),
+            integration_refresh_token: self
+                .integration_refresh_token
+                .filter(|s| !s.is_empty())
+                .map(secret),
+            integration_refresh_expires_at: self
+                .integration_refresh_token_expires_at
+                .as_deref()
+                .and_then(clock::parse),
+            integration_client: None,
+        }
+    }
+
+    /// The state in a config file (for seeding), if it has a personal token.
+    fn from_config(c: &Config) -> Option<ManagerDoc> {
+        let personal = c.personal_access_token.get()?;
+        let integration = c.integration.as_ref();
+        let (written_by, written_at) = writer();
+        Some(ManagerDoc {
+            personal_access_token: personal.expose_secret().into(),
+            personal_access_token_expires_at: c.personal_expires_at.map(clock::format_utc),
+            integration_refresh_token: integration
+                .and_then(|i| i.refresh_token.get())
+                .map(|s| s.expose_secret().into()),
+            integration_refresh_token_expires_at: integration
+                .and_then(|i| i.refresh_expires_at)
+                .map(clock::format_utc),
+            written_by,
+            written_at,
+        })
+    }
+
+    /// `old` with `update` applied (a missing integration refresh token
+    /// keeps the stored one, as in the config file).
+    fn merged(old: Option<ManagerDoc>, update: &RenewableUpdate) -> ManagerDoc {
+        let (written_by, written_at) = writer();
+        let (irt, irt_exp) = match &update.integration_refresh_token {
+            Some(t) => (
+                Some(t.expose_secret().to_string()),
+                update.integration_refresh_expires_at.map(clock::format_utc),
+            ),
+            None => old
+                .map(|o| {
+                    (
+                        o.integration_refresh_token,
+                        o.integration_refresh_token_expires_at,
+                    )
+                })
+                .unwrap_or_default(),
+        };
+        ManagerDoc {
+            personal_access_token: update.personal_access_token.expose_secret().into(),
+            personal_access_token_expires_at: update.personal_expires_at.map(clock::format_utc),
+            integration_refresh_token: irt,
+            integration_refresh_token_expires_at: irt_exp,
+            written_by,
+            written_at,
+        }
+    }
+}
+
+/// A key path segment: letters, digits, `.`, `_` and `-` kept, anything
+/// else (a `/` in a base64 org id above all) percent-encoded, so one key
+/// can never be a prefix path of another's.
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// One org's view of the etcd store, with its local export (the env file)
+/// and the host's config file.
+#[derive(Debug, Clone)]
+pub struct EtcdStore {
+    pub cluster: Arc<Cluster>,
+    /// The env file (the export) and the config file (static credentials).
+    pub files: FilesStore,
+}
+
+/// A held etcd lock: the lease kept alive in the background and the lock
+/// key whose existence every write checks.
+pub struct EtcdGuard {
+    scope: LockScope,
+    key: Vec<u8>,
+    lease: i64,
+    keepalive: tokio::task::JoinHandle<()>,
+    cluster: Arc<Cluster>,
+    released: bool,
+}
+
+impl std::fmt::Debug for EtcdGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdGuard")
+            .field("scope", &self.scope)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for EtcdGuard {
+    fn drop(&mut self) {
+        self.keepalive.abort();
+        if !self.released {
+            // Not released by `release` (an early return): revoke in the
+            // background if the runtime still runs; otherwise the lease
+            // lapses by itself within --lock-ttl.
+            let (cluster, lease) = (self.cluster.clone(), self.lease);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if let Ok(mut c) = cluster.client().await {
+                        let _ = cluster.call("revoking", c.lease_revoke(lease)).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Keys of one org and of the app, resolved from the config.
+struct Keys {
+    tokens: String,
+    manager: String,
+    lock_org: String,
+    lock_manager: String,
+}
+
+impl EtcdStore {
+    fn keys(&self, config: &Config, org: &OrgId) -> Result<Keys, StoreError> {
+        let app = config
+            .service_app
+            .app_id
+            .require(&config.path)
+            .map_err(StoreError::Config)?;
+        let target = match org.listed_target() {
+            Some((_, t)) => t.to_string(),
+            None => config
+                .service_app
+                .target_org_id
+                .get()
+                .cloned()
+                .unwrap_or_else(|| "default".into()),
+        };
+        let base = format!("/{}/{}", self.cluster.settings.prefix, segment(app));
+        Ok(Keys {
+            tokens: format!("{base}/tokens/{}", segment(&target)),
+            manager: format!("{base}/manager"),
+            lock_org: format!("{base}/lock/org/{}", segment(&target)),
+            lock_manager: format!("{base}/lock/manager"),
+        })
+    }
+
+    fn local_config(&self) -> Result<Config, StoreError> {
+        Ok(Config::load_with(
+            &self.files.config_path,
+            &self.files.config_cache,
+        )?)
+    }
+
+    /// Reads both keys in one round trip: (tokens doc, its mod revision),
+    /// manager doc.
+    async fn read(&self, keys: &Keys) -> Result<Read, StoreError> {
+        let mut c = self.cluster.client().await?;
+        let txn = Txn::new().and_then(vec![
+            TxnOp::get(keys.tokens.as_str(), None),
+            TxnOp::get(keys.manager.as_str(), None),
+        ]);
+        let resp = self.cluster.call("reading the tokens", c.txn(txn)).await?;
+        let mut out = Read {
+            cluster: resp.header().map(|h| h.cluster_id()).unwrap_or_default(),
+            ..Read::default()
+        };
+        for (i, op) in resp.op_responses().into_iter().enumerate() {
+            let TxnOpResponse::Get(get) = op else {
+                continue;
+            };
+            let Some(kv) = get.kvs().first() else {
+                continue;
+            };
+            let key = if i == 0 { &keys.tokens } else { &keys.manager };
+            let bad = |e: serde_json::Error| StoreError::EtcdData {
+                key: key.clone(),
+                detail: e.to_string(),
+            };
+            if i == 0 {
+                out.tokens = Some((
+                    serde_json::from_slice::<TokensDoc>(kv.value())
+                        .map_err(bad)?
+                        .tokens(),
+                    kv.mod_revision(),
+                ));
+            } else {
+                out.manager = Some(serde_json::from_slice::<ManagerDoc>(kv.value()).map_err(bad)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The export: the env file rewritten with `tokens` from revision
+    /// `rev`, under the env file's local lock, unless it already holds that
+    /// revision or a newer one (two runs on one host never move it back).
+    async fn export(&self, tokens: &StoredTokens, at: Revision) -> Result<(), StoreError> {
+        let path = self.files.env_path.clone();
+        let _local = lock_file(files::lock_path(&path), &path, Duration::from_secs(30)).await?;
+        let state = files::read_env(&path)?;
+        // (A rebuilt cluster counts revisions from 1 again: its id differs.)
+        if let Some(doc) = &state.doc
+            && export_revision(doc.as_bytes())
+                .is_some_and(|r| r.cluster == at.cluster && r.revision >= at.revision)
+        {
+            return Ok(());
+        }
+        files::write_export(&state, tokens, &at.to_string(), self.files.mode)
+    }
+
+    /// Puts `value` at `key` only while `guard`'s lock key exists (and, for
+    /// a seed, only if `key` does not exist yet). Returns the new revision,
+    /// or `None` when a seed found the key already there.
+    async fn fenced_put(
+        &self,
+        guard: &EtcdGuard,
+        key: &str,
+        value: Vec<u8>,
+        only_if_absent: bool,
+    ) -> Result<Option<Revision>, StoreError> {
+        let mut c = self.cluster.client().await?;
+        let mut when = vec![Compare::version(guard.key.clone(), CompareOp::Greater, 0)];
+        if only_if_absent {
+            when.push(Compare::create_revision(key, CompareOp::Equal, 0));
+        }
+        let txn = Txn::new()
+            .when(when)
+            .and_then(vec![TxnOp::put(key, value, None)])
+            .or_else(vec![TxnOp::get(guard.key.clone(), None)]);
+        let resp = self.cluster.call("writing", c.txn(txn)).await?;
+        if resp.succeeded() {
+            let h = resp.header();
+            return Ok(Some(Revision {
+                revision: h.map(|h| h.revision()).unwrap_or(i64::MAX),
+                cluster: h.map(|h| h.cluster_id()).unwrap_or_default(),
+            }));
+        }
+        // Which compare failed: the lock key gone means the lock was lost.
+        let held = resp.op_responses().into_iter().any(|op| match op {
+            TxnOpResponse::Get(g) => !g.kvs().is_empty(),
+            _ => false,
+        });
+        if held && only_if_absent {
+            return Ok(None);
+        }
+        Err(StoreError::LockLost {
+            key: String::from_utf8_lossy(&guard.key).into_owned(),
+            ttl: self.cluster.settings.lock_ttl,
+            recovery: None,
+        })
+    }
+
+    /// Seeds an empty store from this host's files, under the lock: the
+    /// org's tokens from its env file, the token-manager state from the
+    /// config file. A key another host seeded first is left alone.
+    async fn seed(&self, guard: &EtcdGuard, org: &OrgId) -> Result<(), StoreError> {
+        let config = self.local_config()?;
+        let keys = self.keys(&config, org)?;
+        let now = self.read(&keys).await?;
+        if now.tokens.is_none() && matches!(guard.scope, LockScope::Org(_)) {
+            let local = files::read_env(&self.files.env_path)?.tokens;
+            if local.access_token.is_some() || local.refresh_token.is_some() {
+                let body = serde_json::to_vec(&TokensDoc::of(&local)).expect("serializable");
+                if self
+                    .fenced_put(guard, &keys.tokens, body, true)
+                    .await?
+                    .is_some()
+                {
+                    tracing::info!(
+                        "seeded the etcd store ({}) with the service-app tokens from {}",
+                        keys.tokens,
+                        self.files.env_path.display()
+                    );
+                }
+            }
+        }
+        if now.manager.is_none()
+            && let Some(doc) = ManagerDoc::from_config(&config)
+        {
+            let body = serde_json::to_vec(&doc).expect("serializable");
+            if self
+                .fenced_put(guard, &keys.manager, body, true)
+                .await?
+                .is_some()
+            {
+                tracing::info!(
+                    "seeded the etcd store ({}) with the token-manager state from {}",
+                    keys.manager,
+                    config.path.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn lock(&self, scope: &LockScope, wait: Duration) -> Result<EtcdGuard, StoreError> {
+        let config = self.local_config()?;
+        let org = match scope {
+            LockScope::Org(o) => o.clone(),
+            LockScope::Config => OrgId::configured(),
+        };
+        let keys = self.keys(&config, &org)?;
+        let name = match scope {
+            LockScope::Org(_) => keys.lock_org,
+            LockScope::Config => keys.lock_manager,
+        };
+        let cluster = &self.cluster;
+        let mut c = cluster.client().await?;
+        let ttl = cluster.settings.lock_ttl.as_secs().max(1) as i64;
+        let lease = cluster
+            .call("granting a lease", c.lease_grant(ttl, None))
+            .await?
+            .id();
+        let keepalive = tokio::spawn(keep_alive(cluster.clone(), lease, ttl));
+        let mut rc = c.clone();
+        let revoke = || async move {
+            let _ = cluster.call("revoking", rc.lease_revoke(lease)).await;
+        };
+        let started = std::time::Instant::now();
+        let announce = tokio::time::sleep(Duration::from_millis(200));
+        let locking = c.lock(name.as_str(), Some(LockOptions::new().with_lease(lease)));
+        tokio::pin!(announce, locking);
+        let mut announced = false;
+        let deadline = tokio::time::sleep(wait);
+        tokio::pin!(deadline);
+        let result = loop {
+            tokio::select! {
+                r = &mut locking => break Some(r),
+                _ = &mut announce, if !announced => {
+                    announced = true;
+                    tracing::info!("waiting for another webex-token run holding the etcd lock {name}");
+                }
+                _ = &mut deadline => break None,
+            }
+        };
+        match result {
+            Some(Ok(resp)) => {
+                tracing::debug!("took the etcd lock {name} (lease {lease:x})");
+                let guard = EtcdGuard {
+                    scope: scope.clone(),
+                    key: resp.key().to_vec(),
+                    lease,
+                    keepalive,
+                    cluster: cluster.clone(),
+                    released: false,
+                };
+                if let Err(e) = self.seed(&guard, &org).await {
+                    self.release(guard).await;
+                    return Err(e);
+                }
+                Ok(guard)
+            }
+            Some(Err(e)) => {
+                keepalive.abort();
+                revoke().await;
+                Err(classify(&cluster.settings.shown(), e))
+            }
+            None => {
+                keepalive.abort();
+                revoke().await;
+                Err(StoreError::LockTimeout {
+                    path: PathBuf::from(format!("the etcd lock {name}")),
+                    waited: started.elapsed(),
+                })
+            }
+        }
+    }
+
+    /// Gives the lock back at once (revoking the lease deletes the lock
+    /// key), so the next host waiting need not wait for the TTL.
+    pub async fn release(&self, mut guard: EtcdGuard) {
+        guard.keepalive.abort();
+        guard.released = true;
+        if let Ok(mut c) = self.cluster.client().await
+            && let Err(e) = self
+                .cluster
+                .call("releasing the lock", c.lease_revoke(guard.lease))
+                .await
+        {
+            tracing::debug!(
+                "could not revoke lease {:x}: {e}; it lapses by itself",
+                guard.lease
+            );
+        }
+    }
+
+    pub async fn load(&self, org: &OrgId) -> Result<Snapshot, StoreError> {
+        let mut config = self.local_config()?;
+        let keys = self.keys(&config, org)?;
+        let read = self.read(&keys).await?;
+        if let Some(m) = read.manager {
+            config = with_manager(&config, m)?;
+        }
+        if let Some((index, target)) = org.listed_target() {
+            config.service_app = config.service_app.for_org(index, target);
+        }
+        let (tokens, exists) = match read.tokens {
+            Some((tokens, revision)) => {
+                let at = Revision {
+                    revision,
+                    cluster: read.cluster,
+                };
+                self.export(&tokens, at).await?;
+                (tokens, true)
+            }
+            // Not seeded yet: this host's own file, until a locked run
+            // seeds the store with it.
+            None => {
+                let env = files::read_env(&self.files.env_path)?;
+                (env.tokens, env.doc.is_some())
+            }
+        };
+        Ok(Snapshot {
+            tokens,
+            config,
+            exists,
+        })
+    }
+
+    /// What the store holds for `org`, without writing anything (for
+    /// `status`): the export's document with the store's tokens, and the
+    /// config with the store's token-manager state.
+    pub async fn peek(&self, org: &OrgId) -> Result<(files::EnvState, Config), StoreError> {
+        let mut config = self.local_config()?;
+        let keys = self.keys(&config, org)?;
+        let read = self.read(&keys).await?;
+        if let Some(m) = read.manager {
+            config = with_manager(&config, m)?;
+        }
+        let mut state = files::read_env(&self.files.env_path)?;
+        if let Some((tokens, _)) = read.tokens {
+            state.tokens = tokens;
+        }
+        Ok((state, config))
+    }
+
+    /// The export as it is, for `token` and `exec` when etcd cannot be
+    /// reached.
+    pub fn load_local(&self, org: &OrgId) -> Result<Snapshot, StoreError> {
+        let mut snap = self.files.load_now()?;
+        if let Some((index, target)) = org.listed_target() {
+            snap.config.service_app = snap.config.service_app.for_org(index, target);
+        }
+        Ok(snap)
+    }
+
+    pub async fn save_service(
+        &self,
+        guard: &EtcdGuard,
+        org: &OrgId,
+        tokens: &StoredTokens,
+    ) -> Result<(), StoreError> {
+        if !matches!(guard.scope, LockScope::Org(_)) {
+            return Err(wrong_scope("the new service-app tokens"));
+        }
+        let keys = self.keys(&self.local_config()?, org)?;
+        // Never store "no refresh token" over one: keep the stored one.
+        let mut tokens = tokens.clone();
+        if tokens.refresh_token.is_none()
+            && let Some((stored, _)) = self.read(&keys).await?.tokens
+        {
+            tokens.refresh_token = stored.refresh_token;
+            tokens.refresh_expires_at = stored.refresh_expires_at;
+        }
+        let body = serde_json::to_vec(&TokensDoc::of(&tokens)).expect("serializable");
+        match self.fenced_put(guard, &keys.tokens, body, false).await {
+            Ok(Some(at)) => self.export(&tokens, at).await,
+            Ok(None) => Ok(()),
+            // Issued but not stored: keep them where a person can find
+            // them; the store itself is left as it was.
+            Err(e) => Err(with_recovery(
+                e,
+                files::keep_recovery(&self.files.env_path, &tokens),
+            )),
+        }
+    }
+
+    pub async fn save_renewable(
+        &self,
+        guard: &EtcdGuard,
+        update: &RenewableUpdate,
+    ) -> Result<(), StoreError> {
+        if guard.scope != LockScope::Config {
+            return Err(wrong_scope("the renewed personal access token"));
+        }
+        let config = self.local_config()?;
+        let keys = self.keys(&config, &OrgId::configured())?;
+        let old = self.read(&keys).await?.manager;
+        let body = serde_json::to_vec(&ManagerDoc::merged(old, update)).expect("serializable");
+        self.fenced_put(guard, &keys.manager, body, false).await?;
+        // `setup-oauth` also names the integration's client: that is a
+        // static credential, kept in this host's config file.
+        if update.integration_client.is_some() {
+            let config = Config::load(&self.files.config_path)?;
+            files::write_config(&config, update, self.files.mode)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Read {
+    tokens: Option<(StoredTokens, i64)>,
+    manager: Option<ManagerDoc>,
+    cluster: u64,
+}
+
+/// The config with the token-manager state from etcd in place of the
+/// file's own.
+fn with_manager(config: &Config, m: ManagerDoc) -> Result<Config, StoreError> {
+    let bytes = config.render_with(&m.update());
+    let mut parsed = Config::parse(&bytes, &config.path)?;
+    // The file's notes were logged from the file itself already.
+    parsed.notes.clear();
+    Ok(parsed)
+}
+
+fn with_recovery(e: StoreError, kept: Option<PathBuf>) -> StoreError {
+    match e {
+        StoreError::LockLost { key, ttl, .. } => StoreError::LockLost {
+            key,
+            ttl,
+            recovery: kept,
+        },
+        StoreError::Unreachable {
+            endpoints, detail, ..
+        } => StoreError::Unreachable {
+            endpoints,
+            detail,
+            recovery: kept,
+        },
+        other => other,
+    }
+}
+
+/// Keeps the lease alive every third of its TTL until aborted. A lease that
+/// lapsed anyway (a long pause) is not re-created: the lock is lost, and
+/// the next write says so.
+async fn keep_alive(cluster: Arc<Cluster>, lease: i64, ttl: i64) {
+    let period = Duration::from_millis((ttl as u64 * 1000 / 3).max(200));
+    let Ok(mut c) = cluster.client().await else {
+        return;
+    };
+    let Ok((mut keeper, mut stream)) = c.lease_keep_alive(lease).await else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(period).await;
+        if keeper.keep_alive().await.is_err() {
+            return;
+        }
+        match tokio::time::timeout(period, stream.message()).await {
+            Ok(Ok(Some(r))) if r.ttl() > 0 => {}
+            Ok(Ok(Some(_))) => {
+                tracing::warn!("the etcd lease {lease:x} has lapsed; the lock is lost");
+                return;
+            }
+            // A slow or failed answer: try again next period (the lease
+            // lives on for the rest of its TTL).
+            _ => {}
+        }
+    }
+}
+
+/// Where an export's tokens came from: a key's revision in one cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revision {
+    pub revision: i64,
+    pub cluster: u64,
+}
+
+impl std::fmt::Display for Revision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} of cluster {:x}", self.revision, self.cluster)
+    }
+}
+
+/// The revision an export was written from, if it says.
+pub fn export_revision(bytes: &[u8]) -> Option<Revision> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    text.lines().find_map(|l| {
+        let rest = l.trim_end_matches('\r').strip_prefix(files::EXPORT_MARK)?;
+        let (rev, cluster) = rest.trim().split_once(" of cluster ")?;
+        Some(Revision {
+            revision: rev.trim().parse().ok()?,
+            cluster: u64::from_str_radix(cluster.trim(), 16).ok()?,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_never_hold_a_slash() {
+        assert_eq!(segment("abc-DEF_1.2"), "abc-DEF_1.2");
+        assert_eq!(segment("Y2lz/Y28+="), "Y2lz%2FY28%2B%3D");
+    }
+
+    #[test]
+    fn manager_merge_keeps_the_stored_integration_token() {
+        let old = ManagerDoc {
+            personal_access_token: "p1".into(),
+            integration_refresh_token: Some("irt".into()),
+            integration_refresh_token_expires_at: Some("2030-01-01T00:00:00Z".into()),
+            ..Default::default()
+        };
+        let up = PersonalUpdate {
+            personal_access_token: secret("p2"),
+            personal_expires_at: None,
+            integration_refresh_token: None,
+            integration_refresh_expires_at: None,
+            integration_client: None,
+        };
+        let m = ManagerDoc::merged(Some(old), &up);
+        assert_eq!(m.personal_access_token, "p2");
+        assert_eq!(m.integration_refresh_token.as_deref(), Some("irt"));
+    }
+
+    #[test]
+    fn export_revision_is_read_back() {
+        let at = Revision {
+            revision: 42,
+            cluster: 0xabc,
+        };
+        let text = format!("A=1\n{} {at}\n", files::EXPORT_MARK);
+        assert_eq!(export_revision(text.as_bytes()), Some(at));
+        assert_eq!(export_revision(b"A=1\n"), None);
+    }
+}
