@@ -141,16 +141,45 @@ impl Cluster {
         }
     }
 
-    /// One etcd request with the run's timeout.
-    async fn call<T, F>(&self, doing: &str, fut: F) -> Result<T, StoreError>
+    /// One etcd request with the run's timeout. A member that cannot be
+    /// reached fails the request at once; it is sent again (the client
+    /// balances over the members, so the next try goes to another) until
+    /// the timeout.
+    async fn call<T, F, Fut>(&self, doing: &str, mut op: F) -> Result<T, StoreError>
     where
-        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
-        match tokio::time::timeout(self.settings.timeout, fut).await {
+        let client = self.client().await?;
+        let tries = async {
+            let mut pause = Duration::from_millis(20);
+            loop {
+                match op(client.clone()).await {
+                    Err(e) if retryable(&e) => {
+                        tracing::debug!("etcd: {doing}: {e}; trying again");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(250));
+                    }
+                    other => return other,
+                }
+            }
+        };
+        match tokio::time::timeout(self.settings.timeout, tries).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(classify(&self.settings.shown(), e)),
             Err(_) => Err(self.timed_out(doing)),
         }
+    }
+}
+
+/// A failure another member (or a moment later) may not have: a refused
+/// connection, a member without a leader (gRPC 14, unavailable).
+fn retryable(e: &etcd_client::Error) -> bool {
+    use etcd_client::Error as E;
+    match e {
+        E::GRpcStatus(s) => s.code() as i32 == 14,
+        E::TransportError(_) | E::IoError(_) => true,
+        _ => false,
     }
 }
 
@@ -390,9 +419,12 @@ impl Drop for EtcdGuard {
             let (cluster, lease) = (self.cluster.clone(), self.lease);
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
-                    if let Ok(mut c) = cluster.client().await {
-                        let _ = cluster.call("revoking", c.lease_revoke(lease)).await;
-                    }
+                    let _ = cluster
+                        .call(
+                            "revoking",
+                            |mut c| async move { c.lease_revoke(lease).await },
+                        )
+                        .await;
                 });
             }
         }
@@ -442,12 +474,17 @@ impl EtcdStore {
     /// Reads both keys in one round trip: (tokens doc, its mod revision),
     /// manager doc.
     async fn read(&self, keys: &Keys) -> Result<Read, StoreError> {
-        let mut c = self.cluster.client().await?;
         let txn = Txn::new().and_then(vec![
             TxnOp::get(keys.tokens.as_str(), None),
             TxnOp::get(keys.manager.as_str(), None),
         ]);
-        let resp = self.cluster.call("reading the tokens", c.txn(txn)).await?;
+        let resp = self
+            .cluster
+            .call("reading the tokens", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
         let mut out = Read {
             cluster: resp.header().map(|h| h.cluster_id()).unwrap_or_default(),
             ..Read::default()
@@ -505,7 +542,6 @@ impl EtcdStore {
         value: Vec<u8>,
         only_if_absent: bool,
     ) -> Result<Option<Revision>, StoreError> {
-        let mut c = self.cluster.client().await?;
         let mut when = vec![Compare::version(guard.key.clone(), CompareOp::Greater, 0)];
         if only_if_absent {
             when.push(Compare::create_revision(key, CompareOp::Equal, 0));
@@ -514,7 +550,13 @@ impl EtcdStore {
             .when(when)
             .and_then(vec![TxnOp::put(key, value, None)])
             .or_else(vec![TxnOp::get(guard.key.clone(), None)]);
-        let resp = self.cluster.call("writing", c.txn(txn)).await?;
+        let resp = self
+            .cluster
+            .call("writing", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
         if resp.succeeded() {
             let h = resp.header();
             return Ok(Some(Revision {
@@ -592,20 +634,44 @@ impl EtcdStore {
             LockScope::Config => keys.lock_manager,
         };
         let cluster = &self.cluster;
-        let mut c = cluster.client().await?;
         let ttl = cluster.settings.lock_ttl.as_secs().max(1) as i64;
         let lease = cluster
-            .call("granting a lease", c.lease_grant(ttl, None))
+            .call("granting a lease", |mut c| async move {
+                c.lease_grant(ttl, None).await
+            })
             .await?
             .id();
         let keepalive = tokio::spawn(keep_alive(cluster.clone(), lease, ttl));
-        let mut rc = c.clone();
         let revoke = || async move {
-            let _ = cluster.call("revoking", rc.lease_revoke(lease)).await;
+            let _ = cluster
+                .call(
+                    "revoking",
+                    |mut c| async move { c.lease_revoke(lease).await },
+                )
+                .await;
         };
         let started = std::time::Instant::now();
         let announce = tokio::time::sleep(Duration::from_millis(200));
-        let locking = c.lock(name.as_str(), Some(LockOptions::new().with_lease(lease)));
+        // Waiting in the queue may take long (no per-request timeout); a
+        // member that cannot be reached is tried again (the same lease
+        // finds its own place in the queue again).
+        let c = cluster.client().await?;
+        let locking = async {
+            let mut pause = Duration::from_millis(20);
+            loop {
+                let mut c = c.clone();
+                match c
+                    .lock(name.as_str(), Some(LockOptions::new().with_lease(lease)))
+                    .await
+                {
+                    Err(e) if retryable(&e) => {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(250));
+                    }
+                    other => return other,
+                }
+            }
+        };
         tokio::pin!(announce, locking);
         let mut announced = false;
         let deadline = tokio::time::sleep(wait);
@@ -658,11 +724,13 @@ impl EtcdStore {
     pub async fn release(&self, mut guard: EtcdGuard) {
         guard.keepalive.abort();
         guard.released = true;
-        if let Ok(mut c) = self.cluster.client().await
-            && let Err(e) = self
-                .cluster
-                .call("releasing the lock", c.lease_revoke(guard.lease))
-                .await
+        let lease = guard.lease;
+        if let Err(e) = self
+            .cluster
+            .call("releasing the lock", |mut c| async move {
+                c.lease_revoke(lease).await
+            })
+            .await
         {
             tracing::debug!(
                 "could not revoke lease {:x}: {e}; it lapses by itself",
@@ -820,31 +888,37 @@ fn with_recovery(e: StoreError, kept: Option<PathBuf>) -> StoreError {
     }
 }
 
-/// Keeps the lease alive every third of its TTL until aborted. A lease that
+/// Keeps the lease alive every third of its TTL until aborted, opening the
+/// keep-alive stream again (to another member) when it breaks. A lease that
 /// lapsed anyway (a long pause) is not re-created: the lock is lost, and
 /// the next write says so.
 async fn keep_alive(cluster: Arc<Cluster>, lease: i64, ttl: i64) {
     let period = Duration::from_millis((ttl as u64 * 1000 / 3).max(200));
-    let Ok(mut c) = cluster.client().await else {
-        return;
-    };
-    let Ok((mut keeper, mut stream)) = c.lease_keep_alive(lease).await else {
-        return;
-    };
     loop {
-        tokio::time::sleep(period).await;
-        if keeper.keep_alive().await.is_err() {
+        let Ok(mut c) = cluster.client().await else {
             return;
-        }
-        match tokio::time::timeout(period, stream.message()).await {
-            Ok(Ok(Some(r))) if r.ttl() > 0 => {}
-            Ok(Ok(Some(_))) => {
-                tracing::warn!("the etcd lease {lease:x} has lapsed; the lock is lost");
-                return;
+        };
+        let Ok((mut keeper, mut stream)) = c.lease_keep_alive(lease).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        loop {
+            tokio::time::sleep(period).await;
+            if keeper.keep_alive().await.is_err() {
+                break;
             }
-            // A slow or failed answer: try again next period (the lease
-            // lives on for the rest of its TTL).
-            _ => {}
+            match tokio::time::timeout(period, stream.message()).await {
+                Ok(Ok(Some(r))) if r.ttl() > 0 => {}
+                Ok(Ok(Some(_))) => {
+                    tracing::warn!("the etcd lease {lease:x} has lapsed; the lock is lost");
+                    return;
+                }
+                // A broken stream: open another.
+                Ok(Err(_)) | Ok(Ok(None)) => break,
+                // A slow answer: try again next period (the lease lives on
+                // for the rest of its TTL).
+                Err(_) => {}
+            }
         }
     }
 }

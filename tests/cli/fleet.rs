@@ -1,0 +1,607 @@
+//! `--store etcd://`: several "hosts" (separate dirs, env files and
+//! processes) sharing one service app's tokens through a real 3-member etcd
+//! cluster on loopback, against webex-sim.
+
+use crate::common::{code, stderr, stdout};
+use crate::etcd_cluster::EtcdCluster;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+use webex_sim::{Fault, FaultKind, Sim, SimOptions, TokenKind};
+
+const ACCESS: &str = "WEBEX_SERVICE_APP_ACCESS_TOKEN";
+const REFRESH: &str = "WEBEX_SERVICE_APP_REFRESH_TOKEN";
+/// Short leases so take-overs happen within the tests' seconds.
+const LOCK_TTL: &str = "2s";
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// A simulator, an etcd cluster and `n` hosts, each a directory with its
+/// own copy of one config file (as a fleet's hosts would have).
+struct Fleet {
+    sim: Sim,
+    cluster: EtcdCluster,
+    hosts: Vec<TempDir>,
+    prefix: String,
+}
+
+impl Fleet {
+    fn new(opts: SimOptions, n: usize) -> Option<Fleet> {
+        let cluster = EtcdCluster::start_or_skip(3)?;
+        let sim = Sim::start(opts).unwrap();
+        let first = tempfile::tempdir().unwrap();
+        sim.write_demo_files(first.path()).unwrap();
+        let config = std::fs::read(first.path().join("token-config.json")).unwrap();
+        let mut hosts = vec![first];
+        for _ in 1..n {
+            let d = tempfile::tempdir().unwrap();
+            write_private(&d.path().join("token-config.json"), &config);
+            hosts.push(d);
+        }
+        Some(Fleet {
+            sim,
+            cluster,
+            hosts,
+            prefix: format!("fleet-{}", uuid_ish()),
+        })
+    }
+
+    fn dir(&self, host: usize) -> &Path {
+        self.hosts[host].path()
+    }
+
+    fn env_file(&self, host: usize) -> PathBuf {
+        self.dir(host).join(".env")
+    }
+
+    /// `webex-token` on `host` with the etcd store (no other setting
+    /// inherited from the test's environment).
+    fn cmd(&self, host: usize) -> Command {
+        let mut c =
+            crate::common::scrubbed(assert_cmd::cargo::cargo_bin("webex-token"), self.dir(host));
+        c.env("WEBEX_TOKEN_STORE", self.cluster.url(&self.prefix))
+            .env("WEBEX_TOKEN_LOCK_TTL", LOCK_TTL)
+            .env("WEBEX_TOKEN_ETCD_TIMEOUT", "2s")
+            .env("WEBEX_TOKEN_LOCK_TIMEOUT", "60s");
+        c
+    }
+
+    fn run(&self, host: usize, args: &[&str]) -> Output {
+        let out = self.cmd(host).args(args).output().unwrap();
+        self.assert_clean(&out);
+        out
+    }
+
+    fn spawn(&self, host: usize, args: &[&str]) -> Child {
+        self.cmd(host)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn env_value(&self, host: usize, key: &str) -> Option<String> {
+        let it = dotenvy::from_path_iter(self.env_file(host)).ok()?;
+        it.filter_map(Result::ok)
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+
+    /// What etcd holds under this fleet's prefix: (key, JSON value).
+    fn stored(&self) -> Vec<(String, Value)> {
+        self.cluster
+            .get_prefix(&format!("/{}/", self.prefix))
+            .into_iter()
+            .map(|(k, v)| {
+                let json = serde_json::from_str(&v).unwrap_or(Value::Null);
+                (k, json)
+            })
+            .collect()
+    }
+
+    /// The access token etcd holds for the single org.
+    fn stored_access(&self) -> Option<String> {
+        self.stored()
+            .into_iter()
+            .find(|(k, _)| k.contains("/tokens/"))
+            .and_then(|(_, v)| v["accessToken"].as_str().map(String::from))
+    }
+
+    /// Every secret any host's files or the store hold.
+    fn secrets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for h in 0..self.hosts.len() {
+            if let Ok(text) = std::fs::read_to_string(self.dir(h).join("token-config.json"))
+                && let Ok(c) = serde_json::from_str::<Value>(&text)
+            {
+                for v in [
+                    &c["serviceApp"]["clientSecret"],
+                    &c["tokenManager"]["personalAccessToken"],
+                    &c["tokenManager"]["integration"]["clientSecret"],
+                    &c["tokenManager"]["integration"]["refreshToken"],
+                ] {
+                    out.extend(v.as_str().map(String::from));
+                }
+            }
+            out.extend(self.env_value(h, ACCESS));
+            out.extend(self.env_value(h, REFRESH));
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    fn assert_clean(&self, out: &Output) {
+        let (o, e) = (stdout(out), stderr(out));
+        for s in self.secrets() {
+            assert!(
+                !e.contains(&s) && (!o.contains(&s) || o.trim() == s),
+                "secret leaked:\n{o}\n{e}"
+            );
+        }
+    }
+
+    fn token_requests(&self) -> Vec<webex_sim::RecordedRequest> {
+        self.sim
+            .requests()
+            .into_iter()
+            .filter(|r| {
+                r.method == "POST" && (r.path == "/v1/access_token" || r.path.ends_with("/token"))
+            })
+            .collect()
+    }
+
+    /// Service-app refreshes (level 1) and mints (level 2) answered 200.
+    fn service_issues(&self) -> usize {
+        let c = self.sim.credentials();
+        self.token_requests()
+            .iter()
+            .filter(|r| r.status == 200)
+            .filter(|r| {
+                r.path.ends_with("/token")
+                    || r.form_value("client_id") == Some(c.service_client_id.as_str())
+            })
+            .count()
+    }
+
+    /// Integration refreshes (level 3) sent.
+    fn level3(&self) -> usize {
+        let c = self.sim.credentials();
+        self.token_requests()
+            .iter()
+            .filter(|r| r.form_value("client_id") == Some(c.integration_client_id.as_str()))
+            .count()
+    }
+
+    fn mint_path(&self) -> String {
+        format!("/v1/applications/{}/token", self.sim.credentials().app_id)
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    std::io::Write::write_all(&mut f, bytes).unwrap();
+}
+
+fn uuid_ish() -> String {
+    format!(
+        "{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    )
+}
+
+fn wait_output(child: Child) -> Output {
+    child.wait_with_output().unwrap()
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args(["-s", sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -s {sig}");
+}
+
+/// Waits until the simulator has recorded a request matching `pred`.
+fn wait_for_request(
+    sim: &Sim,
+    within: Duration,
+    pred: impl Fn(&webex_sim::RecordedRequest) -> bool,
+) {
+    let end = Instant::now() + within;
+    while !sim.requests().iter().any(&pred) {
+        assert!(Instant::now() < end, "the expected request never came");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_empty_store_is_seeded_from_a_hosts_files_and_ten_hosts_refresh_once() {
+    let Some(f) = Fleet::new(SimOptions::default(), 10) else {
+        return;
+    };
+    // Host 0 worked alone with the files store until now.
+    let out = f
+        .cmd(0)
+        .env("WEBEX_TOKEN_STORE", "files")
+        .arg("refresh")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let local = f.env_value(0, ACCESS).unwrap();
+    assert!(f.stored().is_empty());
+
+    // Its first run with etcd seeds the store with its tokens (no request
+    // issues new ones: the token works).
+    f.sim.clear_requests();
+    let out = f.run(0, &["refresh"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(f.service_issues(), 0);
+    assert_eq!(f.stored_access().as_deref(), Some(local.as_str()));
+    let stored = f.stored();
+    let manager = stored
+        .iter()
+        .find(|(k, _)| k.ends_with("/manager"))
+        .expect("token-manager state seeded");
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(f.dir(0).join("token-config.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        manager.1["personalAccessToken"],
+        config["tokenManager"]["personalAccessToken"]
+    );
+    assert!(
+        stored.iter().all(|(k, _)| !k.contains("/lock/")),
+        "no lock key left behind: {stored:?}"
+    );
+
+    // The token dies; ten hosts refresh at once: one refresh in all, and
+    // every host's export holds the new token.
+    f.sim.expire_token(&local);
+    f.sim.clear_requests();
+    let children: Vec<Child> = (0..10).map(|h| f.spawn(h, &["refresh"])).collect();
+    for (h, c) in children.into_iter().enumerate() {
+        let out = wait_output(c);
+        assert_eq!(code(&out), 0, "host {h}: {}", stderr(&out));
+        f.assert_clean(&out);
+    }
+    assert_eq!(f.service_issues(), 1, "{:#?}", f.token_requests());
+    let new = f.stored_access().unwrap();
+    assert_ne!(new, local);
+    assert!(f.sim.is_token_valid(&new));
+    for h in 0..10 {
+        assert_eq!(
+            f.env_value(h, ACCESS).as_deref(),
+            Some(new.as_str()),
+            "host {h}"
+        );
+        let text = std::fs::read_to_string(f.env_file(h)).unwrap();
+        assert!(text.contains("# webex-token: exported from etcd, revision"));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(f.env_file(h))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "host {h}");
+    }
+}
+
+#[test]
+fn a_fresh_export_answers_token_with_no_etcd_call() {
+    let Some(f) = Fleet::new(SimOptions::default(), 1) else {
+        return;
+    };
+    assert_eq!(code(&f.run(0, &["refresh"])), 0);
+    f.sim.clear_requests();
+    // Nothing listens at this address: any etcd call would fail.
+    let out = f
+        .cmd(0)
+        .env("WEBEX_TOKEN_STORE", "etcd://127.0.0.1:9/nowhere")
+        .arg("token")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), f.env_value(0, ACCESS).unwrap());
+    assert!(f.sim.requests().is_empty());
+}
+
+#[test]
+fn a_killed_lock_holder_is_taken_over_after_the_lease_and_nothing_is_stranded() {
+    let Some(f) = Fleet::new(
+        SimOptions {
+            rotate_refresh_tokens: true,
+            ..SimOptions::default()
+        },
+        2,
+    ) else {
+        return;
+    };
+    assert_eq!(code(&f.run(0, &["refresh"])), 0);
+    assert_eq!(code(&f.run(1, &["refresh"])), 0);
+    let old_rt = f.env_value(0, REFRESH).unwrap();
+    // Host 0's refresh is processed (the refresh token rotated, the old one
+    // revoked) but its answer is held back; host 0 dies meanwhile.
+    f.sim.push_fault(
+        Fault::new("/v1/access_token", FaultKind::DelayAfter(secs(5))).with_method("POST"),
+    );
+    f.sim.clear_requests();
+    let mut a = f.spawn(0, &["refresh", "--force"]);
+    wait_for_request(&f.sim, secs(10), |r| r.path == "/v1/access_token");
+    signal(&a, "KILL");
+    let _ = a.wait();
+    let started = Instant::now();
+    let out = f.run(1, &["refresh", "--force"]);
+    let took = started.elapsed();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // It waited for the lease (2 s) and recovered from the rotation the
+    // dead host consumed through level 2.
+    assert!(took >= Duration::from_millis(500), "took {took:?}");
+    assert!(!f.sim.is_token_valid(&old_rt));
+    let new = f.stored_access().unwrap();
+    assert!(f.sim.is_token_valid(&new));
+    assert_eq!(f.env_value(1, ACCESS).as_deref(), Some(new.as_str()));
+    let stored_rt = f
+        .stored()
+        .into_iter()
+        .find(|(k, _)| k.contains("/tokens/"))
+        .and_then(|(_, v)| v["refreshToken"].as_str().map(String::from))
+        .unwrap();
+    assert!(
+        f.sim.is_token_valid(&stored_rt),
+        "the stored refresh token works"
+    );
+}
+
+#[test]
+fn a_paused_host_past_its_lease_cannot_overwrite_newer_tokens() {
+    let Some(f) = Fleet::new(SimOptions::default(), 2) else {
+        return;
+    };
+    assert_eq!(code(&f.run(0, &["refresh"])), 0);
+    assert_eq!(code(&f.run(1, &["refresh"])), 0);
+    let export_before = std::fs::read(f.env_file(0)).unwrap();
+    f.sim.push_fault(
+        Fault::new("/v1/access_token", FaultKind::DelayAfter(secs(2))).with_method("POST"),
+    );
+    f.sim.clear_requests();
+    let a = f.spawn(0, &["refresh", "--force"]);
+    wait_for_request(&f.sim, secs(10), |r| r.path == "/v1/access_token");
+    signal(&a, "STOP");
+    // Past the lease: host 1 takes the lock and stores its own new token.
+    std::thread::sleep(secs(4));
+    let out = f.run(1, &["refresh", "--force"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let newer = f.stored_access().unwrap();
+    signal(&a, "CONT");
+    let out = wait_output(a);
+    f.assert_clean(&out);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("lost the etcd lock"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(f.stored_access().as_deref(), Some(newer.as_str()));
+    assert_eq!(
+        std::fs::read(f.env_file(0)).unwrap(),
+        export_before,
+        "the late host's export is untouched"
+    );
+    // Its next run takes the store's token into its export.
+    assert_eq!(code(&f.run(0, &["refresh"])), 0);
+    assert_eq!(f.env_value(0, ACCESS).as_deref(), Some(newer.as_str()));
+}
+
+#[test]
+fn one_member_down_still_works_and_quorum_lost_changes_nothing() {
+    let Some(mut f) = Fleet::new(SimOptions::default(), 2) else {
+        return;
+    };
+    assert_eq!(code(&f.run(0, &["refresh"])), 0);
+    f.cluster.kill(0);
+    let out = f.run(0, &["refresh", "--force"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let working = f.env_value(0, ACCESS).unwrap();
+    assert_eq!(f.stored_access().as_deref(), Some(working.as_str()));
+
+    f.cluster.kill(1);
+    let export = std::fs::read(f.env_file(0)).unwrap();
+    f.sim.clear_requests();
+    let out = f.run(0, &["refresh", "--force"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("could not be reached"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(f.sim.requests().is_empty(), "nothing sent to Webex");
+    assert_eq!(std::fs::read(f.env_file(0)).unwrap(), export);
+    // `token` still answers from the export, fresh or not.
+    let out = f.run(0, &["token"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), working);
+    let out = f.run(0, &["token", "--min-valid", "100d"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), working);
+    assert!(stderr(&out).contains("handing over the stored one"));
+    // A host with no export yet has nothing to serve.
+    let out = f.run(1, &["token", "--min-valid", "100d"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stdout(&out).is_empty());
+}
+
+#[test]
+fn level_3_runs_once_across_the_fleet_and_every_org_mints_once() {
+    let Some(f) = Fleet::new(SimOptions::default().with_org_count(3), 3) else {
+        return;
+    };
+    assert_eq!(code(&f.run(0, &["refresh"])), 0);
+    // Every service token and the personal token die: each org needs a
+    // mint, and the mints need a renewed personal token.
+    f.sim.expire_all(TokenKind::ServiceAccess);
+    f.sim.expire_all(TokenKind::ServiceRefresh);
+    f.sim.expire_all(TokenKind::Personal);
+    f.sim.clear_requests();
+    let children: Vec<Child> = (0..3).map(|h| f.spawn(h, &["refresh"])).collect();
+    for (h, c) in children.into_iter().enumerate() {
+        let out = wait_output(c);
+        assert_eq!(code(&out), 0, "host {h}: {}", stderr(&out));
+        f.assert_clean(&out);
+    }
+    assert_eq!(f.level3(), 1, "{:#?}", f.token_requests());
+    let mints = f
+        .token_requests()
+        .iter()
+        .filter(|r| r.path == f.mint_path() && r.status == 200)
+        .count();
+    assert_eq!(mints, 3, "one mint per org");
+    // Each org's export on every host holds that org's stored token.
+    let stored = f.stored();
+    let per_org: Vec<_> = stored
+        .iter()
+        .filter(|(k, _)| k.contains("/tokens/"))
+        .collect();
+    assert_eq!(per_org.len(), 3);
+    for h in 0..3 {
+        for (i, name) in ["org1", "org2", "org3"].iter().enumerate() {
+            let env = f.dir(h).join(format!(".env.{name}"));
+            let it = dotenvy::from_path_iter(&env).unwrap();
+            let access = it
+                .filter_map(Result::ok)
+                .find(|(k, _)| k == ACCESS)
+                .map(|(_, v)| v)
+                .unwrap();
+            assert!(f.sim.is_token_valid(&access), "host {h} org {i}");
+            assert!(
+                per_org
+                    .iter()
+                    .any(|(_, v)| v["accessToken"].as_str() == Some(access.as_str())),
+                "host {h} {name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn watchers_on_three_hosts_refresh_once_per_expiry() {
+    let ttl = 4;
+    let Some(f) = Fleet::new(
+        SimOptions {
+            access_ttl: secs(ttl),
+            ..SimOptions::default()
+        },
+        3,
+    ) else {
+        return;
+    };
+    assert_eq!(code(&f.run(0, &["refresh"])), 0);
+    f.sim.clear_requests();
+    let args = [
+        "--json",
+        "watch",
+        "--min-valid",
+        "1s",
+        "--check-interval",
+        "1h",
+    ];
+    let watchers: Vec<Child> = (0..3).map(|h| f.spawn(h, &args)).collect();
+    std::thread::sleep(secs(11));
+    let mut refreshed_events = 0;
+    for (h, w) in watchers.into_iter().enumerate() {
+        signal(&w, "TERM");
+        let out = wait_output(w);
+        assert_eq!(code(&out), 0, "host {h}: {}", stderr(&out));
+        f.assert_clean(&out);
+        refreshed_events += stdout(&out)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["event"] == "refreshed")
+            .count();
+    }
+    let issued: Vec<_> = f
+        .token_requests()
+        .into_iter()
+        .filter(|r| r.status == 200)
+        .collect();
+    assert_eq!(issued.len(), refreshed_events);
+    assert!(issued.len() >= 2, "{} refreshes in 11 s", issued.len());
+    // Three hosts each refreshing on their own would issue about three
+    // times as many; one per expiry (a token stored for at least 3 s,
+    // renewed 1 s + jitter before its end) is at most one every 1.5 s.
+    assert!(
+        issued.len() <= 7,
+        "{} refreshes in 11 s with {ttl} s tokens",
+        issued.len()
+    );
+    for pair in issued.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at).unwrap();
+        assert!(
+            gap >= Duration::from_millis(700),
+            "two refreshes {gap:?} apart"
+        );
+    }
+    // Every host's export holds the store's (working) token.
+    let stored = f.stored_access().unwrap();
+    for h in 0..3 {
+        let v = f.env_value(h, ACCESS).unwrap();
+        assert!(f.sim.is_token_valid(&v) || v == stored, "host {h}");
+    }
+}
+
+#[test]
+fn bad_store_settings_are_usage_or_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        crate::common::scrubbed(assert_cmd::cargo::cargo_bin("webex-token"), dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for bad in [
+        "etcd://127.0.0.1:2379",
+        "etcd://127.0.0.1:2379/",
+        "etcd://127.0.0.1/x",
+        "redis://127.0.0.1:6379/x",
+        "etcd://127.0.0.1:0/x",
+    ] {
+        let out = run(&["--store", bad, "status"]);
+        assert_eq!(code(&out), 2, "{bad}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--store"), "{bad}: {}", stderr(&out));
+    }
+    let out = run(&[
+        "--store",
+        "etcd://127.0.0.1:2379/x",
+        "--lock-ttl",
+        "1s",
+        "status",
+    ]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--lock-ttl"));
+    let out = run(&[
+        "--store",
+        "etcd://127.0.0.1:2379/x",
+        "--etcd-user",
+        "u",
+        "status",
+    ]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--etcd-password-file"));
+}
