@@ -6,6 +6,7 @@ mod common;
 mod chain_paths;
 mod commands;
 mod datasources;
+mod etcd_cluster;
 mod files;
 mod hardening;
 mod inprocess;
