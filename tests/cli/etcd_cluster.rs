@@ -352,13 +352,12 @@ impl EtcdCluster {
 
     /// Picks ports and lays out the temp dir; starts nothing.
     fn prepare(n: usize, etcd: PathBuf, etcdctl: PathBuf) -> EtcdCluster {
-        let mut builder = tempfile::Builder::new();
-        builder.prefix("webex-token-etcd-");
-        let dir = match data_root() {
-            Some(root) => builder.tempdir_in(root),
-            None => builder.tempdir(),
-        }
-        .expect("temp dir for the etcd cluster");
+        let root = data_root().map_or_else(std::env::temp_dir, Path::to_path_buf);
+        sweep_stale_dirs(&root);
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
+            .tempdir_in(&root)
+            .expect("temp dir for the etcd cluster");
         let ports = free_ports(2 * n);
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
@@ -420,8 +419,18 @@ impl EtcdCluster {
             .map_err(|e| format!("cloning the log handle: {e}"))?;
         let client = format!("http://127.0.0.1:{}", m.client_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
-        let child = Command::new(&etcd)
-            .arg("--name")
+        // With setpriv (util-linux, Essential on Debian) etcd gets SIGKILL
+        // when the test process dies, even by SIGKILL; setpriv execs etcd,
+        // so the pid is etcd's.
+        let mut cmd = match setpriv() {
+            Some(setpriv) => {
+                let mut cmd = Command::new(setpriv);
+                cmd.args(["--pdeathsig", "KILL", "--"]).arg(&etcd);
+                cmd
+            }
+            None => Command::new(&etcd),
+        };
+        cmd.arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
             .arg(&m.data_dir)
@@ -443,8 +452,8 @@ impl EtcdCluster {
             .env_remove("ETCD_LISTEN_METRICS_URLS")
             .stdin(Stdio::null())
             .stdout(log)
-            .stderr(log2)
-            .spawn()
+            .stderr(log2);
+        let child = spawn_from_lasting_thread(cmd)
             .map_err(|e| format!("starting {}: {e}", etcd.display()))?;
         m.child = Some(child);
         Ok(())
@@ -526,6 +535,35 @@ fn store_url(endpoints: &[String], prefix: &str) -> String {
     format!("etcd://{}/{prefix}", endpoints.join(","))
 }
 
+/// Temp dirs are named `webex-token-etcd-<pid of the test process>-XXXX`.
+const DIR_PREFIX: &str = "webex-token-etcd-";
+
+/// Removes (once per test process) cluster dirs left behind by test
+/// processes that are gone: one killed before `Drop` ran leaves its data
+/// dirs, which on tmpfs hold memory.
+fn sweep_stale_dirs(root: &Path) {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| {
+        let Ok(entries) = std::fs::read_dir(root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(DIR_PREFIX))
+                .and_then(|rest| rest.split_once('-'))
+                .and_then(|(pid, _)| pid.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !Path::new("/proc").join(pid.to_string()).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    });
+}
+
 /// Where the clusters' temp dirs go: /dev/shm when it is a tmpfs with room
 /// (1 GiB; each member preallocates a 64 MiB WAL segment), else the system
 /// temp dir. On tmpfs etcd's fsyncs cost nothing: creating the WAL on a busy
@@ -589,6 +627,41 @@ fn find_binary(name: &str) -> Option<PathBuf> {
         .chain([PathBuf::from("/usr/bin")])
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
+}
+
+fn setpriv() -> Option<&'static Path> {
+    static SETPRIV: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    SETPRIV.get_or_init(|| find_binary("setpriv")).as_deref()
+}
+
+/// Spawns `cmd` from one thread that lives as long as the test process. The
+/// parent-death signal set by `setpriv --pdeathsig` fires when the *thread*
+/// that forked the child ends, and test threads end with their test: a
+/// cluster started in one test thread and used from another (a shared
+/// cluster) would otherwise lose its members.
+fn spawn_from_lasting_thread(cmd: Command) -> std::io::Result<Child> {
+    use std::sync::mpsc;
+    type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: std::sync::OnceLock<mpsc::Sender<Job>> = std::sync::OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("etcd-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in queue {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("starting the etcd spawner thread");
+        jobs
+    });
+    let (reply, answer) = mpsc::channel();
+    spawner
+        .send((cmd, reply))
+        .expect("the etcd spawner thread lives as long as the process");
+    answer
+        .recv()
+        .expect("the etcd spawner thread answers every job")
 }
 
 /// `count` distinct free TCP ports on 127.0.0.1: all bound at once (so no
