@@ -15,7 +15,7 @@
 //! In CI (`CI=true`) nothing is skipped.
 //!
 //! ```ignore
-//! let Some(cluster) = EtcdCluster::start_or_skip(3) else { return };
+//! let Some(mut cluster) = EtcdCluster::start_or_skip(3) else { return };
 //! let url = cluster.url("fleet-a"); // etcd://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3/fleet-a
 //! cluster.kill(0);                   // SIGKILL member 0; the other two keep quorum
 //! cluster.restart(0);                // same ports and data dir; waits until it is healthy
