@@ -38,7 +38,10 @@ async fn contract<S: TokenStore>(store: &S) {
     );
 
     // What is saved under the org lock is what is loaded.
-    let g = store.lock(&LockScope::Org(org.clone()), SHORT).await.unwrap();
+    let g = store
+        .lock(&LockScope::Org(org.clone()), SHORT)
+        .await
+        .unwrap();
     store
         .save_service(&g, &org, &tokens("at-1", Some("rt-1")))
         .await
@@ -110,7 +113,10 @@ async fn contract<S: TokenStore>(store: &S) {
     // Released locks can be taken again at once.
     store.release(cg).await;
     store.release(g).await;
-    let g = store.lock(&LockScope::Org(org.clone()), SHORT).await.unwrap();
+    let g = store
+        .lock(&LockScope::Org(org.clone()), SHORT)
+        .await
+        .unwrap();
     store.release(g).await;
     let g = store.lock(&LockScope::Config, SHORT).await.unwrap();
     store.release(g).await;

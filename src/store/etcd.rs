@@ -131,10 +131,18 @@ impl Cluster {
     }
 
     fn timed_out(&self, doing: &str) -> StoreError {
+        // etcd may still apply a write it did not confirm in time (it
+        // reaches the members later); a fenced one only while the lock
+        // holds, so it never overwrites a newer one.
+        let outcome = if doing == "writing" {
+            "the write may still be applied, fenced by the lock"
+        } else {
+            "nothing was changed"
+        };
         StoreError::Unreachable {
             endpoints: self.settings.shown(),
             detail: format!(
-                "no answer within {}s while {doing}",
+                "no answer within {}s while {doing}; {outcome}",
                 self.settings.timeout.as_secs_f32()
             ),
             recovery: None,
@@ -151,17 +159,25 @@ impl Cluster {
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
         let client = self.client().await?;
+        // One try may hang on a member that lost its leader until a new one
+        // is elected (well under a second): each try gets a third of the
+        // budget, then the next goes (the same request again: the reads are
+        // reads, the writes fenced and idempotent).
+        let per_try = (self.settings.timeout / 3).max(Duration::from_millis(500));
         let tries = async {
             let mut pause = Duration::from_millis(20);
             loop {
-                match op(client.clone()).await {
-                    Err(e) if retryable(&e) => {
+                match tokio::time::timeout(per_try, op(client.clone())).await {
+                    Ok(Err(e)) if retryable(&e) => {
                         tracing::debug!("etcd: {doing}: {e}; trying again");
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_millis(250));
                     }
-                    other => return other,
+                    Ok(other) => return other,
+                    Err(_) => {
+                        tracing::debug!("etcd: {doing}: no answer within {per_try:?}; trying again")
+                    }
                 }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(250));
             }
         };
         match tokio::time::timeout(self.settings.timeout, tries).await {
@@ -204,7 +220,7 @@ fn classify(endpoints: &str, e: etcd_client::Error) -> StoreError {
         },
         _ => StoreError::Unreachable {
             endpoints: endpoints.into(),
-            detail,
+            detail: format!("{detail}; nothing was changed"),
             recovery: None,
         },
     }

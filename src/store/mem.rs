@@ -96,7 +96,13 @@ impl TokenStore for MemStore {
         if self.fail_service_saves {
             return Err(wrong_scope("the new service-app tokens (test failure)"));
         }
-        *self.tokens.lock().expect("not poisoned") = tokens.clone();
+        let mut stored = self.tokens.lock().expect("not poisoned");
+        // Never a refresh token replaced by nothing (as the other backends).
+        let kept = (stored.refresh_token.clone(), stored.refresh_expires_at);
+        *stored = tokens.clone();
+        if stored.refresh_token.is_none() {
+            (stored.refresh_token, stored.refresh_expires_at) = kept;
+        }
         self.service_saves.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }

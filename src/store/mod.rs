@@ -50,7 +50,7 @@ pub enum StoreError {
         recovery: Option<PathBuf>,
     },
     /// The etcd cluster did not answer (down, partitioned, no quorum).
-    #[error("the etcd store at {endpoints} could not be reached: {detail}; nothing was changed")]
+    #[error("the etcd store at {endpoints} could not be reached: {detail}")]
     Unreachable {
         endpoints: String,
         detail: String,
@@ -250,6 +250,9 @@ impl TokenStore for Store {
         }
     }
 }
+
+#[cfg(test)]
+mod contract;
 
 /// The lock a save was given is not the one its data needs: a bug, never a
 /// user error; refusing keeps the data safe.
