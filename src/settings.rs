@@ -133,6 +133,7 @@ impl Settings {
             return Store::Etcd(crate::store::etcd::EtcdStore {
                 cluster: cluster.clone(),
                 files,
+                export: true,
             });
         }
         // Without etcd support, `check_paths` has refused `--store etcd://`

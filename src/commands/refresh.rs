@@ -53,6 +53,14 @@ async fn ensure_one(
     policy: &Policy,
     rt_min_valid: Option<Duration>,
 ) -> Result<Outcome, Error> {
+    // A dry run writes nothing, not even the etcd store's export.
+    let read_only;
+    let store = if policy.dry_run {
+        read_only = store.read_only();
+        &read_only
+    } else {
+        store
+    };
     let roll = !policy.mint
         && match rt_min_valid {
             Some(window) => engine::refresh_token_expiring(store, org, window).await?,

@@ -231,6 +231,7 @@ mod etcd_backend {
                 timeout: Duration::from_secs(15),
             }),
             files: files_in(dir.path()),
+            export: true,
         };
         contract(&Store::Etcd(store.clone())).await;
         // The export holds what the store holds.

@@ -215,6 +215,14 @@ fn classify(endpoints: &str, e: etcd_client::Error) -> StoreError {
                 detail: format!("etcd at {endpoints} refused this run: {detail}"),
             }
         }
+        // A server certificate this host cannot verify: no retry will help.
+        _ if detail.contains("certificate") || detail.contains("UnknownIssuer") => {
+            StoreError::EtcdSetup {
+                detail: format!(
+                    "etcd at {endpoints}: TLS failed: {detail} (is --etcd-ca the CA that signed the members' certificates?)"
+                ),
+            }
+        }
         E::InvalidArgs(_) | E::InvalidUri(_) => StoreError::EtcdSetup {
             detail: format!("etcd endpoints {endpoints}: {detail}"),
         },
@@ -403,6 +411,9 @@ pub struct EtcdStore {
     pub cluster: Arc<Cluster>,
     /// The env file (the export) and the config file (static credentials).
     pub files: FilesStore,
+    /// Rewrite the export after loads (off for `refresh --dry-run`, which
+    /// writes nothing).
+    pub export: bool,
 }
 
 /// A held etcd lock: the lease kept alive in the background and the lock
@@ -771,7 +782,9 @@ impl EtcdStore {
                     revision,
                     cluster: read.cluster,
                 };
-                self.export(&tokens, at).await?;
+                if self.export {
+                    self.export(&tokens, at).await?;
+                }
                 (tokens, true)
             }
             // Not seeded yet: this host's own file, until a locked run

@@ -155,6 +155,18 @@ impl Store {
         }
     }
 
+    /// The same store, never writing an export (for a dry run).
+    pub fn read_only(&self) -> Store {
+        match self {
+            Store::Files(f) => Store::Files(f.clone()),
+            #[cfg(feature = "etcd")]
+            Store::Etcd(e) => Store::Etcd(etcd::EtcdStore {
+                export: false,
+                ..e.clone()
+            }),
+        }
+    }
+
     /// The env file (for etcd: this host's export of the store).
     pub fn env_path(&self) -> &std::path::Path {
         &self.files().env_path

@@ -306,10 +306,15 @@ fn an_empty_store_is_seeded_from_a_hosts_files_and_ten_hosts_refresh_once() {
 
 #[test]
 fn a_fresh_export_answers_token_with_no_etcd_call() {
-    let Some(f) = Fleet::new(SimOptions::default(), 1) else {
+    let Some(f) = Fleet::new(SimOptions::default(), 2) else {
         return;
     };
     assert_eq!(code(&f.run(0, &["refresh"])), 0);
+    // A dry run on another host reads the store and writes nothing, not
+    // even its export.
+    let out = f.run(1, &["refresh", "--dry-run"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!f.env_file(1).exists());
     f.sim.clear_requests();
     // Nothing listens at this address: any etcd call would fail.
     let out = f
@@ -604,4 +609,200 @@ fn bad_store_settings_are_usage_or_config_errors() {
     ]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(stderr(&out).contains("--etcd-password-file"));
+}
+
+/// A single etcd member serving TLS (a CA made by openssl for the test)
+/// with authentication on and a user limited to one prefix.
+struct SecureEtcd {
+    child: Child,
+    dir: TempDir,
+    endpoint: String,
+}
+
+impl Drop for SecureEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn sh(dir: &Path, script: &str) {
+    let out = Command::new("sh")
+        .args(["-ec", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl SecureEtcd {
+    fn start() -> Option<SecureEtcd> {
+        if !EtcdCluster::available() {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let d = d.as_path();
+        sh(
+            d,
+            "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+               -keyout ca.key -out ca.pem -days 2 -subj /CN=webex-token-test-ca 2>/dev/null
+             openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+               -keyout server.key -out server.csr -subj /CN=127.0.0.1 2>/dev/null
+             printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nkeyUsage=digitalSignature\\nextendedKeyUsage=serverAuth\\n' > ext
+             openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+               -out server.pem -days 2 -extfile ext 2>/dev/null",
+        );
+        let (client, peer) = (free_port(), free_port());
+        let endpoint = format!("127.0.0.1:{client}");
+        let child = Command::new("etcd")
+            .current_dir(d)
+            .args(["--name", "secure", "--data-dir", "data"])
+            .arg(format!("--listen-client-urls=https://{endpoint}"))
+            .arg(format!("--advertise-client-urls=https://{endpoint}"))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+            ))
+            .arg(format!("--initial-cluster=secure=http://127.0.0.1:{peer}"))
+            .args(["--cert-file", "server.pem", "--key-file", "server.key"])
+            .args(["--logger", "zap", "--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let e = SecureEtcd {
+            child,
+            dir,
+            endpoint,
+        };
+        // Wait until it answers, then: root, auth on, a user for one prefix.
+        let end = Instant::now() + secs(20);
+        while !e.ctl(&["endpoint", "health"]).status.success() {
+            assert!(Instant::now() < end, "the TLS etcd did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for args in [
+            &["user", "add", "root", "--new-user-password=root-pw"][..],
+            &["role", "add", "wt"],
+            &[
+                "role",
+                "grant-permission",
+                "wt",
+                "--prefix=true",
+                "readwrite",
+                "/secure/",
+            ],
+            &["user", "add", "wt", "--new-user-password=wt-pw"],
+            &["user", "grant-role", "wt", "wt"],
+            &["auth", "enable"],
+        ] {
+            let out = e.ctl(args);
+            assert!(out.status.success(), "etcdctl {args:?}: {}", stderr(&out));
+        }
+        std::fs::write(d.join("password"), "wt-pw\n").unwrap();
+        std::fs::write(d.join("wrong-password"), "nope\n").unwrap();
+        Some(e)
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints=https://{}", self.endpoint))
+            .arg(format!(
+                "--cacert={}",
+                self.dir.path().join("ca.pem").display()
+            ))
+            .arg("--dial-timeout=2s")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+#[test]
+fn etcds_with_a_ca_and_a_user_limited_to_the_prefix() {
+    let Some(e) = SecureEtcd::start() else {
+        return;
+    };
+    let sim = Sim::start(SimOptions::default()).unwrap();
+    let host = tempfile::tempdir().unwrap();
+    sim.write_demo_files(host.path()).unwrap();
+    let run = |extra: &[&str]| {
+        let mut c =
+            crate::common::scrubbed(assert_cmd::cargo::cargo_bin("webex-token"), host.path());
+        c.env("WEBEX_TOKEN_ETCD_TIMEOUT", "3s")
+            .arg("--store")
+            .arg(format!("etcds://{}/secure", e.endpoint))
+            .args(extra);
+        c.output().unwrap()
+    };
+    let (ca, pw, bad) = (
+        e.file("ca.pem"),
+        e.file("password"),
+        e.file("wrong-password"),
+    );
+    let out = run(&[
+        "--etcd-ca",
+        &ca,
+        "--etcd-user",
+        "wt",
+        "--etcd-password-file",
+        &pw,
+        "refresh",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let keys = e.ctl(&[
+        "--user=root:root-pw",
+        "get",
+        "--prefix",
+        "--keys-only",
+        "/secure/",
+    ]);
+    assert!(stdout(&keys).contains("/tokens/"), "{}", stdout(&keys));
+    assert!(!stderr(&out).contains("wt-pw"));
+
+    // A wrong password, or a server certificate this host cannot verify:
+    // exit 3 saying why, nothing written.
+    let before = std::fs::read(host.path().join(".env")).unwrap();
+    let out = run(&[
+        "--etcd-ca",
+        &ca,
+        "--etcd-user",
+        "wt",
+        "--etcd-password-file",
+        &bad,
+        "refresh",
+        "--force",
+    ]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("refused"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("nope"));
+    let out = run(&[
+        "--etcd-user",
+        "wt",
+        "--etcd-password-file",
+        &pw,
+        "refresh",
+        "--force",
+    ]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("certificate"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(host.path().join(".env")).unwrap(), before);
 }
