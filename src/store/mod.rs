@@ -176,6 +176,7 @@ impl Store {
     /// `status`): the env file's state and, for etcd, the config with the
     /// store's token-manager state (`None`: the config file as it is).
     pub async fn peek(&self, org: &OrgId) -> Result<(EnvState, Option<Config>), StoreError> {
+        let _ = org; // (only the etcd store keeps orgs apart by key)
         match self {
             Store::Files(f) => Ok((f.read_env()?, None)),
             #[cfg(feature = "etcd")]
