@@ -381,7 +381,7 @@ impl Error {
                     })
                 };
                 Some(if level2(403).is_some() {
-                    "the personal access token needs scope spark:applications_token, and a Full Admin of `serviceApp.targetOrgId` must have authorized the service app in Control Hub; then run `webex-token setup-oauth`".into()
+                    "the personal access token needs scope spark:applications_token, and a Full Admin of the target org (`serviceApp.targetOrgId`, or this org's `targetOrgId` in `serviceApp.orgs`) must have authorized the service app in Control Hub; then run `webex-token setup-oauth`".into()
                 } else if let Some(e) = level2(404) {
                     // Webex answers an unknown app id with its own error body
                     // (a trackingId); anything else answering 404 is not the

@@ -35,6 +35,9 @@ pub struct Settings {
     clients: Arc<ClientPool>,
     /// `--store`, as given.
     store: StoreArg,
+    /// The config file's last parse, shared by everything this run reads
+    /// it for (the org list, each org's store): one parse per content.
+    config_cache: Arc<crate::config::ParsedCache>,
     /// The etcd connection of this run, shared by its orgs (connects on
     /// first use).
     #[cfg(feature = "etcd")]
@@ -100,6 +103,7 @@ impl Settings {
                 )),
             },
             store: g.store.clone(),
+            config_cache: Arc::default(),
         }
     }
 
@@ -208,7 +212,7 @@ impl Settings {
             env_path: self.env_path.clone(),
             config_path: self.config_path.clone(),
             mode: self.write_mode,
-            config_cache: Default::default(),
+            config_cache: self.config_cache.clone(),
         }
     }
 
@@ -219,7 +223,7 @@ impl Settings {
     /// exactly one org (`token`, `exec`). A `--org` that names no listed org
     /// (by name or `targetOrgId`) is a usage error listing the names.
     pub fn org_targets(&self, one: Option<&str>) -> Result<Option<Vec<OrgTarget>>, Error> {
-        let Ok(config) = Config::load(&self.config_path) else {
+        let Ok(config) = Config::load_with(&self.config_path, &self.config_cache) else {
             return Ok(None);
         };
         self.org_targets_in(&config, one)
@@ -284,7 +288,7 @@ impl Settings {
             });
         }
         let config_dir = config.path.parent().unwrap_or(Path::new("/"));
-        let cache = Arc::new(crate::config::ParsedCache::default());
+        let cache = self.config_cache.clone();
         Ok(Some(
             chosen
                 .into_iter()
