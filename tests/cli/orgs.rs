@@ -236,6 +236,11 @@ fn an_org_that_did_not_authorize_the_app_fails_alone() {
     assert!(o.contains("stranger: error:"), "{o}");
     assert!(e.contains("1 of 4 orgs could not be refreshed"), "{e}");
     assert!(e.contains("stranger:"), "{e}");
+    // The hint points at the org's own entry, not the single-org key.
+    assert!(
+        e.contains("this org's `targetOrgId` in `serviceApp.orgs`"),
+        "{e}"
+    );
     for name in ["org1", "org2", "org3"] {
         assert!(
             o.contains(&format!("{name}: ok: refreshed via level 2")),
