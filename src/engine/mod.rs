@@ -48,13 +48,15 @@ impl<'a> Ctx<'a> {
 }
 
 /// The stored tokens when their expiry is beyond `min_valid` (no lock, no
-/// request); `None` when they must be checked or refreshed.
+/// request); `None` when they must be checked or refreshed. Read from this
+/// host's own copy (for etcd: the export, which every load and save keeps
+/// current), so a fresh token costs no store round trip either.
 pub async fn fresh_tokens<S: TokenStore>(
     store: &S,
     org: &OrgId,
     min_valid: Duration,
 ) -> Result<Option<StoredTokens>, Error> {
-    let snap = store.load(org).await.map_err(Error::from)?;
+    let snap = store.load_local(org).await.map_err(Error::from)?;
     Ok(is_fresh(&snap.tokens, min_valid).then_some(snap.tokens))
 }
 

@@ -447,6 +447,15 @@ fn one_member_down_still_works_and_quorum_lost_changes_nothing() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), working);
     assert!(stderr(&out).contains("handing over the stored one"));
+    // So does `exec`: the child gets the export's token.
+    let check = format!("test \"$WEBEX_SERVICE_APP_ACCESS_TOKEN\" = '{working}'");
+    for min_valid in ["1h", "100d"] {
+        let out = f.run(
+            0,
+            &["exec", "--min-valid", min_valid, "--", "sh", "-c", &check],
+        );
+        assert_eq!(code(&out), 0, "{min_valid}: {}", stderr(&out));
+    }
     // A host with no export yet has nothing to serve.
     let out = f.run(1, &["token", "--min-valid", "100d"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));

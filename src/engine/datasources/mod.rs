@@ -135,6 +135,14 @@ impl<S: TokenStore> TokenStore for Remembering<S> {
     ) -> Result<(), StoreError> {
         self.inner.save_renewable(guard, update).await
     }
+    async fn release(&self, guard: S::Guard) {
+        self.inner.release(guard).await
+    }
+    async fn load_local(&self, org: &OrgId) -> Result<Snapshot, StoreError> {
+        let snap = self.inner.load_local(org).await?;
+        *self.config.borrow_mut() = Some(snap.config.clone());
+        Ok(snap)
+    }
 }
 
 /// A working service-app token (the stored one when its expiry is beyond
