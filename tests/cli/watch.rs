@@ -1042,3 +1042,76 @@ fn healthcheck_exits_0_only_when_healthz_answers_200() {
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains("not HTTP"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_rejected_chain_waits_an_hour_and_health_says_when() {
+    let t = Env::new(SimOptions::default());
+    t.break_config();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let w = t.spawn(&["--health", &addr], &[]);
+    let failed = w.wait_for("failed", 1, secs(10));
+    let at = |v: &Value, k: &str| v[k].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    // min(1h, --check-interval 1h): the next try in an hour, not a back-off.
+    let wait = at(&failed[0], "retryAt").as_second() - at(&failed[0], "time").as_second();
+    assert_eq!(wait, 3600, "{}", failed[0]);
+    let (status, body) = http_get(port, "/healthz");
+    assert_eq!(status, 503, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["needsAttention"], true, "{v}");
+    assert!(v["lastError"].as_str().unwrap().contains("rejected"), "{v}");
+    // The next try: a refresh, at the retry time.
+    assert_eq!(v["next"]["task"], "refresh", "{v}");
+    assert_eq!(v["next"]["at"], failed[0]["retryAt"], "{v}");
+    // Nothing more is sent while it waits (the files do not change).
+    let sent = t.sim.requests().len();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(t.sim.requests().len(), sent, "retried before the hour");
+    assert_eq!(w.named("failed").len(), 1);
+    let metrics = http_get(port, "/metrics").1;
+    assert!(
+        metrics.contains("webex_token_failures_total{kind=\"reauthorization_required\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("webex_token_refreshes_total{level=\"2\",outcome=\"rejected\"} 1"),
+        "{metrics}"
+    );
+    // With --check-interval 2s the retry comes after 2 s instead.
+    drop(w);
+    let w = t.spawn(&["--check-interval", "2s"], &[]);
+    let failed = w.wait_for("failed", 2, secs(8));
+    let gap = at(&failed[1], "time").as_second() - at(&failed[0], "time").as_second();
+    assert!((2..=3).contains(&gap), "{gap}s between tries");
+}
+
+#[test]
+fn a_failed_data_source_run_backs_off_without_holding_up_the_token() {
+    let t = Env::new(SimOptions::default());
+    // The demo source with 45 min left is due; its PUT fails for now.
+    let due = t
+        .sim
+        .data_sources()
+        .into_iter()
+        .find(|d| d["subject"] == "demo-crm-feed")
+        .unwrap();
+    let put = format!("/v1/dataSources/{}", due["id"].as_str().unwrap());
+    t.sim
+        .push_fault(webex_sim::Fault::status(&put, 503).forever());
+    let w = t.spawn(&["--datasources", "--retry-budget", "1s"], &[]);
+    // The token is refreshed all the same.
+    w.wait_for("refreshed", 1, secs(10));
+    let failed = w.wait_for("failed", 1, secs(10));
+    assert_eq!(failed[0]["task"], "extend", "{}", failed[0]);
+    assert_eq!(failed[0]["exitCode"], 1, "{}", failed[0]);
+    let at = |v: &Value, k: &str| v[k].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    let wait = at(&failed[0], "nextAt").as_second() - at(&failed[0], "time").as_second();
+    assert!((4..=7).contains(&wait), "first back-off {wait}s");
+    let tried = t.sim.count("PUT", &put);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(t.sim.count("PUT", &put), tried, "retried before its time");
+    t.sim.clear_faults();
+    let extended = w.wait_for("extended", 1, secs(8));
+    assert_eq!(extended[0]["summary"]["extended"], 1, "{}", extended[0]);
+    assert!(t.sim.is_token_valid(&t.env_value(ACCESS).unwrap()));
+}
