@@ -1308,6 +1308,15 @@ mod tests {
         );
         assert!(text.contains("webex_token_refreshes_total{level=\"1\",outcome=\"ok\"} 1"));
         assert!(text.contains("webex_token_hook_runs_total{outcome=\"timeout\"} 1"));
+        // The single org's samples carry no org label (and no empty braces).
+        assert!(
+            text.contains(&format!(
+                "\nwebex_token_last_success_timestamp_seconds {}\n",
+                now.as_second()
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("org=") && !text.contains("{}"), "{text}");
         assert!(text.trim_end().ends_with("# EOF"));
     }
 
