@@ -215,6 +215,8 @@ pub enum Command {
     SetupOauth(SetupOauthArgs),
     /// Keep the tokens working for as long as it runs (a service or sidecar)
     Watch(WatchArgs),
+    /// Probe a running `watch --health`: exit 0 when its GET /healthz answers 200, else 1
+    Healthcheck(HealthcheckArgs),
     /// Print a shell completion script
     Completions(CompletionsArgs),
     /// Print the man page (roff) on stdout
@@ -428,6 +430,16 @@ pub struct SetupOauthArgs {
     pub device: bool,
     /// How long to wait for the authorization
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// The address `watch --health` serves on
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+    pub health: std::net::SocketAddr,
+    /// Give up (unhealthy) after this long
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_nonzero_duration)]
     pub timeout: Duration,
 }
 

@@ -76,8 +76,10 @@ fn run_parsed(args: &[OsString]) -> u8 {
     let settings = Settings::from_args(&cli.global);
     let printer = Printer::new(settings.json, settings.quiet)
         .with_json_logs(cli.global.log_format == LogFormat::Json);
-    if !matches!(cli.command, Command::Completions(_) | Command::Man)
-        && let Err(e) = settings.check_paths()
+    if !matches!(
+        cli.command,
+        Command::Completions(_) | Command::Man | Command::Healthcheck(_)
+    ) && let Err(e) = settings.check_paths()
     {
         printer.error(command_name(&cli.command), &e);
         return e.exit_code();
@@ -117,6 +119,7 @@ async fn dispatch(command: Command, settings: &Settings, printer: &Printer) -> u
         Command::Datasources(a) => commands::datasources::run(settings, printer, &a).await,
         Command::SetupOauth(a) => commands::setup_oauth::run(settings, printer, &a).await,
         Command::Watch(a) => commands::watch::run(settings, printer, &a).await,
+        Command::Healthcheck(a) => commands::watch::healthcheck(&a),
         Command::Completions(a) => {
             commands::completions::write(a.shell, &mut std::io::stdout());
             Ok(0)
@@ -147,6 +150,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Datasources(a) => a.command.name(),
         Command::SetupOauth(_) => "setup-oauth",
         Command::Watch(_) => "watch",
+        Command::Healthcheck(_) => "healthcheck",
         Command::Completions(_) => "completions",
         Command::Man => "man",
     }

@@ -3,7 +3,7 @@
 //! `Link: <…>; rel="next"`).
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
@@ -209,7 +209,7 @@ pub(crate) fn register(inner: &Inner, req: &Incoming) -> Resp {
         return nonce_used();
     }
     let now = st.now();
-    let exp = now + Duration::from_secs(u64::from(lifetime) * 60);
+    let exp = now + st.ds_minutes(lifetime);
     let mut d = DataSource {
         id: util::uuid_v4(),
         schema_id: vals["schemaId"].clone(),
@@ -290,6 +290,7 @@ pub(crate) fn update(inner: &Inner, req: &Incoming, id: &str) -> Resp {
         }
     }
     let now = st.now();
+    let ds_minute = st.ds_minute;
     st.nonces.insert(nonce.clone());
     let org = st.orgs.get_mut(o);
     let org_uuid = org.uuid.clone();
@@ -325,7 +326,7 @@ pub(crate) fn update(inner: &Inner, req: &Incoming, id: &str) -> Resp {
             }
         }
     }
-    let exp = now + Duration::from_secs(u64::from(d.lifetime_minutes) * 60);
+    let exp = now + ds_minute * d.lifetime_minutes;
     d.token_expiry = exp;
     d.updated_at = now;
     d.jws = make_jws(d, &org_uuid, now, exp);

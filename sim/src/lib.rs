@@ -70,6 +70,11 @@ pub struct SimOptions {
     /// seconds, rounded up); a poll sooner than that after the previous one
     /// answers `slow_down`. Default 5 s.
     pub device_interval: Duration,
+    /// How long a "minute" of a data-source token lasts: its lifetime
+    /// (`tokenLifetimeMinutes`) and a new source's `expires_in` are scaled
+    /// by `ds_minute / 60 s`, for benchmarks that compress a day. Default
+    /// 60 s (no scaling).
+    pub ds_minute: Duration,
 }
 
 impl SimOptions {
@@ -96,6 +101,7 @@ impl Default for SimOptions {
             latency: Duration::ZERO,
             page_size: 100,
             device_interval: Duration::from_secs(5),
+            ds_minute: Duration::from_secs(60),
         }
     }
 }
@@ -418,6 +424,14 @@ pub(crate) struct State {
     pub latency: Duration,
     pub page_size: usize,
     pub device_interval: Duration,
+    pub ds_minute: Duration,
+}
+
+impl State {
+    /// `minutes` data-source token minutes (see [`SimOptions::ds_minute`]).
+    pub fn ds_minutes(&self, minutes: u32) -> Duration {
+        self.ds_minute * minutes
+    }
 }
 
 pub(crate) struct Inner {
@@ -552,8 +566,8 @@ impl State {
         let id = util::uuid_v4();
         let nonce = util::uuid_v4();
         self.nonces.insert(nonce.clone());
-        let expiry = now + ds.expires_in;
-        let lifetime = Duration::from_secs(u64::from(ds.token_lifetime_minutes) * 60);
+        let expiry = now + ds.expires_in.mul_f64(self.ds_minute.as_secs_f64() / 60.0);
+        let lifetime = self.ds_minutes(ds.token_lifetime_minutes);
         let mut d = DataSource {
             id: id.clone(),
             schema_id: ds.schema_id.clone(),
@@ -629,6 +643,7 @@ impl Sim {
             latency: opts.latency,
             page_size: opts.page_size.max(1),
             device_interval: opts.device_interval,
+            ds_minute: opts.ds_minute,
         };
         let inner = Arc::new(Inner {
             creds: Credentials::new(org_ids[0].clone()),

@@ -25,6 +25,8 @@ OPTIONS:
     --latency DURATION           delay every /v1 answer, e.g. 20ms [default: 0s]
     --page-size N                GET /v1/dataSources page size without max [default: 100]
     --device-interval DURATION   device grant polling interval [default: 5s]
+    --ds-minute DURATION         how long a data-source token minute lasts, to
+                                 compress time in benchmarks [default: 60s]
     --init DIR                   write DIR/token-config.json (0600) and two demo data
                                  sources per org (with --orgs N > 1: serviceApp.orgs)
     --quiet                      no per-request log lines on stderr
@@ -94,6 +96,7 @@ fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
             "--latency" => opts.latency = parse_duration(flag, &value()?)?,
             "--page-size" => opts.page_size = parse_count(flag, &value()?)?,
             "--device-interval" => opts.device_interval = parse_duration(flag, &value()?)?,
+            "--ds-minute" => opts.ds_minute = parse_duration(flag, &value()?)?,
             "--init" => init = Some(PathBuf::from(value()?)),
             "--quiet" | "-q" => quiet = true,
             "-h" | "--help" => return Ok(None),

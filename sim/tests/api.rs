@@ -834,3 +834,47 @@ fn many_concurrent_requests() {
         32
     );
 }
+
+#[test]
+fn ds_minute_compresses_data_source_lifetimes() {
+    // A "minute" of 1 s: 60-minute tokens live 60 s, a 24 h one 1440 s.
+    let s = Sim::start(SimOptions {
+        ds_minute: Duration::from_secs(1),
+        ..SimOptions::default()
+    })
+    .unwrap();
+    let now = || {
+        s.now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let id = s.add_data_source(NewDataSource {
+        expires_in: Duration::from_secs(600),
+        ..NewDataSource::default()
+    });
+    let v = s.data_source(&id).unwrap();
+    let exp = decode_jws_payload(v["jwsToken"].as_str().unwrap())["exp"]
+        .as_u64()
+        .unwrap();
+    assert!((now() + 9..=now() + 11).contains(&exp), "{} {exp}", now());
+    let base = s.base_url();
+    let (access, _) = s.issue_service_tokens(Duration::from_secs(3600), Duration::from_secs(7200));
+    let upd = json!({
+        "schemaId": v["schemaId"], "url": v["url"], "audience": v["audience"],
+        "subject": v["subject"], "status": "active", "nonce": "nonce-ds-minute",
+        "tokenLifetimeMinutes": 1440,
+    });
+    let r = send_json(
+        "PUT",
+        &format!("{base}/dataSources/{id}"),
+        Some(&access),
+        &upd,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let c = decode_jws_payload(r.json()["jwsToken"].as_str().unwrap());
+    assert_eq!(
+        c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(),
+        1440
+    );
+}

@@ -11,7 +11,7 @@
 use crate::audit;
 use crate::chain::{Action, Check, Outcome, Policy};
 use crate::cli::MAX_TOKEN_LIFETIME_MINUTES;
-use crate::cli::WatchArgs;
+use crate::cli::{HealthcheckArgs, WatchArgs};
 use crate::clock;
 use crate::engine::datasources::OrgFiles;
 use crate::engine::datasources::extend::{ExtendParams, Extended, Fate, extend_org};
@@ -29,6 +29,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -85,8 +86,22 @@ pub async fn run(settings: &Settings, printer: &Printer, a: &WatchArgs) -> Resul
         Some(targets) => targets.into_iter().map(|t| (t.org, t.store)).collect(),
         None => vec![(OrgId::configured(), settings.store())],
     };
+    for (org, _) in &orgs {
+        monitor.register(org);
+    }
+    // A signal wakes one waiter; every org's loop must see it (a SIGTERM
+    // must not wait for the other orgs' next deadlines), so one task
+    // forwards each to all of them.
+    let (wake_tx, wake) = tokio::sync::watch::channel(0u64);
+    tokio::spawn(async move {
+        loop {
+            signals::changed().await;
+            wake_tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    });
     let watchers = orgs.into_iter().map(|(org, store)| {
         let monitor = monitor.clone();
+        let wake = wake.clone();
         async move {
             let mut w = Watcher {
                 settings,
@@ -107,6 +122,7 @@ pub async fn run(settings: &Settings, printer: &Printer, a: &WatchArgs) -> Resul
                 ds_code: 0,
                 ds_ran: false,
                 hangups_seen: signals::hangups(),
+                wake,
             };
             w.start();
             w.run().await
@@ -163,6 +179,8 @@ struct Watcher<'a> {
     ds_ran: bool,
     /// SIGHUPs already acted on (each org's watcher sees every one).
     hangups_seen: u64,
+    /// Changes when a signal arrives (forwarded to every org's loop).
+    wake: tokio::sync::watch::Receiver<u64>,
 }
 
 /// What one tick came to.
@@ -241,7 +259,7 @@ impl Watcher<'_> {
             };
             let next = match &snap {
                 Some(snap) => {
-                    self.monitor.observe(&snap.tokens, &snap.config);
+                    self.monitor.observe(&self.org, &snap.tokens, &snap.config);
                     let inputs = self.inputs(&snap.tokens, now);
                     if let Some(task) = schedule::due(&inputs) {
                         let tick = if task == Task::Extend {
@@ -286,7 +304,7 @@ impl Watcher<'_> {
             let wake = match next {
                 Some(n) => {
                     tracing::debug!("next: {} at {}", n.task.name(), clock::format_utc(n.at));
-                    self.monitor.set_next(n.at, n.task.name());
+                    self.monitor.set_next(&self.org, n.at, n.task.name());
                     n.at
                 }
                 None => self
@@ -326,7 +344,7 @@ impl Watcher<'_> {
 
     /// Sleeps until `at`, a signal, or (while waiting for a person) a
     /// change of the config or env file; true in that last case.
-    async fn sleep_until(&self, at: Timestamp) -> bool {
+    async fn sleep_until(&mut self, at: Timestamp) -> bool {
         let d = schedule::until(clock::now(), at);
         let watch_files = self.waiting_for_reauth;
         let files = [
@@ -335,7 +353,7 @@ impl Watcher<'_> {
         ];
         tokio::select! {
             _ = tokio::time::sleep(d) => false,
-            _ = signals::changed() => false,
+            Ok(()) = self.wake.changed() => false,
             _ = files_changed(&files), if watch_files => {
                 tracing::info!("the config or env file changed: trying again");
                 true
@@ -406,7 +424,7 @@ impl Watcher<'_> {
                 self.roll_not_before = Some(clock_after(now, half.max(MIN_GAP)));
             }
         }
-        self.monitor.succeeded(now, o);
+        self.monitor.succeeded(&self.org, now, o);
         let fields = {
             let mut v =
                 output::refresh_json(o, now, self.store.env_path(), &self.settings.config_path);
@@ -490,7 +508,7 @@ impl Watcher<'_> {
                     clock::format_utc(retry_at)
                 );
                 self.printer.stderr_error("watch", &e);
-                self.monitor.failed(&e, false);
+                self.monitor.failed(&self.org, &e, false);
                 self.event(
                     "failed",
                     json!({
@@ -634,7 +652,8 @@ impl Watcher<'_> {
                 );
             }
         }
-        self.monitor.failed(e, task.is_none_or(|t| t != Task::Roll));
+        self.monitor
+            .failed(&self.org, e, task.is_none_or(|t| t != Task::Roll));
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
             "{}: {e}",
             if transient {
@@ -709,7 +728,7 @@ impl Watcher<'_> {
                 None => tracing::info!("hook `{cmd}` ran ({event})"),
                 Some(d) => tracing::warn!("hook `{cmd}` {d}; the saved tokens stay as they are"),
             }
-            self.monitor.hook(name);
+            self.monitor.hook(&self.org, name);
             if let Some(path) = self.settings.audit_log.as_deref() {
                 audit::append(
                     path,
@@ -863,24 +882,35 @@ async fn files_changed(paths: &[PathBuf]) {
 
 type Labels = Vec<(String, String)>;
 
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+/// The labels of one org's sample: `org="NAME"` first when the config lists
+/// orgs (`serviceApp.orgs`); none for the single configured org, whose
+/// samples keep the label sets they always had.
+fn labels(org: &OrgId, pairs: &[(&str, &str)]) -> Labels {
+    org.name()
+        .map(|n| ("org".to_string(), n.to_string()))
+        .into_iter()
+        .chain(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
         .collect()
 }
 
-/// What `/healthz` and `/metrics` report, shared with the server thread.
+/// The key of an org's health entry ("" for the single configured org).
+fn org_key(org: &OrgId) -> String {
+    org.name().unwrap_or_default().to_string()
+}
+
+/// What `/healthz` and `/metrics` report, shared with the server thread:
+/// one health entry per org watched, and metric families labelled by org.
 struct Monitor {
     min_valid: Duration,
-    state: Mutex<HealthState>,
+    /// By org name (sorted, so the health body lists them in a stable order).
+    state: Mutex<BTreeMap<String, HealthState>>,
     registry: Registry,
     expiry: Family<Labels, Gauge>,
     refreshes: Family<Labels, Counter>,
     failures: Family<Labels, Counter>,
     hooks: Family<Labels, Counter>,
-    validations: Counter,
-    last_success: Gauge,
+    validations: Family<Labels, Counter>,
+    last_success: Family<Labels, Gauge>,
 }
 
 #[derive(Default)]
@@ -899,8 +929,8 @@ impl Monitor {
         let refreshes = Family::<Labels, Counter>::default();
         let failures = Family::<Labels, Counter>::default();
         let hooks = Family::<Labels, Counter>::default();
-        let validations = Counter::default();
-        let last_success = Gauge::default();
+        let validations = Family::<Labels, Counter>::default();
+        let last_success = Family::<Labels, Gauge>::default();
         let mut r = Registry::with_prefix("webex_token");
         r.register(
             "expiry_timestamp_seconds",
@@ -934,7 +964,7 @@ impl Monitor {
         );
         Monitor {
             min_valid,
-            state: Mutex::new(HealthState::default()),
+            state: Mutex::new(BTreeMap::new()),
             registry: r,
             expiry,
             refreshes,
@@ -945,12 +975,22 @@ impl Monitor {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HealthState> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, HealthState>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn set_expiry(&self, credential: &str, at: Option<Timestamp>) {
-        let l = labels(&[("credential", credential)]);
+    /// An org to report on, before anything is known about it (so that an
+    /// org whose first tick has not ended yet counts as not working).
+    fn register(&self, org: &OrgId) {
+        self.lock().entry(org_key(org)).or_default();
+    }
+
+    fn with<R>(&self, org: &OrgId, f: impl FnOnce(&mut HealthState) -> R) -> R {
+        f(self.lock().entry(org_key(org)).or_default())
+    }
+
+    fn set_expiry(&self, org: &OrgId, credential: &str, at: Option<Timestamp>) {
+        let l = labels(org, &[("credential", credential)]);
         match at {
             Some(t) => {
                 self.expiry.get_or_create(&l).set(t.as_second());
@@ -962,88 +1002,96 @@ impl Monitor {
     }
 
     /// The stored state as read at the start of a tick.
-    fn observe(&self, t: &StoredTokens, config: &crate::config::Config) {
-        self.set_expiry("service_access_token", t.access_expires_at);
-        self.set_expiry("service_refresh_token", t.refresh_expires_at);
-        self.set_expiry("personal_access_token", config.personal_expires_at);
+    fn observe(&self, org: &OrgId, t: &StoredTokens, config: &crate::config::Config) {
+        self.set_expiry(org, "service_access_token", t.access_expires_at);
+        self.set_expiry(org, "service_refresh_token", t.refresh_expires_at);
+        self.set_expiry(org, "personal_access_token", config.personal_expires_at);
         self.set_expiry(
+            org,
             "integration_refresh_token",
             config
                 .integration
                 .as_ref()
                 .and_then(|i| i.refresh_expires_at),
         );
-        let mut s = self.lock();
-        s.access_expires_at = t.access_expires_at;
-        s.has_access_token = t.access_token.is_some();
+        self.with(org, |s| {
+            s.access_expires_at = t.access_expires_at;
+            s.has_access_token = t.access_token.is_some();
+        });
     }
 
-    fn set_next(&self, at: Timestamp, task: &'static str) {
-        self.lock().next = Some((at, task));
+    fn set_next(&self, org: &OrgId, at: Timestamp, task: &'static str) {
+        self.with(org, |s| s.next = Some((at, task)));
     }
 
-    fn succeeded(&self, now: Timestamp, o: &Outcome) {
+    fn succeeded(&self, org: &OrgId, now: Timestamp, o: &Outcome) {
         match &o.action {
             Action::Refreshed { level, .. } => {
                 self.refreshes
-                    .get_or_create(&labels(&[
-                        ("level", &level.number().to_string()),
-                        ("outcome", "ok"),
-                    ]))
+                    .get_or_create(&labels(
+                        org,
+                        &[("level", &level.number().to_string()), ("outcome", "ok")],
+                    ))
                     .inc();
             }
             _ => {
-                self.validations.inc();
+                self.validations.get_or_create(&labels(org, &[])).inc();
             }
         }
-        self.last_success.set(now.as_second());
-        self.set_expiry("service_access_token", o.tokens.access_expires_at);
-        self.set_expiry("service_refresh_token", o.tokens.refresh_expires_at);
-        let mut s = self.lock();
-        s.last_success = Some(now);
-        s.last_error = None;
-        s.needs_attention = false;
-        s.access_expires_at = o.tokens.access_expires_at;
-        s.has_access_token = o.tokens.access_token.is_some();
+        self.last_success
+            .get_or_create(&labels(org, &[]))
+            .set(now.as_second());
+        self.set_expiry(org, "service_access_token", o.tokens.access_expires_at);
+        self.set_expiry(org, "service_refresh_token", o.tokens.refresh_expires_at);
+        self.with(org, |s| {
+            s.last_success = Some(now);
+            s.last_error = None;
+            s.needs_attention = false;
+            s.access_expires_at = o.tokens.access_expires_at;
+            s.has_access_token = o.tokens.access_token.is_some();
+        });
     }
 
-    fn failed(&self, e: &Error, main: bool) {
+    fn failed(&self, org: &OrgId, e: &Error, main: bool) {
         self.failures
-            .get_or_create(&labels(&[("kind", e.kind())]))
+            .get_or_create(&labels(org, &[("kind", e.kind())]))
             .inc();
         for a in e.attempts() {
             let r = a.record();
             if r.result != "skipped" {
                 self.refreshes
-                    .get_or_create(&labels(&[
-                        ("level", &r.level.to_string()),
-                        ("outcome", r.result),
-                    ]))
+                    .get_or_create(&labels(
+                        org,
+                        &[("level", &r.level.to_string()), ("outcome", r.result)],
+                    ))
                     .inc();
             }
         }
-        let mut s = self.lock();
-        s.last_error = Some(e.to_string());
-        if main {
-            s.needs_attention = e.exit_code() != exit::TRANSIENT;
-        }
+        self.with(org, |s| {
+            s.last_error = Some(e.to_string());
+            if main {
+                s.needs_attention = e.exit_code() != exit::TRANSIENT;
+            }
+        });
     }
 
-    fn hook(&self, outcome: &str) {
+    fn hook(&self, org: &OrgId, outcome: &str) {
         self.hooks
-            .get_or_create(&labels(&[("outcome", outcome)]))
+            .get_or_create(&labels(org, &[("outcome", outcome)]))
             .inc();
     }
 
-    /// `/healthz`: 200 while the stored access token is valid for more
-    /// than half of `--min-valid`.
-    fn health(&self, now: Timestamp) -> (u16, Value) {
-        let s = self.lock();
+    /// One org's health: working while its stored access token is valid for
+    /// more than half of `--min-valid`.
+    fn org_health(
+        &self,
+        s: &HealthState,
+        now: Timestamp,
+    ) -> (bool, serde_json::Map<String, Value>) {
         let left = s.access_expires_at.map(|e| clock::seconds_until(now, e));
         let healthy = s.has_access_token
             && left.is_some_and(|l| l > 0 && l as u64 > self.min_valid.as_secs() / 2);
         let body = json!({
-            "schemaVersion": output::SCHEMA_VERSION,
             "status": if healthy { "ok" } else { "unhealthy" },
             "accessTokenPresent": s.has_access_token,
             "accessTokenExpiresAt": s.access_expires_at.map(clock::format_utc),
@@ -1053,7 +1101,56 @@ impl Monitor {
             "needsAttention": s.needs_attention,
             "next": s.next.map(|(at, task)| json!({"task": task, "at": clock::format_utc(at)})),
         });
-        (if healthy { 200 } else { 503 }, body)
+        let Value::Object(m) = body else {
+            unreachable!("a JSON object literal")
+        };
+        (healthy, m)
+    }
+
+    /// `/healthz`: 200 when every org watched has a working token, 503
+    /// otherwise. The single configured org's fields are the body's own;
+    /// with `serviceApp.orgs`, the body has an `orgs` array (each org's
+    /// fields and its `org` name) and `failingOrgs`, the names of those
+    /// without a working token.
+    fn health(&self, now: Timestamp) -> (u16, Value) {
+        let states = self.lock();
+        let mut all_ok = !states.is_empty();
+        let mut attention = false;
+        let mut failing = Vec::new();
+        let mut orgs = Vec::new();
+        let mut single = None;
+        for (name, s) in states.iter() {
+            let (ok, mut m) = self.org_health(s, now);
+            all_ok &= ok;
+            attention |= s.needs_attention;
+            if name.is_empty() {
+                single = Some(m);
+                continue;
+            }
+            if !ok {
+                failing.push(name.clone());
+            }
+            m.insert("org".into(), json!(name));
+            orgs.push(Value::Object(m));
+        }
+        let mut body = serde_json::Map::new();
+        body.insert("schemaVersion".into(), json!(output::SCHEMA_VERSION));
+        match single {
+            Some(m) if orgs.is_empty() => body.extend(m),
+            _ => {
+                body.insert(
+                    "status".into(),
+                    json!(if all_ok { "ok" } else { "unhealthy" }),
+                );
+                body.insert("needsAttention".into(), json!(attention));
+                body.insert("failingOrgs".into(), json!(failing));
+                body.insert("orgs".into(), Value::Array(orgs));
+            }
+        }
+        if states.is_empty() {
+            body.insert("status".into(), json!("unhealthy"));
+        }
+        (if all_ok { 200 } else { 503 }, Value::Object(body))
     }
 
     fn metrics(&self) -> String {
@@ -1062,6 +1159,57 @@ impl Monitor {
             tracing::warn!("could not encode the metrics: {e}");
         }
         out
+    }
+}
+
+/// `webex-token healthcheck`: the probe a container's `HEALTHCHECK` runs,
+/// since a `FROM scratch` image has no curl. Silent when `GET /healthz`
+/// answers 200 (exit 0); one `error:` line and exit 1 otherwise (another
+/// status, nothing listening, no answer within `--timeout`).
+pub fn healthcheck(a: &HealthcheckArgs) -> Result<u8, Error> {
+    let url = format!("http://{}/healthz", a.health);
+    match probe_healthz(a.health, a.timeout) {
+        Ok(200) => Ok(0),
+        Ok(status) => Err(Error::Other(format!("GET {url} answered {status}"))),
+        Err(e) => Err(Error::Other(format!("GET {url}: {e}"))),
+    }
+}
+
+/// One `GET /healthz` and the answer's status code. Written by hand on a
+/// std `TcpStream` rather than with the HTTP client the rest of the tool
+/// uses: it is one plain-HTTP request to our own endpoint (normally on
+/// loopback), needs no TLS, proxy or async runtime, and must stay cheap
+/// when a container engine runs it every few seconds. Every step is bounded
+/// by what is left of `timeout`.
+fn probe_healthz(addr: std::net::SocketAddr, timeout: Duration) -> std::io::Result<u16> {
+    use std::io::{BufRead, BufReader, Error as IoError, ErrorKind, Read, Write};
+    let deadline = std::time::Instant::now() + timeout;
+    let left = || {
+        deadline
+            .checked_duration_since(std::time::Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| IoError::new(ErrorKind::TimedOut, "no answer in time"))
+    };
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, left()?)?;
+    stream.set_write_timeout(Some(left()?))?;
+    write!(
+        stream,
+        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: webex-token-healthcheck\r\nConnection: close\r\n\r\n"
+    )?;
+    stream.set_read_timeout(Some(left()?))?;
+    // The status line is all that matters: `HTTP/1.1 200 OK`.
+    let mut line = String::new();
+    BufReader::new(stream.take(512)).read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    match (
+        parts.next(),
+        parts.next().and_then(|c| c.parse::<u16>().ok()),
+    ) {
+        (Some(v), Some(code)) if v.starts_with("HTTP/1.") => Ok(code),
+        _ => Err(IoError::new(
+            ErrorKind::InvalidData,
+            "the answer is not HTTP/1.x",
+        )),
     }
 }
 
@@ -1104,6 +1252,10 @@ mod tests {
         }
     }
 
+    fn one() -> OrgId {
+        OrgId::configured()
+    }
+
     fn outcome(t: StoredTokens) -> Outcome {
         Outcome {
             action: Action::Refreshed {
@@ -1123,15 +1275,15 @@ mod tests {
         let now = clock::now();
         // Nothing stored yet.
         assert_eq!(m.health(now).0, 503);
-        m.succeeded(now, &outcome(tokens(now, 1801)));
+        m.succeeded(&one(), now, &outcome(tokens(now, 1801)));
         let (status, body) = m.health(now);
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["status"], "ok");
-        m.succeeded(now, &outcome(tokens(now, 1800)));
+        m.succeeded(&one(), now, &outcome(tokens(now, 1800)));
         assert_eq!(m.health(now).0, 503);
         // Expired: unhealthy whatever min_valid says.
         let short = Monitor::new(Duration::ZERO);
-        short.succeeded(now, &outcome(tokens(now, 0)));
+        short.succeeded(&one(), now, &outcome(tokens(now, 0)));
         assert_eq!(short.health(now).0, 503);
     }
 
@@ -1139,8 +1291,8 @@ mod tests {
     fn metrics_name_each_credential_and_count_refreshes() {
         let m = Monitor::new(Duration::from_secs(3600));
         let now = clock::now();
-        m.succeeded(now, &outcome(tokens(now, 7200)));
-        m.hook("timeout");
+        m.succeeded(&one(), now, &outcome(tokens(now, 7200)));
+        m.hook(&one(), "timeout");
         let text = m.metrics();
         let exp = clock::after(now, 7200).as_second();
         assert!(
@@ -1156,6 +1308,56 @@ mod tests {
         );
         assert!(text.contains("webex_token_refreshes_total{level=\"1\",outcome=\"ok\"} 1"));
         assert!(text.contains("webex_token_hook_runs_total{outcome=\"timeout\"} 1"));
+        // The single org's samples carry no org label (and no empty braces).
+        assert!(
+            text.contains(&format!(
+                "\nwebex_token_last_success_timestamp_seconds {}\n",
+                now.as_second()
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("org=") && !text.contains("{}"), "{text}");
         assert!(text.trim_end().ends_with("# EOF"));
+    }
+
+    #[test]
+    fn health_covers_every_org_and_names_the_failing_ones() {
+        let m = Monitor::new(Duration::from_secs(3600));
+        let now = clock::now();
+        let (a, b) = (
+            OrgId::listed(0, "acme", "o-a"),
+            OrgId::listed(1, "bolt", "o-b"),
+        );
+        m.register(&a);
+        m.register(&b);
+        m.succeeded(&a, now, &outcome(tokens(now, 7200)));
+        // One org working, the other not yet: 503 naming the other.
+        let (status, body) = m.health(now);
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["status"], "unhealthy");
+        assert_eq!(body["failingOrgs"], json!(["bolt"]));
+        assert_eq!(body["orgs"][0]["org"], "acme");
+        assert_eq!(body["orgs"][0]["status"], "ok");
+        assert_eq!(body["orgs"][1]["status"], "unhealthy");
+        m.succeeded(&b, now, &outcome(tokens(now, 7200)));
+        let (status, body) = m.health(now);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["failingOrgs"], json!([]));
+        // A later success of one org does not hide another's failure.
+        m.succeeded(&b, now, &outcome(tokens(now, 60)));
+        m.succeeded(&a, now, &outcome(tokens(now, 7200)));
+        let (status, body) = m.health(now);
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["failingOrgs"], json!(["bolt"]));
+        // Metrics: each sample carries its org.
+        let text = m.metrics();
+        assert!(
+            text.contains("webex_token_refreshes_total{org=\"acme\",level=\"1\",outcome=\"ok\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("webex_token_last_success_timestamp_seconds{org=\"bolt\"}"),
+            "{text}"
+        );
     }
 }

@@ -908,3 +908,210 @@ fn watch_covers_every_org_of_service_app_orgs() {
     assert_eq!(answered(&t.sim, "PUT", "/v1/dataSources/").len(), 2);
     t.assert_clean(&stdout(&out), &stderr(&out), &secrets);
 }
+
+#[test]
+fn health_reports_every_org_and_names_the_failing_ones() {
+    let t = Env::new(SimOptions::default().with_org_count(2));
+    // org2 is a new org whose admin has not authorized the app yet: its
+    // chain is rejected (403) while org1 works.
+    let new_org =
+        "Y2lzY29zcGFyazovL3VzL09SR0FOSVpBVElPTi83YzFkMmUzZi00YTViLTRjNmQtOGU5Zi0wYTFiMmMzZDRlNWY";
+    let mut config = t.config();
+    config["serviceApp"]["orgs"][1]["targetOrgId"] = new_org.into();
+    t.write_config(&config);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let w = t.spawn(&["--health", &addr], &[]);
+    let failed = w.wait_for("failed", 1, secs(10));
+    assert_eq!(failed[0]["org"], "org2", "{}", failed[0]);
+    let refreshed = w.wait_for("refreshed", 1, secs(10));
+    assert_eq!(refreshed[0]["org"], "org1");
+    let (status, body) = http_get(port, "/healthz");
+    assert_eq!(status, 503, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "unhealthy", "{v}");
+    assert_eq!(v["failingOrgs"], serde_json::json!(["org2"]), "{v}");
+    assert_eq!(v["needsAttention"], true, "{v}");
+    let orgs = v["orgs"].as_array().unwrap();
+    assert_eq!(orgs.len(), 2, "{v}");
+    assert_eq!(
+        (&orgs[0]["org"], &orgs[0]["status"]),
+        (&"org1".into(), &"ok".into())
+    );
+    assert_eq!(
+        (&orgs[1]["org"], &orgs[1]["status"]),
+        (&"org2".into(), &"unhealthy".into())
+    );
+    assert!(orgs[1]["lastError"].is_string(), "{v}");
+    let metrics = http_get(port, "/metrics").1;
+    assert!(
+        metrics.contains("webex_token_refreshes_total{org=\"org1\",level=\"2\",outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("webex_token_failures_total{org=\"org2\",kind="),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "webex_token_expiry_timestamp_seconds{org=\"org1\",credential=\"service_access_token\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("{org=\"org2\",credential=\"service_access_token\"}"),
+        "{metrics}"
+    );
+    // The admin authorizes the app; a SIGHUP makes the watcher try now.
+    t.sim.add_org(new_org).unwrap();
+    w.signal("HUP");
+    let refreshed = w.wait_for("refreshed", 2, secs(8));
+    assert_eq!(refreshed[1]["org"], "org2");
+    let (status, body) = http_get(port, "/healthz");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["failingOrgs"], serde_json::json!([]), "{v}");
+    assert_eq!(v["needsAttention"], false, "{v}");
+    let mut secrets = t.secrets();
+    for org in ["org1", "org2"] {
+        secrets.extend(
+            dotenvy::from_path_iter(t.path(&format!(".env.{org}")))
+                .unwrap()
+                .filter_map(Result::ok)
+                .filter(|(k, _)| k == ACCESS || k == REFRESH)
+                .map(|(_, v)| v),
+        );
+    }
+    let (code, w) = w.stop();
+    assert_eq!(code, 0);
+    let out = w.out.lock().unwrap().join("\n");
+    t.assert_clean(&out, &w.stderr(), &secrets);
+    t.assert_clean(&metrics, &body, &secrets);
+}
+
+#[test]
+fn healthcheck_exits_0_only_when_healthz_answers_200() {
+    let t = Env::new(SimOptions::default());
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    // Nothing listening: 1, one line saying so.
+    let out = t.run(&["healthcheck", "--health", &addr]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("http://{addr}/healthz")),
+        "{}",
+        stderr(&out)
+    );
+    // A working watcher: 0 and silent.
+    let w = t.spawn(&["--health", &addr], &[]);
+    w.wait_for("refreshed", 1, secs(10));
+    let out = t.run(&["healthcheck", "--health", &addr]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!((stdout(&out), stderr(&out)), (String::new(), String::new()));
+    drop(w);
+
+    // A watcher whose chain is rejected: /healthz is 503, the probe 1.
+    let t = Env::new(SimOptions::default());
+    t.break_config();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let w = t.spawn(&["--health", &addr], &[]);
+    w.wait_for("failed", 1, secs(10));
+    let out = t.run(&["healthcheck", "--health", &addr]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("answered 503"), "{}", stderr(&out));
+    drop(w);
+
+    // Something that accepts and never answers: 1 within --timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let started = Instant::now();
+    let out = t.run(&["healthcheck", "--health", &addr, "--timeout", "1s"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(started.elapsed() < secs(5), "{:?}", started.elapsed());
+    // Something that answers but not in HTTP: 1.
+    let garbage = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = garbage.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = garbage.accept() {
+            let _ = s.read(&mut [0u8; 256]);
+            let _ = s.write_all(b"SSH-2.0-nope\r\n");
+        }
+    });
+    let out = t.run(&["healthcheck", "--health", &addr]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("not HTTP"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_rejected_chain_waits_an_hour_and_health_says_when() {
+    let t = Env::new(SimOptions::default());
+    t.break_config();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let w = t.spawn(&["--health", &addr], &[]);
+    let failed = w.wait_for("failed", 1, secs(10));
+    let at = |v: &Value, k: &str| v[k].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    // min(1h, --check-interval 1h): the next try in an hour, not a back-off.
+    let wait = at(&failed[0], "retryAt").as_second() - at(&failed[0], "time").as_second();
+    assert_eq!(wait, 3600, "{}", failed[0]);
+    let (status, body) = http_get(port, "/healthz");
+    assert_eq!(status, 503, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["needsAttention"], true, "{v}");
+    assert!(v["lastError"].as_str().unwrap().contains("rejected"), "{v}");
+    // The next try: a refresh, at the retry time.
+    assert_eq!(v["next"]["task"], "refresh", "{v}");
+    assert_eq!(v["next"]["at"], failed[0]["retryAt"], "{v}");
+    // Nothing more is sent while it waits (the files do not change).
+    let sent = t.sim.requests().len();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(t.sim.requests().len(), sent, "retried before the hour");
+    assert_eq!(w.named("failed").len(), 1);
+    let metrics = http_get(port, "/metrics").1;
+    assert!(
+        metrics.contains("webex_token_failures_total{kind=\"reauthorization_required\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("webex_token_refreshes_total{level=\"2\",outcome=\"rejected\"} 1"),
+        "{metrics}"
+    );
+    // With --check-interval 2s the retry comes after 2 s instead.
+    drop(w);
+    let w = t.spawn(&["--check-interval", "2s"], &[]);
+    let failed = w.wait_for("failed", 2, secs(8));
+    let gap = at(&failed[1], "time").as_second() - at(&failed[0], "time").as_second();
+    assert!((2..=3).contains(&gap), "{gap}s between tries");
+}
+
+#[test]
+fn a_failed_data_source_run_backs_off_without_holding_up_the_token() {
+    let t = Env::new(SimOptions::default());
+    // The demo source with 45 min left is due; its PUT fails for now.
+    let due = t
+        .sim
+        .data_sources()
+        .into_iter()
+        .find(|d| d["subject"] == "demo-crm-feed")
+        .unwrap();
+    let put = format!("/v1/dataSources/{}", due["id"].as_str().unwrap());
+    t.sim
+        .push_fault(webex_sim::Fault::status(&put, 503).forever());
+    let w = t.spawn(&["--datasources", "--retry-budget", "1s"], &[]);
+    // The token is refreshed all the same.
+    w.wait_for("refreshed", 1, secs(10));
+    let failed = w.wait_for("failed", 1, secs(10));
+    assert_eq!(failed[0]["task"], "extend", "{}", failed[0]);
+    assert_eq!(failed[0]["exitCode"], 1, "{}", failed[0]);
+    let at = |v: &Value, k: &str| v[k].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    let wait = at(&failed[0], "nextAt").as_second() - at(&failed[0], "time").as_second();
+    assert!((4..=7).contains(&wait), "first back-off {wait}s");
+    let tried = t.sim.count("PUT", &put);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(t.sim.count("PUT", &put), tried, "retried before its time");
+    t.sim.clear_faults();
+    let extended = w.wait_for("extended", 1, secs(8));
+    assert_eq!(extended[0]["summary"]["extended"], 1, "{}", extended[0]);
+    assert!(t.sim.is_token_valid(&t.env_value(ACCESS).unwrap()));
+}
