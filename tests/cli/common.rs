@@ -342,3 +342,12 @@ pub fn config_with_known_integration_expiry(secs: i64) -> Value {
         serde_json::json!(webex_token::secret::fingerprint_str(INT_REFRESH));
     cfg
 }
+
+/// A loopback port free right now (for a server the test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

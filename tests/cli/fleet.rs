@@ -2,7 +2,7 @@
 //! processes) sharing one service app's tokens through a real 3-member etcd
 //! cluster on loopback, against webex-sim.
 
-use crate::common::{code, stderr, stdout};
+use crate::common::{code, free_port, stderr, stdout};
 use crate::etcd_cluster::EtcdCluster;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -84,6 +84,16 @@ impl Fleet {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
+    }
+
+    /// `refresh` on hosts `0..n` at once; each must succeed, quietly.
+    fn refresh_together(&self, n: usize) {
+        let children: Vec<Child> = (0..n).map(|h| self.spawn(h, &["refresh"])).collect();
+        for (h, c) in children.into_iter().enumerate() {
+            let out = wait_output(c);
+            assert_eq!(code(&out), 0, "host {h}: {}", stderr(&out));
+            self.assert_clean(&out);
+        }
     }
 
     fn env_value(&self, host: usize, key: &str) -> Option<String> {
@@ -277,12 +287,7 @@ fn an_empty_store_is_seeded_from_a_hosts_files_and_ten_hosts_refresh_once() {
     // every host's export holds the new token.
     f.sim.expire_token(&local);
     f.sim.clear_requests();
-    let children: Vec<Child> = (0..10).map(|h| f.spawn(h, &["refresh"])).collect();
-    for (h, c) in children.into_iter().enumerate() {
-        let out = wait_output(c);
-        assert_eq!(code(&out), 0, "host {h}: {}", stderr(&out));
-        f.assert_clean(&out);
-    }
+    f.refresh_together(10);
     assert_eq!(f.service_issues(), 1, "{:#?}", f.token_requests());
     let new = f.stored_access().unwrap();
     assert_ne!(new, local);
@@ -474,12 +479,7 @@ fn level_3_runs_once_across_the_fleet_and_every_org_mints_once() {
     f.sim.expire_all(TokenKind::ServiceRefresh);
     f.sim.expire_all(TokenKind::Personal);
     f.sim.clear_requests();
-    let children: Vec<Child> = (0..3).map(|h| f.spawn(h, &["refresh"])).collect();
-    for (h, c) in children.into_iter().enumerate() {
-        let out = wait_output(c);
-        assert_eq!(code(&out), 0, "host {h}: {}", stderr(&out));
-        f.assert_clean(&out);
-    }
+    f.refresh_together(3);
     assert_eq!(f.level3(), 1, "{:#?}", f.token_requests());
     let mints = f
         .token_requests()
@@ -633,14 +633,6 @@ impl Drop for SecureEtcd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn sh(dir: &Path, script: &str) {

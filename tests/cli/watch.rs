@@ -1,6 +1,6 @@
 //! `watch`: the real binary against webex-sim with lifetimes of seconds.
 
-use crate::common::{code, stderr, stdout};
+use crate::common::{code, free_port, stderr, stdout};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
@@ -474,14 +474,6 @@ fn systemd_notifications_and_sigterm() {
     }
     assert!(rest.contains("STOPPING=1"), "{rest}");
     assert_eq!(w.named("stopping")[0]["signal"], "SIGTERM");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
