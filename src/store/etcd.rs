@@ -164,27 +164,52 @@ impl Cluster {
         // budget, then the next goes (the same request again: the reads are
         // reads, the writes fenced and idempotent).
         let per_try = (self.settings.timeout / 3).max(Duration::from_millis(500));
-        let tries = async {
-            let mut pause = Duration::from_millis(20);
-            loop {
-                match tokio::time::timeout(per_try, op(client.clone())).await {
-                    Ok(Err(e)) if retryable(&e) => {
-                        tracing::debug!("etcd: {doing}: {e}; trying again");
-                    }
-                    Ok(other) => return other,
-                    Err(_) => {
-                        tracing::debug!("etcd: {doing}: no answer within {per_try:?}; trying again")
-                    }
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(250));
-            }
-        };
+        let tries = retrying(&client, doing, Some(per_try), &mut op);
         match tokio::time::timeout(self.settings.timeout, tries).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(classify(&self.settings.shown(), e)),
             Err(_) => Err(self.timed_out(doing)),
         }
+    }
+
+    /// Revokes `lease` (deleting the lock key bound to it).
+    async fn revoke(&self, lease: i64) -> Result<(), StoreError> {
+        self.call("revoking the lease", |mut c| async move {
+            c.lease_revoke(lease).await
+        })
+        .await
+        .map(drop)
+    }
+}
+
+/// Sends `op` until it succeeds or fails for good: again at once (after a
+/// short, growing pause) when a member could not be reached or, with
+/// `per_try`, did not answer in that long. No overall bound: the caller
+/// sets one.
+async fn retrying<T, F, Fut>(
+    client: &Client,
+    doing: &str,
+    per_try: Option<Duration>,
+    op: &mut F,
+) -> Result<T, etcd_client::Error>
+where
+    F: FnMut(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let attempt = op(client.clone());
+        let answer = match per_try {
+            Some(limit) => tokio::time::timeout(limit, attempt).await,
+            None => Ok(attempt.await),
+        };
+        match answer {
+            Ok(Err(e)) if retryable(&e) => tracing::debug!("etcd: {doing}: {e}; trying again"),
+            Ok(other) => return other,
+            Err(_) => tracing::debug!("etcd: {doing}: no answer within {per_try:?}; trying again"),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
     }
 }
 
@@ -446,12 +471,7 @@ impl Drop for EtcdGuard {
             let (cluster, lease) = (self.cluster.clone(), self.lease);
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
-                    let _ = cluster
-                        .call(
-                            "revoking",
-                            |mut c| async move { c.lease_revoke(lease).await },
-                        )
-                        .await;
+                    let _ = cluster.revoke(lease).await;
                 });
             }
         }
@@ -609,10 +629,13 @@ impl EtcdStore {
     /// Seeds an empty store from this host's files, under the lock: the
     /// org's tokens from its env file, the token-manager state from the
     /// config file. A key another host seeded first is left alone.
-    async fn seed(&self, guard: &EtcdGuard, org: &OrgId) -> Result<(), StoreError> {
-        let config = self.local_config()?;
-        let keys = self.keys(&config, org)?;
-        let now = self.read(&keys).await?;
+    async fn seed(
+        &self,
+        guard: &EtcdGuard,
+        config: &Config,
+        keys: &Keys,
+    ) -> Result<(), StoreError> {
+        let now = self.read(keys).await?;
         if now.tokens.is_none() && matches!(guard.scope, LockScope::Org(_)) {
             let local = files::read_env(&self.files.env_path)?.tokens;
             if local.access_token.is_some() || local.refresh_token.is_some() {
@@ -631,7 +654,7 @@ impl EtcdStore {
             }
         }
         if now.manager.is_none()
-            && let Some(doc) = ManagerDoc::from_config(&config)
+            && let Some(doc) = ManagerDoc::from_config(config)
         {
             let body = serde_json::to_vec(&doc).expect("serializable");
             if self
@@ -657,8 +680,8 @@ impl EtcdStore {
         };
         let keys = self.keys(&config, &org)?;
         let name = match scope {
-            LockScope::Org(_) => keys.lock_org,
-            LockScope::Config => keys.lock_manager,
+            LockScope::Org(_) => keys.lock_org.clone(),
+            LockScope::Config => keys.lock_manager.clone(),
         };
         let cluster = &self.cluster;
         let ttl = cluster.settings.lock_ttl.as_secs().max(1) as i64;
@@ -669,36 +692,20 @@ impl EtcdStore {
             .await?
             .id();
         let keepalive = tokio::spawn(keep_alive(cluster.clone(), lease, ttl));
-        let revoke = || async move {
-            let _ = cluster
-                .call(
-                    "revoking",
-                    |mut c| async move { c.lease_revoke(lease).await },
-                )
-                .await;
-        };
         let started = std::time::Instant::now();
         let announce = tokio::time::sleep(Duration::from_millis(200));
         // Waiting in the queue may take long (no per-request timeout); a
         // member that cannot be reached is tried again (the same lease
         // finds its own place in the queue again).
-        let c = cluster.client().await?;
-        let locking = async {
-            let mut pause = Duration::from_millis(20);
-            loop {
-                let mut c = c.clone();
-                match c
-                    .lock(name.as_str(), Some(LockOptions::new().with_lease(lease)))
+        let client = cluster.client().await?;
+        let mut lock_op = |mut c: Client| {
+            let name = name.clone();
+            async move {
+                c.lock(name, Some(LockOptions::new().with_lease(lease)))
                     .await
-                {
-                    Err(e) if retryable(&e) => {
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_millis(250));
-                    }
-                    other => return other,
-                }
             }
         };
+        let locking = retrying(&client, "waiting for the lock", None, &mut lock_op);
         tokio::pin!(announce, locking);
         let mut announced = false;
         let deadline = tokio::time::sleep(wait);
@@ -724,7 +731,7 @@ impl EtcdStore {
                     cluster: cluster.clone(),
                     released: false,
                 };
-                if let Err(e) = self.seed(&guard, &org).await {
+                if let Err(e) = self.seed(&guard, &config, &keys).await {
                     self.release(guard).await;
                     return Err(e);
                 }
@@ -732,12 +739,12 @@ impl EtcdStore {
             }
             Some(Err(e)) => {
                 keepalive.abort();
-                revoke().await;
+                let _ = cluster.revoke(lease).await;
                 Err(classify(&cluster.settings.shown(), e))
             }
             None => {
                 keepalive.abort();
-                revoke().await;
+                let _ = cluster.revoke(lease).await;
                 Err(StoreError::LockTimeout {
                     path: PathBuf::from(format!("the etcd lock {name}")),
                     waited: started.elapsed(),
@@ -751,14 +758,7 @@ impl EtcdStore {
     pub async fn release(&self, mut guard: EtcdGuard) {
         guard.keepalive.abort();
         guard.released = true;
-        let lease = guard.lease;
-        if let Err(e) = self
-            .cluster
-            .call("releasing the lock", |mut c| async move {
-                c.lease_revoke(lease).await
-            })
-            .await
-        {
+        if let Err(e) = self.cluster.revoke(guard.lease).await {
             tracing::debug!(
                 "could not revoke lease {:x}: {e}; it lapses by itself",
                 guard.lease
@@ -766,13 +766,20 @@ impl EtcdStore {
         }
     }
 
+    /// The store's state for `org` in one round trip, and this host's
+    /// config with the store's token-manager state in place of its own.
+    async fn read_org(&self, org: &OrgId) -> Result<(Read, Config), StoreError> {
+        let config = self.local_config()?;
+        let mut read = self.read(&self.keys(&config, org)?).await?;
+        let config = match read.manager.take() {
+            Some(m) => with_manager(&config, m)?,
+            None => config,
+        };
+        Ok((read, config))
+    }
+
     pub async fn load(&self, org: &OrgId) -> Result<Snapshot, StoreError> {
-        let mut config = self.local_config()?;
-        let keys = self.keys(&config, org)?;
-        let read = self.read(&keys).await?;
-        if let Some(m) = read.manager {
-            config = with_manager(&config, m)?;
-        }
+        let (read, mut config) = self.read_org(org).await?;
         if let Some((index, target)) = org.listed_target() {
             config.service_app = config.service_app.for_org(index, target);
         }
@@ -805,27 +812,12 @@ impl EtcdStore {
     /// `status`): the export's document with the store's tokens, and the
     /// config with the store's token-manager state.
     pub async fn peek(&self, org: &OrgId) -> Result<(files::EnvState, Config), StoreError> {
-        let mut config = self.local_config()?;
-        let keys = self.keys(&config, org)?;
-        let read = self.read(&keys).await?;
-        if let Some(m) = read.manager {
-            config = with_manager(&config, m)?;
-        }
+        let (read, config) = self.read_org(org).await?;
         let mut state = files::read_env(&self.files.env_path)?;
         if let Some((tokens, _)) = read.tokens {
             state.tokens = tokens;
         }
         Ok((state, config))
-    }
-
-    /// The export as it is, for `token` and `exec` when etcd cannot be
-    /// reached.
-    pub fn load_local(&self, org: &OrgId) -> Result<Snapshot, StoreError> {
-        let mut snap = self.files.load_now()?;
-        if let Some((index, target)) = org.listed_target() {
-            snap.config.service_app = snap.config.service_app.for_org(index, target);
-        }
-        Ok(snap)
     }
 
     pub async fn save_service(

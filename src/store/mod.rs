@@ -183,20 +183,6 @@ impl Store {
             Store::Etcd(e) => e.peek(org).await.map(|(s, c)| (s, Some(c))),
         }
     }
-
-    /// Where the tokens live, for reports: `files` or the etcd endpoints
-    /// and prefix.
-    pub fn describe(&self) -> String {
-        match self {
-            Store::Files(_) => "files".into(),
-            #[cfg(feature = "etcd")]
-            Store::Etcd(e) => format!(
-                "etcd://{}/{}",
-                e.cluster.settings.shown(),
-                e.cluster.settings.prefix
-            ),
-        }
-    }
 }
 
 impl TokenStore for Store {
@@ -255,12 +241,9 @@ impl TokenStore for Store {
         }
     }
 
+    /// This host's env file (for etcd: the export) and config: no etcd call.
     async fn load_local(&self, org: &OrgId) -> Result<Snapshot, StoreError> {
-        match self {
-            Store::Files(f) => f.load(org).await,
-            #[cfg(feature = "etcd")]
-            Store::Etcd(e) => e.load_local(org),
-        }
+        self.files().load(org).await
     }
 }
 
