@@ -23,26 +23,6 @@ fn jws(tag: &str, exp_in: i64) -> String {
     )
 }
 
-/// A data source object as Webex returns it.
-fn source(id: &str, token: &str) -> Value {
-    json!({
-        "id": id,
-        "schemaId": format!("schema-{id}"),
-        "orgId": ORG_ID,
-        "applicationId": APP_ID,
-        "url": format!("https://provider.example/{id}"),
-        "audience": "provider-app",
-        "subject": format!("subject-{id}"),
-        "nonce": format!("old-nonce-{id}"),
-        "tokenLifetimeMinutes": 1440,
-        "status": "active",
-        "jwsToken": token,
-        "createdBy": "machine-account",
-        "createdAt": "2026-01-01T00:00:00.000Z",
-        "updatedAt": "2026-01-01T00:00:00.000Z",
-    })
-}
-
 fn fresh_env(t: &TestEnv) {
     t.write_env(&env_with(
         OLD_ACCESS,

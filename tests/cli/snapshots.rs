@@ -475,25 +475,6 @@ fn jws(tag: &str, exp_in: i64) -> String {
     )
 }
 
-fn source(id: &str, token: &str) -> Value {
-    json!({
-        "id": id,
-        "schemaId": format!("schema-{id}"),
-        "orgId": ORG_ID,
-        "applicationId": APP_ID,
-        "url": format!("https://provider.example/{id}"),
-        "audience": "provider-app",
-        "subject": format!("subject-{id}"),
-        "nonce": format!("old-nonce-{id}"),
-        "tokenLifetimeMinutes": 1440,
-        "status": "active",
-        "jwsToken": token,
-        "createdBy": "machine-account",
-        "createdAt": "2026-01-01T00:00:00.000Z",
-        "updatedAt": "2026-01-01T00:00:00.000Z",
-    })
-}
-
 async fn mock_list(t: &TestEnv, items: Vec<Value>) {
     Mock::given(method("GET"))
         .and(path("/v1/dataSources"))
