@@ -1208,6 +1208,16 @@ fn parse_orgs(sa: Option<&RawObject>, path: &Path) -> Result<Vec<OrgEntry>, Conf
         }
         let target_org_id =
             text("targetOrgId")?.ok_or_else(|| bad(key(".targetOrgId"), "is not set"))?;
+        if let Some(j) = orgs.iter().position(|o| o.target_org_id == target_org_id) {
+            // One org's token must never be stored for, or handed to, another.
+            return Err(bad(
+                key(".targetOrgId"),
+                &format!(
+                    "repeats the targetOrgId of serviceApp.orgs[{j}] (org `{}`): two entries would share one org's tokens",
+                    orgs[j].name
+                ),
+            ));
+        }
         let env_file = text("envFile")?.map(PathBuf::from);
         orgs.push(OrgEntry {
             name,

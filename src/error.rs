@@ -274,7 +274,7 @@ impl Error {
     pub fn attempts(&self) -> &[crate::chain::Attempt] {
         match self {
             Error::Chain(
-                ChainError::Exhausted { attempts }
+                ChainError::Exhausted { attempts, .. }
                 | ChainError::NothingToTry { attempts }
                 | ChainError::Transient { attempts, .. },
             ) => attempts,
@@ -286,7 +286,7 @@ impl Error {
     pub fn details(&self) -> Vec<String> {
         match self {
             Error::Chain(
-                ChainError::Exhausted { attempts } | ChainError::NothingToTry { attempts },
+                ChainError::Exhausted { attempts, .. } | ChainError::NothingToTry { attempts },
             ) => attempts.iter().map(|a| a.to_string()).collect(),
             // The failing level is the error's own message; list the ones
             // before it.
@@ -368,7 +368,7 @@ impl Error {
             Error::Chain(ChainError::ValidationRefused { .. }) => Some(
                 "check --api-base / WEBEX_API_BASE_URL / `apiBaseUrl`: it should end in /v1, e.g. https://webexapis.com/v1".into(),
             ),
-            Error::Chain(ChainError::Exhausted { attempts }) => {
+            Error::Chain(ChainError::Exhausted { attempts, .. }) => {
                 let level2 = |status: u16| {
                     attempts.iter().find_map(|a| match &a.result {
                         AttemptResult::Rejected { error }
@@ -524,6 +524,7 @@ mod tests {
                 attempts: 3,
             },
             attempts: vec![],
+            stored_rejected: false,
         });
         assert_eq!(transient.exit_code(), 1);
         let exhausted = Error::Chain(ChainError::Exhausted {
@@ -536,6 +537,7 @@ mod tests {
                     },
                 },
             }],
+            stored_rejected: false,
         });
         assert_eq!(exhausted.exit_code(), 4);
         assert!(
@@ -603,6 +605,7 @@ mod tests {
                     level: Level::ServiceRefreshToken,
                     error: transient.clone(),
                     attempts: vec![],
+                    stored_rejected: false,
                 }),
                 1,
             ),
@@ -610,7 +613,13 @@ mod tests {
                 Error::Chain(ChainError::ValidationRefused { error: api(404) }),
                 3,
             ),
-            (Error::Chain(ChainError::Exhausted { attempts: vec![] }), 4),
+            (
+                Error::Chain(ChainError::Exhausted {
+                    attempts: vec![],
+                    stored_rejected: false,
+                }),
+                4,
+            ),
             (
                 Error::Chain(ChainError::NothingToTry { attempts: vec![] }),
                 3,

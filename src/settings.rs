@@ -61,6 +61,88 @@ pub fn audit_path(flag: Option<&str>, env_path: &Path) -> Option<PathBuf> {
     }
 }
 
+/// One file however it is named: symlinks, `.` and `..` resolved where the
+/// file (or else its directory) exists.
+fn file_identity(p: &Path) -> PathBuf {
+    if let Ok(c) = std::fs::canonicalize(p) {
+        return c;
+    }
+    // A dangling symlink still names the file it would create: follow it
+    // (a bounded number of hops, as the kernel does).
+    let mut p = p.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::read_link(&p) {
+            Ok(target) => p = p.parent().unwrap_or(Path::new("/")).join(target),
+            Err(_) => break,
+        }
+    }
+    match (p.parent(), p.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or_else(|_| absolute(&p)),
+        _ => absolute(&p),
+    }
+}
+
+/// Two orgs whose env files are one file, or an org's env file that is the
+/// config file or another org's lock or audit file, would hand one
+/// customer's token to another (or corrupt a file the run relies on): a
+/// config error naming both, before any request.
+fn check_org_files(config: &Config, env_paths: &[PathBuf]) -> Result<(), Error> {
+    use crate::store::files::{audit_path, lock_path};
+    let orgs = &config.service_app.orgs;
+    let config_file = file_identity(&config.path);
+    let ids: Vec<PathBuf> = env_paths.iter().map(|p| file_identity(p)).collect();
+    let clash = |i: usize, why: String| {
+        Error::Config(crate::config::ConfigError::BadOrgs {
+            path: config.path.clone(),
+            key: format!("serviceApp.orgs[{i}].envFile"),
+            why,
+        })
+    };
+    for (i, id) in ids.iter().enumerate() {
+        if *id == config_file || *id == file_identity(&lock_path(&config.path)) {
+            return Err(clash(
+                i,
+                format!(
+                    "(org `{}`) is the config file or its lock ({}); give the org an env file of its own",
+                    orgs[i].name,
+                    env_paths[i].display()
+                ),
+            ));
+        }
+        for (j, other) in ids.iter().enumerate().take(i) {
+            if id == other {
+                return Err(clash(
+                    i,
+                    format!(
+                        "(org `{}`) and serviceApp.orgs[{j}] (org `{}`) are the same file ({}): one org's token would be handed to the other; give each org its own env file",
+                        orgs[i].name,
+                        orgs[j].name,
+                        env_paths[i].display()
+                    ),
+                ));
+            }
+        }
+        for (j, other) in env_paths.iter().enumerate() {
+            for (what, side) in [("lock", lock_path(other)), ("audit log", audit_path(other))] {
+                if *id == file_identity(&side) {
+                    return Err(clash(
+                        i,
+                        format!(
+                            "(org `{}`) is the {what} of org `{}` ({}); give the org an env file of its own",
+                            orgs[i].name,
+                            orgs[j].name,
+                            env_paths[i].display()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Settings {
     pub fn from_args(g: &GlobalArgs) -> Settings {
         let env_path = absolute(&g.env_file);
@@ -288,20 +370,25 @@ impl Settings {
             });
         }
         let config_dir = config.path.parent().unwrap_or(Path::new("/"));
+        let env_path_of = |o: &crate::config::OrgEntry| match &o.env_file {
+            Some(p) => absolute(&config_dir.join(p)),
+            None => {
+                let mut p = self.env_path.clone().into_os_string();
+                p.push(format!(".{}", o.name));
+                PathBuf::from(p)
+            }
+        };
+        // Walls between tenants: every listed org (not only the chosen
+        // ones) is checked before any request.
+        let all: Vec<PathBuf> = listed.iter().map(env_path_of).collect();
+        check_org_files(config, &all)?;
         let cache = self.config_cache.clone();
         Ok(Some(
             chosen
                 .into_iter()
                 .map(|i| {
                     let o = &listed[i];
-                    let env_path = match &o.env_file {
-                        Some(p) => absolute(&config_dir.join(p)),
-                        None => {
-                            let mut p = self.env_path.clone().into_os_string();
-                            p.push(format!(".{}", o.name));
-                            PathBuf::from(p)
-                        }
-                    };
+                    let env_path = all[i].clone();
                     OrgTarget {
                         org: OrgId::listed(i, &o.name, &o.target_org_id),
                         store: self.store_for(FilesStore {

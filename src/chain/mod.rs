@@ -224,17 +224,41 @@ pub enum ChainError {
         level: Level,
         error: ApiError,
         attempts: Vec<Attempt>,
+        /// Webex rejected the stored access token (401 on validation) in
+        /// this run: it must never be handed over as working.
+        stored_rejected: bool,
     },
     #[error("validation of the access token failed: {error}")]
     ValidationRefused { error: ApiError },
     #[error("every available level of the refresh chain was rejected")]
-    Exhausted { attempts: Vec<Attempt> },
+    Exhausted {
+        attempts: Vec<Attempt>,
+        /// As for `Transient`: the stored access token was rejected too.
+        stored_rejected: bool,
+    },
     #[error("nothing can refresh the access token: no level of the chain is configured")]
     NothingToTry { attempts: Vec<Attempt> },
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("{0}")]
     Persist(String),
+}
+
+impl ChainError {
+    /// Webex rejected the stored access token in this run (a 401 on
+    /// validation): whatever else failed, that token is known not to work.
+    pub fn stored_token_rejected(&self) -> bool {
+        matches!(
+            self,
+            ChainError::Exhausted {
+                stored_rejected: true,
+                ..
+            } | ChainError::Transient {
+                stored_rejected: true,
+                ..
+            }
+        )
+    }
 }
 
 /// What the sink says when level 3 is about to run.
@@ -312,6 +336,7 @@ pub async fn ensure_fresh<A: WebexApi, P: Persist>(
                             result: AttemptResult::Unavailable { error: e.clone() },
                         }],
                         error: e,
+                        stored_rejected: false,
                     });
                 }
                 Err(e) => return Err(ChainError::ValidationRefused { error: e }),
@@ -330,6 +355,7 @@ pub async fn ensure_fresh<A: WebexApi, P: Persist>(
         now,
         attempts: Vec::new(),
         tracking_id: None,
+        stored_rejected: matches!(trigger, Trigger::Rejected(_)),
     };
     if policy.dry_run {
         return match run.first_available() {
@@ -438,6 +464,8 @@ struct Run<'a, A> {
     now: Timestamp,
     attempts: Vec<Attempt>,
     tracking_id: Option<String>,
+    /// Step 0 found the stored access token rejected (401).
+    stored_rejected: bool,
 }
 
 impl<A: WebexApi> Run<'_, A> {
@@ -684,6 +712,7 @@ impl<A: WebexApi> Run<'_, A> {
         if tried {
             Err(ChainError::Exhausted {
                 attempts: self.attempts,
+                stored_rejected: self.stored_rejected,
             })
         } else {
             Err(ChainError::NothingToTry {
@@ -704,6 +733,7 @@ impl<A: WebexApi> Run<'_, A> {
             level,
             error,
             attempts: std::mem::take(&mut self.attempts),
+            stored_rejected: self.stored_rejected,
         }
     }
 

@@ -440,7 +440,7 @@ async fn everything_rejected_is_exhausted() {
     )
     .await;
     match r.unwrap_err() {
-        ChainError::Exhausted { attempts } => {
+        ChainError::Exhausted { attempts, .. } => {
             assert_eq!(attempts.len(), 3);
             assert!(
                 attempts

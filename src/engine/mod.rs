@@ -387,7 +387,7 @@ fn audit_failure(ctx: &Ctx<'_>, e: &ChainError) {
         return;
     };
     let (attempts, tracking) = match e {
-        ChainError::Exhausted { attempts } => (
+        ChainError::Exhausted { attempts, .. } => (
             attempts.as_slice(),
             attempts.iter().rev().find_map(|a| match &a.result {
                 AttemptResult::Rejected { error } => error.tracking_id(),
@@ -465,6 +465,13 @@ pub async fn still_valid_after<S: TokenStore>(
             | Error::Store(StoreError::Unreachable { .. } | StoreError::LockLost { .. })
     );
     if !recoverable {
+        return None;
+    }
+    // Never hand over a token Webex rejected in this run (CONTRACT: honest
+    // hand-over).
+    if let Error::Chain(c) = err
+        && c.stored_token_rejected()
+    {
         return None;
     }
     // This host's own copy (for etcd: the export), which needs no request.

@@ -189,6 +189,13 @@ impl Printer {
     /// Output of `token`: the token alone (or JSON with it).
     pub fn token(&self, token: &SecretString, expires: Option<Timestamp>, now: Timestamp) {
         use crate::secret::ExposeSecret;
+        if stdout_was_closed() {
+            remember_stdout_error(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "descriptor 1 was closed when webex-token started",
+            ));
+            return;
+        }
         if self.json {
             let t = token_json(Some(token), expires, now);
             self.emit_json(&json!({
@@ -388,14 +395,46 @@ pub fn write_stdout(f: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io
     if let Err(e) = f(&mut out).and_then(|()| out.flush())
         && e.kind() != std::io::ErrorKind::BrokenPipe
     {
-        let mut slot = STDOUT_ERROR.lock().unwrap_or_else(|p| p.into_inner());
-        slot.get_or_insert_with(|| e.to_string());
+        remember_stdout_error(e);
     }
+}
+
+fn remember_stdout_error(e: std::io::Error) {
+    let mut slot = STDOUT_ERROR.lock().unwrap_or_else(|p| p.into_inner());
+    slot.get_or_insert_with(|| e.to_string());
+}
+
+/// Whether descriptor 1 was closed when the program started
+/// (`webex-token token >&-`). Rust's runtime reopens a closed 0, 1 or 2 on
+/// `/dev/null` before `main` (read-write), so writes then "succeed" into
+/// nothing and `$(webex-token token)` would get an empty token with exit 0.
+/// A shell's `>/dev/null` opens it write-only, so a read-write `/dev/null`
+/// on descriptor 1 is the runtime's stand-in. Linux only (reads /proc);
+/// elsewhere this says no. Written by hand: no crate exposes what the
+/// runtime did, and the check is two reads.
+fn stdout_was_closed() -> bool {
+    let target = std::fs::read_link("/proc/self/fd/1");
+    if target.ok().as_deref() != Some(std::path::Path::new("/dev/null")) {
+        return false;
+    }
+    let info = std::fs::read_to_string("/proc/self/fdinfo/1").unwrap_or_default();
+    let flags = info
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| u32::from_str_radix(f.trim(), 8).ok());
+    // O_ACCMODE = 3, O_RDWR = 2.
+    flags.is_some_and(|f| f & 3 == 2)
 }
 
 /// The stdout failure of this run, if any, as an error (exit 1).
 pub fn stdout_failure() -> Option<Error> {
-    write_stdout(|_| Ok(()));
+    // Only a flush of what is still buffered: a run that printed nothing
+    // (`refresh -q >&-`) has not failed to print.
+    if let Err(e) = std::io::stdout().lock().flush()
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        remember_stdout_error(e);
+    }
     let slot = STDOUT_ERROR.lock().unwrap_or_else(|p| p.into_inner());
     slot.as_ref()
         .map(|e| Error::Other(format!("could not write the output to stdout: {e}")))

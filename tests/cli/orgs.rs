@@ -558,3 +558,116 @@ fn extend_over_orgs_runs_orgs_side_by_side_within_concurrency() {
         .count();
     assert!(puts >= 12, "every org's due source renewed ({puts} PUTs)");
 }
+
+/// Trust round 3, item 5: walls between tenants. Two orgs whose env files
+/// are one file (however it is spelled), an env file that is the config or
+/// another org's lock or audit log, or a repeated targetOrgId: exit 3
+/// naming both, before any request, and no file written.
+#[test]
+fn orgs_sharing_a_file_or_an_org_id_are_refused_before_any_request() {
+    let t = OrgsEnv::new(SimOptions::default().with_org_count(2));
+    let base = t.config();
+    let ids: Vec<String> = base["serviceApp"]["orgs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["targetOrgId"].as_str().unwrap().to_string())
+        .collect();
+    std::fs::create_dir(t.dir.path().join("sub")).unwrap();
+    std::os::unix::fs::symlink(t.dir.path().join("real.env"), t.dir.path().join("link.env"))
+        .unwrap();
+    let org = |name: &str, id: &str, env: Option<&str>| {
+        let mut o = serde_json::json!({"name": name, "targetOrgId": id});
+        if let Some(e) = env {
+            o["envFile"] = e.into();
+        }
+        o
+    };
+    for (orgs, field, needle) in [
+        (
+            vec![
+                org("a", &ids[0], Some("shared.env")),
+                org("b", &ids[1], Some("./shared.env")),
+            ],
+            "serviceApp.orgs[1].envFile",
+            "org `a`",
+        ),
+        (
+            vec![
+                org("a", &ids[0], Some("sub/../shared.env")),
+                org("b", &ids[1], Some("shared.env")),
+            ],
+            "serviceApp.orgs[1].envFile",
+            "same file",
+        ),
+        (
+            vec![
+                org("a", &ids[0], Some("real.env")),
+                org("b", &ids[1], Some("link.env")),
+            ],
+            "serviceApp.orgs[1].envFile",
+            "same file",
+        ),
+        (
+            vec![
+                org("a", &ids[0], Some("token-config.json")),
+                org("b", &ids[1], None),
+            ],
+            "serviceApp.orgs[0].envFile",
+            "config file",
+        ),
+        (
+            vec![
+                org("a", &ids[0], None),
+                org("b", &ids[1], Some(".env.a.lock")),
+            ],
+            "serviceApp.orgs[1].envFile",
+            "lock of org `a`",
+        ),
+        (
+            vec![
+                org("a", &ids[0], None),
+                org("b", &ids[1], Some(".env.a.audit.jsonl")),
+            ],
+            "serviceApp.orgs[1].envFile",
+            "audit log of org `a`",
+        ),
+        (
+            vec![org("a", &ids[0], None), org("b", &ids[0], None)],
+            "serviceApp.orgs[1].targetOrgId",
+            "org `a`",
+        ),
+    ] {
+        let mut cfg = base.clone();
+        cfg["serviceApp"]["orgs"] = serde_json::Value::Array(orgs);
+        t.write_config(&cfg);
+        let config_before = std::fs::read(t.dir.path().join("token-config.json")).unwrap();
+        let requests_before = t.sim.requests().len();
+        for args in [&["refresh"][..], &["token", "--org", "b"][..]] {
+            let out = t.run(args);
+            assert_eq!(
+                code(&out),
+                3,
+                "{args:?}: {}{}\n{cfg}",
+                stdout(&out),
+                stderr(&out)
+            );
+            let e = stderr(&out);
+            assert!(e.contains(&format!("`{field}`")), "{args:?}: {e}");
+            assert!(e.contains(needle), "{args:?}: {e}");
+            assert!(stdout(&out).is_empty(), "{args:?}: {}", stdout(&out));
+        }
+        assert_eq!(
+            t.sim.requests().len(),
+            requests_before,
+            "a request was sent"
+        );
+        assert_eq!(
+            std::fs::read(t.dir.path().join("token-config.json")).unwrap(),
+            config_before
+        );
+        for f in ["shared.env", "real.env", ".env.a", ".env.b"] {
+            assert!(!t.dir.path().join(f).exists(), "{f} was written");
+        }
+    }
+}

@@ -628,3 +628,79 @@ async fn ctrl_c_stops_setup_oauth_while_it_waits_for_the_person() {
     assert_eq!(code(&out), 130, "{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(t.config_path()).unwrap(), before);
 }
+
+/// Trust round 3, item 1: a token Webex rejected (401 on validation) in this
+/// run is never handed over or called working, whatever else failed.
+#[tokio::test]
+async fn a_token_webex_rejected_is_never_handed_over() {
+    let t = TestEnv::new().await;
+    // A day left: `token --validate` asks Webex, which says 401.
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(86_400)),
+        Some(OLD_REFRESH),
+    ));
+    let before = t.read_env();
+    t.mock_validate(OLD_ACCESS, 401).await;
+    t.mock_refresh(SA_CLIENT_ID, OLD_REFRESH, oauth_error("invalid_grant"))
+        .await;
+    t.mock_mint(
+        PAT,
+        ResponseTemplate::new(401).set_body_json(webex_error("Invalid token")),
+    )
+    .await;
+    t.mock_refresh(INT_CLIENT_ID, INT_REFRESH, oauth_error("invalid_grant"))
+        .await;
+
+    let out = t.run(&["token", "--validate"]);
+    t.assert_no_secrets(&out, &[]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    assert!(!stderr(&out).contains("still works"), "{}", stderr(&out));
+    assert_eq!(t.read_env(), before);
+
+    // A transient failure after the rejection: still not handed over.
+    let t = TestEnv::new().await;
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(86_400)),
+        Some(OLD_REFRESH),
+    ));
+    t.mock_validate(OLD_ACCESS, 401).await;
+    wiremock::Mock::given(wiremock::matchers::path("/v1/access_token"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&t.server)
+        .await;
+    let mut c = t.cmd();
+    c.env("WEBEX_TOKEN_TEST_NO_RETRY_DELAY", "1")
+        .args(["token", "--validate"]);
+    let out = c.output().unwrap();
+    t.assert_no_secrets(&out, &[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    assert!(!stderr(&out).contains("still works"), "{}", stderr(&out));
+}
+
+/// Smaller item: `token >&-` (stdout closed) is exit 1, not a silent 0.
+#[tokio::test]
+async fn token_with_stdout_closed_fails() {
+    let t = TestEnv::new().await;
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(86_400)),
+        Some(OLD_REFRESH),
+    ));
+    // The same command the tests always run, started through a shell that
+    // closes descriptor 1 first.
+    let bin = t.std_cmd();
+    let out = scrubbed("sh", t.dir.path())
+        .envs(bin.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .arg("-c")
+        .arg("exec \"$0\" token >&-")
+        .arg(bin.get_program())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("stdout"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains(OLD_ACCESS));
+}
