@@ -642,7 +642,9 @@ impl EnvDocument {
             // dotenvy must read the new value (the contract) and both
             // readers must agree on the entry's span. python-dotenv reads a
             // value differently only if it holds `$` with `'` or `\`, which
-            // no token or time does ([`EnvDocument::value`] refuses those).
+            // no token or time does: `webex::is_token_text` refuses a token
+            // answer holding them, so the store never writes a token file
+            // that [`EnvDocument::value`] then refuses.
             ok &= want(&e.key) == Some(e.value.as_str()) && !e.python_only && !e.span_ambiguous;
         }
         for (k, _) in updates {

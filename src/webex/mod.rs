@@ -115,7 +115,8 @@ pub fn parse_grant(body: &[u8]) -> Result<TokenGrant, String> {
     }
     if !is_token_text(raw.access_token.expose_secret()) {
         return Err(
-            "the token response's access_token holds whitespace or control characters".into(),
+            "the token response's access_token holds whitespace, control or quoting characters"
+                .into(),
         );
     }
     let expires_in = match &raw.expires_in {
@@ -133,7 +134,8 @@ pub fn parse_grant(body: &[u8]) -> Result<TokenGrant, String> {
         && !is_token_text(r.expose_secret())
     {
         return Err(
-            "the token response's refresh_token holds whitespace or control characters".into(),
+            "the token response's refresh_token holds whitespace, control or quoting characters"
+                .into(),
         );
     }
     let refresh_token_expires_in = match (&refresh_token, &raw.refresh_token_expires_in) {
@@ -153,9 +155,15 @@ pub fn parse_grant(body: &[u8]) -> Result<TokenGrant, String> {
 
 /// A token or id as Webex issues them: printable, no whitespace, no
 /// control characters (one that has them would read back differently from
-/// a .env file, or break the header it is sent in).
+/// a .env file, or break the header it is sent in), and none of the quoting
+/// and substitution characters `'"\$` and backtick, which no Webex token
+/// holds and which .env readers (dotenvy, python-dotenv, shells sourcing the
+/// file) read in different ways: such an answer is malformed, not stored.
 pub fn is_token_text(s: &str) -> bool {
-    !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+    !s.is_empty()
+        && !s.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '\'' | '"' | '\\' | '$' | '`')
+        })
 }
 
 /// A lifetime in seconds from a JSON value: an integer, a float or a
@@ -286,6 +294,10 @@ mod tests {
     fn token_text_is_checked() {
         assert!(parse_grant(br#"{"access_token":"a b","expires_in":1}"#).is_err());
         assert!(parse_grant(b"{\"access_token\":\"a\\u001bb\",\"expires_in\":1}").is_err());
+        for bad in [r"a'$b", r#"a"b"#, r"a\b", "a$(id)", "a`id`"] {
+            let body = serde_json::json!({"access_token": bad, "expires_in": 1}).to_string();
+            assert!(parse_grant(body.as_bytes()).is_err(), "{bad}");
+        }
         let r = parse_grant(br#"{"access_token":"ab","expires_in":1,"refresh_token":"r\nx"}"#);
         assert!(r.is_err());
         let empty = parse_grant(br#"{"access_token":"ab","expires_in":1,"refresh_token":"","refresh_token_expires_in":5}"#).unwrap();

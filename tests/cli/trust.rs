@@ -704,3 +704,27 @@ async fn token_with_stdout_closed_fails() {
     assert!(stderr(&out).contains("stdout"), "{}", stderr(&out));
     assert!(!stderr(&out).contains(OLD_ACCESS));
 }
+
+/// Trust round 3, item 3: a token answer holding quoting or substitution
+/// characters is refused as malformed (exit 1, nothing written), so the
+/// program never writes an env file that its next run (or `exec`) refuses.
+#[tokio::test]
+async fn a_token_answer_with_shell_metacharacters_is_malformed() {
+    for bad in ["mint'$X", "mint\"x", "mint\\x", "mint$(id)", "mint`id`"] {
+        let t = TestEnv::new().await;
+        t.mock_mint(PAT, token_response(bad, 1_209_600, Some(("R1", 7_776_000))))
+            .await;
+        let out = t.run(&["refresh"]);
+        assert_eq!(code(&out), 1, "{bad}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("bad response"),
+            "{bad}: {}",
+            stderr(&out)
+        );
+        assert!(!stderr(&out).contains(bad), "{bad}: {}", stderr(&out));
+        assert!(!t.env_path().exists(), "{bad}: the env file was written");
+        // The next run is not locked out by a file it wrote.
+        let out = t.run(&["status"]);
+        assert_eq!(code(&out), 0, "{bad}: {}", stderr(&out));
+    }
+}
