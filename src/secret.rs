@@ -30,9 +30,65 @@ pub fn fingerprint_str(value: &str) -> String {
     out
 }
 
-/// Wraps a string into a secret.
+/// Wraps a string into a secret, and remembers it for redaction
+/// ([`remember`]).
 pub fn secret(value: impl Into<String>) -> SecretString {
-    SecretString::from(value.into())
+    let value = value.into();
+    remember(&value);
+    SecretString::from(value)
+}
+
+/// Every secret this run has seen (read from a file, a source or an
+/// answer), so that server text is redacted of all of them, whichever
+/// request it answered (CONTRACT: "every secret the run knows"). A process-
+/// wide list on purpose: a secret read by the store must be hidden in an
+/// error of the HTTP layer, two floors apart, and threading the list through
+/// every call would be a parameter on nearly every function. Bounded, so a
+/// long-running agent cannot grow it without end (the newest are kept).
+static KNOWN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+/// Most secrets remembered (a 1,000-org agent holds about 2,000 tokens).
+const KNOWN_CAP: usize = 8192;
+/// Shorter values would redact ordinary words; real secrets are long.
+pub const MIN_SECRET_LEN: usize = 8;
+
+/// Adds `value` to the redaction list (see [`KNOWN`]).
+pub fn remember(value: &str) {
+    if value.len() < MIN_SECRET_LEN {
+        return;
+    }
+    let mut known = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
+    if known.iter().any(|k| k == value) {
+        return;
+    }
+    if known.len() >= KNOWN_CAP {
+        known.remove(0);
+    }
+    known.push(value.to_string());
+}
+
+/// [`remember`] for a value already wrapped.
+pub fn remember_secret(value: &SecretString) {
+    remember(value.expose_secret());
+}
+
+/// `#[serde(deserialize_with = "crate::secret::remembered")]`: a secret
+/// read from a server's answer joins the redaction list as it is read.
+pub fn remembered<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
+    let s = <String as serde::Deserialize>::deserialize(d)?;
+    Ok(secret(s))
+}
+
+/// [`remembered`] for an optional field (with `#[serde(default)]`).
+pub fn remembered_opt<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SecretString>, D::Error> {
+    let s = <Option<String> as serde::Deserialize>::deserialize(d)?;
+    Ok(s.map(secret))
+}
+
+/// Every remembered secret.
+pub fn known() -> Vec<String> {
+    KNOWN.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 /// Compares two secrets in time that does not depend on where they differ

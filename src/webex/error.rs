@@ -242,10 +242,17 @@ pub fn classify(status: u16, body: ErrorBody) -> Result<ApiError, (TransientReas
 /// Replaces every occurrence of each secret in `text` by its fingerprint,
 /// and every run of 8 or more characters that is the start of a secret (a
 /// server may quote a secret cut short) by `[redacted]`.
-pub fn redact(text: &str, secrets: &[String]) -> String {
+pub fn redact(text: &str, sent: &[String]) -> String {
     const MIN_RUN: usize = 8;
+    // The secrets this request carried and every other one the run knows:
+    // a server may quote any of them (a personal token in a level-1 error).
+    let mut secrets: Vec<String> = sent.to_vec();
+    secrets.extend(crate::secret::known());
+    // Longest first, so a secret that contains another is hidden whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.dedup();
     let mut out = text.to_string();
-    for s in secrets {
+    for s in &secrets {
         if out.contains(s.as_str()) {
             out = out.replace(
                 s.as_str(),

@@ -92,10 +92,11 @@ pub trait WebexApi {
 pub fn parse_grant(body: &[u8]) -> Result<TokenGrant, String> {
     #[derive(Deserialize)]
     struct Raw {
+        #[serde(deserialize_with = "crate::secret::remembered")]
         access_token: SecretString,
         #[serde(default)]
         expires_in: Option<serde_json::Value>,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "crate::secret::remembered_opt")]
         refresh_token: Option<SecretString>,
         #[serde(default)]
         refresh_token_expires_in: Option<serde_json::Value>,

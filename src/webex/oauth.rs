@@ -25,6 +25,7 @@ pub const DEVICE_GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_cod
 /// control characters first.
 #[derive(Debug, Deserialize)]
 pub struct DeviceAuthorization {
+    #[serde(deserialize_with = "crate::secret::remembered")]
     pub device_code: SecretString,
     pub user_code: String,
     #[serde(alias = "verification_url")]

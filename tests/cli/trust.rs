@@ -728,3 +728,52 @@ async fn a_token_answer_with_shell_metacharacters_is_malformed() {
         assert_eq!(code(&out), 0, "{bad}: {}", stderr(&out));
     }
 }
+
+/// Trust round 3, item 2: server text that quotes a secret is redacted of
+/// every secret the run knows, not only the one sent with that request: a
+/// level-1 error quoting the personal token, a level-2 error quoting the
+/// integration's refresh token, in stderr, `--json` and the audit log.
+#[tokio::test]
+async fn every_known_secret_is_redacted_whichever_request_it_answered() {
+    let t = TestEnv::new().await;
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(-60)),
+        Some(OLD_REFRESH),
+    ));
+    let quoting = |what: &str| {
+        ResponseTemplate::new(400).set_body_json(json!({
+            "error": "invalid_grant",
+            "message": format!("rejected; your other credentials are {what} and {PAT}"),
+            "trackingId": "ROUTER_TEST_QUOTE",
+        }))
+    };
+    t.mock_refresh(SA_CLIENT_ID, OLD_REFRESH, quoting(INT_REFRESH))
+        .await;
+    t.mock_mint(
+        PAT,
+        ResponseTemplate::new(401).set_body_json(webex_error(&format!(
+            "Invalid token; integration secret {INT_SECRET}, service secret {SA_SECRET}"
+        ))),
+    )
+    .await;
+    t.mock_refresh(INT_CLIENT_ID, INT_REFRESH, quoting(OLD_ACCESS))
+        .await;
+    for args in [&["refresh"][..], &["refresh", "--json"][..]] {
+        let out = t.run(args);
+        assert_eq!(code(&out), 4, "{}", stderr(&out));
+        let all = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(all.contains("[redacted"), "{all}");
+    }
+    let audit = std::fs::read_to_string(t.path(".env.audit.jsonl")).unwrap();
+    for s in [
+        PAT,
+        INT_REFRESH,
+        INT_SECRET,
+        SA_SECRET,
+        OLD_ACCESS,
+        OLD_REFRESH,
+    ] {
+        assert!(!audit.contains(s), "audit log holds a secret:\n{audit}");
+    }
+}

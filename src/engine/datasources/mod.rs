@@ -283,7 +283,7 @@ pub struct DataSource {
     /// Not in the spec's examples, but returned (Webex's own sample reads it).
     #[serde(default)]
     pub token_expiry_time: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::secret::remembered_opt")]
     pub jws_token: Option<SecretString>,
     #[serde(default)]
     pub org_id: Option<String>,
