@@ -378,6 +378,8 @@ pub enum ConfigError {
     NotObject { path: PathBuf, what: String },
     #[error("config file {}: `{key}` must be a string", path.display())]
     NotString { path: PathBuf, key: String },
+    #[error("config file {}: `{key}` holds a control character (a NUL, a line break or an escape)", path.display())]
+    ControlCharacter { path: PathBuf, key: String },
     #[error("config file {}: `{key}` {absence}", path.display())]
     Field {
         path: PathBuf,
@@ -408,6 +410,9 @@ impl ConfigError {
             ConfigError::NotFound { .. } => "copy token-config.json.template to that path and fill in `serviceApp` (and `tokenManager`), or point --config / WEBEX_TOKEN_CONFIG at your file".into(),
             ConfigError::Json { .. } | ConfigError::NotObject { .. } | ConfigError::NotString { .. } => {
                 "fix the file by hand (compare it with token-config.json.template); nothing was changed".into()
+            }
+            ConfigError::ControlCharacter { .. } => {
+                "paste the value again as plain text (copy it from its source, not from a terminal or a rich-text editor); nothing was sent or changed".into()
             }
             ConfigError::Field { key, .. } => field_hint(key),
             ConfigError::Fields { fields, .. } => match fields.first() {
@@ -1254,6 +1259,14 @@ fn raw_string(
         None | Some(Kind::Null) => Ok(Err(Absence::Missing)),
         Some(Kind::Str(s)) if s.trim().is_empty() => Ok(Err(Absence::Empty)),
         Some(Kind::Str(s)) if is_placeholder(&s) => Ok(Err(Absence::Placeholder)),
+        // A NUL or an escape cannot be sent in a header or a form, and is
+        // never part of a real value: a paste gone wrong, said as such.
+        Some(Kind::Str(s)) if s.trim().chars().any(char::is_control) => {
+            Err(ConfigError::ControlCharacter {
+                path: path.into(),
+                key: format!("{prefix}{key}"),
+            })
+        }
         Some(Kind::Str(s)) => Ok(Ok(s.trim().to_string())),
         Some(_) => Err(ConfigError::NotString {
             path: path.into(),

@@ -51,7 +51,8 @@ impl Printer {
     }
 
     fn emit_json(&self, v: &Value) {
-        write_stdout(|out| writeln!(out, "{v}"));
+        let line = json_text(v);
+        write_stdout(|out| writeln!(out, "{line}"));
     }
 
     fn emit_text(&self, text: &str) {
@@ -383,6 +384,28 @@ pub fn error_json_fields(err: &Error) -> Value {
     })
 }
 
+/// `v` as one line of JSON with DEL and the C1 controls (U+007F–U+009F)
+/// escaped as `\uXXXX` too (serde_json escapes only U+0000–U+001F): some
+/// terminals act on C1 bytes, and a consumer printing a field should not.
+/// Outside strings JSON holds only ASCII punctuation, digits and letters,
+/// so every such character is inside a string, where the escape means the
+/// same character.
+pub fn json_text(v: &Value) -> String {
+    let text = v.to_string();
+    if !text.chars().any(|c| ('\u{7f}'..='\u{9f}').contains(&c)) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if ('\u{7f}'..='\u{9f}').contains(&c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The first error writing stdout, other than a closed pipe.
 static STDOUT_ERROR: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
@@ -538,7 +561,7 @@ pub fn usage_error_json(command: Option<&str>, message: &str, details: &[String]
         }
     });
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{v}");
+    let _ = writeln!(out, "{}", json_text(&v));
 }
 
 /// Bad flags: clap's message on stderr and exit 2; with `--json` anywhere on
@@ -668,4 +691,26 @@ fn blame_the_environment(e: clap::Error, args: &[std::ffi::OsString]) -> clap::E
             "invalid value '{value}' in the environment variable {var} (read for {long}){reason}; fix or unset {var}"
         ),
     )
+}
+
+#[cfg(test)]
+mod json_text_tests {
+    use super::json_text;
+
+    #[test]
+    fn c1_and_del_are_escaped_and_read_back_the_same() {
+        let v = serde_json::json!({"m": "a\u{7f}b\u{85}c\u{9b}31m d\u{a0}é"});
+        let t = json_text(&v);
+        assert!(
+            !t.chars().any(|c| ('\u{7f}'..='\u{9f}').contains(&c)),
+            "{t}"
+        );
+        assert!(
+            t.contains("\\u007f") && t.contains("\\u0085") && t.contains("\\u009b"),
+            "{t}"
+        );
+        assert!(t.contains('\u{a0}') && t.contains('é'), "{t}");
+        let back: serde_json::Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(back, v);
+    }
 }

@@ -777,3 +777,55 @@ async fn every_known_secret_is_redacted_whichever_request_it_answered() {
         assert!(!audit.contains(s), "audit log holds a secret:\n{audit}");
     }
 }
+
+/// Smaller items of trust round 3: a NUL in a config token is a config
+/// error (exit 3 naming the key, nothing sent), and C1 control characters
+/// from a server reach `--json` output only escaped.
+#[tokio::test]
+async fn a_nul_in_the_config_is_exit_3_and_c1_controls_are_escaped_in_json() {
+    let t = TestEnv::new().await;
+    let mut cfg = default_config(true);
+    cfg["tokenManager"]["personalAccessToken"] = json!(format!("{PAT}\u{0}x"));
+    t.write_config(&cfg);
+    let out = t.run(&["refresh"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`tokenManager.personalAccessToken`"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(t.requests().await.is_empty(), "a request was sent");
+
+    let t = TestEnv::new().await;
+    t.write_env(&env_with(
+        OLD_ACCESS,
+        Some(&in_secs(-60)),
+        Some(OLD_REFRESH),
+    ));
+    let c1 = ResponseTemplate::new(400).set_body_json(json!({
+        "error": "invalid_grant",
+        "message": "bad\u{9b}31mred\u{85}next\u{7f}",
+        "trackingId": "ROUTER_C1",
+    }));
+    t.mock_refresh(SA_CLIENT_ID, OLD_REFRESH, c1).await;
+    t.mock_mint(
+        PAT,
+        ResponseTemplate::new(401).set_body_json(webex_error("Invalid token")),
+    )
+    .await;
+    t.mock_refresh(INT_CLIENT_ID, INT_REFRESH, oauth_error("invalid_grant"))
+        .await;
+    let out = t.run(&["refresh", "--json"]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        !text.chars().any(|c| ('\u{7f}'..='\u{9f}').contains(&c)),
+        "raw C1 on stdout: {text:?}"
+    );
+    assert!(
+        !stderr(&out)
+            .chars()
+            .any(|c| ('\u{7f}'..='\u{9f}').contains(&c))
+    );
+    let _: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+}
