@@ -462,7 +462,11 @@ pub async fn still_valid_after<S: TokenStore>(
     let recoverable = matches!(
         err,
         Error::Chain(ChainError::Transient { .. } | ChainError::Exhausted { .. })
-            | Error::Store(StoreError::Unreachable { .. } | StoreError::LockLost { .. })
+            | Error::Store(
+                StoreError::Unreachable { .. }
+                    | StoreError::LockLost { .. }
+                    | StoreError::LockTimeout { .. }
+            )
     );
     if !recoverable {
         return None;

@@ -570,3 +570,43 @@ async fn usage_errors_with_json_print_a_json_object() {
     assert_eq!(code(&help), 0);
     assert!(stdout(&help).contains("Usage"));
 }
+
+/// Trust round 3 (smaller): `token` and `exec` that time out waiting for
+/// the lock while the stored token is still valid hand it over with a
+/// warning (exit 0), as for any other failure that may pass; an expired one
+/// is still exit 1.
+#[tokio::test]
+async fn a_lock_wait_time_out_hands_over_a_still_valid_token() {
+    let t = TestEnv::new().await;
+    // 30 minutes left: inside --min-valid, so both try to refresh.
+    let env = env_with(OLD_ACCESS, Some(&in_secs(1800)), Some(OLD_REFRESH));
+    t.write_env(&env);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(t.path(".env.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let out = t.run_allowing(&["token", "--lock-timeout", "300ms"], &[OLD_ACCESS]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), OLD_ACCESS);
+    assert!(stderr(&out).contains("still works"), "{}", stderr(&out));
+    let out = t.run(&[
+        "exec",
+        "--lock-timeout",
+        "300ms",
+        "--",
+        "sh",
+        "-c",
+        "test -n \"$WEBEX_SERVICE_APP_ACCESS_TOKEN\"",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(t.requests().await.len(), 0);
+    assert_eq!(t.read_env(), env);
+    // Expired: nothing to hand over.
+    t.write_env(&env_with(OLD_ACCESS, Some(&in_secs(-5)), Some(OLD_REFRESH)));
+    let out = t.run(&["token", "--lock-timeout", "300ms"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stdout(&out).is_empty());
+}
