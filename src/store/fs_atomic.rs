@@ -458,13 +458,20 @@ fn write_atomic(target: &Path, contents: &[u8], force_mode: Option<u32>) -> Resu
     tmp.write_all(contents)
         .map_err(|e| io_err(target, "write the temporary file", e))?;
 
-    // Keep the owner and group of an existing file (best effort: only root
-    // or the owner itself can do this; otherwise the file ends up owned by
-    // the user running the tool, which is what an editor would do too).
-    if let Some(m) = &existing
-        && force_mode.is_none()
-    {
-        let _ = std::os::unix::fs::fchown(tmp.as_file(), Some(m.uid()), Some(m.gid()));
+    // Keep the owner and group of an existing file; a new file takes its
+    // directory's, so one `sudo webex-token refresh` on a fresh setup does
+    // not leave a root-owned 0600 env file the service user cannot read.
+    // Best effort: only root (or an owner keeping its own uid) can do this;
+    // otherwise the file is owned by the user running the tool, as an
+    // editor would leave it.
+    if force_mode.is_none() {
+        let owner = match &existing {
+            Some(m) => Some((m.uid(), m.gid())),
+            None => fs::metadata(&dir).ok().map(|m| (m.uid(), m.gid())),
+        };
+        if let Some((uid, gid)) = owner {
+            let _ = std::os::unix::fs::fchown(tmp.as_file(), Some(uid), Some(gid));
+        }
     }
     tmp.as_file()
         .set_permissions(Permissions::from_mode(mode))

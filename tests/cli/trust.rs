@@ -829,3 +829,31 @@ async fn a_nul_in_the_config_is_exit_3_and_c1_controls_are_escaped_in_json() {
     );
     let _: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
 }
+
+/// Trust round 3, item 18: on a fresh setup (no env file yet), a run as
+/// root creates the env file, its lock and audit log with the directory's
+/// owner and group, so the service user is not locked out.
+#[tokio::test]
+async fn a_run_as_root_on_a_fresh_setup_leaves_files_to_the_directorys_owner() {
+    use std::os::unix::fs::MetadataExt;
+    let t = TestEnv::new().await;
+    if std::fs::metadata(t.dir.path()).unwrap().uid() != 0 {
+        eprintln!("skipped: needs root to act as `sudo webex-token`");
+        return;
+    }
+    let (uid, gid) = (65534u32, 65533u32);
+    std::os::unix::fs::chown(t.dir.path(), Some(uid), Some(gid)).unwrap();
+    let new = "SECRET-first-access-as-root";
+    t.mock_mint(
+        PAT,
+        token_response(new, 3600 * 24, Some(("SECRET-first-refresh", 7_776_000))),
+    )
+    .await;
+    let out = t.run(&["refresh"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for f in [".env", ".env.lock", ".env.audit.jsonl"] {
+        let m = std::fs::metadata(t.path(f)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (uid, gid), "{f}");
+        assert_eq!(m.mode() & 0o777, 0o600, "{f}");
+    }
+}
