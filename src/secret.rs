@@ -35,6 +35,41 @@ pub fn secret(value: impl Into<String>) -> SecretString {
     SecretString::from(value.into())
 }
 
+/// Every static secret this process has loaded (client secrets, store
+/// passwords), however it was loaded: inline, from a file, a command, the
+/// environment or a systemd credential. Text from a server is redacted of
+/// these as well as of the secrets its own request carried.
+///
+/// Process-wide on purpose: secrets are loaded by the config and the
+/// settings, layers that never see the HTTP client, and a secret learned
+/// anywhere must be hidden everywhere (a proxy may quote the service-app
+/// secret back in the answer to an integration request). Only grows; a
+/// run knows a handful of them.
+static REMEMBERED: std::sync::Mutex<Vec<SecretString>> = std::sync::Mutex::new(Vec::new());
+
+/// Adds `s` to the secrets every server text is redacted of (see
+/// [`remembered`]). Values under 8 characters are not kept: they would
+/// redact ordinary words, and no real secret is that short.
+pub fn remember(s: &SecretString) {
+    if s.expose_secret().len() < 8 {
+        return;
+    }
+    let mut known = REMEMBERED.lock().unwrap_or_else(|e| e.into_inner());
+    if !known.iter().any(|k| k.expose_secret() == s.expose_secret()) {
+        known.push(s.clone());
+    }
+}
+
+/// The secrets [`remember`] was given, for redaction.
+pub fn remembered() -> Vec<String> {
+    REMEMBERED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|s| s.expose_secret().to_string())
+        .collect()
+}
+
 /// Compares two secrets in time that does not depend on where they differ
 /// (used for OAuth `state`), so a timing side channel reveals nothing.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -827,6 +827,10 @@ async fn run_hook(cmd: &str, event: &str, tokens: &StoredTokens, timeout: Durati
         };
     }
     c.env("WEBEX_TOKEN_EVENT", event);
+    // Client secrets handed to this run in the environment stay with it.
+    for k in crate::names::SECRET_ENV_VARS {
+        c.env_remove(k);
+    }
     #[cfg(unix)]
     {
         use std::os::fd::AsFd;

@@ -226,6 +226,8 @@ fn secrets_in(req: &reqwest::Request) -> Vec<String> {
             }
         }
     }
+    // And every static secret the run loaded, sent with this request or not.
+    out.extend(crate::secret::remembered());
     // Very short values would redact ordinary words; real secrets are long.
     out.retain(|s| s.len() >= 8);
     out
