@@ -455,10 +455,7 @@ impl ConfigError {
             ConfigError::TooLarge { .. } => {
                 "this is not a token-config.json (those are a few KiB); check --config / WEBEX_TOKEN_CONFIG".into()
             }
-            ConfigError::SecretSource { source, .. } => format!(
-                "fix that source, or remove it to fall back to the next one (command, file, systemd credential, environment, inline value: the first present is used); see docs/secrets.md. `{}` was not used",
-                source.key
-            ),
+            ConfigError::SecretSource { .. } => "fix that source, or remove it to fall back to the next one (command, file, systemd credential, environment, inline value: the first present is used); see docs/secrets.md. Nothing was sent to Webex".into(),
             ConfigError::BadSecretSource { .. } => "a `…Command` is a JSON array: the program and its arguments, run without a shell (e.g. [\"pass\", \"show\", \"webex/client-secret\"]); a `…File` is a path (relative paths are against the config file's directory); see docs/secrets.md".into(),
             ConfigError::ReadOnly { .. } => "add --state PATH (or set WEBEX_TOKEN_STATE; under systemd, StateDirectory= sets $STATE_DIRECTORY and the state goes to $STATE_DIRECTORY/state.json) to keep renewed tokens in a writable file of their own; the config is then only read".into(),
             ConfigError::StateFile { .. } => "the state file is webex-token's own (0600, written atomically); fix or remove it (then the config's tokens are used again and a new one is written), or point --state / WEBEX_TOKEN_STATE elsewhere".into(),
