@@ -2627,3 +2627,138 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod sources_and_state {
+    use super::*;
+
+    fn exposed(f: &Field<SecretString>) -> &str {
+        f.get().unwrap().expose_secret()
+    }
+
+    #[test]
+    fn each_layout_reads_its_own_file_and_command_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("sa"), "sa-from-file-1\n").unwrap();
+        std::fs::write(dir.path().join("oauth"), "oauth-from-file-2\n").unwrap();
+        let text = r#"{
+          "serviceApp": {"clientId": "c", "clientSecret": "inline-loses", "clientSecretFile": "sa"},
+          "tokenManager": {
+            "oauthClientId": "oc", "oauthClientSecretFile": "oauth", "oauthRefreshToken": "ort",
+            "integration": {"clientId": "nc", "clientSecretCommand": ["echo", "nested-from-cmd-3"], "refreshToken": "nrt"}
+          }
+        }"#;
+        let path = dir.path().join("token-config.json");
+        let c = Config::parse(text.as_bytes(), &path).unwrap();
+        assert_eq!(exposed(&c.service_app.client_secret), "sa-from-file-1");
+        let by = |l| c.integrations.iter().find(|i| i.layout == l).unwrap();
+        assert_eq!(
+            exposed(&by(IntegrationLayout::FlatOauth).client_secret),
+            "oauth-from-file-2"
+        );
+        assert_eq!(
+            exposed(&by(IntegrationLayout::Nested).client_secret),
+            "nested-from-cmd-3"
+        );
+        // The only-a-File flat layout was found, and is usable.
+        assert_eq!(
+            c.usable_integration().unwrap().layout,
+            IntegrationLayout::FlatOauth
+        );
+        let shown: Vec<String> = c
+            .secret_origins
+            .iter()
+            .map(|(k, o)| format!("{k}={o}"))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                format!(
+                    "serviceApp.clientSecret=file:{}",
+                    dir.path().join("sa").display()
+                ),
+                format!(
+                    "tokenManager.oauthClientSecret=file:{}",
+                    dir.path().join("oauth").display()
+                ),
+                "tokenManager.integration.clientSecret=command".to_string(),
+            ]
+        );
+        // Never a value in Debug.
+        assert!(!format!("{c:?}").contains("from-file"));
+    }
+
+    #[test]
+    fn a_command_must_be_an_argv_array() {
+        for bad in [r#""cat x""#, "[]", r#"[1, 2]"#, r#"[""]"#] {
+            let text = format!(r#"{{"serviceApp": {{"clientSecretCommand": {bad}}}}}"#);
+            let e = Config::parse(text.as_bytes(), Path::new("/x/c.json")).unwrap_err();
+            assert!(
+                matches!(e, ConfigError::BadSecretSource { ref key, .. } if key == "serviceApp.clientSecretCommand"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_state_round_trips_and_stands_in_for_the_config() {
+        let path = Path::new("/x/token-config.json");
+        let config = Config::parse(
+            br#"{"serviceApp": {"clientSecret": "sa-secret-inline"},
+                 "tokenManager": {"personalAccessToken": "pat-old",
+                   "integration": {"clientId": "ic", "clientSecret": "int-secret-inline", "refreshToken": "irt-old"}}}"#,
+            path,
+        )
+        .unwrap();
+        let state_path = Path::new("/x/state.json");
+        // Level 3 renewed the personal token only: the integration's
+        // refresh token is carried over from the config (seeded once).
+        let update = PersonalUpdate {
+            personal_access_token: secret("pat-new"),
+            personal_expires_at: clock::parse("2030-01-01T00:00:00Z"),
+            integration_refresh_token: None,
+            integration_refresh_expires_at: None,
+            integration_client: None,
+        };
+        let bytes = Config::empty_state(state_path).render_state(&update, &config);
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(!text.contains("secret-inline"), "no client secret: {text}");
+        let state = Config::parse_with(&bytes, state_path, false).unwrap();
+        let mut seen = config.clone();
+        seen.overlay_state(&state);
+        assert_eq!(exposed(&seen.personal_access_token), "pat-new");
+        assert_eq!(
+            seen.personal_expires_at,
+            clock::parse("2030-01-01T00:00:00Z")
+        );
+        let i = seen.usable_integration().unwrap();
+        assert_eq!(exposed(&i.refresh_token), "irt-old");
+        assert_eq!(exposed(&i.client_secret), "int-secret-inline");
+
+        // The next renewal rotates the integration's refresh token; the
+        // state keeps the client id it belongs to.
+        let update = PersonalUpdate {
+            personal_access_token: secret("pat-newer"),
+            personal_expires_at: None,
+            integration_refresh_token: Some(secret("irt-new")),
+            integration_refresh_expires_at: clock::parse("2031-01-01T00:00:00Z"),
+            integration_client: Some(("ic".into(), secret("int-secret-inline"))),
+        };
+        let bytes = state.render_state(&update, &seen);
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["tokenManager"]["integration"]["clientId"], "ic");
+        assert_eq!(v["tokenManager"]["integration"]["refreshToken"], "irt-new");
+        assert!(
+            v["tokenManager"]["integration"]
+                .get("clientSecret")
+                .is_none()
+        );
+        let state = Config::parse_with(&bytes, state_path, false).unwrap();
+        let mut seen = config.clone();
+        seen.overlay_state(&state);
+        let i = seen.usable_integration().unwrap();
+        assert_eq!(exposed(&i.refresh_token), "irt-new");
+        assert_eq!(i.refresh_expires_at, clock::parse("2031-01-01T00:00:00Z"));
+        assert_eq!(seen.personal_expires_at, None);
+    }
+}

@@ -246,6 +246,20 @@ impl Settings {
             ("config file", self.config_path.clone()),
         ];
         if let Some(state) = &self.state_path {
+            if std::fs::canonicalize(state).ok().as_ref().unwrap_or(state)
+                == std::fs::canonicalize(&self.config_path)
+                    .ok()
+                    .as_ref()
+                    .unwrap_or(&self.config_path)
+            {
+                return Err(Error::Usage {
+                    message: format!(
+                        "--state {}: that is the config file; the state file is a file of its own",
+                        state.display()
+                    ),
+                    hint: "leave out --state to keep renewed tokens in the config as before, or name another file (e.g. state.json in a directory the run can write)".into(),
+                });
+            }
             follow.push(("state file", state.clone()));
         }
         let mut own = vec![

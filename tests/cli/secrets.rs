@@ -548,6 +548,15 @@ async fn under_systemd_credentials_and_state_directory_a_read_only_config_works(
     // Nothing new beside the config (no lock, no temp file).
     let beside: Vec<_> = std::fs::read_dir(&s.etc).unwrap().collect();
     assert_eq!(beside.len(), 1);
+    // The audit log (beside the env file) names no secret either.
+    let audit = std::fs::read_to_string(s.work.join(".env.audit.jsonl")).unwrap();
+    assert!(audit.contains("\"level\""), "{audit}");
+    for secret in &t.secrets {
+        assert!(
+            !audit.contains(secret.as_str()),
+            "{secret} in the audit log"
+        );
+    }
 
     let out = run(&["--json", "status"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -580,4 +589,16 @@ async fn under_systemd_credentials_and_state_directory_a_read_only_config_works(
         !text.contains("service-app-client-secret"),
         "credential names stay out: {text}"
     );
+}
+
+#[tokio::test]
+async fn the_state_file_cannot_be_the_config() {
+    let t = TestEnv::new().await;
+    let before = std::fs::read(t.config_path()).unwrap();
+    let cfg = t.config_path();
+    let out = t.run(&["--state", cfg.to_str().unwrap(), "refresh"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--state"), "{}", stderr(&out));
+    assert!(t.requests().await.is_empty());
+    assert_eq!(std::fs::read(t.config_path()).unwrap(), before);
 }
