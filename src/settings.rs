@@ -32,7 +32,7 @@ pub struct Settings {
     /// Why the etcd password could not be read (reported by
     /// [`Settings::check_paths`], before anything runs).
     #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
-    etcd_password_error: Option<String>,
+    etcd_password_error: Option<EtcdPasswordError>,
     /// `--org` values (names or targetOrgIds), as given.
     pub orgs: Vec<String>,
     pub all_orgs: bool,
@@ -80,6 +80,16 @@ pub fn state_path(flag: Option<&Path>) -> Option<PathBuf> {
     (!first.is_empty()).then(|| absolute(&Path::new(&first).join(crate::names::DEFAULT_STATE_FILE)))
 }
 
+/// Why `--etcd-user` has no password.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+enum EtcdPasswordError {
+    /// Neither `--etcd-password-file` nor the credential: a usage error.
+    Missing,
+    /// A source is there but could not be read.
+    Unreadable(String),
+}
+
 /// The etcd password: `--etcd-password-file`, else the systemd credential
 /// `etcd-password`; `Ok(None)` when neither is there.
 #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
@@ -109,8 +119,9 @@ impl Settings {
         #[cfg(feature = "etcd")]
         let (etcd_password, etcd_password_error) = match (&g.store, &g.etcd_user) {
             (StoreArg::Etcd { .. }, Some(_)) => match etcd_password(g) {
-                Ok(p) => (p, None),
-                Err(e) => (None, Some(e)),
+                Ok(Some(p)) => (Some(p), None),
+                Ok(None) => (None, Some(EtcdPasswordError::Missing)),
+                Err(e) => (None, Some(EtcdPasswordError::Unreadable(e))),
             },
             _ => (None, None),
         };
@@ -230,10 +241,19 @@ impl Settings {
     pub fn check_paths(&self) -> Result<(), Error> {
         use crate::store::fs_atomic::FileKind;
         #[cfg(feature = "etcd")]
-        if let Some(detail) = &self.etcd_password_error {
-            return Err(Error::Store(crate::store::StoreError::EtcdSetup {
-                detail: detail.clone(),
-            }));
+        match &self.etcd_password_error {
+            None => {}
+            Some(EtcdPasswordError::Missing) => {
+                return Err(Error::Usage {
+                    message: "--etcd-user needs a password: --etcd-password-file PATH, or the systemd credential `etcd-password`".into(),
+                    hint: "put the password in a file only this user can read and pass --etcd-password-file, or (under systemd) LoadCredentialEncrypted=etcd-password:...; see docs/secrets.md".into(),
+                });
+            }
+            Some(EtcdPasswordError::Unreadable(detail)) => {
+                return Err(Error::Store(crate::store::StoreError::EtcdSetup {
+                    detail: detail.clone(),
+                }));
+            }
         }
         #[cfg(not(feature = "etcd"))]
         if self.shared_store() {
