@@ -602,3 +602,28 @@ async fn the_state_file_cannot_be_the_config() {
     assert!(t.requests().await.is_empty());
     assert_eq!(std::fs::read(t.config_path()).unwrap(), before);
 }
+
+#[tokio::test]
+async fn a_secret_quoted_by_a_server_is_redacted_even_when_not_sent() {
+    let t = TestEnv::new().await;
+    let file = write_secret(t.dir.path(), "int-secret", INT_SECRET);
+    let mut cfg = default_config(true);
+    cfg["tokenManager"]["integration"]["clientSecret"] = json!(null);
+    cfg["tokenManager"]["integration"]["clientSecretFile"] = json!(file.to_str().unwrap());
+    t.write_config(&cfg);
+    t.write_env(&env_with(OLD_ACCESS, Some(&in_secs(-5)), Some(OLD_REFRESH)));
+    // Level 1 carries only the service app's secret; the answer quotes the
+    // integration's (read from a file), which must not reach any output.
+    Mock::given(method("POST"))
+        .and(path("/v1/access_token"))
+        .respond_with(
+            ResponseTemplate::new(500).set_body_json(webex_error(&format!(
+                "upstream said: client {INT_SECRET} is misconfigured"
+            ))),
+        )
+        .mount(&t.server)
+        .await;
+    let out = t.run(&["--json", "refresh"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("[redacted"), "{}", stderr(&out));
+}
