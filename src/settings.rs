@@ -173,6 +173,12 @@ impl Settings {
         }
     }
 
+    /// Where renewed token-manager state is written: the state file, if
+    /// any, else the config file.
+    pub fn renewable_path(&self) -> &Path {
+        self.state_path.as_deref().unwrap_or(&self.config_path)
+    }
+
     /// The config file as this run sees it: read through the run's cache,
     /// with the state file (if any) laid over it.
     pub fn load_config(&self) -> Result<Config, crate::config::ConfigError> {

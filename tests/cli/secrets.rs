@@ -370,6 +370,11 @@ async fn with_state_the_config_is_left_alone_and_the_state_is_used_next_time() {
     let out = t.run(&["--state", state_arg, "refresh"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("level 3"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("saved in {state_arg}")),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(
         std::fs::read(t.config_path()).unwrap(),
         before,
