@@ -458,7 +458,7 @@ impl ConfigError {
             ConfigError::SecretSource { .. } => "fix that source, or remove it to fall back to the next one (command, file, systemd credential, environment, inline value: the first present is used); see docs/secrets.md. Nothing was sent to Webex".into(),
             ConfigError::BadSecretSource { .. } => "a `…Command` is a JSON array: the program and its arguments, run without a shell (e.g. [\"pass\", \"show\", \"webex/client-secret\"]); a `…File` is a path (relative paths are against the config file's directory); see docs/secrets.md".into(),
             ConfigError::ReadOnly { .. } => "add --state PATH (or set WEBEX_TOKEN_STATE; under systemd, StateDirectory= sets $STATE_DIRECTORY and the state goes to $STATE_DIRECTORY/state.json) to keep renewed tokens in a writable file of their own; the config is then only read".into(),
-            ConfigError::StateFile { .. } => "the state file is webex-token's own (0600, written atomically); fix or remove it (then the config's tokens are used again and a new one is written), or point --state / WEBEX_TOKEN_STATE elsewhere".into(),
+            ConfigError::StateFile { .. } => "the state file is webex-token's own (0600, replaced by rename, so its directory must be writable): point --state / WEBEX_TOKEN_STATE at a file in a directory this user can write; a damaged one can be removed (the config's tokens are then used again and a new one is written)".into(),
         }
     }
 }

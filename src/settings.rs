@@ -324,7 +324,25 @@ impl Settings {
     /// etcd. A config that cannot be read is left for the command to
     /// report as it always has.
     pub fn check_state_location(&self, setup: bool) -> Result<(), Error> {
-        if self.state_path.is_some() || (self.shared_store() && !setup) {
+        if let Some(state) = &self.state_path {
+            // The state file is always replaced by rename: its directory
+            // must be there and writable.
+            let dir = state.parent().unwrap_or(Path::new("/"));
+            return match crate::store::files::config_read_only(dir, WriteMode::InPlace) {
+                Some(why) => Err(Error::Config(crate::config::ConfigError::StateFile {
+                    path: state.clone(),
+                    why: format!("its directory {} cannot be written: {why}", dir.display()),
+                })),
+                None if !dir.is_dir() => {
+                    Err(Error::Config(crate::config::ConfigError::StateFile {
+                        path: state.clone(),
+                        why: format!("its directory {} does not exist", dir.display()),
+                    }))
+                }
+                None => Ok(()),
+            };
+        }
+        if self.shared_store() && !setup {
             return Ok(());
         }
         let Ok(config) = self.load_config() else {

@@ -415,7 +415,7 @@ pub fn config_read_only(path: &Path, mode: WriteMode) -> Option<String> {
         return None;
     }
     if let Some(e) = denied(path) {
-        return Some(format!("the file: {e}"));
+        return Some(e.to_string());
     }
     if mode == WriteMode::Atomic
         && let Some(dir) = path.parent()

@@ -632,3 +632,14 @@ async fn a_secret_quoted_by_a_server_is_redacted_even_when_not_sent() {
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains("[redacted"), "{}", stderr(&out));
 }
+
+#[tokio::test]
+async fn a_state_file_in_a_missing_directory_is_exit_3_before_any_request() {
+    let t = TestEnv::new().await;
+    let state = t.path("no-such-dir/state.json");
+    let out = t.run(&["--state", state.to_str().unwrap(), "refresh"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("no-such-dir"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    assert!(t.requests().await.is_empty());
+}
