@@ -670,6 +670,23 @@ mod tests {
     }
 
     #[test]
+    fn the_state_flag_wins_and_is_absolute() {
+        let s = settings(&["--state", "rel/state.json"]);
+        let p = s.state_path.clone().unwrap();
+        assert!(p.is_absolute() && p.ends_with("rel/state.json"));
+        assert_eq!(s.renewable_path(), p.as_path());
+        // No flag: only systemd's $STATE_DIRECTORY (not set in unit tests,
+        // unless the tests themselves run as such a service).
+        if std::env::var_os(crate::names::ENV_STATE_DIRECTORY).is_none()
+            && std::env::var_os(crate::names::ENV_STATE).is_none()
+        {
+            let s = settings(&[]);
+            assert!(s.state_path.is_none());
+            assert_eq!(s.renewable_path(), s.config_path.as_path());
+        }
+    }
+
+    #[test]
     fn paths_are_absolute() {
         let s = settings(&["--env-file", "rel/.env"]);
         assert!(s.env_path.is_absolute());
