@@ -701,7 +701,14 @@ impl Config {
             if !sources {
                 return secret_field(obj, prefix, key, path);
             }
-            sourced_secret(obj, prefix, key, (credential, env), path, &mut origins)
+            sourced_secret(
+                obj,
+                prefix,
+                key,
+                (credential, Some(env)),
+                path,
+                &mut origins,
+            )
         };
 
         let sa = section(&doc, "serviceApp", "`serviceApp`", path)?;
@@ -1389,12 +1396,13 @@ fn secret_field(
 /// [`crate::secret_source`]): the sibling `<key>Command` (argv array) and
 /// `<key>File` (path, relative to the config's directory) in the same
 /// object, the systemd credential, the environment variable, else the
-/// inline value. Records where it came from in `origins`.
+/// inline value. Records where it came from in `origins`. (Also for
+/// `notify.webexBotToken`: credential `webex-bot-token`, no env var.)
 fn sourced_secret(
     obj: Option<&RawObject>,
     prefix: &str,
     key: &str,
-    (credential, env): (&'static str, &'static str),
+    (credential, env): (&'static str, Option<&'static str>),
     path: &Path,
     origins: &mut Vec<(String, Origin)>,
 ) -> Result<Field<SecretString>, ConfigError> {
@@ -1453,7 +1461,7 @@ fn sourced_secret(
         command,
         file,
         credential: Some(credential),
-        env: Some(env),
+        env,
     };
     match sources.resolve() {
         Ok(Some((value, origin))) => {
