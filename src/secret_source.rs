@@ -110,7 +110,9 @@ impl Sources {
         if let Some(name) = self.credential
             && let Some(path) = credential_path(name)
         {
-            let from = format!("the systemd credential `{name}` ({})", path.display());
+            // (Named by what it is for, not by its credential name: those
+            // stay out of messages.)
+            let from = "its systemd credential (in $CREDENTIALS_DIRECTORY)".to_string();
             let value = read_secret_file(&path).map_err(|why| fail(from, why))?;
             return Ok(Some((value, Origin::Credential(name.to_string()))));
         }

@@ -643,3 +643,24 @@ async fn a_state_file_in_a_missing_directory_is_exit_3_before_any_request() {
     assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
     assert!(t.requests().await.is_empty());
 }
+
+#[tokio::test]
+async fn a_bad_credential_is_exit_3_naming_the_key_not_the_credential() {
+    let t = level1_env(CRED_SECRET).await;
+    let creds = t.path("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("service-app-client-secret"), "two\nlines\n").unwrap();
+    t.write_config(&config_without_sa_secret(json!({})));
+    let out = refresh(
+        &t,
+        &[("CREDENTIALS_DIRECTORY", creds.to_str().unwrap())],
+        &["refresh"],
+    );
+    let err = stderr(&out);
+    assert_eq!(code(&out), 3, "{err}");
+    assert!(err.contains("`serviceApp.clientSecret`"), "{err}");
+    assert!(err.contains("systemd credential"), "{err}");
+    assert!(!err.contains("service-app-client-secret"), "{err}");
+    assert!(!err.contains("lines"), "no content in the message: {err}");
+    assert!(t.requests().await.is_empty());
+}
