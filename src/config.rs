@@ -48,6 +48,10 @@ pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 const PERSONAL_EXPIRES_KEY: &str = "personalAccessTokenExpiresAt";
 const PERSONAL_FINGERPRINT_KEY: &str = "personalAccessTokenFingerprint";
 
+/// The key that marks a state file as webex-token's own (its format
+/// version).
+const STATE_MARKER_KEY: &str = "webexTokenState";
+
 /// Why a field has no usable value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Absence {
@@ -1515,6 +1519,11 @@ impl Config {
             Err(e) => return Err(e),
         };
         match Config::parse_with(&bytes, path, false) {
+            // A file of another program (`state.json` is a common name in a
+            // shared `$STATE_DIRECTORY`) is neither read nor overwritten.
+            Ok(c) if c.doc.get(STATE_MARKER_KEY).is_none() => Err(state_err(format!(
+                "is not a webex-token state file (it has no `{STATE_MARKER_KEY}` key); it was not read, and will not be written"
+            ))),
             Ok(c) => Ok(Some(c)),
             Err(ConfigError::Json {
                 line,
@@ -1599,6 +1608,10 @@ impl Config {
         let mut state = self.clone();
         state.integrations.clear();
         state.integration = None;
+        if state.doc.get(STATE_MARKER_KEY).is_none() {
+            let one = RawValue::from_string("1".into()).expect("`1` is JSON");
+            state.doc.set(STATE_MARKER_KEY, Node::Raw(one));
+        }
         if full.integration_refresh_token.is_some()
             && let Some(id) = client_id
         {

@@ -388,6 +388,7 @@ async fn with_state_the_config_is_left_alone_and_the_state_is_used_next_time() {
         new_irt.as_str()
     );
     assert_eq!(s["tokenManager"]["integration"]["clientId"], INT_CLIENT_ID);
+    assert_eq!(s["webexTokenState"], 1);
     let text = std::fs::read_to_string(&state).unwrap();
     assert!(
         !text.contains(INT_SECRET) && !text.contains(SA_SECRET),
@@ -662,5 +663,29 @@ async fn a_bad_credential_is_exit_3_naming_the_key_not_the_credential() {
     assert!(err.contains("systemd credential"), "{err}");
     assert!(!err.contains("service-app-client-secret"), "{err}");
     assert!(!err.contains("lines"), "no content in the message: {err}");
+    assert!(t.requests().await.is_empty());
+}
+
+#[tokio::test]
+async fn another_programs_state_json_is_neither_read_nor_overwritten() {
+    let t = TestEnv::new().await;
+    let dir = t.path("shared-state");
+    std::fs::create_dir(&dir).unwrap();
+    let theirs = r#"{"tokenManager": {"personalAccessToken": "not-ours"}, "app": 1}"#;
+    std::fs::write(dir.join("state.json"), theirs).unwrap();
+    let mut c = t.cmd();
+    c.env("STATE_DIRECTORY", &dir).args(["refresh"]);
+    let out = c.output().unwrap();
+    t.assert_no_secrets(&out, &[]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a webex-token state file"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("state.json")).unwrap(),
+        theirs
+    );
     assert!(t.requests().await.is_empty());
 }
