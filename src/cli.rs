@@ -60,6 +60,10 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = ENV_WRITE_MODE, value_enum, default_value_t = WriteModeArg::Atomic)]
     pub write_mode: WriteModeArg,
 
+    /// State file for renewed tokens, so the config can be read-only [default: $STATE_DIRECTORY/state.json under systemd, else the config file]
+    #[arg(long, global = true, env = ENV_STATE, value_name = "PATH")]
+    pub state: Option<PathBuf>,
+
     /// Audit log (JSON lines) path, or `off` [default: beside the env file]
     #[arg(long, global = true, env = ENV_AUDIT_LOG, value_name = "PATH|off")]
     pub audit_log: Option<String>,
@@ -96,8 +100,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = ENV_ETCD_CA, value_name = "PATH", help_heading = "Shared store (several hosts)")]
     pub etcd_ca: Option<PathBuf>,
 
-    /// etcd user (with --etcd-password-file)
-    #[arg(long, global = true, env = ENV_ETCD_USER, value_name = "NAME", requires = "etcd_password_file", help_heading = "Shared store (several hosts)")]
+    /// etcd user (password from --etcd-password-file, or the systemd credential `etcd-password`)
+    #[arg(long, global = true, env = ENV_ETCD_USER, value_name = "NAME", help_heading = "Shared store (several hosts)")]
     pub etcd_user: Option<String>,
 
     /// File holding the etcd user's password

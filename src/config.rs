@@ -26,7 +26,12 @@
 //! `1e400`, nested objects and their layout), in its original key order.
 
 use crate::clock;
+use crate::names::{
+    CRED_INTEGRATION_CLIENT_SECRET, CRED_SERVICE_APP_CLIENT_SECRET, ENV_INTEGRATION_CLIENT_SECRET,
+    ENV_SERVICE_APP_CLIENT_SECRET,
+};
 use crate::secret::{ExposeSecret, SecretString, secret};
+use crate::secret_source::{Origin, SourceError, Sources};
 use jiff::Timestamp;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
@@ -42,6 +47,10 @@ pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 /// the token it was written for.
 const PERSONAL_EXPIRES_KEY: &str = "personalAccessTokenExpiresAt";
 const PERSONAL_FINGERPRINT_KEY: &str = "personalAccessTokenFingerprint";
+
+/// The key that marks a state file as webex-token's own (its format
+/// version).
+const STATE_MARKER_KEY: &str = "webexTokenState";
 
 /// Why a field has no usable value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,6 +329,13 @@ pub struct Config {
     integrations: Vec<Integration>,
     /// Things a person should know about how the file was read.
     pub notes: Vec<String>,
+    /// Where each static secret came from (dotted key, source), for
+    /// `status`; never the value.
+    pub secret_origins: Vec<(String, Origin)>,
+    /// The state file renewed token-manager state is kept in instead of
+    /// this file (`--state`), when one is set; its values, once written,
+    /// stand in for the file's own.
+    pub state_path: Option<PathBuf>,
 }
 
 impl fmt::Debug for Config {
@@ -333,6 +349,8 @@ impl fmt::Debug for Config {
             .field("integration", &self.integration)
             .field("integrations", &self.integrations)
             .field("notes", &self.notes)
+            .field("secret_origins", &self.secret_origins)
+            .field("state_path", &self.state_path)
             .finish_non_exhaustive()
     }
 }
@@ -401,6 +419,22 @@ pub enum ConfigError {
     BadApiBase { path: PathBuf },
     #[error("config file {}: `apiBaseUrl`: {why}", path.display())]
     InsecureApiBase { path: PathBuf, why: String },
+    #[error("config file {}: {source}", path.display())]
+    SecretSource {
+        path: PathBuf,
+        #[source]
+        source: SourceError,
+    },
+    #[error("config file {}: `{key}` {why}", path.display())]
+    BadSecretSource {
+        path: PathBuf,
+        key: String,
+        why: String,
+    },
+    #[error("config file {} is read-only ({why}), and renewed tokens (the personal access token, the integration refresh token) would be written into it", path.display())]
+    ReadOnly { path: PathBuf, why: String },
+    #[error("state file {}: {why}", path.display())]
+    StateFile { path: PathBuf, why: String },
 }
 
 impl ConfigError {
@@ -430,6 +464,10 @@ impl ConfigError {
             ConfigError::TooLarge { .. } => {
                 "this is not a token-config.json (those are a few KiB); check --config / WEBEX_TOKEN_CONFIG".into()
             }
+            ConfigError::SecretSource { .. } => "fix that source, or remove it to fall back to the next one (command, file, systemd credential, environment, inline value: the first present is used); see docs/secrets.md. Nothing was sent to Webex".into(),
+            ConfigError::BadSecretSource { .. } => "a `…Command` is a JSON array: the program and its arguments, run without a shell (e.g. [\"pass\", \"show\", \"webex/client-secret\"]); a `…File` is a path (relative paths are against the config file's directory); see docs/secrets.md".into(),
+            ConfigError::ReadOnly { .. } => "add --state PATH (or set WEBEX_TOKEN_STATE; under systemd, StateDirectory= sets $STATE_DIRECTORY and the state goes to $STATE_DIRECTORY/state.json) to keep renewed tokens in a writable file of their own; the config is then only read".into(),
+            ConfigError::StateFile { .. } => "the state file is webex-token's own (0600, replaced by rename, so its directory must be writable): point --state / WEBEX_TOKEN_STATE at a file in a directory this user can write; a damaged one can be removed (the config's tokens are then used again and a new one is written)".into(),
         }
     }
 }
@@ -550,13 +588,35 @@ fn file_kind(meta: &std::fs::Metadata) -> &'static str {
 /// the same bytes always parse to the same config, so a re-read that finds
 /// the file unchanged skips the parse (with 1,000 orgs the file is ~150 KiB
 /// and the parses were most of the run's CPU time).
+///
+/// It also carries the run's state file (`--state`): every read of the
+/// config through it lays the state file's values over the config's own.
 #[derive(Default)]
-pub struct ParsedCache(std::sync::Mutex<Option<(Vec<u8>, Config)>>);
+pub struct ParsedCache {
+    last: std::sync::Mutex<Option<(Vec<u8>, Config)>>,
+    state: Option<PathBuf>,
+}
 
 impl fmt::Debug for ParsedCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The bytes hold secrets in clear.
         f.write_str("ParsedCache(..)")
+    }
+}
+
+impl ParsedCache {
+    /// A cache for a run whose renewed state lives in `state` (`None`: in
+    /// the config file, as before).
+    pub fn with_state(state: Option<PathBuf>) -> ParsedCache {
+        ParsedCache {
+            last: Default::default(),
+            state,
+        }
+    }
+
+    /// The run's state file, if any.
+    pub fn state_path(&self) -> Option<&Path> {
+        self.state.as_deref()
     }
 }
 
@@ -569,9 +629,23 @@ impl Config {
 
     /// [`Config::load`], reusing the last parse in `cache` when the file's
     /// bytes are the ones parsed then. The file is read every time.
+    /// With a state file set in `cache`, its values are laid over the
+    /// config's ([`Config::overlay_state`]); the state file is read every
+    /// time too.
     pub fn load_with(path: &Path, cache: &ParsedCache) -> Result<Config, ConfigError> {
+        let mut config = Self::load_cached(path, cache)?;
+        if let Some(state_path) = &cache.state {
+            config.state_path = Some(state_path.clone());
+            if let Some(state) = Config::read_state(state_path)? {
+                config.overlay_state(&state);
+            }
+        }
+        Ok(config)
+    }
+
+    fn load_cached(path: &Path, cache: &ParsedCache) -> Result<Config, ConfigError> {
         let bytes = read_config_file(path)?;
-        let mut slot = cache.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = cache.last.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((seen, config)) = slot.as_ref()
             && *seen == bytes
             && config.path == path
@@ -583,8 +657,14 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses config bytes; `path` names the file in messages.
+    /// Parses config bytes; `path` names the file in messages. Secrets
+    /// with a source besides their inline value (see
+    /// [`crate::secret_source`]) are read from it.
     pub fn parse(bytes: &[u8], path: &Path) -> Result<Config, ConfigError> {
+        Self::parse_with(bytes, path, true)
+    }
+
+    fn parse_with(bytes: &[u8], path: &Path, sources: bool) -> Result<Config, ConfigError> {
         let text = std::str::from_utf8(bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes))
             .map_err(|e| {
                 let line = bytes[..e.valid_up_to()]
@@ -621,6 +701,24 @@ impl Config {
         })?;
         let indent = detect_indent(text);
         let mut notes = Vec::new();
+        let mut origins = Vec::new();
+        let mut sourced = |obj: Option<&RawObject>,
+                           prefix: &str,
+                           key: &str,
+                           credential: &'static str,
+                           env: &'static str| {
+            if !sources {
+                return secret_field(obj, prefix, key, path);
+            }
+            sourced_secret(
+                obj,
+                prefix,
+                key,
+                (credential, Some(env)),
+                path,
+                &mut origins,
+            )
+        };
 
         let sa = section(&doc, "serviceApp", "`serviceApp`", path)?;
         let tm = section(&doc, "tokenManager", "`tokenManager`", path)?;
@@ -629,7 +727,13 @@ impl Config {
         let service_app = ServiceApp {
             app_id: plain(sa, "serviceApp.", "appId", path)?,
             client_id: plain(sa, "serviceApp.", "clientId", path)?,
-            client_secret: secret_field(sa, "serviceApp.", "clientSecret", path)?,
+            client_secret: sourced(
+                sa,
+                "serviceApp.",
+                "clientSecret",
+                CRED_SERVICE_APP_CLIENT_SECRET,
+                ENV_SERVICE_APP_CLIENT_SECRET,
+            )?,
             target_org_id: plain(sa, "serviceApp.", "targetOrgId", path)?,
             orgs: parse_orgs(sa, path)?,
         };
@@ -656,7 +760,15 @@ impl Config {
                     Some(o) => Some(o),
                     None => continue,
                 },
-                _ if tm.is_some_and(|t| [id, sec, rt].iter().any(|k| t.get(k).is_some())) => tm,
+                _ if tm.is_some_and(|t| {
+                    [id, sec, rt].iter().any(|k| t.get(k).is_some())
+                        || ["File", "Command"]
+                            .iter()
+                            .any(|s| t.get(&format!("{sec}{s}")).is_some())
+                }) =>
+                {
+                    tm
+                }
                 _ => continue,
             };
             let prefix = layout.prefix();
@@ -673,7 +785,13 @@ impl Config {
             integrations.push(Integration {
                 layout,
                 client_id: plain(obj, prefix, id, path)?,
-                client_secret: secret_field(obj, prefix, sec, path)?,
+                client_secret: sourced(
+                    obj,
+                    prefix,
+                    sec,
+                    CRED_INTEGRATION_CLIENT_SECRET,
+                    ENV_INTEGRATION_CLIENT_SECRET,
+                )?,
                 refresh_token,
                 refresh_expires_at,
             });
@@ -717,6 +835,8 @@ impl Config {
             integration,
             integrations,
             notes,
+            secret_origins: origins,
+            state_path: None,
         })
     }
 
@@ -1297,6 +1417,240 @@ fn secret_field(
         key: format!("{prefix}{key}"),
         value: raw_string(obj, prefix, key, path)?.map(secret),
     })
+}
+
+/// A static secret: from its first present source (see
+/// [`crate::secret_source`]): the sibling `<key>Command` (argv array) and
+/// `<key>File` (path, relative to the config's directory) in the same
+/// object, the systemd credential, the environment variable, else the
+/// inline value. Records where it came from in `origins`. (Also for
+/// `notify.webexBotToken`: credential `webex-bot-token`, no env var.)
+fn sourced_secret(
+    obj: Option<&RawObject>,
+    prefix: &str,
+    key: &str,
+    (credential, env): (&'static str, Option<&'static str>),
+    path: &Path,
+    origins: &mut Vec<(String, Origin)>,
+) -> Result<Field<SecretString>, ConfigError> {
+    let mut field = secret_field(obj, prefix, key, path)?;
+    let bad = |k: &str, why: &str| ConfigError::BadSecretSource {
+        path: path.into(),
+        key: format!("{prefix}{k}"),
+        why: why.into(),
+    };
+    let file_key = format!("{key}File");
+    let file = match raw_string(obj, prefix, &file_key, path)? {
+        Ok(p) => {
+            let dir = path.parent().unwrap_or(Path::new("/"));
+            Some((format!("{prefix}{file_key}"), dir.join(p)))
+        }
+        Err(_) => None,
+    };
+    let command_key = format!("{key}Command");
+    let command = match obj.and_then(|o| o.get(&command_key)) {
+        None => None,
+        Some(node) => match node.kind() {
+            Kind::Null => None,
+            Kind::Str(_) => {
+                return Err(bad(
+                    &command_key,
+                    "must be an array of strings (the program and its arguments; no shell runs it), not one string",
+                ));
+            }
+            _ => {
+                let value: Value = match node {
+                    Node::Raw(r) => serde_json::from_str(r.get()).unwrap_or(Value::Null),
+                    _ => Value::Null,
+                };
+                let argv: Option<Vec<String>> = value.as_array().and_then(|items| {
+                    items
+                        .iter()
+                        .map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                });
+                match argv {
+                    Some(argv) if argv.first().is_some_and(|p| !p.trim().is_empty()) => {
+                        Some((format!("{prefix}{command_key}"), argv))
+                    }
+                    _ => {
+                        return Err(bad(
+                            &command_key,
+                            "must be a non-empty array of strings: the program and its arguments",
+                        ));
+                    }
+                }
+            }
+        },
+    };
+    let sources = Sources {
+        key: field.key.clone(),
+        command,
+        file,
+        credential: Some(credential),
+        env,
+    };
+    match sources.resolve() {
+        Ok(Some((value, origin))) => {
+            field.value = Ok(value);
+            origins.push((field.key.clone(), origin));
+        }
+        Ok(None) => {
+            if field.value.is_ok() {
+                // Inline: already on the redaction list (`secret` put it there).
+                origins.push((field.key.clone(), Origin::Inline));
+            }
+        }
+        Err(source) => {
+            return Err(ConfigError::SecretSource {
+                path: path.into(),
+                source,
+            });
+        }
+    }
+    Ok(field)
+}
+
+impl Config {
+    /// The state file at `path` as a config holding only renewed state
+    /// (`None` while it does not exist: the config's own values are used,
+    /// and the first save writes it). Its layout is the config's own
+    /// (`tokenManager.personalAccessToken…`, `tokenManager.integration.
+    /// {clientId, refreshToken…}`), with no client secret in it.
+    pub fn read_state(path: &Path) -> Result<Option<Config>, ConfigError> {
+        let state_err = |why: String| ConfigError::StateFile {
+            path: path.into(),
+            why,
+        };
+        let bytes = match read_config_file(path) {
+            Ok(b) => b,
+            Err(ConfigError::NotFound { .. }) => return Ok(None),
+            Err(ConfigError::TooLarge { cap, .. }) => {
+                return Err(state_err(format!("is larger than {cap} bytes")));
+            }
+            Err(ConfigError::NotRegular { kind, .. }) => {
+                return Err(state_err(format!(
+                    "is not a regular file (it is {kind}); it was not read"
+                )));
+            }
+            Err(ConfigError::IsDirectory { .. }) => {
+                return Err(state_err("is a directory, not a file".into()));
+            }
+            Err(ConfigError::Unreadable { source, .. }) => {
+                return Err(state_err(format!("could not be read: {source}")));
+            }
+            Err(e) => return Err(e),
+        };
+        match Config::parse_with(&bytes, path, false) {
+            // A file of another program (`state.json` is a common name in a
+            // shared `$STATE_DIRECTORY`) is neither read nor overwritten.
+            Ok(c) if c.doc.get(STATE_MARKER_KEY).is_none() => Err(state_err(format!(
+                "is not a webex-token state file (it has no `{STATE_MARKER_KEY}` key); it was not read, and will not be written"
+            ))),
+            Ok(c) => Ok(Some(c)),
+            Err(ConfigError::Json {
+                line,
+                column,
+                message,
+                ..
+            }) => Err(state_err(format!(
+                "is not valid JSON: {message} at line {line}, column {column}"
+            ))),
+            Err(e) => Err(state_err(
+                e.to_string()
+                    .split_once(": ")
+                    .map(|(_, why)| why.to_string())
+                    .unwrap_or_else(|| e.to_string()),
+            )),
+        }
+    }
+
+    /// Lays a state file's values over this config's: its personal token
+    /// (with its expiry) and its integration refresh token (with its
+    /// expiry) for the integration it names by client id (else the one in
+    /// use). What the state file lacks stays as the config has it.
+    pub fn overlay_state(&mut self, state: &Config) {
+        if let Ok(pat) = &state.personal_access_token.value {
+            self.personal_access_token.value = Ok(pat.clone());
+            self.personal_expires_at = state.personal_expires_at;
+        }
+        if let Some(si) = &state.integration
+            && let Some(rt) = si.refresh_token.get()
+        {
+            let in_use = self.integration.as_ref().map(|i| i.layout);
+            let named = si.client_id.get();
+            let any_named = named.is_some_and(|id| {
+                self.integrations
+                    .iter()
+                    .any(|i| i.client_id.get() == Some(id))
+            });
+            for i in &mut self.integrations {
+                let ours = match named {
+                    Some(id) if any_named => i.client_id.get() == Some(id),
+                    _ => Some(i.layout) == in_use,
+                };
+                if ours {
+                    i.refresh_token.value = Ok(rt.clone());
+                    i.refresh_expires_at = si.refresh_expires_at;
+                }
+            }
+            self.integration = choose_integration(&self.integrations);
+        }
+        self.notes.extend(state.notes.iter().cloned());
+    }
+
+    /// The state file's new bytes (`self` is the state file as read, or an
+    /// empty one): `update` applied to what `effective` (the config with
+    /// the state laid over it, read under the lock) holds now, so the
+    /// first save carries over the config's tokens once and later ones
+    /// keep what the update leaves alone. Never a client secret.
+    pub fn render_state(&self, update: &PersonalUpdate, effective: &Config) -> Vec<u8> {
+        let layout = effective.write_layout(update);
+        let current = effective.integrations.iter().find(|i| i.layout == layout);
+        let client_id = update
+            .integration_client
+            .as_ref()
+            .map(|(id, _)| id.clone())
+            .or_else(|| current.and_then(|i| i.client_id.get().cloned()));
+        let (rt, rt_expires) = match &update.integration_refresh_token {
+            Some(rt) => (Some(rt.clone()), update.integration_refresh_expires_at),
+            None => (
+                current.and_then(|i| i.refresh_token.get().cloned()),
+                update
+                    .integration_refresh_expires_at
+                    .or(current.and_then(|i| i.refresh_expires_at)),
+            ),
+        };
+        let full = PersonalUpdate {
+            personal_access_token: update.personal_access_token.clone(),
+            personal_expires_at: update.personal_expires_at,
+            integration_refresh_expires_at: rt.as_ref().and(rt_expires),
+            integration_refresh_token: rt,
+            integration_client: None,
+        };
+        let mut state = self.clone();
+        state.integrations.clear();
+        state.integration = None;
+        if state.doc.get(STATE_MARKER_KEY).is_none() {
+            let one = RawValue::from_string("1".into()).expect("`1` is JSON");
+            state.doc.set(STATE_MARKER_KEY, Node::Raw(one));
+        }
+        if full.integration_refresh_token.is_some()
+            && let Some(id) = client_id
+        {
+            state
+                .doc
+                .object_mut("tokenManager")
+                .object_mut("integration")
+                .set("clientId", Node::Text(id));
+        }
+        state.render_into(&full, IntegrationLayout::Nested)
+    }
+
+    /// An empty state file (`{}`), to write the first one from.
+    pub fn empty_state(path: &Path) -> Config {
+        Config::parse_with(b"{}\n", path, false).expect("`{}` is a valid config")
+    }
 }
 
 #[cfg(test)]
@@ -2315,5 +2669,140 @@ mod tests {
             assert!(saved.is_empty());
             assert_eq!(level, None);
         }
+    }
+}
+
+#[cfg(test)]
+mod sources_and_state {
+    use super::*;
+
+    fn exposed(f: &Field<SecretString>) -> &str {
+        f.get().unwrap().expose_secret()
+    }
+
+    #[test]
+    fn each_layout_reads_its_own_file_and_command_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("sa"), "sa-from-file-1\n").unwrap();
+        std::fs::write(dir.path().join("oauth"), "oauth-from-file-2\n").unwrap();
+        let text = r#"{
+          "serviceApp": {"clientId": "c", "clientSecret": "inline-loses", "clientSecretFile": "sa"},
+          "tokenManager": {
+            "oauthClientId": "oc", "oauthClientSecretFile": "oauth", "oauthRefreshToken": "ort",
+            "integration": {"clientId": "nc", "clientSecretCommand": ["echo", "nested-from-cmd-3"], "refreshToken": "nrt"}
+          }
+        }"#;
+        let path = dir.path().join("token-config.json");
+        let c = Config::parse(text.as_bytes(), &path).unwrap();
+        assert_eq!(exposed(&c.service_app.client_secret), "sa-from-file-1");
+        let by = |l| c.integrations.iter().find(|i| i.layout == l).unwrap();
+        assert_eq!(
+            exposed(&by(IntegrationLayout::FlatOauth).client_secret),
+            "oauth-from-file-2"
+        );
+        assert_eq!(
+            exposed(&by(IntegrationLayout::Nested).client_secret),
+            "nested-from-cmd-3"
+        );
+        // The only-a-File flat layout was found, and is usable.
+        assert_eq!(
+            c.usable_integration().unwrap().layout,
+            IntegrationLayout::FlatOauth
+        );
+        let shown: Vec<String> = c
+            .secret_origins
+            .iter()
+            .map(|(k, o)| format!("{k}={o}"))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                format!(
+                    "serviceApp.clientSecret=file:{}",
+                    dir.path().join("sa").display()
+                ),
+                format!(
+                    "tokenManager.oauthClientSecret=file:{}",
+                    dir.path().join("oauth").display()
+                ),
+                "tokenManager.integration.clientSecret=command".to_string(),
+            ]
+        );
+        // Never a value in Debug.
+        assert!(!format!("{c:?}").contains("from-file"));
+    }
+
+    #[test]
+    fn a_command_must_be_an_argv_array() {
+        for bad in [r#""cat x""#, "[]", r#"[1, 2]"#, r#"[""]"#] {
+            let text = format!(r#"{{"serviceApp": {{"clientSecretCommand": {bad}}}}}"#);
+            let e = Config::parse(text.as_bytes(), Path::new("/x/c.json")).unwrap_err();
+            assert!(
+                matches!(e, ConfigError::BadSecretSource { ref key, .. } if key == "serviceApp.clientSecretCommand"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_state_round_trips_and_stands_in_for_the_config() {
+        let path = Path::new("/x/token-config.json");
+        let config = Config::parse(
+            br#"{"serviceApp": {"clientSecret": "sa-secret-inline"},
+                 "tokenManager": {"personalAccessToken": "pat-old",
+                   "integration": {"clientId": "ic", "clientSecret": "int-secret-inline", "refreshToken": "irt-old"}}}"#,
+            path,
+        )
+        .unwrap();
+        let state_path = Path::new("/x/state.json");
+        // Level 3 renewed the personal token only: the integration's
+        // refresh token is carried over from the config (seeded once).
+        let update = PersonalUpdate {
+            personal_access_token: secret("pat-new"),
+            personal_expires_at: clock::parse("2030-01-01T00:00:00Z"),
+            integration_refresh_token: None,
+            integration_refresh_expires_at: None,
+            integration_client: None,
+        };
+        let bytes = Config::empty_state(state_path).render_state(&update, &config);
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(!text.contains("secret-inline"), "no client secret: {text}");
+        let state = Config::parse_with(&bytes, state_path, false).unwrap();
+        let mut seen = config.clone();
+        seen.overlay_state(&state);
+        assert_eq!(exposed(&seen.personal_access_token), "pat-new");
+        assert_eq!(
+            seen.personal_expires_at,
+            clock::parse("2030-01-01T00:00:00Z")
+        );
+        let i = seen.usable_integration().unwrap();
+        assert_eq!(exposed(&i.refresh_token), "irt-old");
+        assert_eq!(exposed(&i.client_secret), "int-secret-inline");
+
+        // The next renewal rotates the integration's refresh token; the
+        // state keeps the client id it belongs to.
+        let update = PersonalUpdate {
+            personal_access_token: secret("pat-newer"),
+            personal_expires_at: None,
+            integration_refresh_token: Some(secret("irt-new")),
+            integration_refresh_expires_at: clock::parse("2031-01-01T00:00:00Z"),
+            integration_client: Some(("ic".into(), secret("int-secret-inline"))),
+        };
+        let bytes = state.render_state(&update, &seen);
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["tokenManager"]["integration"]["clientId"], "ic");
+        assert_eq!(v["tokenManager"]["integration"]["refreshToken"], "irt-new");
+        assert!(
+            v["tokenManager"]["integration"]
+                .get("clientSecret")
+                .is_none()
+        );
+        let state = Config::parse_with(&bytes, state_path, false).unwrap();
+        let mut seen = config.clone();
+        seen.overlay_state(&state);
+        let i = seen.usable_integration().unwrap();
+        assert_eq!(exposed(&i.refresh_token), "irt-new");
+        assert_eq!(i.refresh_expires_at, clock::parse("2031-01-01T00:00:00Z"));
+        assert_eq!(seen.personal_expires_at, None);
     }
 }

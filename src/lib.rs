@@ -13,7 +13,7 @@
 //! chain/ store/ audit.rs
 //! config.rs tokens.rs cli.rs
 //! webex/                the only place reqwest appears
-//! clock.rs secret.rs names.rs
+//! clock.rs secret.rs secret_source.rs names.rs
 //! ```
 
 mod audit;
@@ -28,6 +28,7 @@ mod names;
 mod oauth;
 mod output;
 pub mod secret;
+mod secret_source;
 mod settings;
 pub mod store;
 mod tokens;
@@ -80,6 +81,22 @@ fn run_parsed(args: &[OsString]) -> u8 {
         cli.command,
         Command::Completions(_) | Command::Man | Command::Healthcheck(_)
     ) && let Err(e) = settings.check_paths()
+    {
+        printer.error(command_name(&cli.command), &e);
+        return e.exit_code();
+    }
+    // Nowhere to put renewed state: said before any request.
+    let may_write = match &cli.command {
+        Command::Refresh(a) => !a.dry_run,
+        Command::Token(_)
+        | Command::Exec(_)
+        | Command::Datasources(_)
+        | Command::SetupOauth(_)
+        | Command::Watch(_) => true,
+        _ => false,
+    };
+    if may_write
+        && let Err(e) = settings.check_state_location(matches!(cli.command, Command::SetupOauth(_)))
     {
         printer.error(command_name(&cli.command), &e);
         return e.exit_code();

@@ -55,3 +55,33 @@ pub const DEFAULT_ENV_FILE: &str = ".env";
 pub const DEFAULT_API_BASE: &str = "https://webexapis.com/v1";
 /// The scope the token-manager integration needs.
 pub const SCOPE_APPLICATIONS_TOKEN: &str = "spark:applications_token";
+
+/// Env var: the service-app client secret (a source of
+/// `serviceApp.clientSecret`; see [`crate::secret_source`]).
+pub const ENV_SERVICE_APP_CLIENT_SECRET: &str = "WEBEX_TOKEN_SERVICE_APP_CLIENT_SECRET";
+/// Env var: the token-manager integration's client secret (a source of
+/// `tokenManager.integration.clientSecret`).
+pub const ENV_INTEGRATION_CLIENT_SECRET: &str = "WEBEX_TOKEN_INTEGRATION_CLIENT_SECRET";
+/// The env vars above: taken out of what hooks and `exec` children inherit.
+pub const SECRET_ENV_VARS: [&str; 2] =
+    [ENV_SERVICE_APP_CLIENT_SECRET, ENV_INTEGRATION_CLIENT_SECRET];
+/// Env var set by systemd for `LoadCredential=`/`LoadCredentialEncrypted=`.
+pub const ENV_CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+/// systemd credential names (files in `$CREDENTIALS_DIRECTORY`).
+pub const CRED_SERVICE_APP_CLIENT_SECRET: &str = "service-app-client-secret";
+pub const CRED_INTEGRATION_CLIENT_SECRET: &str = "integration-client-secret";
+pub const CRED_ETCD_PASSWORD: &str = "etcd-password";
+/// (For `notify.webexBotToken`, once the re-authorization notice reads it.)
+#[allow(dead_code)]
+pub const CRED_WEBEX_BOT_TOKEN: &str = "webex-bot-token";
+/// Env var: the state file (`--state`).
+pub const ENV_STATE: &str = "WEBEX_TOKEN_STATE";
+/// Env var set by systemd for `StateDirectory=` (colon-separated list; the
+/// first entry is used). Without `--state`, the state file is
+/// `$STATE_DIRECTORY/state.json`.
+pub const ENV_STATE_DIRECTORY: &str = "STATE_DIRECTORY";
+/// Name of the state file in `$STATE_DIRECTORY`.
+pub const DEFAULT_STATE_FILE: &str = "state.json";
+/// Hidden, for tests only: the time-out of a `…Command` secret source
+/// (default 30s).
+pub const ENV_TEST_COMMAND_TIMEOUT: &str = "WEBEX_TOKEN_TEST_COMMAND_TIMEOUT";

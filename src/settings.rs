@@ -26,6 +26,13 @@ pub struct Settings {
     pub retry_budget: Duration,
     pub json: bool,
     pub quiet: bool,
+    /// The state file renewed token-manager state goes to, when set
+    /// (`--state`, else `$STATE_DIRECTORY/state.json`); `None`: the config.
+    pub state_path: Option<PathBuf>,
+    /// Why the etcd password could not be read (reported by
+    /// [`Settings::check_paths`], before anything runs).
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    etcd_password_error: Option<EtcdPasswordError>,
     /// `--org` values (names or targetOrgIds), as given.
     pub orgs: Vec<String>,
     pub all_orgs: bool,
@@ -143,10 +150,68 @@ fn check_org_files(config: &Config, env_paths: &[PathBuf]) -> Result<(), Error> 
     Ok(())
 }
 
+/// The state file: `--state` (or `WEBEX_TOKEN_STATE`), else
+/// `$STATE_DIRECTORY/state.json` when systemd set a state directory (the
+/// first, if it lists several), else none.
+pub fn state_path(flag: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = flag.filter(|p| !p.as_os_str().is_empty()) {
+        return Some(absolute(p));
+    }
+    let dirs = std::env::var_os(crate::names::ENV_STATE_DIRECTORY)?;
+    let first = dirs.to_string_lossy().split(':').next()?.to_string();
+    (!first.is_empty()).then(|| absolute(&Path::new(&first).join(crate::names::DEFAULT_STATE_FILE)))
+}
+
+/// Why `--etcd-user` has no password.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+enum EtcdPasswordError {
+    /// Neither `--etcd-password-file` nor the credential: a usage error.
+    Missing,
+    /// A source is there but could not be read.
+    Unreadable(String),
+}
+
+/// The etcd password: `--etcd-password-file`, else the systemd credential
+/// `etcd-password`; `Ok(None)` when neither is there.
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+fn etcd_password(g: &GlobalArgs) -> Result<Option<crate::secret::SecretString>, String> {
+    use crate::secret_source::{Sources, read_secret_file};
+    if let Some(p) = &g.etcd_password_file {
+        let p = absolute(p);
+        return read_secret_file(&p)
+            .map(Some)
+            .map_err(|why| format!("--etcd-password-file {}: {why}", p.display()));
+    }
+    let sources = Sources {
+        key: "the etcd password".into(),
+        credential: Some(crate::names::CRED_ETCD_PASSWORD),
+        ..Sources::default()
+    };
+    sources
+        .resolve()
+        .map(|found| found.map(|(v, _)| v))
+        .map_err(|e| e.to_string())
+}
+
 impl Settings {
     pub fn from_args(g: &GlobalArgs) -> Settings {
         let env_path = absolute(&g.env_file);
+        let state_path = state_path(g.state.as_deref());
+        #[cfg(feature = "etcd")]
+        let (etcd_password, etcd_password_error) = match (&g.store, &g.etcd_user) {
+            (StoreArg::Etcd { .. }, Some(_)) => match etcd_password(g) {
+                Ok(Some(p)) => (Some(p), None),
+                Ok(None) => (None, Some(EtcdPasswordError::Missing)),
+                Err(e) => (None, Some(EtcdPasswordError::Unreadable(e))),
+            },
+            _ => (None, None),
+        };
+        #[cfg(not(feature = "etcd"))]
+        let etcd_password_error = None;
         Settings {
+            state_path: state_path.clone(),
+            etcd_password_error,
             config_path: absolute(&g.config),
             audit_log: audit_path(g.audit_log.as_deref(), &env_path),
             env_path,
@@ -179,18 +244,30 @@ impl Settings {
                         ca_file: g.etcd_ca.as_deref().map(absolute),
                         user: g.etcd_user.clone(),
                         password_file: g.etcd_password_file.as_deref().map(absolute),
+                        password: etcd_password,
                         lock_ttl: g.lock_ttl,
                         timeout: g.etcd_timeout,
                     },
                 )),
             },
             store: g.store.clone(),
-            config_cache: Arc::default(),
+            config_cache: Arc::new(crate::config::ParsedCache::with_state(state_path)),
         }
     }
 
+    /// Where renewed token-manager state is written: the state file, if
+    /// any, else the config file.
+    pub fn renewable_path(&self) -> &Path {
+        self.state_path.as_deref().unwrap_or(&self.config_path)
+    }
+
+    /// The config file as this run sees it: read through the run's cache,
+    /// with the state file (if any) laid over it.
+    pub fn load_config(&self) -> Result<Config, crate::config::ConfigError> {
+        Config::load_with(&self.config_path, &self.config_cache)
+    }
+
     /// True when the tokens are shared through etcd (`--store etcd://`).
-    #[cfg_attr(feature = "etcd", allow(dead_code))]
     pub fn shared_store(&self) -> bool {
         matches!(self.store, StoreArg::Etcd { .. })
     }
@@ -251,21 +328,55 @@ impl Settings {
     /// following links).
     pub fn check_paths(&self) -> Result<(), Error> {
         use crate::store::fs_atomic::FileKind;
+        #[cfg(feature = "etcd")]
+        match &self.etcd_password_error {
+            None => {}
+            Some(EtcdPasswordError::Missing) => {
+                return Err(Error::Usage {
+                    message: "--etcd-user needs a password: --etcd-password-file PATH, or the systemd credential `etcd-password`".into(),
+                    hint: "put the password in a file only this user can read and pass --etcd-password-file, or (under systemd) LoadCredentialEncrypted=etcd-password:...; see docs/secrets.md".into(),
+                });
+            }
+            Some(EtcdPasswordError::Unreadable(detail)) => {
+                return Err(Error::Store(crate::store::StoreError::EtcdSetup {
+                    detail: detail.clone(),
+                }));
+            }
+        }
         #[cfg(not(feature = "etcd"))]
         if self.shared_store() {
             return Err(Error::Store(crate::store::StoreError::EtcdSetup {
                 detail: "--store etcd://: this webex-token was built without etcd support (cargo feature `etcd`)".into(),
             }));
         }
-        let follow = [
+        let mut follow = vec![
             ("env file", self.env_path.clone()),
             ("config file", self.config_path.clone()),
         ];
+        if let Some(state) = &self.state_path {
+            if std::fs::canonicalize(state).ok().as_ref().unwrap_or(state)
+                == std::fs::canonicalize(&self.config_path)
+                    .ok()
+                    .as_ref()
+                    .unwrap_or(&self.config_path)
+            {
+                return Err(Error::Usage {
+                    message: format!(
+                        "--state {}: that is the config file; the state file is a file of its own",
+                        state.display()
+                    ),
+                    hint: "leave out --state to keep renewed tokens in the config as before, or name another file (e.g. state.json in a directory the run can write)".into(),
+                });
+            }
+            follow.push(("state file", state.clone()));
+        }
         let mut own = vec![
             ("lock file", crate::store::files::lock_path(&self.env_path)),
             (
                 "lock file",
-                crate::store::files::lock_path(&self.config_path),
+                crate::store::files::lock_path(
+                    self.state_path.as_deref().unwrap_or(&self.config_path),
+                ),
             ),
         ];
         if let Some(a) = &self.audit_log {
@@ -286,6 +397,49 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// Refuses, before any request, a run that may have to write renewed
+    /// token-manager state into a config file it cannot write, with no
+    /// state file set: `setup-oauth` always writes; other runs only when
+    /// level 3 can run (a usable integration) and the state is not kept in
+    /// etcd. A config that cannot be read is left for the command to
+    /// report as it always has.
+    pub fn check_state_location(&self, setup: bool) -> Result<(), Error> {
+        if let Some(state) = &self.state_path {
+            // The state file is always replaced by rename: its directory
+            // must be there and writable.
+            let dir = state.parent().unwrap_or(Path::new("/"));
+            return match crate::store::files::config_read_only(dir, WriteMode::InPlace) {
+                Some(why) => Err(Error::Config(crate::config::ConfigError::StateFile {
+                    path: state.clone(),
+                    why: format!("its directory {} cannot be written: {why}", dir.display()),
+                })),
+                None if !dir.is_dir() => {
+                    Err(Error::Config(crate::config::ConfigError::StateFile {
+                        path: state.clone(),
+                        why: format!("its directory {} does not exist", dir.display()),
+                    }))
+                }
+                None => Ok(()),
+            };
+        }
+        if self.shared_store() && !setup {
+            return Ok(());
+        }
+        let Ok(config) = self.load_config() else {
+            return Ok(());
+        };
+        if !setup && config.usable_integration().is_none() {
+            return Ok(());
+        }
+        match crate::store::files::config_read_only(&self.config_path, self.write_mode) {
+            Some(why) => Err(Error::Config(crate::config::ConfigError::ReadOnly {
+                path: self.config_path.clone(),
+                why,
+            })),
+            None => Ok(()),
+        }
     }
 
     /// The files backend for this run's env file and config file.
@@ -600,6 +754,23 @@ mod tests {
                 .exit_code(),
             2
         );
+    }
+
+    #[test]
+    fn the_state_flag_wins_and_is_absolute() {
+        let s = settings(&["--state", "rel/state.json"]);
+        let p = s.state_path.clone().unwrap();
+        assert!(p.is_absolute() && p.ends_with("rel/state.json"));
+        assert_eq!(s.renewable_path(), p.as_path());
+        // No flag: only systemd's $STATE_DIRECTORY (not set in unit tests,
+        // unless the tests themselves run as such a service).
+        if std::env::var_os(crate::names::ENV_STATE_DIRECTORY).is_none()
+            && std::env::var_os(crate::names::ENV_STATE).is_none()
+        {
+            let s = settings(&[]);
+            assert!(s.state_path.is_none());
+            assert_eq!(s.renewable_path(), s.config_path.as_path());
+        }
     }
 
     #[test]

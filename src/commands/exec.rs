@@ -24,6 +24,11 @@ pub async fn run(settings: &Settings, a: &ExecArgs) -> Result<u8, Error> {
     let (program, args) = a.command.split_first().expect("clap requires a command");
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
+    // A client secret handed to this run in the environment is not the
+    // command's business.
+    for k in crate::names::SECRET_ENV_VARS {
+        cmd.env_remove(k);
+    }
     for (k, v) in store::owned_values(&tokens) {
         match v {
             Some(v) => cmd.env(k, v),

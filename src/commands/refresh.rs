@@ -37,7 +37,7 @@ pub async fn run(settings: &Settings, printer: &Printer, a: &RefreshArgs) -> Res
         &outcome,
         clock::now(),
         &settings.env_path,
-        &settings.config_path,
+        (&settings.config_path, settings.renewable_path()),
     );
     Ok(0)
 }
@@ -125,6 +125,11 @@ async fn over_orgs(
         Ok(_) => 0,
         Err(e) => e.exit_code(),
     }));
-    printer.refresh_orgs(&results, clock::now(), &settings.config_path, code);
+    printer.refresh_orgs(
+        &results,
+        clock::now(),
+        (&settings.config_path, settings.renewable_path()),
+        code,
+    );
     code
 }

@@ -25,10 +25,11 @@ use std::path::PathBuf;
 
 /// Runs `setup-oauth`; returns the exit code on success.
 pub async fn run(settings: &Settings, printer: &Printer, a: &SetupOauthArgs) -> Result<u8, Error> {
-    let config = Config::load(&settings.config_path)?;
+    let config = settings.load_config()?;
     let (client_id, client_secret) = config
         .integration_client()
         .map_err(|gaps| missing_client(&config, gaps))?;
+
     if a.manual && a.port == 0 {
         return Err(SetupError::ManualNeedsPort.into());
     }
@@ -81,6 +82,8 @@ fn missing_client(config: &Config, gaps: Vec<(String, Absence)>) -> Error {
 /// What was stored, for the report and the audit line.
 struct Stored {
     config_path: PathBuf,
+    /// The state file the tokens went to instead of the config, if any.
+    state_path: Option<PathBuf>,
     personal: SecretString,
     personal_expires_at: Option<jiff::Timestamp>,
     refresh: Option<SecretString>,
@@ -132,6 +135,7 @@ async fn store_grant(
     }
     let stored = Stored {
         config_path: config.path.clone(),
+        state_path: config.state_path.clone(),
         personal: update.personal_access_token,
         personal_expires_at: update.personal_expires_at,
         refresh: update.integration_refresh_token,
@@ -175,9 +179,13 @@ fn report(printer: &Printer, s: &Stored, redirect_uri: Option<&str>, flow: &str)
         "personalAccessToken": token_json(Some(&s.personal), s.personal_expires_at, now),
         "integrationRefreshToken": token_json(s.refresh.as_ref(), s.refresh_expires_at, now),
     });
+    let mut value = value;
+    if let Some(p) = &s.state_path {
+        value["stateFile"] = json!(p.display().to_string());
+    }
     let mut human = format!(
         "ok: authorized the token-manager integration; saved in {}:\n",
-        s.config_path.display()
+        s.state_path.as_ref().unwrap_or(&s.config_path).display()
     );
     human.push_str(&format!(
         "  personal access token      {}  {}\n",

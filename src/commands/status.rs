@@ -19,7 +19,7 @@ use futures_util::{StreamExt, stream};
 
 pub async fn run(settings: &Settings, printer: &Printer, a: &StatusArgs) -> Result<u8, Error> {
     // The config first (its errors come first for `status`), then the env file.
-    let config = Config::load(&settings.config_path)?;
+    let config = settings.load_config()?;
     if let Some(targets) = settings.org_targets_in(&config, None)? {
         return Ok(over_orgs(settings, printer, a, &config, &targets).await);
     }
@@ -171,6 +171,15 @@ async fn gather(
         env_file_exists: state.doc.is_some(),
         store: settings.store_description(),
         config_file: config.path.clone(),
+        state_file: config.state_path.clone().map(|p| {
+            let exists = p.exists();
+            (p, exists)
+        }),
+        secret_sources: config
+            .secret_origins
+            .iter()
+            .map(|(key, origin)| (key.clone(), origin.to_string()))
+            .collect(),
         api_base: settings.api_base(Some(config)),
         credentials,
         levels,

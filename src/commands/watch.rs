@@ -347,10 +347,12 @@ impl Watcher<'_> {
     async fn sleep_until(&mut self, at: Timestamp) -> bool {
         let d = schedule::until(clock::now(), at);
         let watch_files = self.waiting_for_reauth;
-        let files = [
+        // (The state file too: `setup-oauth` writes there when there is one.)
+        let mut files = vec![
             self.settings.config_path.clone(),
             self.store.env_path().to_path_buf(),
         ];
+        files.extend(self.settings.state_path.clone());
         tokio::select! {
             _ = tokio::time::sleep(d) => false,
             Ok(()) = self.wake.changed() => false,
@@ -827,6 +829,10 @@ async fn run_hook(cmd: &str, event: &str, tokens: &StoredTokens, timeout: Durati
         };
     }
     c.env("WEBEX_TOKEN_EVENT", event);
+    // Client secrets handed to this run in the environment stay with it.
+    for k in crate::names::SECRET_ENV_VARS {
+        c.env_remove(k);
+    }
     #[cfg(unix)]
     {
         use std::os::fd::AsFd;

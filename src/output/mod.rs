@@ -71,13 +71,20 @@ impl Printer {
         }
     }
 
-    /// Result of `refresh`.
-    pub fn refresh(&self, o: &Outcome, now: Timestamp, env_path: &Path, config_path: &Path) {
+    /// Result of `refresh`. `renewed_in`: where a renewed personal token
+    /// was saved (the state file, if the run has one, else the config).
+    pub fn refresh(
+        &self,
+        o: &Outcome,
+        now: Timestamp,
+        env_path: &Path,
+        (config_path, renewed_in): (&Path, &Path),
+    ) {
         if self.json {
             self.emit_json(&refresh_json(o, now, env_path, config_path));
             return;
         }
-        self.emit_text(&self.refresh_text(o, now, config_path));
+        self.emit_text(&self.refresh_text(o, now, renewed_in));
     }
 
     /// Output of `refresh` over several orgs: one line per org (failures
@@ -87,7 +94,7 @@ impl Printer {
         &self,
         results: &[OrgResult<'_, Outcome>],
         now: Timestamp,
-        config_path: &Path,
+        (config_path, renewed_in): (&Path, &Path),
         exit_code: u8,
     ) {
         let failed: Vec<(String, &Error)> = results
@@ -115,7 +122,7 @@ impl Printer {
             let lines: Vec<String> = results
                 .iter()
                 .map(|r| match &r.result {
-                    Ok(o) => format!("{}: {}", r.name, self.refresh_text(o, now, config_path)),
+                    Ok(o) => format!("{}: {}", r.name, self.refresh_text(o, now, renewed_in)),
                     Err(e) => format!("{}: {} {e}", r.name, self.paint("31", "error:")),
                 })
                 .collect();
@@ -135,7 +142,7 @@ impl Printer {
         }
     }
 
-    fn refresh_text(&self, o: &Outcome, now: Timestamp, config_path: &Path) -> String {
+    fn refresh_text(&self, o: &Outcome, now: Timestamp, renewed_in: &Path) -> String {
         let exp = expiry_text(o.tokens.access_expires_at, now);
         match &o.action {
             Action::Kept(v) => {
@@ -154,7 +161,7 @@ impl Printer {
                 if o.personal_renewed {
                     s.push_str(&format!(
                         "\n    the personal access token was renewed through the integration and saved in {}",
-                        config_path.display()
+                        renewed_in.display()
                     ));
                 }
                 s

@@ -56,6 +56,12 @@ pub struct StatusReport {
     /// `files`, or the etcd store's URL (the env file is then its export).
     pub store: String,
     pub config_file: PathBuf,
+    /// The state file renewed tokens go to instead of the config, if any,
+    /// and whether it exists yet.
+    pub state_file: Option<(PathBuf, bool)>,
+    /// Where each static secret came from (dotted key, `file:PATH`,
+    /// `command`, `credential`, `env`, `inline`); never a value.
+    pub secret_sources: Vec<(String, String)>,
     pub api_base: String,
     /// In order: service access, service refresh, personal, integration refresh.
     pub credentials: [Credential; 4],
@@ -116,6 +122,10 @@ impl StatusReport {
             "envFileExists": self.env_file_exists,
             "store": self.store,
             "configFile": self.config_file.display().to_string(),
+            "stateFile": self.state_file.as_ref().map(|(p, _)| p.display().to_string()),
+            "secretSources": self.secret_sources.iter().map(|(key, from)| json!({
+                "key": key, "source": from,
+            })).collect::<Vec<_>>(),
             "apiBase": self.api_base,
             "credentials": {
                 "serviceAccessToken": self.credential_json(0),
@@ -155,6 +165,20 @@ impl StatusReport {
             ));
         }
         human.push_str(&format!("config file   {}\n", self.config_file.display()));
+        if let Some((state, exists)) = &self.state_file {
+            human.push_str(&format!(
+                "state file    {}{}\n",
+                state.display(),
+                if *exists {
+                    ""
+                } else {
+                    " (not written yet: the config's tokens are used until the first renewal)"
+                }
+            ));
+        }
+        for (key, from) in &self.secret_sources {
+            human.push_str(&format!("secret        {key} from {from}\n"));
+        }
         human.push_str(&format!("api base      {}\n\n", self.api_base));
         for c in &self.credentials {
             let name = c.label;

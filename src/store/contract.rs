@@ -226,6 +226,7 @@ mod etcd_backend {
                 ca_file: None,
                 user: None,
                 password_file: None,
+                password: None,
                 lock_ttl: Duration::from_secs(5),
                 // The member may still be starting: the first request waits.
                 timeout: Duration::from_secs(15),

@@ -48,6 +48,8 @@ pub struct EtcdSettings {
     pub ca_file: Option<PathBuf>,
     pub user: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// The password, already read by the settings (file or credential).
+    pub password: Option<SecretString>,
     pub lock_ttl: Duration,
     /// Longest wait for one etcd request (connect, read, write).
     pub timeout: Duration,
@@ -100,11 +102,12 @@ impl Cluster {
             .with_connect_timeout(s.timeout)
             .with_require_leader(true);
         if let Some(user) = &s.user {
-            let password = match &s.password_file {
-                Some(p) => read_secret_file(p, "--etcd-password-file")?,
-                None => {
+            let password = match (&s.password, &s.password_file) {
+                (Some(p), _) => p.clone(),
+                (None, Some(p)) => read_secret_file(p, "--etcd-password-file")?,
+                (None, None) => {
                     return Err(StoreError::EtcdSetup {
-                        detail: "--etcd-user is set but --etcd-password-file is not".into(),
+                        detail: "--etcd-user is set but neither --etcd-password-file nor the systemd credential `etcd-password` is".into(),
                     });
                 }
             };
@@ -867,7 +870,7 @@ impl EtcdStore {
         // `setup-oauth` also names the integration's client: that is a
         // static credential, kept in this host's config file.
         if update.integration_client.is_some() {
-            let config = Config::load(&self.files.config_path)?;
+            let config = Config::load_with(&self.files.config_path, &self.files.config_cache)?;
             files::write_config(&config, update, self.files.mode)?;
         }
         Ok(())

@@ -357,12 +357,16 @@ pub fn keep_recovery(env_path: &Path, tokens: &StoredTokens) -> Option<PathBuf> 
 }
 
 /// Writes a renewed personal token (and integration refresh token) into the
-/// config file, keeping every other key.
+/// config file, keeping every other key; or, when the run has a state file
+/// (`config.state_path`), into that file, leaving the config as it is.
 pub fn write_config(
     config: &Config,
     update: &PersonalUpdate,
     mode: WriteMode,
 ) -> Result<(), StoreError> {
+    if let Some(state_path) = &config.state_path {
+        return write_state(state_path, config, update);
+    }
     let bytes = config.render_with(update);
     fs_atomic::write_file(&config.path, &bytes, mode).map_err(|source| {
         let recovery = save_recovery(&config.path, &bytes, &config.path);
@@ -375,6 +379,51 @@ pub fn write_config(
             recovery,
         }
     })
+}
+
+/// Writes renewed state into the state file: re-read as it is now (the
+/// caller holds the config lock), `update` applied on top of what `config`
+/// holds; atomic, and a new file is 0600 (the state file is always replaced
+/// by rename: it is webex-token's own, never a bind mount).
+fn write_state(path: &Path, config: &Config, update: &PersonalUpdate) -> Result<(), StoreError> {
+    let current = Config::read_state(path)?.unwrap_or_else(|| Config::empty_state(path));
+    let bytes = current.render_state(update, config);
+    fs_atomic::write_file(path, &bytes, WriteMode::Atomic).map_err(|source| {
+        let recovery = save_recovery(path, &bytes, path);
+        StoreError::Write {
+            what: format!(
+                "the renewed personal access token (state file {})",
+                path.display()
+            ),
+            source,
+            recovery,
+        }
+    })
+}
+
+/// Why the config file cannot be written, if it cannot: not writable by
+/// this user, on a read-only mount, or (for an atomic write, which
+/// renames a temp file over it) in a directory this user cannot write.
+pub fn config_read_only(path: &Path, mode: WriteMode) -> Option<String> {
+    // access(2) answers for this user, read-only mounts included (EROFS).
+    let denied = |p: &Path| -> Option<std::io::Error> {
+        rustix::fs::access(p, rustix::fs::Access::WRITE_OK)
+            .err()
+            .map(std::io::Error::from)
+    };
+    if !path.exists() {
+        return None;
+    }
+    if let Some(e) = denied(path) {
+        return Some(e.to_string());
+    }
+    if mode == WriteMode::Atomic
+        && let Some(dir) = path.parent()
+        && let Some(e) = denied(dir)
+    {
+        return Some(format!("its directory {}: {e}", dir.display()));
+    }
+    None
 }
 
 /// Keeps bytes that could not be written where a person can recover them:
@@ -477,12 +526,22 @@ pub struct FilesGuard {
 
 impl FilesStore {
     /// The lock file for `scope`: beside the env file for an org's tokens,
-    /// beside the config file for the shared token-manager state.
+    /// beside the file the shared token-manager state is written to (the
+    /// state file when there is one: the config's directory may be
+    /// read-only; else the config file) for that state.
     pub fn lock_path(&self, scope: &LockScope) -> PathBuf {
         match scope {
             LockScope::Org(_) => lock_path(&self.env_path),
-            LockScope::Config => lock_path(&self.config_path),
+            LockScope::Config => lock_path(self.renewable_path()),
         }
+    }
+
+    /// Where renewed token-manager state is written: the state file, if
+    /// the run has one, else the config file.
+    pub fn renewable_path(&self) -> &Path {
+        self.config_cache
+            .state_path()
+            .unwrap_or(self.config_path.as_path())
     }
 
     /// Reads both files (the env file first: its errors come first). Plain
@@ -508,8 +567,8 @@ impl TokenStore for FilesStore {
 
     async fn lock(&self, scope: &LockScope, wait: Duration) -> Result<FilesGuard, StoreError> {
         let owner_ref = match scope {
-            LockScope::Org(_) => &self.env_path,
-            LockScope::Config => &self.config_path,
+            LockScope::Org(_) => self.env_path.as_path(),
+            LockScope::Config => self.renewable_path(),
         };
         let lock = lock_file(self.lock_path(scope), owner_ref, wait).await?;
         Ok(FilesGuard {
@@ -551,9 +610,10 @@ impl TokenStore for FilesStore {
         if guard.scope != LockScope::Config {
             return Err(wrong_scope("the renewed personal access token"));
         }
-        // Re-read under the lock: keep whatever else changed in the file.
-        // (At most once per run: left on the runtime thread.)
-        let config = Config::load(&self.config_path)?;
+        // Re-read under the lock: keep whatever else changed in the file
+        // (and in the state file, if any). (At most once per run: left on
+        // the runtime thread.)
+        let config = Config::load_with(&self.config_path, &self.config_cache)?;
         write_config(&config, update, self.mode)
     }
 }

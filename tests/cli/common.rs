@@ -215,7 +215,17 @@ pub fn scrubbed(program: impl AsRef<std::ffi::OsStr>, dir: &Path) -> std::proces
     let mut c = std::process::Command::new(program);
     c.current_dir(dir);
     for (k, _) in std::env::vars() {
-        if k.starts_with("WEBEX_") || k == "RUST_LOG" || k == "NO_COLOR" {
+        // (systemd's credential and state directories too: a test sets
+        // them when it means to.)
+        if k.starts_with("WEBEX_")
+            || [
+                "RUST_LOG",
+                "NO_COLOR",
+                "CREDENTIALS_DIRECTORY",
+                "STATE_DIRECTORY",
+            ]
+            .contains(&k.as_str())
+        {
             c.env_remove(k);
         }
     }

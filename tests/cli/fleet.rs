@@ -769,6 +769,20 @@ fn etcds_with_a_ca_and_a_user_limited_to_the_prefix() {
         "refresh",
     ]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // The same password as a systemd credential: no --etcd-password-file.
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::copy(&pw, creds.path().join("etcd-password")).unwrap();
+    let mut c = crate::common::scrubbed(assert_cmd::cargo::cargo_bin("webex-token"), host.path());
+    let out = c
+        .env("WEBEX_TOKEN_ETCD_TIMEOUT", "3s")
+        .env("CREDENTIALS_DIRECTORY", creds.path())
+        .arg("--store")
+        .arg(format!("etcds://{}/secure", e.endpoint))
+        .args(["--etcd-ca", &ca, "--etcd-user", "wt", "--json", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!stderr(&out).contains("wt-pw") && !stdout(&out).contains("wt-pw"));
     let keys = e.ctl(&[
         "--user=root:root-pw",
         "get",

@@ -13,6 +13,7 @@ mod hardening;
 mod inprocess;
 mod orgs;
 mod python_sample;
+mod secrets;
 mod setup_oauth;
 mod sim_e2e;
 mod snapshots;

@@ -1125,3 +1125,46 @@ fn setup_oauth_device_against_the_simulator_then_refresh() {
     assert!(sim.is_token_valid(&renewed));
     assert!(sim.count("POST", "/v1/access_token") >= 1);
 }
+
+#[tokio::test]
+async fn setup_oauth_with_a_state_file_leaves_the_config_alone() {
+    let mut t = new_env().await;
+    t.secret(DEVICE_CODE);
+    // The integration's secret is not in the config: it comes from the
+    // environment, and is not written anywhere.
+    let mut cfg = default_config(true);
+    cfg["tokenManager"]["integration"]
+        .as_object_mut()
+        .unwrap()
+        .remove("clientSecret");
+    t.write_config(&cfg);
+    let before = std::fs::read(t.config_path()).unwrap();
+    mock_device_authorize(&t).await;
+    mock_device_token(
+        &t,
+        token_response(NEW_PAT, 1_209_599, Some((NEW_INT_REFRESH, 7_775_999))),
+        token_response(NEW_PAT, 1_209_599, Some((NEW_INT_REFRESH, 7_775_999))),
+    )
+    .await;
+    let state = t.path("state.json");
+    let mut c = t.cmd();
+    c.env("WEBEX_TOKEN_INTEGRATION_CLIENT_SECRET", INT_SECRET)
+        .env("WEBEX_TOKEN_STATE", &state)
+        .args(["--json", "setup-oauth", "--device", "--no-browser"]);
+    let out = c.output().unwrap();
+    t.assert_no_secrets(&out, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["stateFile"], state.to_str().unwrap());
+    assert_eq!(std::fs::read(t.config_path()).unwrap(), before);
+    let text = std::fs::read_to_string(&state).unwrap();
+    assert!(!text.contains(INT_SECRET), "{text}");
+    let s: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(s["tokenManager"]["personalAccessToken"], NEW_PAT);
+    assert_eq!(
+        s["tokenManager"]["integration"]["refreshToken"],
+        NEW_INT_REFRESH
+    );
+    assert_eq!(s["tokenManager"]["integration"]["clientId"], INT_CLIENT_ID);
+    assert_eq!(mode(&state), 0o600);
+}
