@@ -213,7 +213,7 @@ impl Cluster {
             },
             Failure::Garbled(_) => StoreError::EtcdSetup {
                 detail: format!(
-                    "etcd endpoints {endpoints}: {e} (is each one an etcd v3 client URL, etcds:// where the members speak TLS?)"
+                    "etcd endpoints {endpoints}: {e} (is each one the client URL of an etcd v3 member with its JSON gateway on, etcds:// where the members speak TLS?)"
                 ),
             },
             Failure::Transport(_) | Failure::Status { .. } => StoreError::Unreachable {
