@@ -711,4 +711,122 @@ mod tests {
             .retryable()
         );
     }
+
+    /// What a fake member was sent: path, `Authorization`, the
+    /// require-leader header, body.
+    type Seen =
+        std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>, Option<String>, String)>>>;
+
+    /// A fake etcd member on loopback answering each request with the next
+    /// canned (status, body); returns its `host:port` and what it was sent.
+    fn fake_member(answers: Vec<(u16, &'static str)>) -> (String, Seen) {
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        let addr = server.server_addr().to_ip().unwrap().to_string();
+        let seen = Seen::default();
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for (status, body) in answers {
+                let mut req = server.recv().unwrap();
+                let header = |name: &'static str| {
+                    req.headers()
+                        .iter()
+                        .find(|h| h.field.equiv(name))
+                        .map(|h| h.value.to_string())
+                };
+                let (auth, leader) = (header("Authorization"), header("Grpc-Metadata-hasleader"));
+                let mut text = String::new();
+                std::io::Read::read_to_string(req.as_reader(), &mut text).unwrap();
+                log.lock()
+                    .unwrap()
+                    .push((req.url().to_string(), auth, leader, text));
+                let _ =
+                    req.respond(tiny_http::Response::from_string(body).with_status_code(status));
+            }
+        });
+        (addr, seen)
+    }
+
+    fn settings(endpoints: Vec<String>) -> EtcdSettings {
+        EtcdSettings {
+            endpoints,
+            prefix: "p".into(),
+            tls: false,
+            ca_file: None,
+            user: None,
+            password_file: None,
+            lock_ttl: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_is_replaced_and_the_request_sent_again() {
+        let (addr, seen) = fake_member(vec![
+            (200, r#"{"header":{},"token":"t1"}"#),
+            (
+                401,
+                r#"{"error":"etcdserver: invalid auth token","message":"etcdserver: invalid auth token","code":16}"#,
+            ),
+            (200, r#"{"header":{},"token":"t2"}"#),
+            (200, r#"{"header":{"revision":"7"},"succeeded":true}"#),
+        ]);
+        let login = Login {
+            user: "wt".into(),
+            password: SecretString::from("pw".to_string()),
+        };
+        let g = Gateway::new(&settings(vec![addr]), None, Some(login)).unwrap();
+        let t = g.txn(&[], &[Op::Get(b"k".to_vec())], &[]).await.unwrap();
+        assert!(t.succeeded);
+        assert_eq!(t.header.revision, 7);
+        let seen = seen.lock().unwrap();
+        let paths: Vec<&str> = seen.iter().map(|s| s.0.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/v3/auth/authenticate",
+                "/v3/kv/txn",
+                "/v3/auth/authenticate",
+                "/v3/kv/txn"
+            ]
+        );
+        let tokens: Vec<Option<&str>> = seen.iter().map(|s| s.1.as_deref()).collect();
+        assert_eq!(tokens, [None, Some("t1"), None, Some("t2")]);
+        assert!(
+            seen.iter().all(|s| s.2.as_deref() == Some("true")),
+            "require-leader on every request"
+        );
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&seen[0].3).unwrap(),
+            serde_json::json!({"name": "wt", "password": "pw"})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_member_that_does_not_answer_is_passed_over() {
+        // A port nothing listens on (bound, then closed).
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
+        let (addr, seen) = fake_member(vec![
+            (200, r#"{"header":{},"ID":"9223372036854775807","TTL":"5"}"#),
+            (
+                503,
+                r#"{"error":"etcdserver: no leader","message":"etcdserver: no leader","code":14}"#,
+            ),
+        ]);
+        let g = Gateway::new(&settings(vec![dead, addr]), None, None).unwrap();
+        let first = g.lease_grant(5).await.unwrap_err();
+        assert!(
+            matches!(first, Failure::Transport(_)) && first.retryable(),
+            "{first}"
+        );
+        assert_eq!(g.lease_grant(5).await.unwrap(), i64::MAX);
+        // No leader: retryable, and the next try goes to the other member.
+        let e = g.lease_grant(5).await.unwrap_err();
+        assert!(matches!(e, Failure::Status { code: 14, .. }), "{e}");
+        assert_eq!(g.current.load(Ordering::Relaxed), 0);
+        assert_eq!(seen.lock().unwrap()[0].3, r#"{"TTL":"5"}"#);
+    }
 }
