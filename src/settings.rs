@@ -40,7 +40,6 @@ pub struct Settings {
     config_cache: Arc<crate::config::ParsedCache>,
     /// The etcd connection of this run, shared by its orgs (connects on
     /// first use).
-    #[cfg(feature = "etcd")]
     cluster: Option<Arc<crate::store::etcd::Cluster>>,
 }
 
@@ -82,7 +81,6 @@ impl Settings {
             all_orgs: g.all_orgs,
             concurrency: usize::from(g.concurrency.max(1)),
             clients: Arc::default(),
-            #[cfg(feature = "etcd")]
             cluster: match &g.store {
                 StoreArg::Files => None,
                 StoreArg::Etcd {
@@ -107,12 +105,6 @@ impl Settings {
         }
     }
 
-    /// True when the tokens are shared through etcd (`--store etcd://`).
-    #[cfg_attr(feature = "etcd", allow(dead_code))]
-    pub fn shared_store(&self) -> bool {
-        matches!(self.store, StoreArg::Etcd { .. })
-    }
-
     /// Where the tokens live, for reports: `files`, or the etcd URL.
     pub fn store_description(&self) -> String {
         match &self.store {
@@ -132,7 +124,6 @@ impl Settings {
     /// The store for one org's files: those files themselves, or the etcd
     /// store with them as this host's export.
     pub fn store_for(&self, files: FilesStore) -> Store {
-        #[cfg(feature = "etcd")]
         if let Some(cluster) = &self.cluster {
             return Store::Etcd(crate::store::etcd::EtcdStore {
                 cluster: cluster.clone(),
@@ -140,8 +131,6 @@ impl Settings {
                 export: true,
             });
         }
-        // Without etcd support, `check_paths` has refused `--store etcd://`
-        // before any command runs.
         Store::Files(files)
     }
 
@@ -169,12 +158,6 @@ impl Settings {
     /// following links).
     pub fn check_paths(&self) -> Result<(), Error> {
         use crate::store::fs_atomic::FileKind;
-        #[cfg(not(feature = "etcd"))]
-        if self.shared_store() {
-            return Err(Error::Store(crate::store::StoreError::EtcdSetup {
-                detail: "--store etcd://: this webex-token was built without etcd support (cargo feature `etcd`)".into(),
-            }));
-        }
         let follow = [
             ("env file", self.env_path.clone()),
             ("config file", self.config_path.clone()),
