@@ -31,7 +31,6 @@ pub struct Settings {
     pub state_path: Option<PathBuf>,
     /// Why the etcd password could not be read (reported by
     /// [`Settings::check_paths`], before anything runs).
-    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     etcd_password_error: Option<EtcdPasswordError>,
     /// `--org` values (names or targetOrgIds), as given.
     pub orgs: Vec<String>,
@@ -47,7 +46,6 @@ pub struct Settings {
     config_cache: Arc<crate::config::ParsedCache>,
     /// The etcd connection of this run, shared by its orgs (connects on
     /// first use).
-    #[cfg(feature = "etcd")]
     cluster: Option<Arc<crate::store::etcd::Cluster>>,
 }
 
@@ -164,7 +162,6 @@ pub fn state_path(flag: Option<&Path>) -> Option<PathBuf> {
 
 /// Why `--etcd-user` has no password.
 #[derive(Debug, Clone)]
-#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
 enum EtcdPasswordError {
     /// Neither `--etcd-password-file` nor the credential: a usage error.
     Missing,
@@ -174,7 +171,6 @@ enum EtcdPasswordError {
 
 /// The etcd password: `--etcd-password-file`, else the systemd credential
 /// `etcd-password`; `Ok(None)` when neither is there.
-#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
 fn etcd_password(g: &GlobalArgs) -> Result<Option<crate::secret::SecretString>, String> {
     use crate::secret_source::{Sources, read_secret_file};
     if let Some(p) = &g.etcd_password_file {
@@ -198,7 +194,6 @@ impl Settings {
     pub fn from_args(g: &GlobalArgs) -> Settings {
         let env_path = absolute(&g.env_file);
         let state_path = state_path(g.state.as_deref());
-        #[cfg(feature = "etcd")]
         let (etcd_password, etcd_password_error) = match (&g.store, &g.etcd_user) {
             (StoreArg::Etcd { .. }, Some(_)) => match etcd_password(g) {
                 Ok(Some(p)) => (Some(p), None),
@@ -207,8 +202,6 @@ impl Settings {
             },
             _ => (None, None),
         };
-        #[cfg(not(feature = "etcd"))]
-        let etcd_password_error = None;
         Settings {
             state_path: state_path.clone(),
             etcd_password_error,
@@ -229,7 +222,6 @@ impl Settings {
             all_orgs: g.all_orgs,
             concurrency: usize::from(g.concurrency.max(1)),
             clients: Arc::default(),
-            #[cfg(feature = "etcd")]
             cluster: match &g.store {
                 StoreArg::Files => None,
                 StoreArg::Etcd {
@@ -291,7 +283,6 @@ impl Settings {
     /// The store for one org's files: those files themselves, or the etcd
     /// store with them as this host's export.
     pub fn store_for(&self, files: FilesStore) -> Store {
-        #[cfg(feature = "etcd")]
         if let Some(cluster) = &self.cluster {
             return Store::Etcd(crate::store::etcd::EtcdStore {
                 cluster: cluster.clone(),
@@ -299,8 +290,6 @@ impl Settings {
                 export: true,
             });
         }
-        // Without etcd support, `check_paths` has refused `--store etcd://`
-        // before any command runs.
         Store::Files(files)
     }
 
@@ -328,7 +317,6 @@ impl Settings {
     /// following links).
     pub fn check_paths(&self) -> Result<(), Error> {
         use crate::store::fs_atomic::FileKind;
-        #[cfg(feature = "etcd")]
         match &self.etcd_password_error {
             None => {}
             Some(EtcdPasswordError::Missing) => {
@@ -342,12 +330,6 @@ impl Settings {
                     detail: detail.clone(),
                 }));
             }
-        }
-        #[cfg(not(feature = "etcd"))]
-        if self.shared_store() {
-            return Err(Error::Store(crate::store::StoreError::EtcdSetup {
-                detail: "--store etcd://: this webex-token was built without etcd support (cargo feature `etcd`)".into(),
-            }));
         }
         let mut follow = vec![
             ("env file", self.env_path.clone()),

@@ -1,5 +1,5 @@
 //! The [`TokenStore`] contract, one test body per rule, run against every
-//! backend: the files store, [`MemStore`] and (with the `etcd` feature) the
+//! backend: the files store, [`MemStore`] and the
 //! etcd store on a real single-member etcd that the test starts on
 //! loopback. The engine relies on exactly these rules.
 
@@ -144,7 +144,6 @@ async fn mem_store_keeps_the_contract() {
     contract(&MemStore::new(StoredTokens::default(), config)).await;
 }
 
-#[cfg(feature = "etcd")]
 mod etcd_backend {
     use super::*;
     use crate::store::etcd::{Cluster, EtcdSettings, EtcdStore};

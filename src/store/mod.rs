@@ -8,7 +8,6 @@
 //! them in memory for the engine's unit tests.
 
 pub mod env_file;
-#[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod files;
 pub mod fs_atomic;
@@ -69,7 +68,7 @@ pub enum StoreError {
     #[error("the etcd key {key} does not hold webex-token's JSON: {detail}")]
     EtcdData { key: String, detail: String },
     /// `--store`/`--etcd-*` settings that cannot work (a CA or password
-    /// file unreadable, credentials refused, etcd support not built in).
+    /// file unreadable, credentials refused).
     #[error("{detail}")]
     EtcdSetup { detail: String },
 }
@@ -133,7 +132,6 @@ pub trait TokenStore {
 #[derive(Debug, Clone)]
 pub enum Store {
     Files(FilesStore),
-    #[cfg(feature = "etcd")]
     Etcd(etcd::EtcdStore),
 }
 
@@ -141,7 +139,6 @@ pub enum Store {
 #[derive(Debug)]
 pub enum StoreGuard {
     Files(files::FilesGuard),
-    #[cfg(feature = "etcd")]
     Etcd(etcd::EtcdGuard),
 }
 
@@ -150,7 +147,6 @@ impl Store {
     pub fn files(&self) -> &FilesStore {
         match self {
             Store::Files(f) => f,
-            #[cfg(feature = "etcd")]
             Store::Etcd(e) => &e.files,
         }
     }
@@ -159,7 +155,6 @@ impl Store {
     pub fn read_only(&self) -> Store {
         match self {
             Store::Files(f) => Store::Files(f.clone()),
-            #[cfg(feature = "etcd")]
             Store::Etcd(e) => Store::Etcd(etcd::EtcdStore {
                 export: false,
                 ..e.clone()
@@ -179,7 +174,6 @@ impl Store {
         let _ = org; // (only the etcd store keeps orgs apart by key)
         match self {
             Store::Files(f) => Ok((f.read_env()?, None)),
-            #[cfg(feature = "etcd")]
             Store::Etcd(e) => e.peek(org).await.map(|(s, c)| (s, Some(c))),
         }
     }
@@ -191,7 +185,6 @@ impl TokenStore for Store {
     async fn lock(&self, scope: &LockScope, wait: Duration) -> Result<StoreGuard, StoreError> {
         match self {
             Store::Files(f) => f.lock(scope, wait).await.map(StoreGuard::Files),
-            #[cfg(feature = "etcd")]
             Store::Etcd(e) => e.lock(scope, wait).await.map(StoreGuard::Etcd),
         }
     }
@@ -199,7 +192,6 @@ impl TokenStore for Store {
     async fn load(&self, org: &OrgId) -> Result<Snapshot, StoreError> {
         match self {
             Store::Files(f) => f.load(org).await,
-            #[cfg(feature = "etcd")]
             Store::Etcd(e) => e.load(org).await,
         }
     }
@@ -212,9 +204,7 @@ impl TokenStore for Store {
     ) -> Result<(), StoreError> {
         match (self, guard) {
             (Store::Files(f), StoreGuard::Files(g)) => f.save_service(g, org, tokens).await,
-            #[cfg(feature = "etcd")]
             (Store::Etcd(e), StoreGuard::Etcd(g)) => e.save_service(g, org, tokens).await,
-            #[cfg(feature = "etcd")]
             _ => Err(wrong_scope("the new service-app tokens")),
         }
     }
@@ -226,16 +216,13 @@ impl TokenStore for Store {
     ) -> Result<(), StoreError> {
         match (self, guard) {
             (Store::Files(f), StoreGuard::Files(g)) => f.save_renewable(g, update).await,
-            #[cfg(feature = "etcd")]
             (Store::Etcd(e), StoreGuard::Etcd(g)) => e.save_renewable(g, update).await,
-            #[cfg(feature = "etcd")]
             _ => Err(wrong_scope("the renewed personal access token")),
         }
     }
 
     async fn release(&self, guard: StoreGuard) {
         match (self, guard) {
-            #[cfg(feature = "etcd")]
             (Store::Etcd(e), StoreGuard::Etcd(g)) => e.release(g).await,
             (_, g) => drop(g),
         }

@@ -808,7 +808,32 @@ fn etcds_with_a_ca_and_a_user_limited_to_the_prefix() {
     ]);
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     assert!(stderr(&out).contains("refused"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("user wt"), "{}", stderr(&out));
     assert!(!stderr(&out).contains("nope"));
+    // The right password for keys outside the user's prefix: exit 3 naming
+    // the user and the prefix it was refused.
+    let out = crate::common::scrubbed(assert_cmd::cargo::cargo_bin("webex-token"), host.path())
+        .env("WEBEX_TOKEN_ETCD_TIMEOUT", "3s")
+        .arg("--store")
+        .arg(format!("etcds://{}/elsewhere", e.endpoint))
+        .args([
+            "--etcd-ca",
+            &ca,
+            "--etcd-user",
+            "wt",
+            "--etcd-password-file",
+            &pw,
+        ])
+        .args(["refresh", "--force"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("user wt") && stderr(&out).contains("/elsewhere/"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("wt-pw"));
     let out = run(&[
         "--etcd-user",
         "wt",

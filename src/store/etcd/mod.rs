@@ -18,9 +18,11 @@
 //! host's lease lapses, its key is deleted with it, and its late write is
 //! refused (fencing), so it can never overwrite newer tokens.
 //!
-//! Written by hand on top of `etcd-client` (the maintained etcd v3 client):
-//! the lease/lock/txn composition is ours because no crate offers a fenced
-//! lock-and-write for a key-value store.
+//! Written by hand: no crate offers a fenced lock-and-write for a key-value
+//! store. etcd is reached through its v3 JSON gateway ([`gateway`]), with
+//! the HTTP client the program already has.
+
+mod gateway;
 
 use super::files::{self, FilesStore, lock_file};
 use super::{LockScope, Snapshot, StoreError, wrong_scope};
@@ -28,9 +30,7 @@ use crate::clock;
 use crate::config::{Config, PersonalUpdate};
 use crate::secret::{ExposeSecret, SecretString, secret};
 use crate::tokens::{OrgId, RenewableUpdate, StoredTokens};
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, LockOptions, Txn, TxnOp, TxnOpResponse,
-};
+use gateway::{Compare, Failure, Gateway, Login, Op};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -62,18 +62,19 @@ impl EtcdSettings {
     }
 }
 
-/// The connection shared by every org of a run: made on first use, so a run
-/// that never needs etcd (a fresh `token`) never connects.
+/// The connection shared by every org of a run: set up on first use, so a
+/// run that never needs etcd (a fresh `token`) reads no CA or password file
+/// and sends nothing.
 pub struct Cluster {
     pub settings: EtcdSettings,
-    client: tokio::sync::OnceCell<Client>,
+    gateway: tokio::sync::OnceCell<Arc<Gateway>>,
 }
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster")
             .field("settings", &self.settings)
-            .field("connected", &self.client.initialized())
+            .field("connected", &self.gateway.initialized())
             .finish()
     }
 }
@@ -82,55 +83,52 @@ impl Cluster {
     pub fn new(settings: EtcdSettings) -> Arc<Cluster> {
         Arc::new(Cluster {
             settings,
-            client: tokio::sync::OnceCell::new(),
+            gateway: tokio::sync::OnceCell::new(),
         })
     }
 
-    async fn client(&self) -> Result<Client, StoreError> {
-        let c = self
-            .client
-            .get_or_try_init(|| async { self.connect().await })
+    async fn gateway(&self) -> Result<Arc<Gateway>, StoreError> {
+        let g = self
+            .gateway
+            .get_or_try_init(|| async { self.connect().map(Arc::new) })
             .await?;
-        Ok(c.clone())
+        Ok(g.clone())
     }
 
-    async fn connect(&self) -> Result<Client, StoreError> {
+    /// The HTTP client for the members, with the CA and the login read from
+    /// their files (the password stays wrapped).
+    fn connect(&self) -> Result<Gateway, StoreError> {
         let s = &self.settings;
-        // A member that has lost its leader answers at once instead of
-        // waiting: a cluster without quorum is reported, not waited for.
-        let mut opts = ConnectOptions::new()
-            .with_connect_timeout(s.timeout)
-            .with_require_leader(true);
-        if let Some(user) = &s.user {
-            let password = match (&s.password, &s.password_file) {
-                (Some(p), _) => p.clone(),
-                (None, Some(p)) => read_secret_file(p, "--etcd-password-file")?,
-                (None, None) => {
-                    return Err(StoreError::EtcdSetup {
-                        detail: "--etcd-user is set but neither --etcd-password-file nor the systemd credential `etcd-password` is".into(),
-                    });
-                }
-            };
-            opts = opts.with_user(user.clone(), password.expose_secret().to_string());
-        }
-        let endpoints: Vec<String> = if s.tls {
-            let mut tls = etcd_client::TlsOptions::new();
-            if let Some(ca) = &s.ca_file {
-                let pem = std::fs::read(ca).map_err(|e| StoreError::EtcdSetup {
-                    detail: format!("--etcd-ca {}: {e}", ca.display()),
-                })?;
-                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(pem));
+        let login = match &s.user {
+            Some(user) => {
+                let password = match (&s.password, &s.password_file) {
+                    (Some(p), _) => p.clone(),
+                    (None, Some(p)) => read_secret_file(p, "--etcd-password-file")?,
+                    (None, None) => {
+                        return Err(StoreError::EtcdSetup {
+                            detail: "--etcd-user is set but neither --etcd-password-file nor the systemd credential `etcd-password` is".into(),
+                        });
+                    }
+                };
+                Some(Login {
+                    user: user.clone(),
+                    password,
+                })
             }
-            opts = opts.with_tls(tls);
-            s.endpoints.iter().map(|e| format!("https://{e}")).collect()
-        } else {
-            s.endpoints.iter().map(|e| format!("http://{e}")).collect()
+            None => None,
         };
-        match tokio::time::timeout(s.timeout, Client::connect(&endpoints, Some(opts))).await {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(classify(&s.shown(), e)),
-            Err(_) => Err(self.timed_out("connecting")),
-        }
+        let ca = match (&s.ca_file, s.tls) {
+            (Some(ca), true) => Some(std::fs::read(ca).map_err(|e| StoreError::EtcdSetup {
+                detail: format!("--etcd-ca {}: {e}", ca.display()),
+            })?),
+            _ => None,
+        };
+        Gateway::new(s, ca.as_deref(), login).map_err(|e| StoreError::EtcdSetup {
+            detail: match &s.ca_file {
+                Some(ca) if s.tls => format!("--etcd-ca {}: {e}", ca.display()),
+                _ => format!("etcd client for {}: {e}", s.shown()),
+            },
+        })
     }
 
     fn timed_out(&self, doing: &str) -> StoreError {
@@ -153,112 +151,119 @@ impl Cluster {
     }
 
     /// One etcd request with the run's timeout. A member that cannot be
-    /// reached fails the request at once; it is sent again (the client
-    /// balances over the members, so the next try goes to another) until
-    /// the timeout.
+    /// reached, or has no leader, fails the request at once; it is sent
+    /// again (to the next member) until the timeout.
     async fn call<T, F, Fut>(&self, doing: &str, mut op: F) -> Result<T, StoreError>
     where
-        F: FnMut(Client) -> Fut,
-        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+        F: FnMut(Arc<Gateway>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
     {
-        let client = self.client().await?;
-        // One try may hang on a member that lost its leader until a new one
-        // is elected (well under a second): each try gets a third of the
-        // budget, then the next goes (the same request again: the reads are
-        // reads, the writes fenced and idempotent).
-        let per_try = (self.settings.timeout / 3).max(Duration::from_millis(500));
-        let tries = retrying(&client, doing, Some(per_try), &mut op);
+        let gateway = self.gateway().await?;
+        // One try may hang on a member that lost its leader just now (a
+        // write forwarded to a dead leader) until a new one is elected:
+        // each try gets a third of the budget, then the next goes (the
+        // same request again: the reads are reads, the writes fenced and
+        // idempotent).
+        let per_try = gateway::per_try(self.settings.timeout);
+        let tries = retrying(&gateway, doing, Some(per_try), &mut op);
         match tokio::time::timeout(self.settings.timeout, tries).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(classify(&self.settings.shown(), e)),
+            Ok(Err(e)) => Err(self.classify(e)),
             Err(_) => Err(self.timed_out(doing)),
         }
     }
 
     /// Revokes `lease` (deleting the lock key bound to it).
     async fn revoke(&self, lease: i64) -> Result<(), StoreError> {
-        self.call("revoking the lease", |mut c| async move {
-            c.lease_revoke(lease).await
+        self.call("revoking the lease", |g| async move {
+            g.lease_revoke(lease).await
         })
         .await
-        .map(drop)
+    }
+
+    /// Sorts an etcd failure into what a person must do about it.
+    fn classify(&self, e: Failure) -> StoreError {
+        let s = &self.settings;
+        let endpoints = s.shown();
+        let user = s.user.as_deref().unwrap_or("(none)");
+        match &e {
+            // gRPC codes (stable numbers): 7 permission denied (the lock
+            // service reports it as 2, unknown: the message tells).
+            Failure::Status { code, message }
+                if *code == 7 || message.contains("permission denied") =>
+            {
+                StoreError::EtcdSetup {
+                    detail: format!(
+                        "etcd at {endpoints} refused user {user} access to the keys under /{}/: {e} (grant the user's role readwrite on the prefix /{}/)",
+                        s.prefix, s.prefix
+                    ),
+                }
+            }
+            // 16 unauthenticated; 3 invalid argument, which etcd answers
+            // for a wrong password and for a missing user.
+            Failure::Status { code, message }
+                if *code == 16
+                    || (*code == 3
+                        && (message.contains("authentication failed")
+                            || message.contains("user name is empty"))) =>
+            {
+                StoreError::EtcdSetup {
+                    detail: format!(
+                        "etcd at {endpoints} refused this run (user {user}): {e} (check --etcd-user and --etcd-password-file)"
+                    ),
+                }
+            }
+            // A server certificate this host cannot verify: no retry will help.
+            Failure::Tls(_) => StoreError::EtcdSetup {
+                detail: format!(
+                    "etcd at {endpoints}: TLS failed: {e} (is --etcd-ca the CA that signed the members' certificates?)"
+                ),
+            },
+            Failure::Garbled(_) => StoreError::EtcdSetup {
+                detail: format!(
+                    "etcd endpoints {endpoints}: {e} (is each one the client URL of an etcd v3 member with its JSON gateway on, etcds:// where the members speak TLS?)"
+                ),
+            },
+            Failure::Transport(_) | Failure::Status { .. } => StoreError::Unreachable {
+                endpoints,
+                detail: format!("{e}; nothing was changed"),
+                recovery: None,
+            },
+        }
     }
 }
 
-/// Sends `op` until it succeeds or fails for good: again at once (after a
-/// short, growing pause) when a member could not be reached or, with
-/// `per_try`, did not answer in that long. No overall bound: the caller
-/// sets one.
+/// Sends `op` until it succeeds or fails for good: again (after a short,
+/// growing pause, to the next member) when a member could not be reached,
+/// had no leader or, with `per_try`, did not answer in that long. No
+/// overall bound: the caller sets one.
 async fn retrying<T, F, Fut>(
-    client: &Client,
+    gateway: &Arc<Gateway>,
     doing: &str,
     per_try: Option<Duration>,
     op: &mut F,
-) -> Result<T, etcd_client::Error>
+) -> Result<T, Failure>
 where
-    F: FnMut(Client) -> Fut,
-    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    F: FnMut(Arc<Gateway>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
 {
     let mut pause = Duration::from_millis(20);
     loop {
-        let attempt = op(client.clone());
+        let attempt = op(gateway.clone());
         let answer = match per_try {
             Some(limit) => tokio::time::timeout(limit, attempt).await,
             None => Ok(attempt.await),
         };
         match answer {
-            Ok(Err(e)) if retryable(&e) => tracing::debug!("etcd: {doing}: {e}; trying again"),
+            Ok(Err(e)) if e.retryable() => tracing::debug!("etcd: {doing}: {e}; trying again"),
             Ok(other) => return other,
-            Err(_) => tracing::debug!("etcd: {doing}: no answer within {per_try:?}; trying again"),
+            Err(_) => {
+                gateway.next_member();
+                tracing::debug!("etcd: {doing}: no answer within {per_try:?}; trying again")
+            }
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(250));
-    }
-}
-
-/// A failure another member (or a moment later) may not have: a refused
-/// connection, a member without a leader (gRPC 14, unavailable).
-fn retryable(e: &etcd_client::Error) -> bool {
-    use etcd_client::Error as E;
-    match e {
-        E::GRpcStatus(s) => s.code() as i32 == 14,
-        E::TransportError(_) | E::IoError(_) => true,
-        _ => false,
-    }
-}
-
-/// Sorts an etcd failure into what a person must do about it.
-fn classify(endpoints: &str, e: etcd_client::Error) -> StoreError {
-    use etcd_client::Error as E;
-    let detail = crate::secret::printable(&e.to_string());
-    match &e {
-        // gRPC codes (stable numbers): 3 invalid argument (etcd says
-        // "authentication failed" with it), 7 permission denied, 16
-        // unauthenticated.
-        E::GRpcStatus(status)
-            if matches!(status.code() as i32, 7 | 16)
-                || (status.code() as i32 == 3 && detail.contains("authentication failed")) =>
-        {
-            StoreError::EtcdSetup {
-                detail: format!("etcd at {endpoints} refused this run: {detail}"),
-            }
-        }
-        // A server certificate this host cannot verify: no retry will help.
-        _ if detail.contains("certificate") || detail.contains("UnknownIssuer") => {
-            StoreError::EtcdSetup {
-                detail: format!(
-                    "etcd at {endpoints}: TLS failed: {detail} (is --etcd-ca the CA that signed the members' certificates?)"
-                ),
-            }
-        }
-        E::InvalidArgs(_) | E::InvalidUri(_) => StoreError::EtcdSetup {
-            detail: format!("etcd endpoints {endpoints}: {detail}"),
-        },
-        _ => StoreError::Unreachable {
-            endpoints: endpoints.into(),
-            detail: format!("{detail}; nothing was changed"),
-            recovery: None,
-        },
     }
 }
 
@@ -524,26 +529,20 @@ impl EtcdStore {
     /// Reads both keys in one round trip: (tokens doc, its mod revision),
     /// manager doc.
     async fn read(&self, keys: &Keys) -> Result<Read, StoreError> {
-        let txn = Txn::new().and_then(vec![
-            TxnOp::get(keys.tokens.as_str(), None),
-            TxnOp::get(keys.manager.as_str(), None),
-        ]);
-        let resp = self
+        let names = [keys.tokens.as_str(), keys.manager.as_str()];
+        let names = &names;
+        let got = self
             .cluster
-            .call("reading the tokens", |mut c| {
-                let txn = txn.clone();
-                async move { c.txn(txn).await }
+            .call("reading the tokens", move |g| async move {
+                g.get_all(names).await
             })
             .await?;
         let mut out = Read {
-            cluster: resp.header().map(|h| h.cluster_id()).unwrap_or_default(),
+            cluster: got.cluster,
             ..Read::default()
         };
-        for (i, op) in resp.op_responses().into_iter().enumerate() {
-            let TxnOpResponse::Get(get) = op else {
-                continue;
-            };
-            let Some(kv) = get.kvs().first() else {
+        for (i, value) in got.values.into_iter().enumerate() {
+            let Some((value, mod_revision)) = value else {
                 continue;
             };
             let key = if i == 0 { &keys.tokens } else { &keys.manager };
@@ -553,13 +552,13 @@ impl EtcdStore {
             };
             if i == 0 {
                 out.tokens = Some((
-                    serde_json::from_slice::<TokensDoc>(kv.value())
+                    serde_json::from_slice::<TokensDoc>(&value)
                         .map_err(bad)?
                         .tokens(),
-                    kv.mod_revision(),
+                    mod_revision,
                 ));
             } else {
-                out.manager = Some(serde_json::from_slice::<ManagerDoc>(kv.value()).map_err(bad)?);
+                out.manager = Some(serde_json::from_slice::<ManagerDoc>(&value).map_err(bad)?);
             }
         }
         Ok(out)
@@ -592,33 +591,30 @@ impl EtcdStore {
         value: Vec<u8>,
         only_if_absent: bool,
     ) -> Result<Option<Revision>, StoreError> {
-        let mut when = vec![Compare::version(guard.key.clone(), CompareOp::Greater, 0)];
+        let mut when = vec![Compare::Exists(guard.key.clone())];
         if only_if_absent {
-            when.push(Compare::create_revision(key, CompareOp::Equal, 0));
+            when.push(Compare::Absent(key.as_bytes().to_vec()));
         }
-        let txn = Txn::new()
-            .when(when)
-            .and_then(vec![TxnOp::put(key, value, None)])
-            .or_else(vec![TxnOp::get(guard.key.clone(), None)]);
+        let then = [Op::Put(key.as_bytes().to_vec(), value)];
+        let otherwise = [Op::Get(guard.key.clone())];
+        let (when, then, otherwise) = (&when, &then, &otherwise);
         let resp = self
             .cluster
-            .call("writing", |mut c| {
-                let txn = txn.clone();
-                async move { c.txn(txn).await }
+            .call("writing", move |g| async move {
+                g.txn(when, then, otherwise).await
             })
             .await?;
-        if resp.succeeded() {
-            let h = resp.header();
+        if resp.succeeded {
             return Ok(Some(Revision {
-                revision: h.map(|h| h.revision()).unwrap_or(i64::MAX),
-                cluster: h.map(|h| h.cluster_id()).unwrap_or_default(),
+                revision: resp.header.revision,
+                cluster: resp.header.cluster_id,
             }));
         }
         // Which compare failed: the lock key gone means the lock was lost.
-        let held = resp.op_responses().into_iter().any(|op| match op {
-            TxnOpResponse::Get(g) => !g.kvs().is_empty(),
-            _ => false,
-        });
+        let held = resp
+            .responses
+            .iter()
+            .any(|r| r.response_range.as_ref().is_some_and(|r| !r.kvs.is_empty()));
         if held && only_if_absent {
             return Ok(None);
         }
@@ -689,26 +685,21 @@ impl EtcdStore {
         let cluster = &self.cluster;
         let ttl = cluster.settings.lock_ttl.as_secs().max(1) as i64;
         let lease = cluster
-            .call("granting a lease", |mut c| async move {
-                c.lease_grant(ttl, None).await
-            })
-            .await?
-            .id();
+            .call(
+                "granting a lease",
+                |g| async move { g.lease_grant(ttl).await },
+            )
+            .await?;
         let keepalive = tokio::spawn(keep_alive(cluster.clone(), lease, ttl));
         let started = std::time::Instant::now();
         let announce = tokio::time::sleep(Duration::from_millis(200));
         // Waiting in the queue may take long (no per-request timeout); a
         // member that cannot be reached is tried again (the same lease
         // finds its own place in the queue again).
-        let client = cluster.client().await?;
-        let mut lock_op = |mut c: Client| {
-            let name = name.clone();
-            async move {
-                c.lock(name, Some(LockOptions::new().with_lease(lease)))
-                    .await
-            }
-        };
-        let locking = retrying(&client, "waiting for the lock", None, &mut lock_op);
+        let gateway = cluster.gateway().await?;
+        let lock_name = name.as_str();
+        let mut lock_op = move |g: Arc<Gateway>| async move { g.lock(lock_name, lease).await };
+        let locking = retrying(&gateway, "waiting for the lock", None, &mut lock_op);
         tokio::pin!(announce, locking);
         let mut announced = false;
         let deadline = tokio::time::sleep(wait);
@@ -724,11 +715,11 @@ impl EtcdStore {
             }
         };
         match result {
-            Some(Ok(resp)) => {
+            Some(Ok(key)) => {
                 tracing::debug!("took the etcd lock {name} (lease {lease:x})");
                 let guard = EtcdGuard {
                     scope: scope.clone(),
-                    key: resp.key().to_vec(),
+                    key,
                     lease,
                     keepalive,
                     cluster: cluster.clone(),
@@ -743,7 +734,7 @@ impl EtcdStore {
             Some(Err(e)) => {
                 keepalive.abort();
                 let _ = cluster.revoke(lease).await;
-                Err(classify(&cluster.settings.shown(), e))
+                Err(cluster.classify(e))
             }
             None => {
                 keepalive.abort();
@@ -912,38 +903,36 @@ fn with_recovery(e: StoreError, kept: Option<PathBuf>) -> StoreError {
     }
 }
 
-/// Keeps the lease alive every third of its TTL until aborted, opening the
-/// keep-alive stream again (to another member) when it breaks. A lease that
-/// lapsed anyway (a long pause) is not re-created: the lock is lost, and
-/// the next write says so.
+/// Keeps the lease alive every third of its TTL until aborted. A renewal
+/// that fails (a member down, slow, without a leader) is tried again soon,
+/// at the next member; the lease lives on for the rest of its TTL
+/// meanwhile. A lease that lapsed anyway (a long pause) is not re-created:
+/// the lock is lost, and the next write says so.
 async fn keep_alive(cluster: Arc<Cluster>, lease: i64, ttl: i64) {
     let period = Duration::from_millis((ttl as u64 * 1000 / 3).max(200));
+    let again = period.min(Duration::from_millis(250));
+    let Ok(gateway) = cluster.gateway().await else {
+        return;
+    };
+    let mut wait = period;
     loop {
-        let Ok(mut c) = cluster.client().await else {
-            return;
-        };
-        let Ok((mut keeper, mut stream)) = c.lease_keep_alive(lease).await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        loop {
-            tokio::time::sleep(period).await;
-            if keeper.keep_alive().await.is_err() {
-                break;
+        tokio::time::sleep(wait).await;
+        wait = match tokio::time::timeout(period, gateway.lease_keep_alive(lease)).await {
+            Ok(Ok(left)) if left > 0 => period,
+            // Gone: etcd says so with a TTL of 0 (or "not found").
+            Ok(Ok(_)) | Ok(Err(Failure::Status { code: 5, .. })) => {
+                tracing::warn!("the etcd lease {lease:x} has lapsed; the lock is lost");
+                return;
             }
-            match tokio::time::timeout(period, stream.message()).await {
-                Ok(Ok(Some(r))) if r.ttl() > 0 => {}
-                Ok(Ok(Some(_))) => {
-                    tracing::warn!("the etcd lease {lease:x} has lapsed; the lock is lost");
-                    return;
-                }
-                // A broken stream: open another.
-                Ok(Err(_)) | Ok(Ok(None)) => break,
-                // A slow answer: try again next period (the lease lives on
-                // for the rest of its TTL).
-                Err(_) => {}
+            Ok(Err(e)) => {
+                tracing::debug!("etcd: renewing lease {lease:x}: {e}; trying again");
+                again
             }
-        }
+            Err(_) => {
+                gateway.next_member();
+                again
+            }
+        };
     }
 }
 
@@ -974,43 +963,4 @@ pub fn export_revision(bytes: &[u8]) -> Option<Revision> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn segments_never_hold_a_slash() {
-        assert_eq!(segment("abc-DEF_1.2"), "abc-DEF_1.2");
-        assert_eq!(segment("Y2lz/Y28+="), "Y2lz%2FY28%2B%3D");
-    }
-
-    #[test]
-    fn manager_merge_keeps_the_stored_integration_token() {
-        let old = ManagerDoc {
-            personal_access_token: "p1".into(),
-            integration_refresh_token: Some("irt".into()),
-            integration_refresh_token_expires_at: Some("2030-01-01T00:00:00Z".into()),
-            ..Default::default()
-        };
-        let up = PersonalUpdate {
-            personal_access_token: secret("p2"),
-            personal_expires_at: None,
-            integration_refresh_token: None,
-            integration_refresh_expires_at: None,
-            integration_client: None,
-        };
-        let m = ManagerDoc::merged(Some(old), &up);
-        assert_eq!(m.personal_access_token, "p2");
-        assert_eq!(m.integration_refresh_token.as_deref(), Some("irt"));
-    }
-
-    #[test]
-    fn export_revision_is_read_back() {
-        let at = Revision {
-            revision: 42,
-            cluster: 0xabc,
-        };
-        let text = format!("A=1\n{} {at}\n", files::EXPORT_MARK);
-        assert_eq!(export_revision(text.as_bytes()), Some(at));
-        assert_eq!(export_revision(b"A=1\n"), None);
-    }
-}
+mod tests;
