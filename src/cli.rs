@@ -181,11 +181,14 @@ fn parse_store(v: &str) -> Result<StoreArg, String> {
 }
 
 /// etcd leases are whole seconds, at least a few of them (shorter ones
-/// lapse between keep-alives on a busy host).
+/// lapse between keep-alives on a busy host), and at most an hour: the TTL
+/// is how long a host that died holding the lock keeps the fleet waiting,
+/// and a value past what etcd grants would only fail later, as an outage.
 fn parse_lock_ttl(v: &str) -> Result<Duration, String> {
+    const MAX: Duration = Duration::from_secs(3600);
     let d = parse_duration(v)?;
-    if d < Duration::from_secs(2) || d.subsec_nanos() != 0 {
-        return Err("a whole number of seconds, at least 2s (e.g. 30s)".into());
+    if d < Duration::from_secs(2) || d > MAX || d.subsec_nanos() != 0 {
+        return Err("a whole number of seconds from 2s to 1h (e.g. 30s)".into());
     }
     Ok(d)
 }
