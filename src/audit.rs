@@ -57,6 +57,22 @@ pub struct RenewalEvent<'a> {
     pub integration_refresh_token_expires_at: Option<String>,
 }
 
+/// One `--on-refresh` hook run of `watch`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HookEvent<'a> {
+    pub command: &'a str,
+    pub operation: &'static str,
+    /// What the hook ran after (`refreshed`, `rolled`, `extended`).
+    pub event: &'a str,
+    pub hook: &'a str,
+    pub outcome: &'static str,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+    pub env_file: String,
+}
+
 /// Appends a typed event (see [`append`]).
 pub fn record(path: &Path, event: &impl Serialize) {
     match serde_json::to_value(event) {

@@ -16,6 +16,7 @@
 //! clock.rs secret.rs names.rs
 //! ```
 
+mod agent;
 mod audit;
 mod chain;
 mod cli;

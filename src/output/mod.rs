@@ -4,6 +4,7 @@
 
 pub mod logging;
 pub mod status;
+pub mod watch;
 
 use crate::chain::{Action, Attempt, Outcome, Validation};
 use crate::clock;
@@ -17,8 +18,7 @@ use std::error::Error as _;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
-/// Version of every `--json` shape; bumped only on incompatible changes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub use crate::names::SCHEMA_VERSION;
 
 /// How results are shown.
 #[derive(Debug, Clone, Copy)]
@@ -401,17 +401,7 @@ pub fn stdout_failure() -> Option<Error> {
         .map(|e| Error::Other(format!("could not write the output to stdout: {e}")))
 }
 
-/// "expires 2026-12-07T19:00:00Z (in 13d 23h)" or "expiry unknown".
-pub fn expiry_text(at: Option<Timestamp>, now: Timestamp) -> String {
-    match at {
-        Some(t) => format!(
-            "expires {} ({})",
-            clock::format_utc(t),
-            clock::human_left(clock::seconds_until(now, t))
-        ),
-        None => "expiry unknown".into(),
-    }
-}
+pub use crate::clock::expiry_text;
 
 /// The JSON view of one credential.
 pub fn token_json(t: Option<&SecretString>, exp: Option<Timestamp>, now: Timestamp) -> Value {
