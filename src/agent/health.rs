@@ -37,10 +37,13 @@ fn probe_healthz(addr: SocketAddr, timeout: Duration) -> std::io::Result<u16> {
     };
     let mut stream = std::net::TcpStream::connect_timeout(&addr, left()?)?;
     stream.set_write_timeout(Some(left()?))?;
-    write!(
-        stream,
+    // One write of the whole request: `write!` on the stream would send
+    // it in pieces, and a server that answers after the first piece and
+    // closes turns the next one into a broken pipe instead of its answer.
+    let request = format!(
         "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: webex-token-healthcheck\r\nConnection: close\r\n\r\n"
-    )?;
+    );
+    stream.write_all(request.as_bytes())?;
     stream.set_read_timeout(Some(left()?))?;
     // The status line is all that matters: `HTTP/1.1 200 OK`.
     let mut line = String::new();

@@ -120,10 +120,11 @@ async fn spawn_and_wait(
             #[cfg(unix)]
             if let Some(pid) = child.id() {
                 // The whole group: `sh -c 'sleep 600'` leaves `sleep` behind
-                // otherwise.
+                // otherwise. `-s KILL --` is the form every sh's `kill`
+                // takes (dash refuses `kill -KILL -- -PGID`).
                 let _ = std::process::Command::new("sh")
                     .arg("-c")
-                    .arg(format!("kill -KILL -- -{pid}"))
+                    .arg(format!("kill -s KILL -- -{pid}"))
                     .stderr(std::process::Stdio::null())
                     .status();
             }

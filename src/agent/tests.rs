@@ -378,3 +378,39 @@ async fn hooks_report_one_typed_result_per_run() {
     .await;
     assert_eq!(seen.outcome_name(), "ok", "{:?}", seen.detail());
 }
+
+#[tokio::test]
+async fn a_hook_past_its_time_out_is_killed_with_its_children() {
+    let stored = tokens(H as i64, None);
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("child.pid");
+    let cmd = format!("sleep 30 & echo $! > '{}'; wait", pid_file.display());
+    let run = hooks::run(&cmd, "refreshed", &stored, Duration::from_millis(300)).await;
+    assert!(matches!(run.outcome, HookOutcome::TimedOut(_)), "{run:?}");
+    assert_eq!(run.outcome_name(), "timeout");
+    assert_eq!(run.exit_code(), None);
+    assert_eq!(
+        run.detail().as_deref(),
+        Some("still running after 0s; killed")
+    );
+    // The `sleep` it started went with it (a zombie at most, never running;
+    // SIGKILL lands at once, the process table may take a moment).
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let alive = || {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        let state = stat.rsplit(") ").next().and_then(|r| r.chars().next());
+        state.is_some_and(|c| c != 'Z' && c != 'X')
+    };
+    for _ in 0..100 {
+        if !alive() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !alive(),
+        "the hook's `sleep` survived: {:?}",
+        std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+    );
+}
