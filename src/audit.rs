@@ -106,13 +106,13 @@ fn write_line(path: &Path, line: &[u8]) -> std::io::Result<()> {
     // Never through a symlink, never into a FIFO or device (that could
     // block while the run holds its lock), 0600 and owned like the env file
     // it sits beside.
-    let mut f = crate::store::fs_atomic::open_private(path, true)?;
+    let mut f = crate::fs_atomic::open_private(path, true)?;
     let env_file = path
         .to_str()
         .and_then(|p| p.strip_suffix(".audit.jsonl"))
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| path.with_file_name("."));
-    crate::store::files::adopt_owner(&f, &env_file);
+    crate::fs_atomic::adopt_owner(&f, &env_file);
     // One write of the whole line: with O_APPEND, concurrent runs' lines
     // do not interleave.
     f.write_all(line)

@@ -55,7 +55,7 @@ use std::path::{Path, PathBuf};
 const BOM: &[u8] = &[0xEF, 0xBB, 0xBF];
 
 /// The largest env file [`read`] accepts (contract: 1 MiB).
-pub const MAX_ENV_FILE_SIZE: u64 = 1 << 20;
+pub const MAX_ENV_FILE_SIZE: u64 = crate::fs_atomic::MAX_FILE_SIZE;
 
 /// Whether `value` is acceptable as a stored token, id or time: not empty and
 /// no whitespace or control characters anywhere. A value read from the file
