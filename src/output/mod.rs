@@ -376,6 +376,26 @@ pub fn error_json_fields(err: &Error) -> Value {
     })
 }
 
+/// The `error` of one data source that could not be renewed, in
+/// `datasources extend --json` (`results[]`) and `watch --json`
+/// (`dataSources[]`) alike: the failure object's fields plus the exit code
+/// it stands for and, when Webex answered, its HTTP status and trackingId.
+pub fn datasource_error_json(err: &Error) -> Value {
+    let api = match err {
+        Error::DataSource(ds) => ds.api_error(),
+        _ => None,
+    };
+    json!({
+        "kind": err.kind(),
+        "exitCode": err.exit_code(),
+        "message": err.to_string(),
+        "details": err.details(),
+        "httpStatus": api.and_then(crate::webex::ApiError::status),
+        "trackingId": api.and_then(crate::webex::ApiError::tracking_id),
+        "hint": err.hint(),
+    })
+}
+
 /// The first error writing stdout, other than a closed pipe.
 static STDOUT_ERROR: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 

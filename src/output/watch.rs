@@ -1,7 +1,7 @@
 //! The `watch --json` event lines: `schemaVersion`, `event`, `time`, the
 //! event's own fields, then `command` and (with `serviceApp.orgs`) `org`.
 
-use super::{attempts_json, error_json_fields, refresh_json};
+use super::{attempts_json, datasource_error_json, error_json_fields, refresh_json};
 use crate::chain::Outcome;
 use crate::clock;
 use crate::engine::datasources::extend::{Extended, Fate};
@@ -122,7 +122,7 @@ fn ds_results(done: &Extended, now: Timestamp) -> Vec<Value> {
                 "after": at(*after), "jwsTokenFingerprint": jws,
             }),
             Fate::Failed(e) => json!({
-                "id": id, "action": "failed", "error": error_json_fields(e),
+                "id": id, "action": "failed", "error": datasource_error_json(e),
             }),
             Fate::NotAttempted => json!({"id": id, "action": "not_attempted"}),
         })

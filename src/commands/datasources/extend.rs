@@ -10,7 +10,6 @@ use crate::error::exit;
 use crate::output::OrgResult;
 use crate::output::{self, Printer, SCHEMA_VERSION};
 use crate::settings::Settings;
-use crate::webex::ApiError;
 use futures_util::StreamExt;
 use jiff::Timestamp;
 use serde_json::{Value, json};
@@ -123,21 +122,6 @@ pub(super) async fn extend(
     Ok(code)
 }
 
-fn error_json(e: &Error) -> Value {
-    let api = match e {
-        Error::DataSource(ds) => ds.api_error(),
-        _ => None,
-    };
-    json!({
-        "kind": e.kind(),
-        "exitCode": e.exit_code(),
-        "message": e.to_string(),
-        "httpStatus": api.and_then(ApiError::status),
-        "trackingId": api.and_then(ApiError::tracking_id),
-        "hint": e.hint(),
-    })
-}
-
 /// One org's report: the `--json` object and the human text.
 fn extend_report(
     printer: &Printer,
@@ -177,7 +161,9 @@ fn extend_report(
                 "id": id, "action": "extended", "before": at(*before),
                 "after": at(*after), "nonce": nonce, "jwsTokenFingerprint": jws,
             }),
-            Fate::Failed(e) => json!({"id": id, "action": "failed", "error": error_json(e)}),
+            Fate::Failed(e) => {
+                json!({"id": id, "action": "failed", "error": output::datasource_error_json(e)})
+            }
             Fate::NotAttempted => json!({"id": id, "action": "not_attempted"}),
         })
         .collect();
