@@ -140,21 +140,23 @@ async fn store_grant(
         client_secret_fp: fingerprint(client_secret),
     };
     if let Some(path) = &settings.audit_log {
-        audit::append(
+        audit::record(
             path,
-            json!({
-                "command": "setup-oauth",
-                "operation": "setup",
-                "flow": flow,
-                "outcome": "ok",
-                "personalTokenFingerprint": fingerprint(&stored.personal),
-                "personalTokenExpiresAt": stored.personal_expires_at.map(clock::format_utc),
-                "integrationRefreshTokenFingerprint": stored.refresh.as_ref().map(fingerprint),
-                "integrationRefreshTokenExpiresAt": stored.refresh_expires_at.map(clock::format_utc),
-                "integrationClientId": stored.client_id,
-                "integrationClientSecretFingerprint": stored.client_secret_fp,
-                "configFile": stored.config_path.display().to_string(),
-            }),
+            &audit::SetupEvent {
+                command: "setup-oauth",
+                operation: "setup",
+                flow,
+                outcome: "ok",
+                personal_token_fingerprint: fingerprint(&stored.personal),
+                personal_token_expires_at: stored.personal_expires_at.map(clock::format_utc),
+                integration_refresh_token_fingerprint: stored.refresh.as_ref().map(fingerprint),
+                integration_refresh_token_expires_at: stored
+                    .refresh_expires_at
+                    .map(clock::format_utc),
+                integration_client_id: &stored.client_id,
+                integration_client_secret_fingerprint: &stored.client_secret_fp,
+                config_file: stored.config_path.display().to_string(),
+            },
         );
     }
     Ok(stored)

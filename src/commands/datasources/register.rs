@@ -42,21 +42,23 @@ pub(super) async fn register(
         .await;
     let audit_line = |outcome: &str, d: Option<&DataSource>, e: Option<&Error>| {
         if let Some(path) = &settings.audit_log {
-            audit::append(
+            audit::record(
                 path,
-                json!({
-                    "command": name,
-                    "operation": "datasource_register",
-                    "outcome": outcome,
-                    "dataSourceId": d.map(|d| d.id.clone()),
-                    "schemaId": r.schema_id,
-                    "url": r.url,
-                    "nonce": nonce,
-                    "tokenLifetimeMinutes": r.lifetime,
-                    "tokenExpiresAt": d.and_then(|d| d.token_expiry()).map(|e| clock::format_utc(e.0)),
-                    "jwsTokenFingerprint": d.and_then(|d| d.jws_token.as_ref()).map(fingerprint),
-                    "error": e.map(|e| e.to_string()),
-                }),
+                &audit::DataSourceRegisterEvent {
+                    command: name,
+                    operation: "datasource_register",
+                    outcome,
+                    data_source_id: d.map(|d| d.id.clone()),
+                    schema_id: &r.schema_id,
+                    url: &r.url,
+                    nonce: &nonce,
+                    token_lifetime_minutes: r.lifetime,
+                    token_expires_at: d
+                        .and_then(|d| d.token_expiry())
+                        .map(|e| clock::format_utc(e.0)),
+                    jws_token_fingerprint: d.and_then(|d| d.jws_token.as_ref()).map(fingerprint),
+                    error: e.map(|e| e.to_string()),
+                },
             );
         }
     };
