@@ -12,12 +12,12 @@ use crate::audit;
 use crate::cli::SetupOauthArgs;
 use crate::clock;
 use crate::config::{Absence, Config, PersonalUpdate};
+use crate::engine;
 use crate::error::{Error, SetupError};
 use crate::oauth::{self, Authorized, Mode};
 use crate::output::{Printer, SCHEMA_VERSION, expiry_text, token_json};
 use crate::secret::{SecretString, fingerprint};
 use crate::settings::Settings;
-use crate::store::{LockScope, TokenStore};
 use crate::webex::{ClientCredentials, HttpApi, TokenGrant};
 use serde_json::json;
 use std::io::IsTerminal;
@@ -116,20 +116,7 @@ async fn store_grant(
             "the token endpoint returned no refresh token; the personal access token is stored, but level 3 will not be able to renew it"
         );
     }
-    {
-        // Serialize with `refresh` runs (they may rewrite the config at
-        // level 3), and write onto the file as it is now, not as it was
-        // when the person started signing in.
-        // With `--store etcd://` the renewed state goes to etcd (the whole
-        // fleet uses it); the client credentials stay in this host's file.
-        let store = settings.store();
-        let guard = store
-            .lock(&LockScope::Config, settings.lock_timeout)
-            .await?;
-        let saved = store.save_renewable(&guard, &update).await;
-        store.release(guard).await;
-        saved?;
-    }
+    engine::save_authorization(&settings.store(), &update, settings.lock_timeout).await?;
     let stored = Stored {
         config_path: config.path.clone(),
         personal: update.personal_access_token,
