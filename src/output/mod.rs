@@ -2,6 +2,7 @@
 //! `schemaVersion`). Logs and errors go to stderr; nothing else in the
 //! program prints to stdout.
 
+pub mod datasources;
 pub mod logging;
 pub mod status;
 pub mod watch;

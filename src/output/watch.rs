@@ -1,10 +1,10 @@
 //! The `watch --json` event lines: `schemaVersion`, `event`, `time`, the
 //! event's own fields, then `command` and (with `serviceApp.orgs`) `org`.
 
-use super::{attempts_json, datasource_error_json, error_json_fields, refresh_json};
+use super::{attempts_json, error_json_fields, refresh_json};
 use crate::chain::Outcome;
 use crate::clock;
-use crate::engine::datasources::extend::{Extended, Fate};
+use crate::engine::datasources::extend::Extended;
 use crate::error::Error;
 use jiff::Timestamp;
 use serde::Serialize;
@@ -97,35 +97,12 @@ pub fn datasources(
     })
 }
 
-/// Each data source of a renewal run: what happened, its token's expiry
-/// and fingerprint (never the token).
+/// Each data source of a renewal run (the shape `datasources extend`
+/// uses, without the nonce).
 fn ds_results(done: &Extended, now: Timestamp) -> Vec<Value> {
-    let at = |t: Option<Timestamp>| {
-        json!({
-            "expiresAt": t.map(clock::format_utc),
-            "secondsLeft": t.map(|t| clock::seconds_until(now, t)),
-        })
-    };
     done.results
         .iter()
-        .map(|(id, f)| match f {
-            Fate::Skipped { expires } => {
-                json!({"id": id, "action": "skipped", "before": at(Some(*expires))})
-            }
-            Fate::WouldExtend { expires } => {
-                json!({"id": id, "action": "would_extend", "before": at(*expires)})
-            }
-            Fate::Extended {
-                before, after, jws, ..
-            } => json!({
-                "id": id, "action": "extended", "before": at(*before),
-                "after": at(*after), "jwsTokenFingerprint": jws,
-            }),
-            Fate::Failed(e) => json!({
-                "id": id, "action": "failed", "error": datasource_error_json(e),
-            }),
-            Fate::NotAttempted => json!({"id": id, "action": "not_attempted"}),
-        })
+        .map(|(id, f)| super::datasources::result_json(id, f, now, false))
         .collect()
 }
 

@@ -130,58 +130,16 @@ fn extend_report(
     done: &Extended,
     now: Timestamp,
 ) -> (Value, String) {
-    let (results, refreshed, code) = (&done.results, done.refreshed, done.code);
-    let count = |f: fn(&Fate) -> bool| results.iter().filter(|(_, x)| f(x)).count();
-    let extended = count(|f| matches!(f, Fate::Extended { .. }));
-    let skipped = count(|f| matches!(f, Fate::Skipped { .. }));
-    let would = count(|f| matches!(f, Fate::WouldExtend { .. }));
-    let failed = count(|f| matches!(f, Fate::Failed(_)));
-    let not_tried = count(|f| matches!(f, Fate::NotAttempted));
-    let at = |t: Option<Timestamp>| {
-        json!({
-            "expiresAt": t.map(clock::format_utc),
-            "secondsLeft": t.map(|t| clock::seconds_until(now, t)),
-        })
-    };
-    let items: Vec<Value> = results
-        .iter()
-        .map(|(id, f)| match f {
-            Fate::Skipped { expires } => json!({
-                "id": id, "action": "skipped", "before": at(Some(*expires)),
-            }),
-            Fate::WouldExtend { expires } => json!({
-                "id": id, "action": "would_extend", "before": at(*expires),
-            }),
-            Fate::Extended {
-                before,
-                after,
-                nonce,
-                jws,
-            } => json!({
-                "id": id, "action": "extended", "before": at(*before),
-                "after": at(*after), "nonce": nonce, "jwsTokenFingerprint": jws,
-            }),
-            Fate::Failed(e) => {
-                json!({"id": id, "action": "failed", "error": output::datasource_error_json(e)})
-            }
-            Fate::NotAttempted => json!({"id": id, "action": "not_attempted"}),
-        })
-        .collect();
-    let v = json!({
-        "schemaVersion": SCHEMA_VERSION,
-        "command": name,
-        "ok": code == 0,
-        "exitCode": code,
-        "dryRun": a.dry_run,
-        "minValidSeconds": a.min_valid.as_secs(),
-        "lifetimeMinutes": a.lifetime,
-        "serviceAppTokenRefreshed": refreshed,
-        "summary": {
-            "extended": extended, "skipped": skipped, "wouldExtend": would,
-            "failed": failed, "notAttempted": not_tried,
-        },
-        "results": items,
-    });
+    let (results, refreshed) = (&done.results, done.refreshed);
+    let [extended, skipped, would, failed, not_tried] = output::datasources::counts(done);
+    let v = output::datasources::extend_json(
+        name,
+        a.dry_run,
+        a.min_valid.as_secs(),
+        a.lifetime,
+        done,
+        now,
+    );
 
     // Pad before painting, so escape codes do not upset the columns.
     let label = |colour: Option<&str>, text: &str| {
