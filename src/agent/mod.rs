@@ -37,7 +37,9 @@ use monitor::Monitor;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// What the agent was asked to do (from `watch`'s flags).
 #[derive(Debug, Clone)]
@@ -190,17 +192,25 @@ pub async fn run(
             wake_tx.send_modify(|n| *n = n.wrapping_add(1));
         }
     });
+    // A stop signal is logged (and told to systemd) once, not once per org.
+    let stop_told = AtomicBool::new(false);
+    let shared = watcher::Shared {
+        settings,
+        options,
+        report,
+        monitor: monitor.clone(),
+        wake,
+        stop_told: &stop_told,
+    };
     let watchers = orgs.into_iter().map(|(org, store)| {
-        let w = watcher::Watcher::new(
-            settings,
-            options,
-            report,
-            store,
-            org,
-            monitor.clone(),
-            wake.clone(),
-        );
-        w.run()
+        // With several orgs every log line of an org's loop names it.
+        let span = match org.name() {
+            Some(name) => tracing::error_span!("org", org = %name),
+            None => tracing::Span::none(),
+        };
+        watcher::Watcher::new(shared.clone(), store, org)
+            .run()
+            .instrument(span)
     });
     let results = futures_util::future::join_all(watchers).await;
     worst(results)

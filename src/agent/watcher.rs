@@ -20,6 +20,7 @@ use crate::tokens::{OrgId, StoredTokens};
 use jiff::Timestamp;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// How long after a rejected chain (or a config error) the next try waits,
@@ -241,6 +242,8 @@ pub(super) struct Watcher<'a> {
     hangups_seen: u64,
     /// Changes when a signal arrives (forwarded to every org's loop).
     wake: tokio::sync::watch::Receiver<u64>,
+    /// Set by the first org's loop to log a stop signal.
+    stop_told: &'a AtomicBool,
 }
 
 /// What one tick came to.
@@ -249,16 +252,29 @@ enum Tick {
     Failed(Error),
 }
 
+/// What every org's loop shares.
+#[derive(Clone)]
+pub(super) struct Shared<'a> {
+    pub settings: &'a Settings,
+    pub options: &'a Options,
+    pub report: &'a dyn Report,
+    pub monitor: Arc<Monitor>,
+    /// Changes when a signal arrives (forwarded to every org's loop).
+    pub wake: tokio::sync::watch::Receiver<u64>,
+    /// Set by the first org's loop to log a stop signal.
+    pub stop_told: &'a AtomicBool,
+}
+
 impl<'a> Watcher<'a> {
-    pub fn new(
-        settings: &'a Settings,
-        o: &'a Options,
-        report: &'a dyn Report,
-        store: store::Store,
-        org: OrgId,
-        monitor: Arc<Monitor>,
-        wake: tokio::sync::watch::Receiver<u64>,
-    ) -> Watcher<'a> {
+    pub fn new(shared: Shared<'a>, store: store::Store, org: OrgId) -> Watcher<'a> {
+        let Shared {
+            settings,
+            options: o,
+            report,
+            monitor,
+            wake,
+            stop_told,
+        } = shared;
         Watcher {
             settings,
             o,
@@ -274,6 +290,7 @@ impl<'a> Watcher<'a> {
             ready: false,
             hangups_seen: signals::hangups(),
             wake,
+            stop_told,
         }
     }
 
@@ -610,8 +627,11 @@ impl<'a> Watcher<'a> {
     }
 
     fn stop(&self, signal: &str) -> u8 {
-        tracing::info!("{signal} received: stopping");
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        if !self.stop_told.swap(true, Ordering::SeqCst) {
+            // Once for the process, outside any org's span.
+            tracing::info!(parent: None, "{signal} received: stopping");
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        }
         self.report(Event::Stopping { signal });
         0
     }

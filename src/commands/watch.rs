@@ -62,7 +62,7 @@ impl Report for Printer {
     fn report(&self, org: &OrgId, at: Timestamp, event: Event<'_>) {
         // Human mode: the agent's log lines say it all; only errors here.
         let (name, fields) = match event {
-            Event::Problem(e) => return self.stderr_error("watch", e),
+            Event::Problem(e) => return self.stderr_error_of("watch", org.name(), e),
             Event::DataSourceProblems {
                 summary,
                 exit_code,

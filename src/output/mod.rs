@@ -230,9 +230,15 @@ impl Printer {
     /// with `--log-format json` one JSON line instead, so a log collector
     /// never meets a plain-text line.
     pub fn stderr_error(&self, command: &str, err: &Error) {
+        self.stderr_error_of(command, None, err);
+    }
+
+    /// [`Printer::stderr_error`] for one org of several (`org` names it:
+    /// `error: acme: …`, or an `org` member in JSON).
+    pub fn stderr_error_of(&self, command: &str, org: Option<&str>, err: &Error) {
         let mut e = std::io::stderr().lock();
         if self.json_logs {
-            let line = json!({
+            let mut line = json!({
                 "timestamp": clock::format_utc(clock::now()),
                 "level": "ERROR",
                 "message": err.to_string(),
@@ -241,9 +247,13 @@ impl Printer {
                 "details": err.details(),
                 "hint": err.hint(),
             });
+            if let Some(org) = org {
+                line["org"] = json!(org);
+            }
             let _ = writeln!(e, "{line}");
         } else {
-            let _ = writeln!(e, "error: {err}");
+            let prefix = org.map(|o| format!("{o}: ")).unwrap_or_default();
+            let _ = writeln!(e, "error: {prefix}{err}");
             for d in err.details() {
                 let _ = writeln!(e, "  {d}");
             }

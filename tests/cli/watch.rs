@@ -1013,3 +1013,44 @@ fn a_failed_data_source_run_backs_off_without_holding_up_the_token() {
     // (The back-off and the run after it: agent::tests.)
     assert!(t.sim.is_token_valid(&t.env_value(ACCESS).unwrap()));
 }
+
+#[test]
+fn several_orgs_log_lines_name_their_org_and_a_signal_is_logged_once() {
+    let t = Env::new(SimOptions::default().with_org_count(3));
+    let w = t.spawn(&["--check-interval", "1h"], &[]);
+    w.wait_for("refreshed", 3, secs(10));
+    let (code, w) = w.stop();
+    assert_eq!(code, 0, "{}", w.stderr());
+    let err = w.stderr();
+    for org in ["org1", "org2", "org3"] {
+        assert!(
+            err.contains(&format!("note: {org}: refreshed via level 2")),
+            "{err}"
+        );
+        assert!(err.contains(&format!("note: {org}: watching ")), "{err}");
+    }
+    // One line for the process, not one per org; each org's loop still
+    // reports its own `stopping` event.
+    assert_eq!(
+        err.matches("SIGTERM received: stopping").count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("\nnote: SIGTERM received: stopping"), "{err}");
+    assert_eq!(w.named("stopping").len(), 3);
+
+    // A failure names its org too.
+    let t = Env::new(SimOptions::default().with_org_count(2));
+    t.break_config();
+    let w = t.spawn(&[], &[]);
+    w.wait_for("failed", 2, secs(10));
+    let err = w.stderr();
+    for org in ["org1", "org2"] {
+        assert!(
+            err.contains(&format!(
+                "error: {org}: every available level of the refresh chain was rejected"
+            )),
+            "{err}"
+        );
+    }
+}
