@@ -70,11 +70,26 @@ pub(super) fn serve(server: tiny_http::Server, m: &Monitor) {
                 let (status, v) = m.health(clock::now());
                 (status, v.to_string(), "application/json")
             }
-            (Method::Get, "/metrics") => (
-                200,
-                m.metrics(),
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            ),
+            (Method::Get, "/metrics") => {
+                let accept = req
+                    .headers()
+                    .iter()
+                    .find(|h| h.field.equiv("Accept"))
+                    .map(|h| h.value.as_str().to_string());
+                if wants_openmetrics(accept.as_deref()) {
+                    (
+                        200,
+                        m.metrics(),
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )
+                } else {
+                    (
+                        200,
+                        m.metrics_text(),
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )
+                }
+            }
             (Method::Get, _) => (404, "not found\n".to_string(), "text/plain"),
             _ => (405, "method not allowed\n".to_string(), "text/plain"),
         };
@@ -83,5 +98,50 @@ pub(super) fn serve(server: tiny_http::Server, m: &Monitor) {
             resp = resp.with_header(h);
         }
         let _ = req.respond(resp);
+    }
+}
+
+/// True when `Accept` asks for OpenMetrics at least as much as for plain
+/// text (Prometheus sends `application/openmetrics-text;version=1.0.0,…,
+/// text/plain;version=0.0.4;q=0.5,…`); anything else, or no header, gets
+/// the Prometheus text format 0.0.4.
+fn wants_openmetrics(accept: Option<&str>) -> bool {
+    let Some(accept) = accept else {
+        return false;
+    };
+    let (mut om, mut text) = (0.0f32, 0.0f32);
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("").to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.strip_prefix("q="))
+            .find_map(|v| v.parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "application/openmetrics-text" => om = om.max(q),
+            "text/plain" => text = text.max(q),
+            _ => {}
+        }
+    }
+    om > 0.0 && om >= text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wants_openmetrics;
+
+    #[test]
+    fn metrics_format_follows_accept() {
+        assert!(!wants_openmetrics(None));
+        assert!(!wants_openmetrics(Some("*/*")));
+        assert!(!wants_openmetrics(Some("text/plain; version=0.0.4")));
+        assert!(wants_openmetrics(Some(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        )));
+        assert!(wants_openmetrics(Some("application/openmetrics-text")));
+        assert!(!wants_openmetrics(Some(
+            "text/plain;q=1, application/openmetrics-text;q=0.5"
+        )));
+        assert!(!wants_openmetrics(Some("application/openmetrics-text;q=0")));
     }
 }

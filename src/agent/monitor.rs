@@ -291,6 +291,7 @@ impl Monitor {
         (if all_ok { 200 } else { 503 }, Value::Object(body))
     }
 
+    /// `/metrics` in OpenMetrics text 1.0.0 (what the registry encodes).
     pub fn metrics(&self) -> String {
         let mut out = String::new();
         if let Err(e) = encode(&mut out, &self.registry) {
@@ -298,6 +299,45 @@ impl Monitor {
         }
         out
     }
+
+    /// `/metrics` in the Prometheus text format 0.0.4, for scrapers that do
+    /// not ask for OpenMetrics (and `promtool check metrics`).
+    pub fn metrics_text(&self) -> String {
+        openmetrics_to_text(&self.metrics())
+    }
+}
+
+/// OpenMetrics text as Prometheus text 0.0.4. prometheus-client encodes
+/// only OpenMetrics, and the two differ, for the counters and gauges we
+/// have, in three points (a second metrics crate for this would be heavier
+/// than these lines): a counter family's `# HELP`/`# TYPE` name its samples
+/// (`…_total`), there is no `# UNIT` line, and no `# EOF`.
+fn openmetrics_to_text(om: &str) -> String {
+    let lines: Vec<&str> = om.lines().collect();
+    let mut counters = std::collections::HashSet::new();
+    for l in &lines {
+        if let Some(rest) = l.strip_prefix("# TYPE ")
+            && let Some(name) = rest.strip_suffix(" counter")
+        {
+            counters.insert(name.to_string());
+        }
+    }
+    let mut out = String::with_capacity(om.len());
+    for l in lines {
+        if l == "# EOF" || l.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = l.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            counters
+                .contains(name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(l));
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -380,6 +420,26 @@ mod tests {
         );
         assert!(!text.contains("org=") && !text.contains("{}"), "{text}");
         assert!(text.trim_end().ends_with("# EOF"));
+        // The same in Prometheus text 0.0.4: counter families named like
+        // their samples, no EOF.
+        let classic = m.metrics_text();
+        assert!(
+            classic.contains("# TYPE webex_token_refreshes_total counter\n"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# HELP webex_token_refreshes_total "),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# TYPE webex_token_expiry_timestamp_seconds gauge\n"),
+            "{classic}"
+        );
+        assert!(classic.contains("webex_token_refreshes_total{level=\"1\",outcome=\"ok\"} 1\n"));
+        assert!(
+            !classic.contains("# EOF") && !classic.contains("# UNIT"),
+            "{classic}"
+        );
     }
 
     #[test]

@@ -442,8 +442,16 @@ fn systemd_notifications_and_sigterm() {
 }
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
+    http_get_accept(port, path, None)
+}
+
+/// A GET (with `accept` as its `Accept` header): the status and the body.
+fn http_get_accept(port: u16, path: &str, accept: Option<&str>) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n{accept}\r\n").unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let status = text
@@ -477,7 +485,20 @@ fn health_and_metrics() {
         metrics.contains("webex_token_refreshes_total{level=\"2\",outcome=\"ok\"} 1"),
         "{metrics}"
     );
-    assert!(metrics.trim_end().ends_with("# EOF"));
+    // Prometheus text 0.0.4 unless OpenMetrics is asked for.
+    assert!(
+        metrics.contains("# TYPE webex_token_refreshes_total counter"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("# EOF"), "{metrics}");
+    let (status, om) = http_get_accept(
+        port,
+        "/metrics",
+        Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
+    );
+    assert_eq!(status, 200);
+    assert!(om.contains("# TYPE webex_token_refreshes counter"), "{om}");
+    assert!(om.trim_end().ends_with("# EOF"), "{om}");
     assert_eq!(http_get(port, "/nope").0, 404);
     for s in t.secrets() {
         assert!(!metrics.contains(&s) && !body.contains(&s));
