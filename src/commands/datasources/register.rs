@@ -2,14 +2,13 @@
 //! (a 401 is the exception: nothing was registered, so after the token is
 //! renewed the POST is sent again).
 
-use super::ToJson;
 use super::list::human_block;
 use crate::audit;
 use crate::cli::DsRegisterArgs;
 use crate::clock;
 use crate::engine::datasources::{DataSource, OrgFiles, new_nonce, open, parse_source, shown};
 use crate::error::Error;
-use crate::output::{self, Printer, SCHEMA_VERSION};
+use crate::output::{self, Printer};
 use crate::secret::{SecretString, fingerprint};
 use crate::settings::Settings;
 use crate::webex::{DataSourcesApi, HttpApi};
@@ -74,8 +73,7 @@ pub(super) async fn register(
     })?;
     audit_line("ok", Some(&d), None);
     let now = clock::now();
-    let mut v = json!({"schemaVersion": SCHEMA_VERSION, "command": name, "ok": true});
-    v["dataSource"] = d.to_json(now);
+    let v = output::datasources::one_source_json(name, &d, now);
     let human = format!(
         "{} registered data source {}; token {}\n\n{}",
         printer.paint("32", "ok:"),
