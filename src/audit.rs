@@ -57,6 +57,87 @@ pub struct RenewalEvent<'a> {
     pub integration_refresh_token_expires_at: Option<String>,
 }
 
+/// One `--on-refresh` hook run of `watch`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HookEvent<'a> {
+    pub command: &'a str,
+    pub operation: &'static str,
+    /// What the hook ran after (`refreshed`, `rolled`, `extended`).
+    pub event: &'a str,
+    pub hook: &'a str,
+    pub outcome: &'static str,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+    pub env_file: String,
+}
+
+/// One data-source token renewal (`datasources extend`, `watch
+/// --datasources`). The renewed token appears as a fingerprint only; the
+/// fields after `nonce` are written for the outcome they belong to.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataSourceExtendEvent<'a> {
+    pub command: &'a str,
+    pub operation: &'static str,
+    pub data_source_id: &'a str,
+    pub token_lifetime_minutes: u32,
+    pub previous_expires_at: Option<String>,
+    pub outcome: &'static str,
+    pub nonce: Option<&'a str>,
+    /// Succeeded: the new expiry (`null` when unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_expires_at: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jws_token_fingerprint: Option<Option<&'a str>>,
+    /// Failed: what it stands for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Failed with an answer from Webex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<Option<u16>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracking_id: Option<Option<&'a str>>,
+}
+
+/// One `datasources register` (a POST with a fresh nonce).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataSourceRegisterEvent<'a> {
+    pub command: &'a str,
+    pub operation: &'static str,
+    pub outcome: &'a str,
+    pub data_source_id: Option<String>,
+    pub schema_id: &'a str,
+    pub url: &'a str,
+    pub nonce: &'a str,
+    pub token_lifetime_minutes: u32,
+    pub token_expires_at: Option<String>,
+    pub jws_token_fingerprint: Option<String>,
+    pub error: Option<String>,
+}
+
+/// `setup-oauth` saved a renewed personal token and integration refresh
+/// token (fingerprints only).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetupEvent<'a> {
+    pub command: &'static str,
+    pub operation: &'static str,
+    pub flow: &'a str,
+    pub outcome: &'static str,
+    pub personal_token_fingerprint: String,
+    pub personal_token_expires_at: Option<String>,
+    pub integration_refresh_token_fingerprint: Option<String>,
+    pub integration_refresh_token_expires_at: Option<String>,
+    pub integration_client_id: &'a str,
+    pub integration_client_secret_fingerprint: &'a str,
+    pub config_file: String,
+}
+
 /// Appends a typed event (see [`append`]).
 pub fn record(path: &Path, event: &impl Serialize) {
     match serde_json::to_value(event) {
@@ -66,7 +147,7 @@ pub fn record(path: &Path, event: &impl Serialize) {
 }
 
 /// Appends `event` (an object; time, host, user and pid are added) to `path`.
-pub fn append(path: &Path, mut event: Value) {
+fn append(path: &Path, mut event: Value) {
     if let Value::Object(map) = &mut event {
         let mut full = serde_json::Map::new();
         full.insert(
@@ -90,13 +171,13 @@ fn write_line(path: &Path, line: &[u8]) -> std::io::Result<()> {
     // Never through a symlink, never into a FIFO or device (that could
     // block while the run holds its lock), 0600 and owned like the env file
     // it sits beside.
-    let mut f = crate::store::fs_atomic::open_private(path, true)?;
+    let mut f = crate::fs_atomic::open_private(path, true)?;
     let env_file = path
         .to_str()
         .and_then(|p| p.strip_suffix(".audit.jsonl"))
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| path.with_file_name("."));
-    crate::store::files::adopt_owner(&f, &env_file);
+    crate::fs_atomic::adopt_owner(&f, &env_file);
     // One write of the whole line: with O_APPEND, concurrent runs' lines
     // do not interleave.
     f.write_all(line)

@@ -51,6 +51,19 @@ pub fn human_left(seconds: i64) -> String {
     }
 }
 
+/// "expires 2026-12-07T19:00:00Z (in 13d 23h)" or "expiry unknown" (for
+/// people: messages and logs).
+pub fn expiry_text(at: Option<Timestamp>, now: Timestamp) -> String {
+    match at {
+        Some(t) => format!(
+            "expires {} ({})",
+            format_utc(t),
+            human_left(seconds_until(now, t))
+        ),
+        None => "expiry unknown".into(),
+    }
+}
+
 /// Two largest units of a span: `13d 23h`, `5m 2s`.
 pub fn human_span(secs: u64) -> String {
     let (d, h, m, s) = (

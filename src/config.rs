@@ -26,6 +26,7 @@
 //! `1e400`, nested objects and their layout), in its original key order.
 
 use crate::clock;
+use crate::fs_atomic;
 use crate::names::{
     CRED_INTEGRATION_CLIENT_SECRET, CRED_SERVICE_APP_CLIENT_SECRET, ENV_INTEGRATION_CLIENT_SECRET,
     ENV_SERVICE_APP_CLIENT_SECRET,
@@ -37,7 +38,6 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Largest config file read: 1 MiB (a real one is under 2 KiB).
@@ -499,88 +499,38 @@ pub fn is_placeholder(value: &str) -> bool {
         || (v.ends_with("_here") && v.contains("your"))
 }
 
-// The config sits below `store` in the layers, so it cannot borrow
-// `store::fs_atomic::read_regular_capped`; this is the same rule, kept here.
-/// Reads the config file, refusing anything that is not a regular file
-/// (directory, FIFO, socket, device, or a symlink to one) without blocking
-/// on it, and anything over [`MAX_CONFIG_BYTES`] without reading more than
-/// one byte past the cap.
+/// Reads the config file through the one safe capped read
+/// ([`fs_atomic::read_regular_capped`]): anything that is not a regular file
+/// (directory, FIFO, socket, device, or a symlink to one) is refused without
+/// blocking on it, and anything over [`MAX_CONFIG_BYTES`] without reading
+/// more than one byte past the cap.
 fn read_config_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    let io_err = |e: std::io::Error| match e.kind() {
-        std::io::ErrorKind::NotFound => ConfigError::NotFound { path: path.into() },
-        _ => ConfigError::Unreadable {
+    use fs_atomic::{FileKind, ReadError};
+    match fs_atomic::read_regular_capped(path, MAX_CONFIG_BYTES) {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) => Err(ConfigError::NotFound { path: path.into() }),
+        Err(ReadError::NotRegular {
+            kind: FileKind::Directory,
+            ..
+        }) => Err(ConfigError::IsDirectory { path: path.into() }),
+        Err(ReadError::NotRegular { kind, .. }) => Err(ConfigError::NotRegular {
             path: path.into(),
-            source: e,
-        },
-    };
-    let check = |meta: &std::fs::Metadata| -> Result<(), ConfigError> {
-        if meta.is_dir() {
-            return Err(ConfigError::IsDirectory { path: path.into() });
-        }
-        if !meta.is_file() {
-            return Err(ConfigError::NotRegular {
-                path: path.into(),
-                kind: file_kind(meta),
-            });
-        }
-        if meta.len() > MAX_CONFIG_BYTES {
-            return Err(ConfigError::TooLarge {
-                path: path.into(),
-                cap: MAX_CONFIG_BYTES,
-            });
-        }
-        Ok(())
-    };
-    // Follows a symlink: a link to a regular file is fine, a link to a
-    // FIFO or device is refused like the node itself.
-    check(&std::fs::metadata(path).map_err(io_err)?)?;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        // If the path was swapped for a FIFO after the check, opening it
-        // must not wait for a writer.
-        opts.custom_flags(O_NONBLOCK);
-    }
-    let file = opts.open(path).map_err(io_err)?;
-    check(&file.metadata().map_err(io_err)?)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_CONFIG_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_err)?;
-    if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(ConfigError::TooLarge {
+            kind: match kind {
+                FileKind::Fifo => "a FIFO",
+                FileKind::Socket => "a socket",
+                FileKind::CharDevice | FileKind::BlockDevice => "a device",
+                _ => "not a regular file",
+            },
+        }),
+        Err(ReadError::TooLarge { .. }) => Err(ConfigError::TooLarge {
             path: path.into(),
             cap: MAX_CONFIG_BYTES,
-        });
+        }),
+        Err(ReadError::Io { source, .. }) => Err(ConfigError::Unreadable {
+            path: path.into(),
+            source,
+        }),
     }
-    Ok(bytes)
-}
-
-/// `O_NONBLOCK` (the crate has no `libc` dependency for one constant).
-#[cfg(any(target_os = "linux", target_os = "android"))]
-const O_NONBLOCK: i32 = 0o4000;
-#[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
-const O_NONBLOCK: i32 = 0x0004;
-
-fn file_kind(meta: &std::fs::Metadata) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        let t = meta.file_type();
-        if t.is_fifo() {
-            return "a FIFO";
-        }
-        if t.is_socket() {
-            return "a socket";
-        }
-        if t.is_block_device() || t.is_char_device() {
-            return "a device";
-        }
-    }
-    let _ = meta;
-    "not a regular file"
 }
 
 /// The config bytes parsed last and what they parsed to. A run over many

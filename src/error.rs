@@ -4,9 +4,9 @@
 use crate::chain::{AttemptResult, ChainError, Level};
 use crate::clock;
 use crate::config::ConfigError;
+use crate::fs_atomic::WriteError;
 use crate::store::StoreError;
 use crate::store::env_file::EnvFileError;
-use crate::store::fs_atomic::WriteError;
 use crate::webex::ApiError;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -159,7 +159,7 @@ pub enum Error {
     NotRegular {
         what: &'static str,
         path: PathBuf,
-        kind: crate::store::fs_atomic::FileKind,
+        kind: crate::fs_atomic::FileKind,
     },
     /// A command line clap accepted but the config refuses (an unknown
     /// `--org`, or several orgs where the command needs one).
@@ -707,7 +707,7 @@ mod tests {
                 Error::NotRegular {
                     what: "env file",
                     path: "/e".into(),
-                    kind: crate::store::fs_atomic::FileKind::Fifo,
+                    kind: crate::fs_atomic::FileKind::Fifo,
                 },
                 3,
             ),

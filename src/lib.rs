@@ -8,14 +8,16 @@
 //! ```text
 //! lib.rs (run: parse, dispatch)
 //! commands/             one file per subcommand
+//! agent/                the `watch` loop; reports through agent::Report
 //! engine/ oauth/ output/
 //! error.rs settings.rs
 //! chain/ store/ audit.rs
 //! config.rs tokens.rs cli.rs
 //! webex/                the only place reqwest appears
-//! clock.rs secret.rs secret_source.rs names.rs
+//! clock.rs secret.rs secret_source.rs names.rs fs_atomic.rs
 //! ```
 
+mod agent;
 mod audit;
 mod chain;
 mod cli;
@@ -24,6 +26,7 @@ mod commands;
 mod config;
 mod engine;
 mod error;
+mod fs_atomic;
 mod names;
 mod oauth;
 mod output;

@@ -2,6 +2,10 @@
 //! env-file keys, default file names. Documented in the README's
 //! configuration reference.
 
+/// Version of every `--json` shape and of the `/healthz` body; bumped only
+/// on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
 /// Env-file key: the service-app access token.
 pub const KEY_ACCESS_TOKEN: &str = "WEBEX_SERVICE_APP_ACCESS_TOKEN";
 /// Env-file key: the service-app refresh token.

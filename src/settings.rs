@@ -5,8 +5,8 @@
 use crate::cli::{GlobalArgs, StoreArg, WriteModeArg};
 use crate::config::Config;
 use crate::error::Error;
+use crate::fs_atomic::WriteMode;
 use crate::names::{DEFAULT_API_BASE, ENV_TEST_NO_RETRY_DELAY};
-use crate::store::fs_atomic::WriteMode;
 use crate::store::{FilesStore, Store};
 use crate::tokens::OrgId;
 use crate::webex::{ClientPool, HttpApi, HttpSettings, RetryPolicy};
@@ -316,7 +316,7 @@ impl Settings {
     /// files and the audit log (symlinks refused: those are opened without
     /// following links).
     pub fn check_paths(&self) -> Result<(), Error> {
-        use crate::store::fs_atomic::FileKind;
+        use crate::fs_atomic::FileKind;
         match &self.etcd_password_error {
             None => {}
             Some(EtcdPasswordError::Missing) => {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::datasources::ds_json;
-use crate::server::{Incoming, Resp, service_scopes};
+use crate::wire::{Incoming, Resp, service_scopes};
 use crate::{
     APPLICATIONS_TOKEN_SCOPE, Fault, FaultKind, Inner, NewDataSource, RecordedRequest, State,
     TokenKind, device, util,

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 
 use crate::orgs::Org;
-use crate::server::{Incoming, Resp, service_auth, webex_error};
+use crate::wire::{Incoming, Resp, service_auth, webex_error};
 use crate::{DataSource, Inner, util};
 
 pub(crate) fn make_jws(

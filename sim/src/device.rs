@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
-use crate::server::{Incoming, Resp, client_credentials, token_json, tracking_id};
+use crate::wire::{Incoming, Resp, client_credentials, token_json, tracking_id};
 use crate::{Inner, State, TokenKind, util};
 
 /// `grant_type` of a device-token poll.

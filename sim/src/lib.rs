@@ -30,6 +30,7 @@ mod http;
 mod orgs;
 mod server;
 mod util;
+mod wire;
 
 pub use orgs::random_org_id;
 
@@ -187,7 +188,7 @@ impl RecordedRequest {
 
     /// The bearer token from the `Authorization` header, if any.
     pub fn bearer(&self) -> Option<&str> {
-        server::bearer_of(self.header("authorization"))
+        wire::bearer_of(self.header("authorization"))
     }
 
     /// The body parsed as JSON, if it is JSON.
@@ -760,7 +761,7 @@ impl Sim {
         access_ttl: Duration,
         refresh_ttl: Duration,
     ) -> (String, String) {
-        let scopes = server::service_scopes();
+        let scopes = wire::service_scopes();
         let a = st.issue_in(
             org,
             TokenKind::ServiceAccess,

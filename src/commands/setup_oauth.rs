@@ -12,12 +12,12 @@ use crate::audit;
 use crate::cli::SetupOauthArgs;
 use crate::clock;
 use crate::config::{Absence, Config, PersonalUpdate};
+use crate::engine;
 use crate::error::{Error, SetupError};
 use crate::oauth::{self, Authorized, Mode};
 use crate::output::{Printer, SCHEMA_VERSION, expiry_text, token_json};
 use crate::secret::{SecretString, fingerprint};
 use crate::settings::Settings;
-use crate::store::{LockScope, TokenStore};
 use crate::webex::{ClientCredentials, HttpApi, TokenGrant};
 use serde_json::json;
 use std::io::IsTerminal;
@@ -119,20 +119,7 @@ async fn store_grant(
             "the token endpoint returned no refresh token; the personal access token is stored, but level 3 will not be able to renew it"
         );
     }
-    {
-        // Serialize with `refresh` runs (they may rewrite the config at
-        // level 3), and write onto the file as it is now, not as it was
-        // when the person started signing in.
-        // With `--store etcd://` the renewed state goes to etcd (the whole
-        // fleet uses it); the client credentials stay in this host's file.
-        let store = settings.store();
-        let guard = store
-            .lock(&LockScope::Config, settings.lock_timeout)
-            .await?;
-        let saved = store.save_renewable(&guard, &update).await;
-        store.release(guard).await;
-        saved?;
-    }
+    engine::save_authorization(&settings.store(), &update, settings.lock_timeout).await?;
     let stored = Stored {
         config_path: config.path.clone(),
         state_path: config.state_path.clone(),
@@ -144,21 +131,23 @@ async fn store_grant(
         client_secret_fp: fingerprint(client_secret),
     };
     if let Some(path) = &settings.audit_log {
-        audit::append(
+        audit::record(
             path,
-            json!({
-                "command": "setup-oauth",
-                "operation": "setup",
-                "flow": flow,
-                "outcome": "ok",
-                "personalTokenFingerprint": fingerprint(&stored.personal),
-                "personalTokenExpiresAt": stored.personal_expires_at.map(clock::format_utc),
-                "integrationRefreshTokenFingerprint": stored.refresh.as_ref().map(fingerprint),
-                "integrationRefreshTokenExpiresAt": stored.refresh_expires_at.map(clock::format_utc),
-                "integrationClientId": stored.client_id,
-                "integrationClientSecretFingerprint": stored.client_secret_fp,
-                "configFile": stored.config_path.display().to_string(),
-            }),
+            &audit::SetupEvent {
+                command: "setup-oauth",
+                operation: "setup",
+                flow,
+                outcome: "ok",
+                personal_token_fingerprint: fingerprint(&stored.personal),
+                personal_token_expires_at: stored.personal_expires_at.map(clock::format_utc),
+                integration_refresh_token_fingerprint: stored.refresh.as_ref().map(fingerprint),
+                integration_refresh_token_expires_at: stored
+                    .refresh_expires_at
+                    .map(clock::format_utc),
+                integration_client_id: &stored.client_id,
+                integration_client_secret_fingerprint: &stored.client_secret_fp,
+                config_file: stored.config_path.display().to_string(),
+            },
         );
     }
     Ok(stored)

@@ -83,6 +83,24 @@ pub fn is_fresh(tokens: &StoredTokens, min_valid: Duration) -> bool {
     tokens.access_token.is_some() && tokens.access_expires_at.is_some_and(|e| e > threshold)
 }
 
+/// `setup-oauth`'s transaction: a person's fresh authorization (the
+/// personal token, the integration refresh token and the client
+/// credentials they belong to) saved under the config-scope lock, so it
+/// serializes with runs that may rewrite that state at level 3 and lands on
+/// the state as it is now, not as it was when the person started signing
+/// in. With `--store etcd://` the renewed state goes to etcd (the whole
+/// fleet uses it); the client credentials stay in this host's file.
+pub async fn save_authorization<S: TokenStore>(
+    store: &S,
+    update: &RenewableUpdate,
+    lock_timeout: Duration,
+) -> Result<(), Error> {
+    let guard = store.lock(&LockScope::Config, lock_timeout).await?;
+    let saved = store.save_renewable(&guard, update).await;
+    store.release(guard).await;
+    Ok(saved?)
+}
+
 /// Makes sure a working token is stored, under the lock, and returns what
 /// happened. `api_for` builds the client from the config as read under the
 /// lock (its `apiBaseUrl` may matter).

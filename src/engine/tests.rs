@@ -305,3 +305,50 @@ async fn rt_expiring_needs_a_known_expiry_within_the_window() {
     t.refresh_token = None;
     assert!(!rt_expiring(&t, now, Duration::from_secs(3600)));
 }
+
+#[tokio::test]
+async fn setup_saves_the_authorization_under_the_config_lock() {
+    let store = MemStore::new(expired(None), config("pat-old"));
+    let update = crate::tokens::RenewableUpdate {
+        personal_access_token: secret("pat-from-setup"),
+        personal_expires_at: None,
+        integration_refresh_token: Some(secret("int-rt-setup")),
+        integration_refresh_expires_at: None,
+        integration_client: None,
+    };
+    // While another run holds the config lock, the save waits, then fails
+    // after the lock time-out without writing anything.
+    let held = store
+        .lock(&LockScope::Config, Duration::from_secs(1))
+        .await
+        .unwrap();
+    let err = save_authorization(&store, &update, Duration::from_millis(50))
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 1, "{err}");
+    assert_eq!(store.renewable_saves.load(Ordering::SeqCst), 0);
+    store.release(held).await;
+    save_authorization(&store, &update, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(store.renewable_saves.load(Ordering::SeqCst), 1);
+    let cfg = store.config();
+    assert_eq!(
+        cfg.personal_access_token.get().unwrap().expose_secret(),
+        "pat-from-setup"
+    );
+    assert_eq!(
+        cfg.integration
+            .unwrap()
+            .refresh_token
+            .get()
+            .unwrap()
+            .expose_secret(),
+        "int-rt-setup"
+    );
+    // The lock was given back.
+    let again = store
+        .lock(&LockScope::Config, Duration::from_millis(50))
+        .await;
+    assert!(again.is_ok());
+}

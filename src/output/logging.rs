@@ -73,7 +73,38 @@ where
         } else {
             write!(writer, "{label}: ")?;
         }
+        // Inside one org's work of several (the `org` span `watch` opens
+        // per org): the org's name first, `note: acme: …`.
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root().filter(|s| s.name() == "org") {
+                let ext = span.extensions();
+                if let Some(f) = ext.get::<tracing_subscriber::fmt::FormattedFields<N>>() {
+                    let plain = strip_ansi(&f.fields);
+                    let name = plain.strip_prefix("org=").unwrap_or(&plain);
+                    write!(writer, "{name}: ")?;
+                }
+            }
+        }
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
     }
+}
+
+/// `s` without ANSI colour sequences (the field formatter may add them).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC [ parameters final-byte
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

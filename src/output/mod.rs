@@ -2,8 +2,10 @@
 //! `schemaVersion`). Logs and errors go to stderr; nothing else in the
 //! program prints to stdout.
 
+pub mod datasources;
 pub mod logging;
 pub mod status;
+pub mod watch;
 
 use crate::chain::{Action, Attempt, Outcome, Validation};
 use crate::clock;
@@ -17,8 +19,7 @@ use std::error::Error as _;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
-/// Version of every `--json` shape; bumped only on incompatible changes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub use crate::names::SCHEMA_VERSION;
 
 /// How results are shown.
 #[derive(Debug, Clone, Copy)]
@@ -244,9 +245,15 @@ impl Printer {
     /// with `--log-format json` one JSON line instead, so a log collector
     /// never meets a plain-text line.
     pub fn stderr_error(&self, command: &str, err: &Error) {
+        self.stderr_error_of(command, None, err);
+    }
+
+    /// [`Printer::stderr_error`] for one org of several (`org` names it:
+    /// `error: acme: …`, or an `org` member in JSON).
+    pub fn stderr_error_of(&self, command: &str, org: Option<&str>, err: &Error) {
         let mut e = std::io::stderr().lock();
         if self.json_logs {
-            let line = json!({
+            let mut line = json!({
                 "timestamp": clock::format_utc(clock::now()),
                 "level": "ERROR",
                 "message": err.to_string(),
@@ -255,9 +262,13 @@ impl Printer {
                 "details": err.details(),
                 "hint": err.hint(),
             });
+            if let Some(org) = org {
+                line["org"] = json!(org);
+            }
             let _ = writeln!(e, "{line}");
         } else {
-            let _ = writeln!(e, "error: {err}");
+            let prefix = org.map(|o| format!("{o}: ")).unwrap_or_default();
+            let _ = writeln!(e, "error: {prefix}{err}");
             for d in err.details() {
                 let _ = writeln!(e, "  {d}");
             }
@@ -413,6 +424,26 @@ pub fn json_text(v: &Value) -> String {
     out
 }
 
+/// The `error` of one data source that could not be renewed, in
+/// `datasources extend --json` (`results[]`) and `watch --json`
+/// (`dataSources[]`) alike: the failure object's fields plus the exit code
+/// it stands for and, when Webex answered, its HTTP status and trackingId.
+pub fn datasource_error_json(err: &Error) -> Value {
+    let api = match err {
+        Error::DataSource(ds) => ds.api_error(),
+        _ => None,
+    };
+    json!({
+        "kind": err.kind(),
+        "exitCode": err.exit_code(),
+        "message": err.to_string(),
+        "details": err.details(),
+        "httpStatus": api.and_then(crate::webex::ApiError::status),
+        "trackingId": api.and_then(crate::webex::ApiError::tracking_id),
+        "hint": err.hint(),
+    })
+}
+
 /// The first error writing stdout, other than a closed pipe.
 static STDOUT_ERROR: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
@@ -470,17 +501,7 @@ pub fn stdout_failure() -> Option<Error> {
         .map(|e| Error::Other(format!("could not write the output to stdout: {e}")))
 }
 
-/// "expires 2026-12-07T19:00:00Z (in 13d 23h)" or "expiry unknown".
-pub fn expiry_text(at: Option<Timestamp>, now: Timestamp) -> String {
-    match at {
-        Some(t) => format!(
-            "expires {} ({})",
-            clock::format_utc(t),
-            clock::human_left(clock::seconds_until(now, t))
-        ),
-        None => "expiry unknown".into(),
-    }
-}
+pub use crate::clock::expiry_text;
 
 /// The JSON view of one credential.
 pub fn token_json(t: Option<&SecretString>, exp: Option<Timestamp>, now: Timestamp) -> Value {

@@ -3,7 +3,7 @@
 //!
 //! The service-app tokens live in the env file (only the owned keys are
 //! touched); the personal token and integration refresh token live in the
-//! config file. Every write is atomic (see [`crate::store::fs_atomic`]). Runs that
+//! config file. Every write is atomic (see [`crate::fs_atomic`]). Runs that
 //! touch the same env file serialize on a dedicated lock file beside it:
 //! never on the data file itself, because the data file is replaced by
 //! rename, and a lock on a replaced inode protects nothing. The lock is an
@@ -12,10 +12,10 @@
 //! (deleting it would let two runs lock two different inodes).
 
 use super::env_file::{self, EnvDocument, EnvFileError};
-use super::fs_atomic::{self, WriteMode};
 use super::{LockScope, Snapshot, StoreError, TokenStore, wrong_scope};
 use crate::clock;
 use crate::config::{Config, ParsedCache, PersonalUpdate};
+use crate::fs_atomic::{self, WriteMode, adopt_owner};
 use crate::names::*;
 use crate::secret::{ExposeSecret, secret};
 use crate::tokens::StoredTokens;
@@ -475,26 +475,6 @@ fn save_recovery(target: &Path, bytes: &[u8], owner_ref: &Path) -> Option<PathBu
         }
     }
     None
-}
-
-/// Gives a file this run created the owner and group of `reference` (the
-/// env file, or its directory before the env file exists), so one run as
-/// root does not leave files the service user cannot open. Without the
-/// privilege to change owners this is a no-op: the file is ours already.
-pub(crate) fn adopt_owner(file: &File, reference: &Path) {
-    let reference = if reference.exists() {
-        reference
-    } else {
-        match reference.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => return,
-        }
-    };
-    if let Err(e) = fs_atomic::match_owner(file, reference)
-        && e.kind() != std::io::ErrorKind::PermissionDenied
-    {
-        tracing::debug!("could not match the owner of {}: {e}", reference.display());
-    }
 }
 
 /// "owned by uid N (name)" for a file, for messages about files a run

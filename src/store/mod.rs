@@ -10,16 +10,15 @@
 pub mod env_file;
 pub mod etcd;
 pub mod files;
-pub mod fs_atomic;
 mod mem;
 
 pub use files::{EnvState, FilesStore, owned_values};
 pub use mem::MemStore;
 
 use crate::config::{Config, ConfigError};
+use crate::fs_atomic::WriteError;
 use crate::tokens::{OrgId, RenewableUpdate, StoredTokens};
 use env_file::EnvFileError;
-use fs_atomic::WriteError;
 use std::path::PathBuf;
 use std::time::Duration;
 

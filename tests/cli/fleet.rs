@@ -611,7 +611,11 @@ fn bad_store_settings_are_usage_or_config_errors() {
             "status",
         ]);
         assert_eq!(code(&out), 2, "{ttl}: {}", stderr(&out));
-        assert!(stderr(&out).contains("--lock-ttl"), "{ttl}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--lock-ttl"),
+            "{ttl}: {}",
+            stderr(&out)
+        );
     }
     let out = run(&[
         "--store",

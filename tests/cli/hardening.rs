@@ -22,6 +22,8 @@ async fn twenty_overlapping_runs_make_one_refresh() {
             .set_delay(Duration::from_millis(300)),
     )
     .await;
+    // A straggler that starts after the write checks the new token.
+    t.mock_validate(&new, 200).await;
     let children: Vec<_> = (0..20)
         .map(|_| {
             let mut c: Command = t.std_cmd();

@@ -18,15 +18,19 @@ use wiremock::{Mock, ResponseTemplate};
 
 /// The snapshot text for one run: exit code, stdout, stderr, kept apart.
 fn render(t: &TestEnv, out: &Output) -> String {
+    render_at(t.dir.path(), &t.server.uri(), out)
+}
+
+/// [`render`] for a run in `dir` against the server at `uri`.
+fn render_at(dir: &std::path::Path, uri: &str, out: &Output) -> String {
     let scrub = |s: String| {
-        let dir = t.dir.path();
         let mut s = s;
         // The canonical form first (it may be longer, e.g. /private/tmp).
         if let Ok(real) = dir.canonicalize() {
             s = s.replace(real.to_str().unwrap(), "[TMP]");
         }
         s.replace(dir.to_str().unwrap(), "[TMP]")
-            .replace(&t.server.uri(), "http://[MOCK]")
+            .replace(uri, "http://[MOCK]")
     };
     let out_text = scrub(stdout(out));
     let err_text = scrub(stderr(out));
@@ -771,4 +775,193 @@ async fn snapshot_setup_oauth_device() {
         &t,
         &run(&t, &setup_args(true)),
     );
+}
+
+// ---------------------------------------------------------------- watch
+
+/// A run that prints one JSON line per event (`watch --json`): each line
+/// shown pretty, so that the filters for times and seconds apply.
+fn render_events(t: &TestEnv, out: &Output) -> String {
+    let text = render(t, out);
+    let (head, rest) = text.split_once("--- stdout ---\n").expect("several lines");
+    let (events, err) = rest.split_once("--- stderr ---\n").unwrap();
+    let pretty: Vec<String> = events
+        .lines()
+        .map(|l| match serde_json::from_str::<Value>(l) {
+            Ok(v) => serde_json::to_string_pretty(&v).unwrap(),
+            Err(_) => l.to_string(),
+        })
+        .collect();
+    format!(
+        "{head}--- stdout (one JSON event a line, shown pretty) ---\n{}\n--- stderr ---\n{err}",
+        pretty.join("\n")
+    )
+}
+
+fn snap_events(name: &str, t: &TestEnv, out: &Output) {
+    let text = render_events(t, out);
+    let mut s = settings();
+    // A hook's run time is measured.
+    s.add_filter(r#""durationMs": [0-9]+"#, r#""durationMs": "[MS]""#);
+    s.bind(|| insta::assert_snapshot!(name, text));
+}
+
+#[tokio::test]
+async fn snapshot_watch_help_pages() {
+    let t = TestEnv::new().await;
+    for page in ["watch", "healthcheck"] {
+        let out = scrubbed(assert_cmd::cargo::cargo_bin("webex-token"), t.dir.path())
+            .env("HOME", t.dir.path())
+            .env("COLUMNS", "100")
+            .args([page, "--help"])
+            .output()
+            .unwrap();
+        let text = render(&t, &out);
+        help_settings().bind(|| insta::assert_snapshot!(format!("help_{page}"), text));
+    }
+}
+
+#[tokio::test]
+async fn snapshot_watch_once_events() {
+    // A working token: started, validated.
+    let t = TestEnv::new().await;
+    fresh_env(&t);
+    t.mock_validate(OLD_ACCESS, 200).await;
+    snap_events(
+        "watch_once_validated_json",
+        &t,
+        &run(
+            &t,
+            &["--json", "watch", "--once", "--health", "127.0.0.1:0"],
+        ),
+    );
+
+    // An expired one: refreshed, then the hook's run.
+    let mut t = TestEnv::new().await;
+    let new = t.secret("SECRET-snap-watch-level1-access");
+    expired_env(&t);
+    t.mock_refresh(
+        SA_CLIENT_ID,
+        OLD_REFRESH,
+        token_response(&new, 86_400, None),
+    )
+    .await;
+    snap_events(
+        "watch_once_refreshed_json",
+        &t,
+        &run(&t, &["--json", "watch", "--once", "--on-refresh", "exit 3"]),
+    );
+
+    // A refresh token near its end: rolled through level 2.
+    let mut t = TestEnv::new().await;
+    let new = t.secret("SECRET-snap-watch-rolled-access");
+    let new_rt = t.secret("SECRET-snap-watch-rolled-refresh");
+    t.write_env(&format!(
+        "{}WEBEX_SERVICE_APP_REFRESH_TOKEN_EXPIRES_AT={}\n",
+        env_with(OLD_ACCESS, Some(&in_secs(86_400)), Some(OLD_REFRESH)),
+        in_secs(3600)
+    ));
+    t.mock_mint(
+        PAT,
+        token_response(&new, 1_209_600, Some((&new_rt, 7_776_000))),
+    )
+    .await;
+    t.mock_validate(&new, 200).await;
+    snap_events(
+        "watch_once_rolled_json",
+        &t,
+        &run(&t, &["--json", "watch", "--once"]),
+    );
+
+    // Every level rejected: the failed event, exit 4.
+    let t = TestEnv::new().await;
+    expired_env(&t);
+    reject_all(&t).await;
+    snap_events(
+        "watch_once_rejected_json",
+        &t,
+        &run(&t, &["--json", "watch", "--once"]),
+    );
+    snap_events(
+        "watch_once_rejected_human",
+        &t,
+        &run(&t, &["watch", "--once"]),
+    );
+}
+
+#[tokio::test]
+async fn snapshot_watch_once_datasources_events() {
+    let mut t = TestEnv::new().await;
+    fresh_env(&t);
+    let fresh = t.secret(&jws("watch-fresh", 20 * 3600));
+    let soon = t.secret(&jws("watch-soon", 3600));
+    mock_list(
+        &t,
+        vec![source("ds-fresh", &fresh), source("ds-soon", &soon)],
+    )
+    .await;
+    mock_put(&t, "ds-soon", Renew("ds-soon".into())).await;
+    snap_events(
+        "watch_once_datasources_extended_json",
+        &t,
+        &run(&t, &["--json", "watch", "--once", "--datasources"]),
+    );
+
+    let mut t = TestEnv::new().await;
+    fresh_env(&t);
+    let mut items = Vec::new();
+    for id in ["ds-404", "ds-ok"] {
+        let tok = t.secret(&jws(&format!("watch-{id}"), 600));
+        items.push(source(id, &tok));
+    }
+    mock_list(&t, items).await;
+    mock_put(
+        &t,
+        "ds-404",
+        ResponseTemplate::new(404).set_body_json(webex_error("Data source not found")),
+    )
+    .await;
+    mock_put(&t, "ds-ok", Renew("ds-ok".into())).await;
+    snap_events(
+        "watch_once_datasources_partial_json",
+        &t,
+        &run(&t, &["--json", "watch", "--once", "--datasources"]),
+    );
+
+    // The list itself fails: the run's own failed event.
+    let t = TestEnv::new().await;
+    fresh_env(&t);
+    Mock::given(method("GET"))
+        .and(path("/v1/dataSources"))
+        .respond_with(ResponseTemplate::new(403).set_body_json(webex_error("Not allowed")))
+        .mount(&t.server)
+        .await;
+    snap_events(
+        "watch_once_datasources_list_failed_json",
+        &t,
+        &run(&t, &["--json", "watch", "--once", "--datasources"]),
+    );
+}
+
+// ---------------------------------------------------------------- several orgs
+
+#[test]
+fn snapshot_refresh_orgs_json() {
+    let sim = webex_sim::Sim::start(webex_sim::SimOptions::default().with_org_count(2)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    sim.write_demo_files(dir.path()).unwrap();
+    let _ = std::fs::remove_file(dir.path().join(".env"));
+    let out = scrubbed(assert_cmd::cargo::cargo_bin("webex-token"), dir.path())
+        .env("COLUMNS", "100")
+        .args(["--json", "refresh"])
+        .output()
+        .unwrap();
+    let text = render_at(dir.path(), &sim.root_url(), &out);
+    let mut s = settings();
+    // The simulator makes up each org's id.
+    s.add_filter(
+        r#""targetOrgId": "[A-Za-z0-9_-]+""#,
+        r#""targetOrgId": "[ORG]""#,
+    );
+    s.bind(|| insta::assert_snapshot!("refresh_orgs_json", text));
 }

@@ -10,7 +10,6 @@ use crate::error::exit;
 use crate::output::OrgResult;
 use crate::output::{self, Printer, SCHEMA_VERSION};
 use crate::settings::Settings;
-use crate::webex::ApiError;
 use futures_util::StreamExt;
 use jiff::Timestamp;
 use serde_json::{Value, json};
@@ -123,21 +122,6 @@ pub(super) async fn extend(
     Ok(code)
 }
 
-fn error_json(e: &Error) -> Value {
-    let api = match e {
-        Error::DataSource(ds) => ds.api_error(),
-        _ => None,
-    };
-    json!({
-        "kind": e.kind(),
-        "exitCode": e.exit_code(),
-        "message": e.to_string(),
-        "httpStatus": api.and_then(ApiError::status),
-        "trackingId": api.and_then(ApiError::tracking_id),
-        "hint": e.hint(),
-    })
-}
-
 /// One org's report: the `--json` object and the human text.
 fn extend_report(
     printer: &Printer,
@@ -146,56 +130,16 @@ fn extend_report(
     done: &Extended,
     now: Timestamp,
 ) -> (Value, String) {
-    let (results, refreshed, code) = (&done.results, done.refreshed, done.code);
-    let count = |f: fn(&Fate) -> bool| results.iter().filter(|(_, x)| f(x)).count();
-    let extended = count(|f| matches!(f, Fate::Extended { .. }));
-    let skipped = count(|f| matches!(f, Fate::Skipped { .. }));
-    let would = count(|f| matches!(f, Fate::WouldExtend { .. }));
-    let failed = count(|f| matches!(f, Fate::Failed(_)));
-    let not_tried = count(|f| matches!(f, Fate::NotAttempted));
-    let at = |t: Option<Timestamp>| {
-        json!({
-            "expiresAt": t.map(clock::format_utc),
-            "secondsLeft": t.map(|t| clock::seconds_until(now, t)),
-        })
-    };
-    let items: Vec<Value> = results
-        .iter()
-        .map(|(id, f)| match f {
-            Fate::Skipped { expires } => json!({
-                "id": id, "action": "skipped", "before": at(Some(*expires)),
-            }),
-            Fate::WouldExtend { expires } => json!({
-                "id": id, "action": "would_extend", "before": at(*expires),
-            }),
-            Fate::Extended {
-                before,
-                after,
-                nonce,
-                jws,
-            } => json!({
-                "id": id, "action": "extended", "before": at(*before),
-                "after": at(*after), "nonce": nonce, "jwsTokenFingerprint": jws,
-            }),
-            Fate::Failed(e) => json!({"id": id, "action": "failed", "error": error_json(e)}),
-            Fate::NotAttempted => json!({"id": id, "action": "not_attempted"}),
-        })
-        .collect();
-    let v = json!({
-        "schemaVersion": SCHEMA_VERSION,
-        "command": name,
-        "ok": code == 0,
-        "exitCode": code,
-        "dryRun": a.dry_run,
-        "minValidSeconds": a.min_valid.as_secs(),
-        "lifetimeMinutes": a.lifetime,
-        "serviceAppTokenRefreshed": refreshed,
-        "summary": {
-            "extended": extended, "skipped": skipped, "wouldExtend": would,
-            "failed": failed, "notAttempted": not_tried,
-        },
-        "results": items,
-    });
+    let (results, refreshed) = (&done.results, done.refreshed);
+    let [extended, skipped, would, failed, not_tried] = output::datasources::counts(done);
+    let v = output::datasources::extend_json(
+        name,
+        a.dry_run,
+        a.min_valid.as_secs(),
+        a.lifetime,
+        done,
+        now,
+    );
 
     // Pad before painting, so escape codes do not upset the columns.
     let label = |colour: Option<&str>, text: &str| {

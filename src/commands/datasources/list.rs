@@ -1,7 +1,6 @@
 //! `datasources list` and `datasources show`: every server-supplied text
 //! goes through [`shown`] before it reaches the terminal.
 
-use super::ToJson;
 use crate::clock;
 use crate::engine::datasources::{DataSource, OrgFiles, get_one, list_all, open, shown};
 use crate::error::{Error, exit};
@@ -95,14 +94,7 @@ async fn list_org(
     let sources = list_all(&s).await?;
     let now = clock::now();
     let disabled = sources.iter().filter(|d| d.is_disabled()).count();
-    let json_value = json!({
-        "schemaVersion": SCHEMA_VERSION,
-        "command": name,
-        "ok": true,
-        "count": sources.len(),
-        "disabled": disabled,
-        "dataSources": sources.iter().map(|d| d.to_json(now)).collect::<Vec<_>>(),
-    });
+    let json_value = output::datasources::list_json(name, &sources, disabled, now);
     let mut human = match (sources.len(), disabled) {
         (0, _) => "no data sources are registered for this service app".to_string(),
         (1, 0) => "1 data source".to_string(),
@@ -130,8 +122,7 @@ pub(super) async fn show(
     let s = open(settings, &org, name, true).await?;
     let d = get_one(&s, id).await?;
     let now = clock::now();
-    let mut v = json!({"schemaVersion": SCHEMA_VERSION, "command": name, "ok": true});
-    v["dataSource"] = d.to_json(now);
+    let v = output::datasources::one_source_json(name, &d, now);
     printer.report(&v, &human_block(printer, &d, now, true));
     Ok(0)
 }

@@ -2,14 +2,13 @@
 //! (a 401 is the exception: nothing was registered, so after the token is
 //! renewed the POST is sent again).
 
-use super::ToJson;
 use super::list::human_block;
 use crate::audit;
 use crate::cli::DsRegisterArgs;
 use crate::clock;
 use crate::engine::datasources::{DataSource, OrgFiles, new_nonce, open, parse_source, shown};
 use crate::error::Error;
-use crate::output::{self, Printer, SCHEMA_VERSION};
+use crate::output::{self, Printer};
 use crate::secret::{SecretString, fingerprint};
 use crate::settings::Settings;
 use crate::webex::{DataSourcesApi, HttpApi};
@@ -42,21 +41,23 @@ pub(super) async fn register(
         .await;
     let audit_line = |outcome: &str, d: Option<&DataSource>, e: Option<&Error>| {
         if let Some(path) = &settings.audit_log {
-            audit::append(
+            audit::record(
                 path,
-                json!({
-                    "command": name,
-                    "operation": "datasource_register",
-                    "outcome": outcome,
-                    "dataSourceId": d.map(|d| d.id.clone()),
-                    "schemaId": r.schema_id,
-                    "url": r.url,
-                    "nonce": nonce,
-                    "tokenLifetimeMinutes": r.lifetime,
-                    "tokenExpiresAt": d.and_then(|d| d.token_expiry()).map(|e| clock::format_utc(e.0)),
-                    "jwsTokenFingerprint": d.and_then(|d| d.jws_token.as_ref()).map(fingerprint),
-                    "error": e.map(|e| e.to_string()),
-                }),
+                &audit::DataSourceRegisterEvent {
+                    command: name,
+                    operation: "datasource_register",
+                    outcome,
+                    data_source_id: d.map(|d| d.id.clone()),
+                    schema_id: &r.schema_id,
+                    url: &r.url,
+                    nonce: &nonce,
+                    token_lifetime_minutes: r.lifetime,
+                    token_expires_at: d
+                        .and_then(|d| d.token_expiry())
+                        .map(|e| clock::format_utc(e.0)),
+                    jws_token_fingerprint: d.and_then(|d| d.jws_token.as_ref()).map(fingerprint),
+                    error: e.map(|e| e.to_string()),
+                },
             );
         }
     };
@@ -72,8 +73,7 @@ pub(super) async fn register(
     })?;
     audit_line("ok", Some(&d), None);
     let now = clock::now();
-    let mut v = json!({"schemaVersion": SCHEMA_VERSION, "command": name, "ok": true});
-    v["dataSource"] = d.to_json(now);
+    let v = output::datasources::one_source_json(name, &d, now);
     let human = format!(
         "{} registered data source {}; token {}\n\n{}",
         printer.paint("32", "ok:"),

@@ -13,7 +13,6 @@ use crate::settings::Settings;
 use crate::webex::DataSourcesApi;
 use futures_util::stream::{self, StreamExt};
 use jiff::Timestamp;
-use serde_json::json;
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
@@ -279,32 +278,39 @@ fn audit_extension(
     let Some(path) = &settings.audit_log else {
         return;
     };
-    let mut line = json!({
-        "command": command,
-        "operation": "datasource_extend",
-        "dataSourceId": d.id,
-        "tokenLifetimeMinutes": lifetime,
-        "previousExpiresAt": before.map(clock::format_utc),
-    });
+    let mut line = audit::DataSourceExtendEvent {
+        command,
+        operation: "datasource_extend",
+        data_source_id: &d.id,
+        token_lifetime_minutes: lifetime,
+        previous_expires_at: before.map(clock::format_utc),
+        outcome: "ok",
+        nonce: None,
+        token_expires_at: None,
+        jws_token_fingerprint: None,
+        exit_code: None,
+        error: None,
+        http_status: None,
+        tracking_id: None,
+    };
     match result {
         Ok((after, nonce, jws)) => {
-            line["outcome"] = json!("ok");
-            line["nonce"] = json!(nonce);
-            line["tokenExpiresAt"] = json!(after.map(clock::format_utc));
-            line["jwsTokenFingerprint"] = json!(jws);
+            line.nonce = Some(nonce);
+            line.token_expires_at = Some(after.map(clock::format_utc));
+            line.jws_token_fingerprint = Some(jws);
         }
         Err((e, nonce)) => {
-            line["outcome"] = json!("failed");
-            line["nonce"] = json!(nonce);
-            line["exitCode"] = json!(e.exit_code());
-            line["error"] = json!(e.to_string());
+            line.outcome = "failed";
+            line.nonce = nonce;
+            line.exit_code = Some(e.exit_code());
+            line.error = Some(e.to_string());
             if let Error::DataSource(ds) = e
                 && let Some(api) = ds.api_error()
             {
-                line["httpStatus"] = json!(api.status());
-                line["trackingId"] = json!(api.tracking_id());
+                line.http_status = Some(api.status());
+                line.tracking_id = Some(api.tracking_id());
             }
         }
     }
-    audit::append(path, line);
+    audit::record(path, &line);
 }

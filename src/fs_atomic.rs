@@ -595,6 +595,26 @@ fn write_in_place(target: &Path, contents: &[u8]) -> Result<(), WriteError> {
     Ok(())
 }
 
+/// Gives a file this run created the owner and group of `reference` (the
+/// env file, or its directory before the env file exists), so one run as
+/// root does not leave files the service user cannot open. Without the
+/// privilege to change owners this is a no-op: the file is ours already.
+pub fn adopt_owner(file: &File, reference: &Path) {
+    let reference = if reference.exists() {
+        reference
+    } else {
+        match reference.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => return,
+        }
+    };
+    if let Err(e) = match_owner(file, reference)
+        && e.kind() != std::io::ErrorKind::PermissionDenied
+    {
+        tracing::debug!("could not match the owner of {}: {e}", reference.display());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

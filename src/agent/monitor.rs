@@ -1,0 +1,485 @@
+//! What `/healthz` and `/metrics` report: one health entry per org
+//! watched (working while its access token is valid for more than half of
+//! `--min-valid`) and the Prometheus metric families.
+
+use crate::chain::{Action, Outcome};
+use crate::clock;
+use crate::error::{Error, exit};
+use crate::names::SCHEMA_VERSION;
+use crate::tokens::{OrgId, StoredTokens};
+use jiff::Timestamp;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+type Labels = Vec<(String, String)>;
+
+/// The labels of one org's sample: `org="NAME"` first when the config lists
+/// orgs (`serviceApp.orgs`); none for the single configured org, whose
+/// samples keep the label sets they always had.
+fn labels(org: &OrgId, pairs: &[(&str, &str)]) -> Labels {
+    org.name()
+        .map(|n| ("org".to_string(), n.to_string()))
+        .into_iter()
+        .chain(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect()
+}
+
+/// The key of an org's health entry ("" for the single configured org).
+fn org_key(org: &OrgId) -> String {
+    org.name().unwrap_or_default().to_string()
+}
+
+/// What `/healthz` and `/metrics` report, shared with the server thread:
+/// one health entry per org watched, and metric families labelled by org.
+pub struct Monitor {
+    min_valid: Duration,
+    /// By org name (sorted, so the health body lists them in a stable order).
+    state: Mutex<BTreeMap<String, HealthState>>,
+    registry: Registry,
+    expiry: Family<Labels, Gauge>,
+    refreshes: Family<Labels, Counter>,
+    failures: Family<Labels, Counter>,
+    hooks: Family<Labels, Counter>,
+    validations: Family<Labels, Counter>,
+    last_success: Family<Labels, Gauge>,
+}
+
+#[derive(Default)]
+struct HealthState {
+    access_expires_at: Option<Timestamp>,
+    has_access_token: bool,
+    last_success: Option<Timestamp>,
+    last_error: Option<String>,
+    needs_attention: bool,
+    next: Option<(Timestamp, &'static str)>,
+}
+
+impl Monitor {
+    pub fn new(min_valid: Duration) -> Monitor {
+        let expiry = Family::<Labels, Gauge>::default();
+        let refreshes = Family::<Labels, Counter>::default();
+        let failures = Family::<Labels, Counter>::default();
+        let hooks = Family::<Labels, Counter>::default();
+        let validations = Family::<Labels, Counter>::default();
+        let last_success = Family::<Labels, Gauge>::default();
+        let mut r = Registry::with_prefix("webex_token");
+        r.register(
+            "expiry_timestamp_seconds",
+            "When each stored credential expires (Unix time; absent when unknown)",
+            expiry.clone(),
+        );
+        r.register(
+            "refreshes",
+            "Token refreshes and rolls by chain level and outcome",
+            refreshes.clone(),
+        );
+        r.register(
+            "failures",
+            "Failed ticks by kind (transient, config, reauthorization_required)",
+            failures.clone(),
+        );
+        r.register(
+            "hook_runs",
+            "--on-refresh hook runs by outcome",
+            hooks.clone(),
+        );
+        r.register(
+            "validations",
+            "Ticks that found the stored access token working",
+            validations.clone(),
+        );
+        r.register(
+            "last_success_timestamp_seconds",
+            "When a tick last ended with a working token (Unix time)",
+            last_success.clone(),
+        );
+        Monitor {
+            min_valid,
+            state: Mutex::new(BTreeMap::new()),
+            registry: r,
+            expiry,
+            refreshes,
+            failures,
+            hooks,
+            validations,
+            last_success,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, HealthState>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An org to report on, before anything is known about it (so that an
+    /// org whose first tick has not ended yet counts as not working).
+    pub fn register(&self, org: &OrgId) {
+        self.lock().entry(org_key(org)).or_default();
+    }
+
+    fn with<R>(&self, org: &OrgId, f: impl FnOnce(&mut HealthState) -> R) -> R {
+        f(self.lock().entry(org_key(org)).or_default())
+    }
+
+    fn set_expiry(&self, org: &OrgId, credential: &str, at: Option<Timestamp>) {
+        let l = labels(org, &[("credential", credential)]);
+        match at {
+            Some(t) => {
+                self.expiry.get_or_create(&l).set(t.as_second());
+            }
+            None => {
+                self.expiry.remove(&l);
+            }
+        }
+    }
+
+    /// The stored state as read at the start of a tick.
+    pub fn observe(&self, org: &OrgId, t: &StoredTokens, config: &crate::config::Config) {
+        self.set_expiry(org, "service_access_token", t.access_expires_at);
+        self.set_expiry(org, "service_refresh_token", t.refresh_expires_at);
+        self.set_expiry(org, "personal_access_token", config.personal_expires_at);
+        self.set_expiry(
+            org,
+            "integration_refresh_token",
+            config
+                .integration
+                .as_ref()
+                .and_then(|i| i.refresh_expires_at),
+        );
+        self.with(org, |s| {
+            s.access_expires_at = t.access_expires_at;
+            s.has_access_token = t.access_token.is_some();
+        });
+    }
+
+    pub fn set_next(&self, org: &OrgId, at: Timestamp, task: &'static str) {
+        self.with(org, |s| s.next = Some((at, task)));
+    }
+
+    pub fn succeeded(&self, org: &OrgId, now: Timestamp, o: &Outcome) {
+        match &o.action {
+            Action::Refreshed { level, .. } => {
+                self.refreshes
+                    .get_or_create(&labels(
+                        org,
+                        &[("level", &level.number().to_string()), ("outcome", "ok")],
+                    ))
+                    .inc();
+            }
+            _ => {
+                self.validations.get_or_create(&labels(org, &[])).inc();
+            }
+        }
+        self.last_success
+            .get_or_create(&labels(org, &[]))
+            .set(now.as_second());
+        self.set_expiry(org, "service_access_token", o.tokens.access_expires_at);
+        self.set_expiry(org, "service_refresh_token", o.tokens.refresh_expires_at);
+        self.with(org, |s| {
+            s.last_success = Some(now);
+            s.last_error = None;
+            s.needs_attention = false;
+            s.access_expires_at = o.tokens.access_expires_at;
+            s.has_access_token = o.tokens.access_token.is_some();
+        });
+    }
+
+    pub fn failed(&self, org: &OrgId, e: &Error, main: bool) {
+        self.failures
+            .get_or_create(&labels(org, &[("kind", e.kind())]))
+            .inc();
+        for a in e.attempts() {
+            let r = a.record();
+            if r.result != "skipped" {
+                self.refreshes
+                    .get_or_create(&labels(
+                        org,
+                        &[("level", &r.level.to_string()), ("outcome", r.result)],
+                    ))
+                    .inc();
+            }
+        }
+        self.with(org, |s| {
+            s.last_error = Some(e.to_string());
+            if main {
+                s.needs_attention = e.exit_code() != exit::TRANSIENT;
+            }
+        });
+    }
+
+    pub fn hook(&self, org: &OrgId, outcome: &str) {
+        self.hooks
+            .get_or_create(&labels(org, &[("outcome", outcome)]))
+            .inc();
+    }
+
+    /// One org's health: working while its stored access token is valid for
+    /// more than half of `--min-valid`.
+    fn org_health(
+        &self,
+        s: &HealthState,
+        now: Timestamp,
+    ) -> (bool, serde_json::Map<String, Value>) {
+        let left = s.access_expires_at.map(|e| clock::seconds_until(now, e));
+        let healthy = s.has_access_token
+            && left.is_some_and(|l| l > 0 && l as u64 > self.min_valid.as_secs() / 2);
+        let body = json!({
+            "status": if healthy { "ok" } else { "unhealthy" },
+            "accessTokenPresent": s.has_access_token,
+            "accessTokenExpiresAt": s.access_expires_at.map(clock::format_utc),
+            "secondsLeft": left,
+            "lastSuccess": s.last_success.map(clock::format_utc),
+            "lastError": s.last_error,
+            "needsAttention": s.needs_attention,
+            "next": s.next.map(|(at, task)| json!({"task": task, "at": clock::format_utc(at)})),
+        });
+        let Value::Object(m) = body else {
+            unreachable!("a JSON object literal")
+        };
+        (healthy, m)
+    }
+
+    /// `/healthz`: 200 when every org watched has a working token, 503
+    /// otherwise. The single configured org's fields are the body's own;
+    /// with `serviceApp.orgs`, the body has an `orgs` array (each org's
+    /// fields and its `org` name) and `failingOrgs`, the names of those
+    /// without a working token.
+    pub fn health(&self, now: Timestamp) -> (u16, Value) {
+        let states = self.lock();
+        let mut all_ok = !states.is_empty();
+        let mut attention = false;
+        let mut failing = Vec::new();
+        let mut orgs = Vec::new();
+        let mut single = None;
+        for (name, s) in states.iter() {
+            let (ok, mut m) = self.org_health(s, now);
+            all_ok &= ok;
+            attention |= s.needs_attention;
+            if name.is_empty() {
+                single = Some(m);
+                continue;
+            }
+            if !ok {
+                failing.push(name.clone());
+            }
+            m.insert("org".into(), json!(name));
+            orgs.push(Value::Object(m));
+        }
+        let mut body = serde_json::Map::new();
+        body.insert("schemaVersion".into(), json!(SCHEMA_VERSION));
+        match single {
+            Some(m) if orgs.is_empty() => body.extend(m),
+            _ => {
+                body.insert(
+                    "status".into(),
+                    json!(if all_ok { "ok" } else { "unhealthy" }),
+                );
+                body.insert("needsAttention".into(), json!(attention));
+                body.insert("failingOrgs".into(), json!(failing));
+                body.insert("orgs".into(), Value::Array(orgs));
+            }
+        }
+        if states.is_empty() {
+            body.insert("status".into(), json!("unhealthy"));
+        }
+        (if all_ok { 200 } else { 503 }, Value::Object(body))
+    }
+
+    /// `/metrics` in OpenMetrics text 1.0.0 (what the registry encodes).
+    pub fn metrics(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry) {
+            tracing::warn!("could not encode the metrics: {e}");
+        }
+        out
+    }
+
+    /// `/metrics` in the Prometheus text format 0.0.4, for scrapers that do
+    /// not ask for OpenMetrics (and `promtool check metrics`).
+    pub fn metrics_text(&self) -> String {
+        openmetrics_to_text(&self.metrics())
+    }
+}
+
+/// OpenMetrics text as Prometheus text 0.0.4. prometheus-client encodes
+/// only OpenMetrics, and the two differ, for the counters and gauges we
+/// have, in three points (a second metrics crate for this would be heavier
+/// than these lines): a counter family's `# HELP`/`# TYPE` name its samples
+/// (`…_total`), there is no `# UNIT` line, and no `# EOF`.
+fn openmetrics_to_text(om: &str) -> String {
+    let lines: Vec<&str> = om.lines().collect();
+    let mut counters = std::collections::HashSet::new();
+    for l in &lines {
+        if let Some(rest) = l.strip_prefix("# TYPE ")
+            && let Some(name) = rest.strip_suffix(" counter")
+        {
+            counters.insert(name.to_string());
+        }
+    }
+    let mut out = String::with_capacity(om.len());
+    for l in lines {
+        if l == "# EOF" || l.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = l.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            counters
+                .contains(name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(l));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::secret;
+
+    fn tokens(now: Timestamp, left: u64) -> StoredTokens {
+        StoredTokens {
+            access_token: Some(secret("at")),
+            access_expires_at: Some(clock::after(now, left)),
+            refresh_token: Some(secret("rt")),
+            refresh_expires_at: None,
+        }
+    }
+
+    fn one() -> OrgId {
+        OrgId::configured()
+    }
+
+    fn outcome(t: StoredTokens) -> Outcome {
+        Outcome {
+            action: Action::Refreshed {
+                level: crate::chain::Level::ServiceRefreshToken,
+                trigger: crate::chain::Trigger::Forced,
+            },
+            tokens: t,
+            attempts: Vec::new(),
+            personal_renewed: false,
+            tracking_id: None,
+        }
+    }
+
+    #[test]
+    fn healthy_while_valid_for_more_than_half_of_min_valid() {
+        let m = Monitor::new(Duration::from_secs(3600));
+        let now = clock::now();
+        // Nothing stored yet.
+        assert_eq!(m.health(now).0, 503);
+        m.succeeded(&one(), now, &outcome(tokens(now, 1801)));
+        let (status, body) = m.health(now);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "ok");
+        m.succeeded(&one(), now, &outcome(tokens(now, 1800)));
+        assert_eq!(m.health(now).0, 503);
+        // Expired: unhealthy whatever min_valid says.
+        let short = Monitor::new(Duration::ZERO);
+        short.succeeded(&one(), now, &outcome(tokens(now, 0)));
+        assert_eq!(short.health(now).0, 503);
+    }
+
+    #[test]
+    fn metrics_name_each_credential_and_count_refreshes() {
+        let m = Monitor::new(Duration::from_secs(3600));
+        let now = clock::now();
+        m.succeeded(&one(), now, &outcome(tokens(now, 7200)));
+        m.hook(&one(), "timeout");
+        let text = m.metrics();
+        let exp = clock::after(now, 7200).as_second();
+        assert!(
+            text.contains(&format!(
+                "webex_token_expiry_timestamp_seconds{{credential=\"service_access_token\"}} {exp}"
+            )),
+            "{text}"
+        );
+        // Unknown expiry: no sample rather than a made-up one.
+        assert!(
+            !text.contains("credential=\"service_refresh_token\""),
+            "{text}"
+        );
+        assert!(text.contains("webex_token_refreshes_total{level=\"1\",outcome=\"ok\"} 1"));
+        assert!(text.contains("webex_token_hook_runs_total{outcome=\"timeout\"} 1"));
+        // The single org's samples carry no org label (and no empty braces).
+        assert!(
+            text.contains(&format!(
+                "\nwebex_token_last_success_timestamp_seconds {}\n",
+                now.as_second()
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("org=") && !text.contains("{}"), "{text}");
+        assert!(text.trim_end().ends_with("# EOF"));
+        // The same in Prometheus text 0.0.4: counter families named like
+        // their samples, no EOF.
+        let classic = m.metrics_text();
+        assert!(
+            classic.contains("# TYPE webex_token_refreshes_total counter\n"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# HELP webex_token_refreshes_total "),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# TYPE webex_token_expiry_timestamp_seconds gauge\n"),
+            "{classic}"
+        );
+        assert!(classic.contains("webex_token_refreshes_total{level=\"1\",outcome=\"ok\"} 1\n"));
+        assert!(
+            !classic.contains("# EOF") && !classic.contains("# UNIT"),
+            "{classic}"
+        );
+    }
+
+    #[test]
+    fn health_covers_every_org_and_names_the_failing_ones() {
+        let m = Monitor::new(Duration::from_secs(3600));
+        let now = clock::now();
+        let (a, b) = (
+            OrgId::listed(0, "acme", "o-a"),
+            OrgId::listed(1, "bolt", "o-b"),
+        );
+        m.register(&a);
+        m.register(&b);
+        m.succeeded(&a, now, &outcome(tokens(now, 7200)));
+        // One org working, the other not yet: 503 naming the other.
+        let (status, body) = m.health(now);
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["status"], "unhealthy");
+        assert_eq!(body["failingOrgs"], json!(["bolt"]));
+        assert_eq!(body["orgs"][0]["org"], "acme");
+        assert_eq!(body["orgs"][0]["status"], "ok");
+        assert_eq!(body["orgs"][1]["status"], "unhealthy");
+        m.succeeded(&b, now, &outcome(tokens(now, 7200)));
+        let (status, body) = m.health(now);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["failingOrgs"], json!([]));
+        // A later success of one org does not hide another's failure.
+        m.succeeded(&b, now, &outcome(tokens(now, 60)));
+        m.succeeded(&a, now, &outcome(tokens(now, 7200)));
+        let (status, body) = m.health(now);
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["failingOrgs"], json!(["bolt"]));
+        // Metrics: each sample carries its org.
+        let text = m.metrics();
+        assert!(
+            text.contains("webex_token_refreshes_total{org=\"acme\",level=\"1\",outcome=\"ok\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("webex_token_last_success_timestamp_seconds{org=\"bolt\"}"),
+            "{text}"
+        );
+    }
+}
