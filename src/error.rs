@@ -19,6 +19,48 @@ pub mod exit {
     pub const REAUTH: u8 = 4;
     pub const CHECK: u8 = 5;
 
+    /// Every exit code the program chooses, with a short and a full meaning:
+    /// the footer of `webex-token --help` and the man page's EXIT STATUS are
+    /// made from this table, so they cannot drift from each other.
+    pub const TABLE: &[(&str, &str, &str)] = &[
+        (
+            "0",
+            "ok",
+            "the access token works (for status: the report was made)",
+        ),
+        (
+            "1",
+            "transient",
+            "transient failure: network, timeout, 5xx, 429 after retries, lock wait timed out, store unreachable",
+        ),
+        ("2", "usage", "usage error (bad flags, unknown --org)"),
+        (
+            "3",
+            "config/input",
+            "config or input error: missing or malformed config, malformed or unreadable env file, missing field",
+        ),
+        (
+            "4",
+            "re-authorization required",
+            "re-authorization required: every available level of the chain was rejected (the hint says what to do)",
+        ),
+        (
+            "5",
+            "status --check window",
+            "(status --check only) a credential that cannot renew itself expires within the window",
+        ),
+        (
+            "126, 127",
+            "exec: cannot run CMD",
+            "(exec only) the command could not be run (127: not found); otherwise exec exits with the command's own code",
+        ),
+        (
+            "129, 130, 143",
+            "signal",
+            "stopped by SIGHUP, SIGINT or SIGTERM (128 + its number), once any token exchange in flight was saved; watch exits 0 on SIGINT and SIGTERM",
+        ),
+    ];
+
     /// The exit code of a run over several orgs: the worst of theirs,
     /// 4 > 3 > 1 > 0 (anything else ranks between 3 and 1).
     pub fn worst(codes: impl IntoIterator<Item = u8>) -> u8 {

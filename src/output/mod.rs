@@ -2,6 +2,7 @@
 //! `schemaVersion`). Logs and errors go to stderr; nothing else in the
 //! program prints to stdout.
 
+pub mod help;
 pub mod logging;
 pub mod status;
 
@@ -10,7 +11,6 @@ use crate::clock;
 use crate::error::Error;
 use crate::secret::{SecretString, fingerprint};
 use crate::tokens::StoredTokens;
-use clap::CommandFactory;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 use std::error::Error as _;
@@ -540,7 +540,7 @@ pub fn usage_error(e: clap::Error, args: &[std::ffi::OsString]) -> u8 {
             format!("{first} {}", details.join(", "))
         };
         // The subcommand, when one was recognised, for "command" and the hint.
-        let cmd = crate::cli::Cli::command();
+        let cmd = help::command();
         let command = args.iter().find_map(|a| {
             cmd.find_subcommand(a.as_str())
                 .map(|c| c.get_name().to_string())
@@ -607,7 +607,7 @@ fn blame_the_environment(e: clap::Error, args: &[std::ffi::OsString]) -> clap::E
     if typed {
         return e;
     }
-    let cmd = crate::cli::Cli::command();
+    let cmd = help::command();
     let var = cmd
         .get_arguments()
         .find(|a| a.get_long().is_some_and(|l| format!("--{l}") == long))

@@ -5,6 +5,7 @@ mod common;
 
 mod chain_paths;
 mod commands;
+mod completions;
 mod datasources;
 mod etcd_cluster;
 mod files;
