@@ -64,6 +64,38 @@ impl fmt::Display for Absence {
     }
 }
 
+/// "`a` is missing", or for several fields one clause per kind of
+/// absence: "`a`, `b` and `c` still hold the template's placeholder; `d` is
+/// missing" (an unfilled template names eight fields).
+fn describe_fields(fields: &[(String, Absence)]) -> String {
+    if let [(k, a)] = fields {
+        return format!("`{k}` {a}");
+    }
+    let mut clauses = Vec::new();
+    for kind in [Absence::Placeholder, Absence::Missing, Absence::Empty] {
+        let keys: Vec<String> = fields
+            .iter()
+            .filter(|(_, a)| *a == kind)
+            .map(|(k, _)| format!("`{k}`"))
+            .collect();
+        let (names, plural) = match keys.as_slice() {
+            [] => continue,
+            [one] => (one.clone(), false),
+            [rest @ .., last] => (format!("{} and {last}", rest.join(", ")), true),
+        };
+        let what = match (kind, plural) {
+            (Absence::Placeholder, false) => "still holds the template's placeholder",
+            (Absence::Placeholder, true) => "still hold the template's placeholders",
+            (Absence::Missing, false) => "is missing",
+            (Absence::Missing, true) => "are missing",
+            (Absence::Empty, false) => "is empty",
+            (Absence::Empty, true) => "are empty",
+        };
+        clauses.push(format!("{names} {what}"));
+    }
+    clauses.join("; ")
+}
+
 /// A config value that may be absent, remembering its dotted key for messages.
 #[derive(Debug, Clone)]
 pub struct Field<T> {
@@ -384,7 +416,7 @@ pub enum ConfigError {
         key: String,
         absence: Absence,
     },
-    #[error("config file {}: {}", path.display(), fields.iter().map(|(k, a)| format!("`{k}` {a}")).collect::<Vec<_>>().join("; "))]
+    #[error("config file {}: {}", path.display(), describe_fields(fields))]
     Fields {
         path: PathBuf,
         fields: Vec<(String, Absence)>,
@@ -412,6 +444,7 @@ impl ConfigError {
             ConfigError::Field { key, .. } => field_hint(key),
             ConfigError::Fields { fields, .. } => match fields.first() {
                 Some((key, _)) if fields.len() == 1 => field_hint(key),
+                _ if fields.iter().any(|(k, _)| k.starts_with("tokenManager.")) => "fill in `serviceApp` from your service app's page on developer.webex.com (My Webex Apps → your service app; targetOrgId is the org whose Full Admin authorized it), and `tokenManager.personalAccessToken` with a personal access token of that org's admin, or the integration's `clientId` and `clientSecret` followed by `webex-token setup-oauth`".into(),
                 _ => "fill them in from your service app's page on developer.webex.com (My Webex Apps → your service app); targetOrgId is the org whose Full Admin authorized it".into(),
             },
             ConfigError::BadOrgs { .. } => "each entry of `serviceApp.orgs` is {\"name\": \"acme\", \"targetOrgId\": \"...\"} with an optional \"envFile\"; names are unique and use only letters, digits, `_` and `-`".into(),

@@ -11,6 +11,7 @@ mod etcd_cluster;
 mod files;
 mod fleet;
 mod hardening;
+mod hints;
 mod inprocess;
 mod orgs;
 mod python_sample;

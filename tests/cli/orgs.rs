@@ -558,3 +558,23 @@ fn extend_over_orgs_runs_orgs_side_by_side_within_concurrency() {
         .count();
     assert!(puts >= 12, "every org's due source renewed ({puts} PUTs)");
 }
+
+#[test]
+fn org_flags_before_and_after_the_command_combine() {
+    let t = OrgsEnv::new(SimOptions::default().with_org_count(3));
+    let out = t.run(&["--org", "org1", "refresh", "--org", "org3"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.contains("org1: ") && text.contains("org3: "), "{text}");
+    assert!(t.access_token("org1").is_some() && t.access_token("org3").is_some());
+    assert!(t.access_token("org2").is_none(), "org2 was not asked for");
+    // A flag with one value, given on both sides: refused, nothing done.
+    let out = t.run(&["--env-file", "a.env", "status", "--env-file", "b.env"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("--env-file is given both before and after the subcommand"),
+        "{}",
+        stderr(&out)
+    );
+}
