@@ -199,6 +199,12 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start a config file: from flags, or by asking on a terminal (never overwrites)
+    #[command(after_help = "Examples:
+  webex-token init                       asks for each value (secrets are not echoed)
+  webex-token init --app-id ID --client-id ID --target-org-id ORGID
+  webex-token --config /etc/webex-token/token-config.json init")]
+    Init(InitArgs),
     /// Make sure the service-app access token works; refresh it through the chain if not
     #[command(after_help = "Examples:
   webex-token refresh                    refresh only if needed (cron, timers)
@@ -256,6 +262,24 @@ pub enum Command {
   webex-token man refresh | man -l -
   webex-token man --dir /usr/local/share/man/man1")]
     Man(ManArgs),
+}
+
+/// Secrets are never flags (they would show in `ps` and shell history):
+/// `init` asks for them on a terminal, or leaves them to be filled in.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The service app's id (`serviceApp.appId`, developer.webex.com → My Webex Apps)
+    #[arg(long, value_name = "ID")]
+    pub app_id: Option<String>,
+    /// The service app's client id (`serviceApp.clientId`)
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+    /// The org whose Full Admin authorized the service app (`serviceApp.targetOrgId`)
+    #[arg(long, value_name = "ORGID")]
+    pub target_org_id: Option<String>,
+    /// Ask nothing, even on a terminal: what no flag gave is left to fill in
+    #[arg(long)]
+    pub no_input: bool,
 }
 
 #[derive(Debug, Args)]

@@ -2327,3 +2327,64 @@ mod tests {
         }
     }
 }
+
+/// What `webex-token init` puts in a new config file; `None` leaves the
+/// template's placeholder, which every reader of the file treats as unset.
+#[derive(Default)]
+pub struct NewConfig {
+    pub app_id: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+    pub target_org_id: Option<String>,
+    pub personal_access_token: Option<SecretString>,
+}
+
+impl NewConfig {
+    /// The keys still unset, as dotted keys, in file order.
+    pub fn unset(&self) -> Vec<&'static str> {
+        [
+            ("serviceApp.appId", self.app_id.is_none()),
+            ("serviceApp.clientId", self.client_id.is_none()),
+            ("serviceApp.clientSecret", self.client_secret.is_none()),
+            ("serviceApp.targetOrgId", self.target_org_id.is_none()),
+            (
+                "tokenManager.personalAccessToken",
+                self.personal_access_token.is_none(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(k, unset)| unset.then_some(k))
+        .collect()
+    }
+
+    /// The file's text: the template's shape (without the integration,
+    /// which `setup-oauth` needs only once someone adds its client), two
+    /// spaces of indent, a final newline. The one place `init` exposes the
+    /// secrets it was given: they are written, as every config write does.
+    pub fn render(&self) -> String {
+        let text = |v: &Option<String>, placeholder: &str| {
+            serde_json::Value::String(v.clone().unwrap_or_else(|| placeholder.into()))
+        };
+        let secret = |v: &Option<SecretString>, placeholder: &str| {
+            serde_json::Value::String(
+                v.as_ref()
+                    .map(|s| s.expose_secret().to_string())
+                    .unwrap_or_else(|| placeholder.into()),
+            )
+        };
+        let doc = serde_json::json!({
+            "serviceApp": {
+                "appId": text(&self.app_id, "your_service_app_id"),
+                "clientId": text(&self.client_id, "your_service_app_client_id"),
+                "clientSecret": secret(&self.client_secret, "your_service_app_client_secret"),
+                "targetOrgId": text(&self.target_org_id, "your_target_org_id"),
+            },
+            "tokenManager": {
+                "personalAccessToken": secret(&self.personal_access_token, "your_personal_access_token"),
+            }
+        });
+        let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+}

@@ -110,6 +110,7 @@ async fn dispatch(command: Command, settings: &Settings, printer: &Printer) -> u
     });
     let name = command_name(&command);
     let result = match command {
+        Command::Init(a) => commands::init::run(settings, printer, &a),
         Command::Refresh(a) => commands::refresh::run(settings, printer, &a).await,
         Command::Status(a) => commands::status::run(settings, printer, &a).await,
         Command::Token(a) => commands::token::run(settings, printer, &a).await,
@@ -132,6 +133,7 @@ async fn dispatch(command: Command, settings: &Settings, printer: &Printer) -> u
 
 fn command_name(c: &Command) -> &'static str {
     match c {
+        Command::Init(_) => "init",
         Command::Refresh(_) => "refresh",
         Command::Status(_) => "status",
         Command::Token(_) => "token",

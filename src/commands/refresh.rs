@@ -14,6 +14,7 @@ use futures_util::{StreamExt, stream};
 use std::time::Duration;
 
 pub async fn run(settings: &Settings, printer: &Printer, a: &RefreshArgs) -> Result<u8, Error> {
+    super::warn_if_readable_by_others(settings);
     let policy = Policy {
         min_valid: a.min_valid,
         force: a.force,

@@ -18,6 +18,7 @@ use crate::webex::{ApiError, WebexApi};
 use futures_util::{StreamExt, stream};
 
 pub async fn run(settings: &Settings, printer: &Printer, a: &StatusArgs) -> Result<u8, Error> {
+    super::warn_if_readable_by_others(settings);
     // The config first (its errors come first for `status`), then the env file.
     let config = Config::load(&settings.config_path)?;
     if let Some(targets) = settings.org_targets_in(&config, None)? {

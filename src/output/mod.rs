@@ -70,6 +70,33 @@ impl Printer {
         }
     }
 
+    /// Result of `init`: the file written, what is left to fill in, and
+    /// the command to run next.
+    pub fn init_done(&self, path: &Path, unset: &[&str], next: &str) {
+        if self.json {
+            self.emit_json(&json!({
+                "schemaVersion": SCHEMA_VERSION,
+                "command": "init",
+                "ok": true,
+                "exitCode": 0,
+                "config": path,
+                "unset": unset,
+                "next": next,
+            }));
+            return;
+        }
+        let mut text = format!("wrote {} (mode 0600)", path.display());
+        if !unset.is_empty() {
+            let keys: Vec<String> = unset.iter().map(|k| format!("`{k}`")).collect();
+            text.push_str(&format!(
+                "\nstill to fill in there: {} (developer.webex.com → My Webex Apps)",
+                keys.join(", ")
+            ));
+        }
+        text.push_str(&format!("\nnext: {next}"));
+        self.emit_text(&text);
+    }
+
     /// Result of `refresh`.
     pub fn refresh(&self, o: &Outcome, now: Timestamp, env_path: &Path, config_path: &Path) {
         if self.json {

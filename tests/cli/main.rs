@@ -12,6 +12,7 @@ mod files;
 mod fleet;
 mod hardening;
 mod hints;
+mod init;
 mod inprocess;
 mod orgs;
 mod python_sample;

@@ -153,6 +153,7 @@ async fn snapshot_help_pages() {
     let t = TestEnv::new().await;
     let pages: &[&[&str]] = &[
         &[],
+        &["init"],
         &["refresh"],
         &["status"],
         &["token"],
