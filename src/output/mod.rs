@@ -4,6 +4,7 @@
 
 pub mod help;
 pub mod logging;
+pub mod progress;
 pub mod status;
 
 use crate::chain::{Action, Attempt, Outcome, Validation};

@@ -578,3 +578,48 @@ fn org_flags_before_and_after_the_command_combine() {
         stderr(&out)
     );
 }
+
+/// A sweep over 40 orgs on a pseudo-terminal (`script` from util-linux
+/// gives the run a terminal for stdin, stdout and stderr): a progress bar
+/// with counts, then the total line. Without a terminal (the same run with
+/// pipes), stderr stays empty and stdout is the per-org lines only.
+#[test]
+fn a_40_org_sweep_shows_progress_and_a_total_on_a_terminal_only() {
+    let t = OrgsEnv::new(SimOptions {
+        latency: Duration::from_millis(20),
+        ..SimOptions::default().with_org_count(40)
+    });
+    let bin = assert_cmd::cargo::cargo_bin("webex-token");
+    let out = crate::common::scrubbed("script", t.dir.path())
+        .args(["-qec", &format!("{} refresh", bin.display()), "/dev/null"])
+        .env("COLUMNS", "100")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let screen = stdout(&out);
+    // The bar counts up ("/40 orgs") and is cleared before the results.
+    assert!(screen.contains("/40 orgs"), "{screen}");
+    assert!(screen.contains("\u{1b}[2K"), "the bar is cleared: {screen}");
+    let last = screen.trim_end().lines().last().unwrap_or_default();
+    assert_eq!(last.trim(), "40 orgs: 40 refreshed", "{screen}");
+    assert_eq!(screen.matches("org40: ").count(), 1);
+
+    // The same run without a terminal: nothing but the per-org lines.
+    let out = t.run(&["refresh"]);
+    assert_eq!(code(&out), 0);
+    assert_eq!(stderr(&out), "");
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 40, "{text}");
+    assert!(!text.contains("orgs:") && !text.contains("/40"), "{text}");
+    // Nor with -q on a terminal.
+    let out = crate::common::scrubbed("script", t.dir.path())
+        .args([
+            "-qec",
+            &format!("{} -q refresh", bin.display()),
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0);
+    assert_eq!(stdout(&out), "", "-q on a terminal prints nothing");
+}
