@@ -403,7 +403,7 @@ impl Error {
                 "the key was written by something else: delete it (`etcdctl del KEY`) and run `webex-token refresh`, which stores this host's tokens there again".into(),
             ),
             Error::Store(StoreError::EtcdSetup { .. }) => Some(
-                "check --store, --etcd-ca, --etcd-user and --etcd-password-file (README, \"Running on several hosts\")".into(),
+                "check --store, --etcd-ca, --etcd-user and --etcd-password-file (docs/fleets.md)".into(),
             ),
             Error::Store(StoreError::Write { source, .. }) => Some(match matches!(source, WriteError::RenameNotPossible { .. }) {
                 true => "re-run with --write-mode in-place".into(),

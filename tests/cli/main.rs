@@ -7,6 +7,7 @@ mod chain_paths;
 mod commands;
 mod completions;
 mod datasources;
+mod docs;
 mod etcd_cluster;
 mod files;
 mod fleet;
