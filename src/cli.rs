@@ -215,7 +215,8 @@ pub enum Command {
     #[command(after_help = "Examples:
   webex-token status                     what is stored, and when it expires
   webex-token status --online            also ask Webex whether the token works
-  webex-token status --check 7d          exit 5 if a person is needed within a week")]
+  webex-token status --check 7d          exit 5 if a person is needed within a week
+  webex-token status --wide              with several orgs: each one's full report")]
     Status(StatusArgs),
     /// Print a working access token alone on stdout, refreshing first if needed
     #[command(after_help = "Examples:
@@ -345,6 +346,9 @@ pub struct StatusArgs {
     /// Exit 5 if a credential that cannot renew itself expires within DURATION
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub check: Option<Duration>,
+    /// With several orgs: the full report of each instead of one row per org
+    #[arg(long)]
+    pub wide: bool,
 }
 
 #[derive(Debug, Args)]

@@ -71,7 +71,10 @@ async fn over_orgs(
         Ok(report) => report.failure.as_ref().map_or(0, Error::exit_code),
         Err(e) => e.exit_code(),
     }));
-    printer.status_orgs(&reports, code);
+    // One row per org unless the person asked for detail: --wide, or
+    // naming the orgs with --org.
+    let compact = !a.wide && settings.orgs.is_empty();
+    printer.status_orgs(&reports, code, compact);
     code
 }
 

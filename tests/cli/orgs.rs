@@ -344,11 +344,42 @@ fn a_bad_orgs_list_is_a_config_error_naming_the_field() {
 }
 
 #[test]
+fn status_has_a_row_per_org_and_a_section_per_org_with_wide() {
+    let t = OrgsEnv::new(SimOptions::default().with_org_count(3));
+    let out = t.run(&["refresh", "--org", "org1"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = t.run(&["status"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    // A header, a row per org, the pointer to the detail.
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(
+        lines[0].starts_with("ORG") && lines[0].contains("ACCESS TOKEN"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("org1 ") && lines[1].contains("in 13d"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("org2 ") && lines[2].contains("none"),
+        "{text}"
+    );
+    assert!(lines[4].contains("status --wide"), "{text}");
+    // --wide, or naming the orgs, gives the full report of each.
+    let wide = stdout(&t.run(&["status", "--wide"]));
+    assert_eq!(wide.matches("refresh levels").count(), 3, "{wide}");
+    let named = stdout(&t.run(&["--org", "org1", "--org", "org2", "status"]));
+    assert_eq!(named.matches("refresh levels").count(), 2, "{named}");
+}
+
+#[test]
 fn status_has_a_section_per_org_and_check_covers_every_org() {
     let t = OrgsEnv::new(SimOptions::default().with_org_count(3));
     let ids = t.sim.orgs();
     // Before any refresh: every org reported, nothing written.
-    let out = t.run(&["status"]);
+    let out = t.run(&["status", "--wide"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     for (name, id) in t.org_names().iter().zip(&ids) {
         assert!(
