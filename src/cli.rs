@@ -390,8 +390,9 @@ pub enum DatasourcesCommand {
     /// List the service app's data sources with their token expiry
     #[command(after_help = "Examples:
   webex-token datasources list
-  webex-token --json datasources list --org acme")]
-    List,
+  webex-token --json datasources list --org acme
+  webex-token datasources list --wide    with several orgs: every field of each")]
+    List(DsListArgs),
     /// Show one data source
     #[command(after_help = "Examples:
   webex-token datasources show 4a1d3c2e-0000-4000-8000-000000000000
@@ -414,12 +415,19 @@ impl DatasourcesCommand {
     /// The `--json` and error name of the subcommand.
     pub fn name(&self) -> &'static str {
         match self {
-            DatasourcesCommand::List => "datasources list",
+            DatasourcesCommand::List(_) => "datasources list",
             DatasourcesCommand::Show(_) => "datasources show",
             DatasourcesCommand::Extend(_) => "datasources extend",
             DatasourcesCommand::Register(_) => "datasources register",
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct DsListArgs {
+    /// With several orgs: every data source's fields instead of one row each
+    #[arg(long)]
+    pub wide: bool,
 }
 
 #[derive(Debug, Args)]
