@@ -15,6 +15,7 @@ mod hardening;
 mod hints;
 mod init;
 mod inprocess;
+mod json_schema;
 mod orgs;
 mod python_sample;
 mod setup_oauth;

@@ -395,6 +395,7 @@ fn status_has_a_section_per_org_and_check_covers_every_org() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let out = t.run(&["--json", "status"]);
     assert_eq!(code(&out), 0);
+    crate::json_schema::assert_valid("orgs", &out);
     let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     let orgs = v["orgs"].as_array().unwrap();
     assert_eq!(orgs.len(), 3);
