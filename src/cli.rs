@@ -12,11 +12,10 @@ use std::time::Duration;
 /// Walks the refresh chain (service-app refresh token → personal access
 /// token → OAuth integration refresh) and keeps the tokens in an env file.
 #[derive(Debug, Parser)]
+// The exit-code footer of this page and the pointer to the global flags on
+// every subcommand's page are added by `output::help::command` (from the
+// one exit-code table in error.rs), which is the command the parser uses.
 #[command(name = "webex-token", version, about, long_about = None, max_term_width = 100)]
-#[command(
-    after_help = "Exit codes: 0 ok · 1 transient (network, 5xx, 429, lock timeout) · 2 usage · \
-3 config/input · 4 re-authorization required (run `webex-token setup-oauth`) · 5 `status --check` window"
-)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -88,7 +87,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, conflicts_with = "orgs")]
     pub all_orgs: bool,
 
-    /// Requests in flight at once over orgs and data sources (1–64)
+    /// Requests in flight at once over orgs and data sources (1 to 64)
     #[arg(long, global = true, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
 
@@ -207,27 +206,88 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start a config file: from flags, or by asking on a terminal (never overwrites)
+    #[command(after_help = "Examples:
+  webex-token init                       asks for each value (secrets are not echoed)
+  webex-token init --app-id ID --client-id ID --target-org-id ORGID
+  webex-token --config /etc/webex-token/token-config.json init")]
+    Init(InitArgs),
     /// Make sure the service-app access token works; refresh it through the chain if not
+    #[command(after_help = "Examples:
+  webex-token refresh                    refresh only if needed (cron, timers)
+  webex-token refresh --dry-run          say what would be done; change nothing
+  webex-token refresh --force --org acme refresh one org's token now")]
     Refresh(RefreshArgs),
     /// Report each token, its expiry and the refresh levels available (never writes)
+    #[command(after_help = "Examples:
+  webex-token status                     what is stored, and when it expires
+  webex-token status --online            also ask Webex whether the token works
+  webex-token status --check 7d          exit 5 if a person is needed within a week
+  webex-token status --wide              with several orgs: each one's full report")]
     Status(StatusArgs),
     /// Print a working access token alone on stdout, refreshing first if needed
+    #[command(after_help = "Examples:
+  curl -H \"Authorization: Bearer $(webex-token token)\" https://webexapis.com/v1/dataSources
+  webex-token token --validate --org acme")]
     Token(TokenArgs),
     /// Run a command with a working token in its environment
+    #[command(after_help = "Examples:
+  webex-token exec -- ./bot --serve      the bot reads WEBEX_SERVICE_APP_ACCESS_TOKEN
+  webex-token exec --min-valid 4h -- python3 job.py")]
     Exec(ExecArgs),
     /// BYODS data sources: list them, renew their tokens, register new ones
     #[command(name = "datasources", visible_alias = "ds")]
+    #[command(after_help = "Examples:
+  webex-token datasources list
+  webex-token ds extend --all --dry-run")]
     Datasources(DatasourcesArgs),
     /// One-time browser authorization of the token-manager integration (OAuth, PKCE)
+    #[command(after_help = "Examples:
+  webex-token setup-oauth                opens a browser; callback on localhost:3000
+  webex-token setup-oauth --no-browser   over SSH: ssh -L 3000:localhost:3000 HOST
+  webex-token setup-oauth --device       enter a short code on any device")]
     SetupOauth(SetupOauthArgs),
     /// Keep the tokens working for as long as it runs (a service or sidecar)
+    #[command(after_help = "Examples:
+  webex-token watch --health 127.0.0.1:9464
+  webex-token watch --datasources --on-refresh 'systemctl reload my-bot'
+  webex-token watch --once               one tick, as cron would run it")]
     Watch(WatchArgs),
     /// Probe a running `watch --health`: exit 0 when its GET /healthz answers 200, else 1
+    #[command(after_help = "Examples:
+  webex-token healthcheck                probes 127.0.0.1:9464
+  webex-token healthcheck --health 127.0.0.1:9500 --timeout 2s")]
     Healthcheck(HealthcheckArgs),
     /// Print a shell completion script
+    #[command(after_help = "Examples:
+  webex-token completions bash > ~/.local/share/bash-completion/completions/webex-token
+  webex-token completions zsh > ~/.zfunc/_webex-token    (with fpath+=(~/.zfunc))
+  webex-token completions fish > ~/.config/fish/completions/webex-token.fish")]
     Completions(CompletionsArgs),
-    /// Print the man page (roff) on stdout
-    Man,
+    /// Print the man page (roff) on stdout, or write one page per command
+    #[command(after_help = "Examples:
+  webex-token man | man -l -
+  webex-token man refresh | man -l -
+  webex-token man --dir /usr/local/share/man/man1")]
+    Man(ManArgs),
+}
+
+/// Secrets are never flags (they would show in `ps` and shell history):
+/// `init` asks for them on a terminal, or leaves them to be filled in.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The service app's id (`serviceApp.appId`, developer.webex.com → My Webex Apps)
+    #[arg(long, value_name = "ID")]
+    pub app_id: Option<String>,
+    /// The service app's client id (`serviceApp.clientId`)
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+    /// The org whose Full Admin authorized the service app (`serviceApp.targetOrgId`)
+    #[arg(long, value_name = "ORGID")]
+    pub target_org_id: Option<String>,
+    /// Ask nothing, even on a terminal: what no flag gave is left to fill in
+    #[arg(long)]
+    pub no_input: bool,
 }
 
 #[derive(Debug, Args)]
@@ -262,23 +322,22 @@ pub struct WatchArgs {
     /// Mint a new token pair when the service-app refresh token expires within this window
     #[arg(long, value_name = "DURATION", default_value = "14d", value_parser = parse_duration)]
     pub rt_min_valid: Duration,
-    /// Run this shell command (`sh -c`) after each saved change; repeatable
+    /// Run this `sh -c` command after each saved change; repeatable
     #[arg(long, value_name = "CMD")]
     pub on_refresh: Vec<String>,
     /// Kill a hook still running after this long
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_positive_duration)]
     pub hook_timeout: Duration,
-    /// Serve GET /healthz and /metrics on this address (e.g. 127.0.0.1:9464)
+    /// Serve GET /healthz and /metrics here (e.g. 127.0.0.1:9464)
     #[arg(long, value_name = "ADDR")]
     pub health: Option<std::net::SocketAddr>,
     /// Allow --health on an address other than loopback
     #[arg(long, requires = "health")]
     pub health_allow_remote: bool,
-    /// One tick (refresh or roll as needed), then exit with `refresh`'s codes
+    /// One tick, then exit with `refresh`'s exit codes
     #[arg(long)]
     pub once: bool,
-    /// Also renew every data source whose token expires within --ds-min-valid
-    /// (as `datasources extend --all`), on its own deadline
+    /// Also renew data-source tokens expiring within --ds-min-valid (as `ds extend --all`)
     #[arg(long)]
     pub datasources: bool,
     /// With --datasources: renew a data-source token that expires within this window
@@ -294,6 +353,9 @@ pub struct StatusArgs {
     /// Exit 5 if a credential that cannot renew itself expires within DURATION
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub check: Option<Duration>,
+    /// With several orgs: the full report of each instead of one row per org
+    #[arg(long)]
+    pub wide: bool,
 }
 
 #[derive(Debug, Args)]
@@ -333,12 +395,26 @@ pub struct DatasourcesArgs {
 #[derive(Debug, Subcommand)]
 pub enum DatasourcesCommand {
     /// List the service app's data sources with their token expiry
-    List,
+    #[command(after_help = "Examples:
+  webex-token datasources list
+  webex-token --json datasources list --org acme
+  webex-token datasources list --wide    with several orgs: every field of each")]
+    List(DsListArgs),
     /// Show one data source
+    #[command(after_help = "Examples:
+  webex-token datasources show 4a1d3c2e-0000-4000-8000-000000000000
+  webex-token --json ds show ID")]
     Show(DsShowArgs),
     /// Renew the tokens of data sources that expire soon (PUT with a fresh nonce)
+    #[command(after_help = "Examples:
+  webex-token datasources extend --all            renew those expiring within 6h
+  webex-token datasources extend --all --dry-run  say which would be renewed
+  webex-token datasources extend ID --lifetime 720")]
     Extend(DsExtendArgs),
     /// Register a new data source (the nonce is generated)
+    #[command(after_help = "Examples:
+  webex-token datasources register --schema-id UUID --url https://bot.example.com/data \\
+      --audience my-app --subject my-data")]
     Register(DsRegisterArgs),
 }
 
@@ -346,12 +422,19 @@ impl DatasourcesCommand {
     /// The `--json` and error name of the subcommand.
     pub fn name(&self) -> &'static str {
         match self {
-            DatasourcesCommand::List => "datasources list",
+            DatasourcesCommand::List(_) => "datasources list",
             DatasourcesCommand::Show(_) => "datasources show",
             DatasourcesCommand::Extend(_) => "datasources extend",
             DatasourcesCommand::Register(_) => "datasources register",
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct DsListArgs {
+    /// With several orgs: every data source's fields instead of one row each
+    #[arg(long)]
+    pub wide: bool,
 }
 
 #[derive(Debug, Args)]
@@ -374,7 +457,7 @@ pub struct DsExtendArgs {
     /// 6h: with an hourly timer a renewal survives five failed runs in a row
     #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = parse_duration)]
     pub min_valid: Duration,
-    /// Lifetime of the renewed token in minutes (1–1440)
+    /// Lifetime of the renewed token in minutes (1 to 1440)
     #[arg(long, value_name = "MINUTES", default_value_t = MAX_TOKEN_LIFETIME_MINUTES, value_parser = parse_lifetime)]
     pub lifetime: u32,
     /// Say which data sources would be renewed; send no PUT
@@ -397,7 +480,7 @@ pub struct DsRegisterArgs {
     /// The token's `sub` claim
     #[arg(long)]
     pub subject: String,
-    /// Lifetime of the token in minutes (1–1440)
+    /// Lifetime of the token in minutes (1 to 1440)
     #[arg(long, value_name = "MINUTES", default_value_t = MAX_TOKEN_LIFETIME_MINUTES, value_parser = parse_lifetime)]
     pub lifetime: u32,
 }
@@ -448,6 +531,16 @@ pub struct HealthcheckArgs {
     /// Give up (unhealthy) after this long
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_nonzero_duration)]
     pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Print the page of this command only (e.g. `refresh`, `datasources extend`)
+    #[arg(value_name = "COMMAND", conflicts_with = "dir")]
+    pub command: Vec<String>,
+    /// Write every page (webex-token.1, webex-token-refresh.1, ...) into this directory
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

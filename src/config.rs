@@ -73,6 +73,38 @@ impl fmt::Display for Absence {
     }
 }
 
+/// "`a` is missing", or for several fields one clause per kind of
+/// absence: "`a`, `b` and `c` still hold the template's placeholder; `d` is
+/// missing" (an unfilled template names eight fields).
+fn describe_fields(fields: &[(String, Absence)]) -> String {
+    if let [(k, a)] = fields {
+        return format!("`{k}` {a}");
+    }
+    let mut clauses = Vec::new();
+    for kind in [Absence::Placeholder, Absence::Missing, Absence::Empty] {
+        let keys: Vec<String> = fields
+            .iter()
+            .filter(|(_, a)| *a == kind)
+            .map(|(k, _)| format!("`{k}`"))
+            .collect();
+        let (names, plural) = match keys.as_slice() {
+            [] => continue,
+            [one] => (one.clone(), false),
+            [rest @ .., last] => (format!("{} and {last}", rest.join(", ")), true),
+        };
+        let what = match (kind, plural) {
+            (Absence::Placeholder, false) => "still holds the template's placeholder",
+            (Absence::Placeholder, true) => "still hold the template's placeholders",
+            (Absence::Missing, false) => "is missing",
+            (Absence::Missing, true) => "are missing",
+            (Absence::Empty, false) => "is empty",
+            (Absence::Empty, true) => "are empty",
+        };
+        clauses.push(format!("{names} {what}"));
+    }
+    clauses.join("; ")
+}
+
 /// A config value that may be absent, remembering its dotted key for messages.
 #[derive(Debug, Clone)]
 pub struct Field<T> {
@@ -404,7 +436,7 @@ pub enum ConfigError {
         key: String,
         absence: Absence,
     },
-    #[error("config file {}: {}", path.display(), fields.iter().map(|(k, a)| format!("`{k}` {a}")).collect::<Vec<_>>().join("; "))]
+    #[error("config file {}: {}", path.display(), describe_fields(fields))]
     Fields {
         path: PathBuf,
         fields: Vec<(String, Absence)>,
@@ -451,6 +483,7 @@ impl ConfigError {
             ConfigError::Field { key, .. } => field_hint(key),
             ConfigError::Fields { fields, .. } => match fields.first() {
                 Some((key, _)) if fields.len() == 1 => field_hint(key),
+                _ if fields.iter().any(|(k, _)| k.starts_with("tokenManager.")) => "fill in `serviceApp` from your service app's page on developer.webex.com (My Webex Apps → your service app; targetOrgId is the org whose Full Admin authorized it), and `tokenManager.personalAccessToken` with a personal access token of that org's admin, or the integration's `clientId` and `clientSecret` followed by `webex-token setup-oauth`".into(),
                 _ => "fill them in from your service app's page on developer.webex.com (My Webex Apps → your service app); targetOrgId is the org whose Full Admin authorized it".into(),
             },
             ConfigError::BadOrgs { .. } => "each entry of `serviceApp.orgs` is {\"name\": \"acme\", \"targetOrgId\": \"...\"} with an optional \"envFile\"; names are unique and use only letters, digits, `_` and `-`".into(),
@@ -2754,5 +2787,66 @@ mod sources_and_state {
         assert_eq!(exposed(&i.refresh_token), "irt-new");
         assert_eq!(i.refresh_expires_at, clock::parse("2031-01-01T00:00:00Z"));
         assert_eq!(seen.personal_expires_at, None);
+    }
+}
+
+/// What `webex-token init` puts in a new config file; `None` leaves the
+/// template's placeholder, which every reader of the file treats as unset.
+#[derive(Default)]
+pub struct NewConfig {
+    pub app_id: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+    pub target_org_id: Option<String>,
+    pub personal_access_token: Option<SecretString>,
+}
+
+impl NewConfig {
+    /// The keys still unset, as dotted keys, in file order.
+    pub fn unset(&self) -> Vec<&'static str> {
+        [
+            ("serviceApp.appId", self.app_id.is_none()),
+            ("serviceApp.clientId", self.client_id.is_none()),
+            ("serviceApp.clientSecret", self.client_secret.is_none()),
+            ("serviceApp.targetOrgId", self.target_org_id.is_none()),
+            (
+                "tokenManager.personalAccessToken",
+                self.personal_access_token.is_none(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(k, unset)| unset.then_some(k))
+        .collect()
+    }
+
+    /// The file's text: the template's shape (without the integration,
+    /// which `setup-oauth` needs only once someone adds its client), two
+    /// spaces of indent, a final newline. The one place `init` exposes the
+    /// secrets it was given: they are written, as every config write does.
+    pub fn render(&self) -> String {
+        let text = |v: &Option<String>, placeholder: &str| {
+            serde_json::Value::String(v.clone().unwrap_or_else(|| placeholder.into()))
+        };
+        let secret = |v: &Option<SecretString>, placeholder: &str| {
+            serde_json::Value::String(
+                v.as_ref()
+                    .map(|s| s.expose_secret().to_string())
+                    .unwrap_or_else(|| placeholder.into()),
+            )
+        };
+        let doc = serde_json::json!({
+            "serviceApp": {
+                "appId": text(&self.app_id, "your_service_app_id"),
+                "clientId": text(&self.client_id, "your_service_app_client_id"),
+                "clientSecret": secret(&self.client_secret, "your_service_app_client_secret"),
+                "targetOrgId": text(&self.target_org_id, "your_target_org_id"),
+            },
+            "tokenManager": {
+                "personalAccessToken": secret(&self.personal_access_token, "your_personal_access_token"),
+            }
+        });
+        let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        s.push('\n');
+        s
     }
 }

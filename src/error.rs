@@ -19,6 +19,48 @@ pub mod exit {
     pub const REAUTH: u8 = 4;
     pub const CHECK: u8 = 5;
 
+    /// Every exit code the program chooses, with a short and a full meaning:
+    /// the footer of `webex-token --help` and the man page's EXIT STATUS are
+    /// made from this table, so they cannot drift from each other.
+    pub const TABLE: &[(&str, &str, &str)] = &[
+        (
+            "0",
+            "ok",
+            "the access token works (for status: the report was made)",
+        ),
+        (
+            "1",
+            "transient",
+            "transient failure: network, timeout, 5xx, 429 after retries, lock wait timed out, store unreachable",
+        ),
+        ("2", "usage", "usage error (bad flags, unknown --org)"),
+        (
+            "3",
+            "config/input",
+            "config or input error: missing or malformed config, malformed or unreadable env file, missing field",
+        ),
+        (
+            "4",
+            "re-authorization required",
+            "re-authorization required: every available level of the chain was rejected (the hint says what to do)",
+        ),
+        (
+            "5",
+            "status --check window",
+            "(status --check only) a credential that cannot renew itself expires within the window",
+        ),
+        (
+            "126, 127",
+            "exec: cannot run CMD",
+            "(exec only) the command could not be run (127: not found); otherwise exec exits with the command's own code",
+        ),
+        (
+            "129, 130, 143",
+            "signal",
+            "stopped by SIGHUP, SIGINT or SIGTERM (128 + its number), once any token exchange in flight was saved; watch exits 0 on SIGINT and SIGTERM",
+        ),
+    ];
+
     /// The exit code of a run over several orgs: the worst of theirs,
     /// 4 > 3 > 1 > 0 (anything else ranks between 3 and 1).
     pub fn worst(codes: impl IntoIterator<Item = u8>) -> u8 {
@@ -298,7 +340,10 @@ impl Error {
             Error::Store(StoreError::Write {
                 source, recovery, ..
             }) => {
-                let mut v = vec![format!("cause: {source}")];
+                // The cause is the message's own last part ("… could not
+                // be saved: <cause>"): not repeated here.
+                let _ = source;
+                let mut v = Vec::new();
                 match recovery {
                     Some(p) => v.push(format!(
                         "the new values are kept in {} (mode 0600): copy them into place by hand, then delete that file",
@@ -358,7 +403,7 @@ impl Error {
                 "the key was written by something else: delete it (`etcdctl del KEY`) and run `webex-token refresh`, which stores this host's tokens there again".into(),
             ),
             Error::Store(StoreError::EtcdSetup { .. }) => Some(
-                "check --store, --etcd-ca, --etcd-user and --etcd-password-file (README, \"Running on several hosts\")".into(),
+                "check --store, --etcd-ca, --etcd-user and --etcd-password-file (docs/fleets.md)".into(),
             ),
             Error::Store(StoreError::Write { source, .. }) => Some(match matches!(source, WriteError::RenameNotPossible { .. }) {
                 true => "re-run with --write-mode in-place".into(),
@@ -380,8 +425,18 @@ impl Error {
                         _ => None,
                     })
                 };
+                // Which way the integration points: not configured at all,
+                // or configured and worth authorizing again.
+                let no_integration = attempts.iter().any(|a| {
+                    a.level == Level::IntegrationRefreshToken
+                        && matches!(&a.result, AttemptResult::Skipped(why) if why == crate::chain::NO_INTEGRATION)
+                });
                 Some(if level2(403).is_some() {
-                    "the personal access token needs scope spark:applications_token, and a Full Admin of the target org (`serviceApp.targetOrgId`, or this org's `targetOrgId` in `serviceApp.orgs`) must have authorized the service app in Control Hub; then run `webex-token setup-oauth`".into()
+                    // Webex knows the personal token but will not mint for
+                    // this org: the org has not authorized the service app
+                    // (or the token's user is no admin there). A new
+                    // personal token would be refused the same way.
+                    "Webex refused to mint for this org (403): a Full Admin of the target org (`serviceApp.targetOrgId`, or this org's `targetOrgId` in `serviceApp.orgs`) must authorize the service app in Control Hub (Apps → Service apps), and the personal access token must belong to an admin of that org and carry the scope spark:applications_token; then run `webex-token refresh`".into()
                 } else if let Some(e) = level2(404) {
                     // Webex answers an unknown app id with its own error body
                     // (a trackingId); anything else answering 404 is not the
@@ -395,12 +450,14 @@ impl Error {
                     e.names_code("client") || e.names_code("Client")
                 }) {
                     "Webex refused the service app's client credentials: check `serviceApp.clientId` and `serviceApp.clientSecret` in the config file against the service app on developer.webex.com (regenerating the secret there invalidates the old one); setup-oauth does not fix this".into()
+                } else if no_integration {
+                    format!("the personal access token was rejected and no integration is configured to renew it: add `tokenManager.integration` with `clientId` and `clientSecret` to the config file ({PORTAL_HINT}), then run `webex-token setup-oauth`; or put a new personal access token in `tokenManager.personalAccessToken`")
                 } else {
                     "run `webex-token setup-oauth` to authorize the token-manager integration again, then `webex-token refresh`".into()
                 })
             }
             Error::Chain(ChainError::NothingToTry { .. }) => Some(
-                "fill in `tokenManager.personalAccessToken` in the config file, or run `webex-token setup-oauth` to configure the integration".into(),
+                "fill in `tokenManager.personalAccessToken` in the config file (a personal access token of an admin of the target org, from developer.webex.com), or add `tokenManager.integration` with `clientId` and `clientSecret` and run `webex-token setup-oauth`".into(),
             ),
             Error::Chain(ChainError::Persist(_)) => Some(
                 "make sure the config file and its directory are writable".into(),
@@ -722,6 +779,133 @@ mod tests {
         ];
         for (e, want) in rows {
             assert_eq!(e.exit_code(), want, "{e:?}");
+        }
+    }
+
+    /// One row per hint that newcomers were sent the wrong way by: what the
+    /// hint must say, and what it must not.
+    #[test]
+    fn every_hint_points_the_right_way() {
+        let body = |tracking: Option<&str>| ErrorBody {
+            tracking_id: tracking.map(str::to_string),
+            ..ErrorBody::default()
+        };
+        let at = |level, status: u16, tracking: Option<&str>| Attempt {
+            level,
+            result: AttemptResult::Rejected {
+                error: match status {
+                    401 => ApiError::Rejected {
+                        status,
+                        body: body(tracking),
+                    },
+                    _ => ApiError::Refused {
+                        status,
+                        body: body(tracking),
+                    },
+                },
+            },
+        };
+        let skipped = |level, why: &str| Attempt {
+            level,
+            result: AttemptResult::Skipped(why.into()),
+        };
+        let exhausted = |attempts| {
+            Error::Chain(ChainError::Exhausted {
+                attempts,
+                stored_rejected: false,
+            })
+        };
+        let pat = Level::PersonalAccessToken;
+        let int = Level::IntegrationRefreshToken;
+        let write = |recovery: Option<&str>| {
+            Error::Store(StoreError::Write {
+                what: "the env file /e/.env".into(),
+                source: WriteError::Io {
+                    path: "/e/.env".into(),
+                    action: "write",
+                    source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+                },
+                recovery: recovery.map(PathBuf::from),
+            })
+        };
+        type Row = (
+            &'static str,
+            Error,
+            &'static [&'static str],
+            &'static [&'static str],
+        );
+        let rows: Vec<Row> = vec![
+            (
+                "403 at level 2: the org has not authorized the service app",
+                exhausted(vec![at(pat, 403, Some("t"))]),
+                &["Control Hub", "targetOrgId", "refresh"],
+                &["setup-oauth"],
+            ),
+            (
+                "no integration configured",
+                exhausted(vec![
+                    at(pat, 401, Some("t")),
+                    skipped(int, crate::chain::NO_INTEGRATION),
+                ]),
+                &["tokenManager.integration", "clientId", "setup-oauth"],
+                &["again"],
+            ),
+            (
+                "the integration was tried and rejected",
+                exhausted(vec![at(pat, 401, Some("t")), at(int, 400, None)]),
+                &["setup-oauth", "again"],
+                &[],
+            ),
+            (
+                "404 from Webex itself: the app id",
+                exhausted(vec![at(pat, 404, Some("t"))]),
+                &["serviceApp.appId"],
+                &["setup-oauth"],
+            ),
+            (
+                "404 from something else: the base URL",
+                exhausted(vec![at(pat, 404, None)]),
+                &["/v1", "--api-base"],
+                &["setup-oauth"],
+            ),
+            (
+                "validation answered 404: the base URL",
+                Error::Chain(ChainError::ValidationRefused {
+                    error: ApiError::Refused {
+                        status: 404,
+                        body: body(None),
+                    },
+                }),
+                &["/v1"],
+                &["setup-oauth"],
+            ),
+            (
+                "nothing configured to refresh with",
+                Error::Chain(ChainError::NothingToTry { attempts: vec![] }),
+                &["personalAccessToken", "setup-oauth"],
+                &["again"],
+            ),
+        ];
+        for (what, e, must, must_not) in rows {
+            let hint = e.hint().unwrap_or_default();
+            for m in must {
+                assert!(hint.contains(m), "{what}: no `{m}` in: {hint}");
+            }
+            for m in must_not {
+                assert!(!hint.contains(m), "{what}: `{m}` in: {hint}");
+            }
+        }
+
+        // A failed write names its cause once: in the message, not again
+        // among the details.
+        for e in [write(None), write(Some("/e/.env.recovered"))] {
+            let cause = std::io::Error::from(std::io::ErrorKind::StorageFull).to_string();
+            let all = format!(
+                "{e}\n{}\n{}",
+                e.details().join("\n"),
+                e.hint().unwrap_or_default()
+            );
+            assert_eq!(all.matches(&cause).count(), 1, "{all}");
         }
     }
 }

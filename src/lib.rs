@@ -37,9 +37,7 @@ pub mod store;
 mod tokens;
 mod webex;
 
-use clap::Parser;
-use cli::{Cli, Command, LogFormat};
-use error::Error;
+use cli::{Command, LogFormat};
 use output::Printer;
 use settings::Settings;
 use std::ffi::OsString;
@@ -66,7 +64,7 @@ where
 }
 
 fn run_parsed(args: &[OsString]) -> u8 {
-    let cli = match Cli::try_parse_from(args) {
+    let cli = match output::help::parse(args) {
         Ok(cli) => cli,
         Err(e) => return output::usage_error(e, args),
     };
@@ -82,7 +80,7 @@ fn run_parsed(args: &[OsString]) -> u8 {
         .with_json_logs(cli.global.log_format == LogFormat::Json);
     if !matches!(
         cli.command,
-        Command::Completions(_) | Command::Man | Command::Healthcheck(_)
+        Command::Completions(_) | Command::Man(_) | Command::Healthcheck(_)
     ) && let Err(e) = settings.check_paths()
     {
         printer.error(command_name(&cli.command), &e);
@@ -132,6 +130,7 @@ async fn dispatch(command: Command, settings: &Settings, printer: &Printer) -> u
     });
     let name = command_name(&command);
     let result = match command {
+        Command::Init(a) => commands::init::run(settings, printer, &a),
         Command::Refresh(a) => commands::refresh::run(settings, printer, &a).await,
         Command::Status(a) => commands::status::run(settings, printer, &a).await,
         Command::Token(a) => commands::token::run(settings, printer, &a).await,
@@ -140,17 +139,8 @@ async fn dispatch(command: Command, settings: &Settings, printer: &Printer) -> u
         Command::SetupOauth(a) => commands::setup_oauth::run(settings, printer, &a).await,
         Command::Watch(a) => commands::watch::run(settings, printer, &a).await,
         Command::Healthcheck(a) => commands::watch::healthcheck(&a),
-        Command::Completions(a) => {
-            commands::completions::write(a.shell, &mut std::io::stdout());
-            Ok(0)
-        }
-        // A closed pipe (`webex-token man | head`) is the reader's choice,
-        // not a failure.
-        Command::Man => match commands::completions::write_man(&mut std::io::stdout()) {
-            Ok(()) => Ok(0),
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
-            Err(e) => Err(Error::Other(format!("could not write the man page: {e}"))),
-        },
+        Command::Completions(a) => commands::completions::run(a.shell),
+        Command::Man(a) => commands::completions::man(&a),
     };
     match result {
         Ok(code) => code,
@@ -163,6 +153,7 @@ async fn dispatch(command: Command, settings: &Settings, printer: &Printer) -> u
 
 fn command_name(c: &Command) -> &'static str {
     match c {
+        Command::Init(_) => "init",
         Command::Refresh(_) => "refresh",
         Command::Status(_) => "status",
         Command::Token(_) => "token",
@@ -172,6 +163,6 @@ fn command_name(c: &Command) -> &'static str {
         Command::Watch(_) => "watch",
         Command::Healthcheck(_) => "healthcheck",
         Command::Completions(_) => "completions",
-        Command::Man => "man",
+        Command::Man(_) => "man",
     }
 }

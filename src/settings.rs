@@ -464,7 +464,9 @@ impl Settings {
                         "--org {bad}: the config file {} lists no `serviceApp.orgs`",
                         config.path.display()
                     ),
-                    hint: "add `serviceApp.orgs` to the config (see README, \"Many orgs\"), or leave out --org".into(),
+                    hint:
+                        "add `serviceApp.orgs` to the config (see docs/orgs.md), or leave out --org"
+                            .into(),
                 });
             }
             return Ok(None);

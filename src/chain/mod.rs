@@ -399,13 +399,40 @@ fn personal_gap(config: &Config, now: Timestamp) -> Option<String> {
     }
 }
 
+/// Every unset field of the service app and the token manager, when the
+/// service app has one: the error for a config that is mostly unfilled.
+fn unfilled(config: &Config) -> Option<ConfigError> {
+    let sa = &config.service_app;
+    let Err(ConfigError::Fields { path, mut fields }) = sa.require_complete(&config.path) else {
+        return None;
+    };
+    let tm = &config.personal_access_token;
+    if let Err(a) = &tm.value {
+        fields.push((tm.key.clone(), *a));
+    }
+    if let Some(i) = &config.integration {
+        for (key, value) in [
+            (&i.client_id.key, i.client_id.value.as_ref().err()),
+            (&i.client_secret.key, i.client_secret.value.as_ref().err()),
+            (&i.refresh_token.key, i.refresh_token.value.as_ref().err()),
+        ] {
+            if let Some(a) = value {
+                fields.push((key.clone(), *a));
+            }
+        }
+    }
+    Some(ConfigError::Fields { path, fields })
+}
+
+/// Why level 3 was skipped when the config has no integration at all (the
+/// error's hint then says how to add one rather than "authorize again").
+pub const NO_INTEGRATION: &str = "no integration in the config file";
+
 /// Level 3 has a complete integration whose refresh token is not known to
 /// be expired.
 fn integration_gap(config: &Config, now: Timestamp) -> Option<String> {
     match &config.integration {
-        None => Some(
-            "no integration in the config file (run `webex-token setup-oauth` to add one)".into(),
-        ),
+        None => Some(NO_INTEGRATION.into()),
         Some(i) => match i.first_gap() {
             Some(g) => Some(g),
             // Expired only when no other filled-in layout is left to try.
@@ -714,6 +741,11 @@ impl<A: WebexApi> Run<'_, A> {
                 attempts: self.attempts,
                 stored_rejected: self.stored_rejected,
             })
+        } else if let Some(all) = unfilled(self.config) {
+            // Nothing could run and the service app is not filled in either
+            // (a copied template): name every field at once, not the
+            // token manager's now and the service app's on the next run.
+            Err(ChainError::Config(all))
         } else {
             Err(ChainError::NothingToTry {
                 attempts: self.attempts,

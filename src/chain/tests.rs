@@ -660,7 +660,7 @@ fn availability_explains_each_level() {
     );
     assert!(g1.unwrap().contains("no service-app refresh token"));
     assert!(g2.unwrap().contains("not filled in"));
-    assert!(g3.unwrap().contains("setup-oauth"));
+    assert!(g3.unwrap().contains("no integration"));
 
     let cfg = Config::parse(
         br#"{"serviceApp":{"appId":"a","clientId":"c","clientSecret":"s"},"tokenManager":{"personalAccessToken":"pat"}}"#,

@@ -1,11 +1,12 @@
 //! `refresh`: make sure the stored access token works (each org's, with
 //! `serviceApp.orgs`).
 
-use crate::chain::{Check, Outcome, Policy};
+use crate::chain::{Action, Check, Outcome, Policy};
 use crate::cli::RefreshArgs;
 use crate::clock;
 use crate::engine::{self, Ctx};
 use crate::error::{Error, exit};
+use crate::output::progress::Progress;
 use crate::output::{OrgResult, Printer};
 use crate::settings::{OrgTarget, Settings};
 use crate::store::Store;
@@ -14,6 +15,7 @@ use futures_util::{StreamExt, stream};
 use std::time::Duration;
 
 pub async fn run(settings: &Settings, printer: &Printer, a: &RefreshArgs) -> Result<u8, Error> {
+    super::warn_if_readable_by_others(settings);
     let policy = Policy {
         min_valid: a.min_valid,
         force: a.force,
@@ -104,10 +106,20 @@ async fn over_orgs(
         let r = ensure_one(settings, &t.store, &t.org, &ctx, policy, rt_min_valid).await;
         (i, r)
     });
+    let mut progress = Progress::new(printer, targets.len(), "org");
     let mut done: Vec<(usize, Result<_, Error>)> = stream::iter(runs)
         .buffer_unordered(settings.concurrency)
+        .inspect(|(i, r): &(usize, Result<Outcome, Error>)| match r {
+            Ok(o) => progress.done(match o.action {
+                Action::Kept(_) => "ok",
+                Action::Refreshed { .. } => "refreshed",
+                Action::WouldRefresh { .. } => "would refresh",
+            }),
+            Err(e) => progress.failed(targets[*i].name(), &e.to_string()),
+        })
         .collect()
         .await;
+    progress.clear();
     done.sort_by_key(|(i, _)| *i);
     let results: Vec<OrgResult<'_, _>> = done
         .into_iter()
@@ -131,5 +143,6 @@ async fn over_orgs(
         (&settings.config_path, settings.renewable_path()),
         code,
     );
+    progress.finish();
     code
 }

@@ -18,6 +18,7 @@ use crate::webex::{ApiError, WebexApi};
 use futures_util::{StreamExt, stream};
 
 pub async fn run(settings: &Settings, printer: &Printer, a: &StatusArgs) -> Result<u8, Error> {
+    super::warn_if_readable_by_others(settings);
     // The config first (its errors come first for `status`), then the env file.
     let config = settings.load_config()?;
     if let Some(targets) = settings.org_targets_in(&config, None)? {
@@ -70,7 +71,10 @@ async fn over_orgs(
         Ok(report) => report.failure.as_ref().map_or(0, Error::exit_code),
         Err(e) => e.exit_code(),
     }));
-    printer.status_orgs(&reports, code);
+    // One row per org unless the person asked for detail: --wide, or
+    // naming the orgs with --org.
+    let compact = !a.wide && settings.orgs.is_empty();
+    printer.status_orgs(&reports, code, compact);
     code
 }
 

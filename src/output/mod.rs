@@ -3,7 +3,9 @@
 //! program prints to stdout.
 
 pub mod datasources;
+pub mod help;
 pub mod logging;
+pub mod progress;
 pub mod status;
 pub mod watch;
 
@@ -12,7 +14,6 @@ use crate::clock;
 use crate::error::Error;
 use crate::secret::{SecretString, fingerprint};
 use crate::tokens::StoredTokens;
-use clap::CommandFactory;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 use std::error::Error as _;
@@ -70,6 +71,33 @@ impl Printer {
         } else {
             s.to_string()
         }
+    }
+
+    /// Result of `init`: the file written, what is left to fill in, and
+    /// the command to run next.
+    pub fn init_done(&self, path: &Path, unset: &[&str], next: &str) {
+        if self.json {
+            self.emit_json(&json!({
+                "schemaVersion": SCHEMA_VERSION,
+                "command": "init",
+                "ok": true,
+                "exitCode": 0,
+                "config": path,
+                "unset": unset,
+                "next": next,
+            }));
+            return;
+        }
+        let mut text = format!("wrote {} (mode 0600)", path.display());
+        if !unset.is_empty() {
+            let keys: Vec<String> = unset.iter().map(|k| format!("`{k}`")).collect();
+            text.push_str(&format!(
+                "\nstill to fill in there: {} (developer.webex.com → My Webex Apps)",
+                keys.join(", ")
+            ));
+        }
+        text.push_str(&format!("\nnext: {next}"));
+        self.emit_text(&text);
     }
 
     /// Result of `refresh`. `renewed_in`: where a renewed personal token
@@ -630,7 +658,7 @@ pub fn usage_error(e: clap::Error, args: &[std::ffi::OsString]) -> u8 {
             format!("{first} {}", details.join(", "))
         };
         // The subcommand, when one was recognised, for "command" and the hint.
-        let cmd = crate::cli::Cli::command();
+        let cmd = help::command();
         let command = args.iter().find_map(|a| {
             cmd.find_subcommand(a.as_str())
                 .map(|c| c.get_name().to_string())
@@ -697,7 +725,7 @@ fn blame_the_environment(e: clap::Error, args: &[std::ffi::OsString]) -> clap::E
     if typed {
         return e;
     }
-    let cmd = crate::cli::Cli::command();
+    let cmd = help::command();
     let var = cmd
         .get_arguments()
         .find(|a| a.get_long().is_some_and(|l| format!("--{l}") == long))

@@ -246,7 +246,12 @@ impl Printer {
     /// `status` over several orgs: a section per org, or one object with an
     /// `orgs` array of each org's status object. Failures (a failed
     /// `--check`, an org whose files cannot be read) also go to stderr.
-    pub fn status_orgs(&self, reports: &[OrgResult<'_, StatusReport>], exit_code: u8) {
+    pub fn status_orgs(
+        &self,
+        reports: &[OrgResult<'_, StatusReport>],
+        exit_code: u8,
+        compact: bool,
+    ) {
         let failures: Vec<(String, &Error)> = reports
             .iter()
             .filter_map(|r| {
@@ -269,17 +274,20 @@ impl Printer {
                 })
             }).collect::<Vec<_>>(),
         });
-        let human = reports
-            .iter()
-            .map(|r| {
-                let body = match &r.result {
-                    Ok(report) => report.to_text(),
-                    Err(e) => format!("error: {e}"),
-                };
-                r.section(&body)
-            })
-            .collect::<Vec<_>>()
-            .join("\n\n");
+        let human = match compact && reports.len() > 1 {
+            true => status_table(reports),
+            false => reports
+                .iter()
+                .map(|r| {
+                    let body = match &r.result {
+                        Ok(report) => report.to_text(),
+                        Err(e) => format!("error: {e}"),
+                    };
+                    r.section(&body)
+                })
+                .collect::<Vec<_>>()
+                .join("\n\n"),
+        };
         self.report(&json_value, &human);
         if !failures.is_empty() {
             self.stderr_failures(
@@ -290,6 +298,85 @@ impl Printer {
             );
         }
     }
+}
+
+/// One row per org: its access and refresh token's time left, the level
+/// tried first when it needs renewing, and what is wrong if anything. The
+/// full report of each is `status --wide` (or `--org NAME`).
+fn status_table(reports: &[OrgResult<'_, StatusReport>]) -> String {
+    let left = |c: &Credential, now: Timestamp| match (&c.token, c.expires_at) {
+        (None, _) => "none".to_string(),
+        (Some(_), None) => "expiry unknown".to_string(),
+        (Some(_), Some(at)) => clock::human_left(clock::seconds_until(now, at)),
+    };
+    let mut rows = vec![[
+        "ORG".to_string(),
+        "ACCESS TOKEN".to_string(),
+        "REFRESH TOKEN".to_string(),
+        "NEXT LEVEL".to_string(),
+        "NOTE".to_string(),
+    ]];
+    for r in reports {
+        rows.push(match &r.result {
+            Ok(report) => {
+                let online = match &report.online {
+                    Some(Online::Fails { detail, .. }) => {
+                        Some(format!("rejected online: {detail}"))
+                    }
+                    Some(Online::Unknown { detail, .. }) => {
+                        Some(format!("online check failed: {detail}"))
+                    }
+                    _ => None,
+                };
+                let note = report
+                    .failure
+                    .as_ref()
+                    .map(|e| e.to_string())
+                    .or(online)
+                    .unwrap_or_default();
+                [
+                    r.name.to_string(),
+                    left(&report.credentials[0], report.now),
+                    left(&report.credentials[1], report.now),
+                    report
+                        .next_level()
+                        .map_or("none".to_string(), |l| l.to_string()),
+                    note,
+                ]
+            }
+            Err(e) => [
+                r.name.to_string(),
+                String::new(),
+                String::new(),
+                String::new(),
+                format!("error: {e}"),
+            ],
+        });
+    }
+    let mut widths = [0usize; 4];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out: Vec<String> = rows
+        .iter()
+        .map(|row| {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                match widths.get(i) {
+                    Some(w) => line.push_str(&format!("{cell:<w$}  ")),
+                    None => line.push_str(cell),
+                }
+            }
+            line.trim_end().to_string()
+        })
+        .collect();
+    out.push(format!(
+        "{} orgs; each org's full report: `webex-token status --wide` or `--org NAME`",
+        reports.len()
+    ));
+    out.join("\n")
 }
 
 /// "expires … (in …)" for a `--check` line.

@@ -203,12 +203,20 @@ impl ClassifyName for serde_json::Error {
 
 /// Refuses an API base that would send credentials in clear text over a
 /// network: `http://` is for a local stand-in on a loopback address only.
+/// Also one with no path at all: every Webex API base ends in `/v1`, and
+/// without it each call answers 404, which would read as a wrong app id.
 pub fn check_base_url(url: &str) -> Result<(), String> {
     let Ok(parsed) = reqwest::Url::parse(url) else {
         return Err(format!(
             "`{url}` is not a URL; use e.g. https://webexapis.com/v1"
         ));
     };
+    if parsed.path().trim_matches('/').is_empty() && parsed.host_str().is_some() {
+        return Err(format!(
+            "`{url}` has no /v1: Webex's API base ends in /v1, e.g. {}/v1",
+            url.trim_end_matches('/')
+        ));
+    }
     match parsed.scheme() {
         "https" => Ok(()),
         "http" => {
@@ -270,6 +278,25 @@ mod tests {
         let g =
             parse_grant(br#"{"access_token":"a","expires_in":5,"token_type":"Bearer"}"#).unwrap();
         assert!(g.refresh_token.is_none());
+    }
+
+    #[test]
+    fn a_base_without_a_path_says_v1() {
+        for bare in [
+            "https://webexapis.com",
+            "https://webexapis.com/",
+            "http://127.0.0.1:9",
+        ] {
+            let e = check_base_url(bare).unwrap_err();
+            assert!(e.contains("/v1"), "{bare}: {e}");
+        }
+        for ok in [
+            "https://webexapis.com/v1",
+            "http://127.0.0.1:9/v1",
+            "https://proxy.example/webex/v1",
+        ] {
+            assert_eq!(check_base_url(ok), Ok(()), "{ok}");
+        }
     }
 
     #[test]

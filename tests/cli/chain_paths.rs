@@ -242,11 +242,16 @@ async fn forbidden_mint_explains_scope_and_admin() {
     .await;
     let out = t.run(&["refresh"]);
     assert_eq!(code(&out), 4);
-    assert!(
-        stderr(&out).contains("spark:applications_token"),
-        "{}",
-        stderr(&out)
-    );
+    let hint = stderr(&out);
+    let hint = hint
+        .lines()
+        .find(|l| l.starts_with("hint:"))
+        .unwrap_or_default();
+    assert!(hint.contains("spark:applications_token"), "{hint}");
+    // The org must authorize the service app; a new personal token from
+    // setup-oauth would be refused the same way.
+    assert!(hint.contains("Control Hub"), "{hint}");
+    assert!(!hint.contains("setup-oauth"), "{hint}");
     assert_eq!(t.requests().await.len(), 1, "no level 3 after a 403");
 }
 

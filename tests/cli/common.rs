@@ -61,12 +61,19 @@ impl TestEnv {
         self.path("token-config.json")
     }
 
+    /// Writes the config at mode 0600, as `init` and every run create it
+    /// (at 0644 `status` and `refresh` would warn).
     pub fn write_config(&self, v: &Value) {
-        std::fs::write(self.config_path(), serde_json::to_string_pretty(v).unwrap()).unwrap();
+        let p = self.config_path();
+        std::fs::write(&p, serde_json::to_string_pretty(v).unwrap()).unwrap();
+        private(&p);
     }
 
+    /// Writes the env file at mode 0600 (see `write_config`).
     pub fn write_env(&self, text: &str) {
-        std::fs::write(self.env_path(), text).unwrap();
+        let p = self.env_path();
+        std::fs::write(&p, text).unwrap();
+        private(&p);
     }
 
     pub fn read_env(&self) -> String {
@@ -211,6 +218,12 @@ impl TestEnv {
 /// `program` run in `dir` with the user's environment scrubbed of anything
 /// that would change webex-token's behaviour, and retries without sleeps.
 /// Every way the tests start the binary goes through here.
+/// Mode 0600 (a test that wants another mode sets it after writing).
+fn private(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 pub fn scrubbed(program: impl AsRef<std::ffi::OsStr>, dir: &Path) -> std::process::Command {
     let mut c = std::process::Command::new(program);
     c.current_dir(dir);

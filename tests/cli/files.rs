@@ -280,8 +280,12 @@ async fn every_unfilled_service_app_field_is_named_at_once() {
     let out = t.run(&["refresh"]);
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("`serviceApp.appId` is not filled in"), "{err}");
-    assert!(err.contains("`serviceApp.targetOrgId` is missing"), "{err}");
+    assert!(
+        err.contains(
+            "`serviceApp.appId` still holds the template's placeholder; `serviceApp.targetOrgId` is missing"
+        ),
+        "{err}"
+    );
     assert_eq!(t.requests().await.len(), 0);
 }
 

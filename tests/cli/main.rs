@@ -5,12 +5,17 @@ mod common;
 
 mod chain_paths;
 mod commands;
+mod completions;
 mod datasources;
+mod docs;
 mod etcd_cluster;
 mod files;
 mod fleet;
 mod hardening;
+mod hints;
+mod init;
 mod inprocess;
+mod json_schema;
 mod orgs;
 mod python_sample;
 mod secrets;

@@ -344,11 +344,42 @@ fn a_bad_orgs_list_is_a_config_error_naming_the_field() {
 }
 
 #[test]
+fn status_has_a_row_per_org_and_a_section_per_org_with_wide() {
+    let t = OrgsEnv::new(SimOptions::default().with_org_count(3));
+    let out = t.run(&["refresh", "--org", "org1"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = t.run(&["status"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    // A header, a row per org, the pointer to the detail.
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(
+        lines[0].starts_with("ORG") && lines[0].contains("ACCESS TOKEN"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("org1 ") && lines[1].contains(" in "),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("org2 ") && lines[2].contains("none"),
+        "{text}"
+    );
+    assert!(lines[4].contains("status --wide"), "{text}");
+    // --wide, or naming the orgs, gives the full report of each.
+    let wide = stdout(&t.run(&["status", "--wide"]));
+    assert_eq!(wide.matches("refresh levels").count(), 3, "{wide}");
+    let named = stdout(&t.run(&["--org", "org1", "--org", "org2", "status"]));
+    assert_eq!(named.matches("refresh levels").count(), 2, "{named}");
+}
+
+#[test]
 fn status_has_a_section_per_org_and_check_covers_every_org() {
     let t = OrgsEnv::new(SimOptions::default().with_org_count(3));
     let ids = t.sim.orgs();
     // Before any refresh: every org reported, nothing written.
-    let out = t.run(&["status"]);
+    let out = t.run(&["status", "--wide"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     for (name, id) in t.org_names().iter().zip(&ids) {
         assert!(
@@ -364,6 +395,7 @@ fn status_has_a_section_per_org_and_check_covers_every_org() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let out = t.run(&["--json", "status"]);
     assert_eq!(code(&out), 0);
+    crate::json_schema::assert_valid("orgs", &out);
     let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     let orgs = v["orgs"].as_array().unwrap();
     assert_eq!(orgs.len(), 3);
@@ -670,4 +702,93 @@ fn orgs_sharing_a_file_or_an_org_id_are_refused_before_any_request() {
             assert!(!t.dir.path().join(f).exists(), "{f} was written");
         }
     }
+}
+
+#[test]
+fn org_flags_before_and_after_the_command_combine() {
+    let t = OrgsEnv::new(SimOptions::default().with_org_count(3));
+    let out = t.run(&["--org", "org1", "refresh", "--org", "org3"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.contains("org1: ") && text.contains("org3: "), "{text}");
+    assert!(t.access_token("org1").is_some() && t.access_token("org3").is_some());
+    assert!(t.access_token("org2").is_none(), "org2 was not asked for");
+    // A flag with one value, given on both sides: refused, nothing done.
+    let out = t.run(&["--env-file", "a.env", "status", "--env-file", "b.env"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("--env-file is given both before and after the subcommand"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A sweep over 40 orgs on a pseudo-terminal (`script` from util-linux
+/// gives the run a terminal for stdin, stdout and stderr): a progress bar
+/// with counts, then the total line. Without a terminal (the same run with
+/// pipes), stderr stays empty and stdout is the per-org lines only.
+#[test]
+fn a_40_org_sweep_shows_progress_and_a_total_on_a_terminal_only() {
+    let t = OrgsEnv::new(SimOptions {
+        latency: Duration::from_millis(20),
+        ..SimOptions::default().with_org_count(40)
+    });
+    let bin = assert_cmd::cargo::cargo_bin("webex-token");
+    let out = crate::common::scrubbed("script", t.dir.path())
+        .args(["-qec", &format!("{} refresh", bin.display()), "/dev/null"])
+        .env("COLUMNS", "100")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let screen = stdout(&out);
+    // The bar counts up ("/40 orgs") and is cleared before the results.
+    assert!(screen.contains("/40 orgs"), "{screen}");
+    assert!(screen.contains("\u{1b}[2K"), "the bar is cleared: {screen}");
+    let last = screen.trim_end().lines().last().unwrap_or_default();
+    assert_eq!(last.trim(), "40 orgs: 40 refreshed", "{screen}");
+    assert_eq!(screen.matches("org40: ").count(), 1);
+
+    // The same run without a terminal: nothing but the per-org lines.
+    let out = t.run(&["refresh"]);
+    assert_eq!(code(&out), 0);
+    assert_eq!(stderr(&out), "");
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 40, "{text}");
+    assert!(!text.contains("orgs:") && !text.contains("/40"), "{text}");
+    // Nor with -q on a terminal.
+    let out = crate::common::scrubbed("script", t.dir.path())
+        .args([
+            "-qec",
+            &format!("{} -q refresh", bin.display()),
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0);
+    assert_eq!(stdout(&out), "", "-q on a terminal prints nothing");
+}
+
+#[test]
+fn datasources_list_has_a_row_per_source_over_several_orgs() {
+    let t = OrgsEnv::new(SimOptions::default().with_org_count(3));
+    let out = t.run(&["datasources", "list"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    // A header, two demo sources per org, the pointer to the detail.
+    assert_eq!(lines.len(), 8, "{text}");
+    assert!(
+        lines[0].starts_with("ORG") && lines[0].contains("TOKEN"),
+        "{text}"
+    );
+    assert_eq!(lines.iter().filter(|l| l.starts_with("org2 ")).count(), 2);
+    assert!(lines[7].starts_with("6 data sources in 3 orgs"), "{text}");
+    let wide = stdout(&t.run(&["datasources", "list", "--wide"]));
+    assert_eq!(wide.matches("audience  ").count(), 6, "{wide}");
+    let named = stdout(&t.run(&["--org", "org3", "datasources", "list"]));
+    assert!(
+        named.contains("  2 data sources") && !named.contains("ORG "),
+        "{named}"
+    );
 }

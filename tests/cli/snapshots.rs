@@ -157,6 +157,7 @@ async fn snapshot_help_pages() {
     let t = TestEnv::new().await;
     let pages: &[&[&str]] = &[
         &[],
+        &["init"],
         &["refresh"],
         &["status"],
         &["token"],
@@ -167,6 +168,8 @@ async fn snapshot_help_pages() {
         &["datasources", "show"],
         &["datasources", "extend"],
         &["datasources", "register"],
+        &["watch"],
+        &["healthcheck"],
         &["completions"],
         &["man"],
     ];
@@ -184,6 +187,14 @@ async fn snapshot_help_pages() {
         } else {
             format!("help_{}", page.join("_"))
         };
+        // A subcommand's page fits a screen and shows how to use it; the
+        // global flags are on the top page only.
+        if !page.is_empty() {
+            let lines = stdout(&out).lines().count();
+            assert!(lines < 30, "{name}: {lines} lines");
+            assert!(stdout(&out).contains("Examples:\n  "), "{name}");
+            assert!(!stdout(&out).contains("Global options:"), "{name}");
+        }
         let text = render(&t, &out);
         help_settings().bind(|| insta::assert_snapshot!(name, text));
     }

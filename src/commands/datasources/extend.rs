@@ -8,6 +8,7 @@ use crate::engine::datasources::{OrgFiles, shown};
 use crate::error::Error;
 use crate::error::exit;
 use crate::output::OrgResult;
+use crate::output::progress::Progress;
 use crate::output::{self, Printer, SCHEMA_VERSION};
 use crate::settings::Settings;
 use futures_util::StreamExt;
@@ -54,14 +55,38 @@ pub(super) async fn extend(
         ..params
     };
     let share = &share;
+    let mut progress = Progress::new(printer, orgs.len(), "org");
     let mut done: Vec<(usize, Result<Extended, Error>)> = futures_util::stream::iter(
         orgs.iter()
             .enumerate()
             .map(|(i, org)| async move { (i, extend_org(settings, name, share, org).await) }),
     )
     .buffer_unordered(side_by_side)
+    .inspect(|(i, r): &(usize, Result<Extended, Error>)| {
+        let org = orgs[*i].org.name().unwrap_or_default();
+        match r {
+            Ok(d) if d.code != 0 => {
+                let failed = d
+                    .results
+                    .iter()
+                    .filter(|(_, f)| matches!(f, Fate::Failed(_)))
+                    .count();
+                progress.failed(org, &format!("{failed} data sources not renewed"));
+            }
+            Ok(d)
+                if d.results
+                    .iter()
+                    .any(|(_, f)| matches!(f, Fate::Extended { .. })) =>
+            {
+                progress.done("renewed")
+            }
+            Ok(_) => progress.done("ok"),
+            Err(e) => progress.failed(org, &e.to_string()),
+        }
+    })
     .collect()
     .await;
+    progress.clear();
     done.sort_by_key(|(i, _)| *i);
     let done: Vec<Result<Extended, Error>> = done.into_iter().map(|(_, r)| r).collect();
     let now = clock::now();
@@ -119,6 +144,7 @@ pub(super) async fn extend(
             extend_failures(printer, name, done, r.name);
         }
     }
+    progress.finish();
     Ok(code)
 }
 

@@ -16,10 +16,11 @@ pub(super) async fn list(
     settings: &Settings,
     printer: &Printer,
     name: &'static str,
+    wide: bool,
 ) -> Result<u8, Error> {
     let Some(targets) = settings.org_targets(None)? else {
         let org = OrgFiles::single(settings);
-        let (json_value, human) = list_org(settings, printer, name, &org).await?;
+        let (json_value, human, _) = list_org(settings, printer, name, &org).await?;
         printer.report(&json_value, &human);
         return Ok(0);
     };
@@ -33,7 +34,7 @@ pub(super) async fn list(
             result: list_org(settings, printer, name, o).await,
         }
     });
-    let results: Vec<OrgResult<'_, (Value, String)>> = stream::iter(runs)
+    let results: Vec<OrgResult<'_, Listed>> = stream::iter(runs)
         .buffered(settings.concurrency)
         .collect()
         .await;
@@ -52,21 +53,26 @@ pub(super) async fn list(
         "ok": failed.is_empty(),
         "exitCode": code,
         "orgs": results.iter().map(|r| r.object(match &r.result {
-            Ok((v, _)) => v.clone(),
+            Ok((v, _, _)) => v.clone(),
             Err(e) => output::failure_json(name, e),
         })).collect::<Vec<_>>(),
     });
-    let human = results
-        .iter()
-        .map(|r| {
-            let body = match &r.result {
-                Ok((_, h)) => h.clone(),
-                Err(e) => format!("error: {e}"),
-            };
-            r.section(&body)
-        })
-        .collect::<Vec<_>>()
-        .join("\n\n");
+    // One row per data source unless the person asked for detail: --wide,
+    // or naming the orgs with --org.
+    let human = match !wide && settings.orgs.is_empty() && results.len() > 1 {
+        true => table(&results),
+        false => results
+            .iter()
+            .map(|r| {
+                let body = match &r.result {
+                    Ok((_, h, _)) => h.clone(),
+                    Err(e) => format!("error: {e}"),
+                };
+                r.section(&body)
+            })
+            .collect::<Vec<_>>()
+            .join("\n\n"),
+    };
     printer.report(&json_value, &human);
     if !failed.is_empty() {
         printer.stderr_failures(
@@ -83,13 +89,74 @@ pub(super) async fn list(
     Ok(code)
 }
 
-/// One org's listing: its `--json` object and its human text.
+/// One org's listing: its `--json` object, its human text, and a table row
+/// per data source (id, status, token time left).
+type Listed = (Value, String, Vec<[String; 3]>);
+
+/// Every org's data sources, one row each: ORG, ID, STATUS, TOKEN.
+fn table(results: &[OrgResult<'_, Listed>]) -> String {
+    let mut rows: Vec<[String; 4]> = vec![[
+        "ORG".into(),
+        "DATA SOURCE".into(),
+        "STATUS".into(),
+        "TOKEN".into(),
+    ]];
+    let mut count = 0;
+    for r in results {
+        match &r.result {
+            Ok((_, _, list)) if list.is_empty() => rows.push([
+                r.name.to_string(),
+                "-".into(),
+                String::new(),
+                "no data sources".into(),
+            ]),
+            Ok((_, _, list)) => {
+                for [id, status, token] in list {
+                    count += 1;
+                    rows.push([
+                        r.name.to_string(),
+                        id.clone(),
+                        status.clone(),
+                        token.clone(),
+                    ]);
+                }
+            }
+            Err(e) => rows.push([
+                r.name.to_string(),
+                "-".into(),
+                String::new(),
+                format!("error: {e}"),
+            ]),
+        }
+    }
+    let mut widths = [0usize; 3];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out: Vec<String> = rows
+        .iter()
+        .map(|[a, b, c, d]| {
+            let [wa, wb, wc] = widths;
+            format!("{a:<wa$}  {b:<wb$}  {c:<wc$}  {d}")
+                .trim_end()
+                .to_string()
+        })
+        .collect();
+    out.push(format!(
+        "{count} data sources in {} orgs; every field: `webex-token datasources list --wide` or `--org NAME`",
+        results.len()
+    ));
+    out.join("\n")
+}
+
 async fn list_org(
     settings: &Settings,
     printer: &Printer,
     name: &'static str,
     org: &OrgFiles,
-) -> Result<(Value, String), Error> {
+) -> Result<Listed, Error> {
     let s = open(settings, org, name, true).await?;
     let sources = list_all(&s).await?;
     let now = clock::now();
@@ -109,7 +176,23 @@ async fn list_org(
         human.push_str("\n\n");
         human.push_str(&human_block(printer, d, now, false));
     }
-    Ok((json_value, human))
+    let rows = sources
+        .iter()
+        .map(|d| {
+            let status = match (d.status.as_deref(), d.is_disabled()) {
+                (_, true) => "DISABLED".to_string(),
+                (Some(s), false) => shown(s),
+                (None, false) => "unknown".into(),
+            };
+            let token = match d.token_expiry() {
+                Some((t, _)) => clock::human_left(clock::seconds_until(now, t)),
+                None if d.jws_token.is_none() => "none".into(),
+                None => "expiry unknown".into(),
+            };
+            [shown(&d.id), status, token]
+        })
+        .collect();
+    Ok((json_value, human, rows))
 }
 
 pub(super) async fn show(

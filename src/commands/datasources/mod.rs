@@ -38,7 +38,7 @@ use crate::settings::Settings;
 pub async fn run(settings: &Settings, printer: &Printer, a: &DatasourcesArgs) -> Result<u8, Error> {
     let name = a.command.name();
     match &a.command {
-        DatasourcesCommand::List => list::list(settings, printer, name).await,
+        DatasourcesCommand::List(l) => list::list(settings, printer, name, l.wide).await,
         DatasourcesCommand::Show(s) => list::show(settings, printer, name, &s.id).await,
         DatasourcesCommand::Extend(e) => extend::extend(settings, printer, name, e).await,
         DatasourcesCommand::Register(r) => register::register(settings, printer, name, r).await,
