@@ -104,13 +104,7 @@ impl Printer {
                     })
                 })
                 .collect();
-            self.emit_json(&json!({
-                "schemaVersion": SCHEMA_VERSION,
-                "command": "refresh",
-                "ok": failed.is_empty(),
-                "exitCode": exit_code,
-                "orgs": orgs,
-            }));
+            self.emit_json(&orgs_json("refresh", failed.is_empty(), exit_code, orgs));
         } else {
             let lines: Vec<String> = results
                 .iter()
@@ -363,6 +357,18 @@ impl<T> OrgResult<'_, T> {
             .join("\n");
         format!("org {} ({})\n{indented}", self.name, self.target_org_id)
     }
+}
+
+/// The `--json` object of a run over several orgs: each org's own object
+/// (see [`OrgResult::object`]) in `orgs`, and the run's `ok` and exit code.
+pub fn orgs_json(command: &str, ok: bool, exit_code: u8, orgs: Vec<Value>) -> Value {
+    json!({
+        "schemaVersion": SCHEMA_VERSION,
+        "command": command,
+        "ok": ok,
+        "exitCode": exit_code,
+        "orgs": orgs,
+    })
 }
 
 /// The `--json` failure object of `command`.
