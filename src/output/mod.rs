@@ -371,6 +371,35 @@ pub fn orgs_json(command: &str, ok: bool, exit_code: u8, orgs: Vec<Value>) -> Va
     })
 }
 
+/// What `setup-oauth` stored, for its `--json` object.
+pub struct Setup<'a> {
+    pub flow: &'a str,
+    pub config_file: &'a Path,
+    pub redirect_uri: Option<&'a str>,
+    pub client_id: &'a str,
+    pub client_secret_fingerprint: &'a str,
+    pub personal: &'a SecretString,
+    pub personal_expires_at: Option<Timestamp>,
+    pub refresh: Option<&'a SecretString>,
+    pub refresh_expires_at: Option<Timestamp>,
+}
+
+/// `setup-oauth --json`: fingerprints and expiries, never a value.
+pub fn setup_json(s: &Setup<'_>, now: Timestamp) -> Value {
+    json!({
+        "schemaVersion": SCHEMA_VERSION,
+        "command": "setup-oauth",
+        "ok": true,
+        "flow": s.flow,
+        "configFile": s.config_file.display().to_string(),
+        "redirectUri": s.redirect_uri,
+        "integrationClientId": s.client_id,
+        "integrationClientSecretFingerprint": s.client_secret_fingerprint,
+        "personalAccessToken": token_json(Some(s.personal), s.personal_expires_at, now),
+        "integrationRefreshToken": token_json(s.refresh, s.refresh_expires_at, now),
+    })
+}
+
 /// The `--json` failure object of `command`.
 pub fn failure_json(command: &str, err: &Error) -> Value {
     json!({
