@@ -298,6 +298,15 @@ impl<'a> Watcher<'a> {
         self.report.report(&self.org, clock::now(), event);
     }
 
+    /// A failure for people to read. With `--once` and the one configured
+    /// org the run ends with this error, which the command prints: not
+    /// twice. (With several orgs each one's failure is shown, named.)
+    fn problem(&self, e: &Error) {
+        if !(self.o.once && self.org.name().is_none()) {
+            self.report(Event::Problem(e));
+        }
+    }
+
     pub async fn run(mut self) -> Result<u8, Error> {
         self.report(Event::Started {
             env_file: self.store.env_path(),
@@ -497,11 +506,14 @@ impl<'a> Watcher<'a> {
             Err(e) => {
                 self.ds.code = e.exit_code();
                 let retry_at = self.ds.retry(now, fastrand::f64());
-                tracing::warn!(
-                    "could not renew the data sources (trying again at {}): {e}",
-                    clock::format_utc(retry_at)
-                );
-                self.report(Event::Problem(&e));
+                // (`--once` ends with this error instead: no retry to announce.)
+                if !self.o.once {
+                    tracing::warn!(
+                        "could not renew the data sources (trying again at {}): {e}",
+                        clock::format_utc(retry_at)
+                    );
+                }
+                self.problem(&e);
                 self.monitor.failed(&self.org, &e, false);
                 self.report(Event::DataSourcesFailed {
                     error: &e,
@@ -583,8 +595,10 @@ impl<'a> Watcher<'a> {
                 clock::human_span(wait.as_secs())
             );
         } else {
-            self.report(Event::Problem(e));
-            if transient {
+            self.problem(e);
+            if self.o.once {
+                // The run ends with this failure: no retry to announce.
+            } else if transient {
                 tracing::warn!(
                     "transient failure; trying again in {}",
                     clock::human_span(wait.as_secs())

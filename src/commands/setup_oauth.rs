@@ -15,11 +15,10 @@ use crate::config::{Absence, Config, PersonalUpdate};
 use crate::engine;
 use crate::error::{Error, SetupError};
 use crate::oauth::{self, Authorized, Mode};
-use crate::output::{Printer, SCHEMA_VERSION, expiry_text, token_json};
+use crate::output::{self, Printer, expiry_text};
 use crate::secret::{SecretString, fingerprint};
 use crate::settings::Settings;
 use crate::webex::{ClientCredentials, HttpApi, TokenGrant};
-use serde_json::json;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -156,22 +155,21 @@ async fn store_grant(
 /// Prints what was stored: fingerprints and expiry times, never values.
 fn report(printer: &Printer, s: &Stored, redirect_uri: Option<&str>, flow: &str) {
     let now = clock::now();
-    let value = json!({
-        "schemaVersion": SCHEMA_VERSION,
-        "command": "setup-oauth",
-        "ok": true,
-        "flow": flow,
-        "configFile": s.config_path.display().to_string(),
-        "redirectUri": redirect_uri,
-        "integrationClientId": s.client_id,
-        "integrationClientSecretFingerprint": s.client_secret_fp,
-        "personalAccessToken": token_json(Some(&s.personal), s.personal_expires_at, now),
-        "integrationRefreshToken": token_json(s.refresh.as_ref(), s.refresh_expires_at, now),
-    });
-    let mut value = value;
-    if let Some(p) = &s.state_path {
-        value["stateFile"] = json!(p.display().to_string());
-    }
+    let value = output::setup_json(
+        &output::Setup {
+            flow,
+            config_file: &s.config_path,
+            redirect_uri,
+            client_id: &s.client_id,
+            client_secret_fingerprint: &s.client_secret_fp,
+            personal: &s.personal,
+            personal_expires_at: s.personal_expires_at,
+            refresh: s.refresh.as_ref(),
+            refresh_expires_at: s.refresh_expires_at,
+            state_file: s.state_path.as_deref(),
+        },
+        now,
+    );
     let mut human = format!(
         "ok: authorized the token-manager integration; saved in {}:\n",
         s.state_path.as_ref().unwrap_or(&s.config_path).display()

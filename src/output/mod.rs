@@ -140,13 +140,7 @@ impl Printer {
                     })
                 })
                 .collect();
-            self.emit_json(&json!({
-                "schemaVersion": SCHEMA_VERSION,
-                "command": "refresh",
-                "ok": failed.is_empty(),
-                "exitCode": exit_code,
-                "orgs": orgs,
-            }));
+            self.emit_json(&orgs_json("refresh", failed.is_empty(), exit_code, orgs));
         } else {
             let lines: Vec<String> = results
                 .iter()
@@ -406,6 +400,53 @@ impl<T> OrgResult<'_, T> {
             .join("\n");
         format!("org {} ({})\n{indented}", self.name, self.target_org_id)
     }
+}
+
+/// The `--json` object of a run over several orgs: each org's own object
+/// (see [`OrgResult::object`]) in `orgs`, and the run's `ok` and exit code.
+pub fn orgs_json(command: &str, ok: bool, exit_code: u8, orgs: Vec<Value>) -> Value {
+    json!({
+        "schemaVersion": SCHEMA_VERSION,
+        "command": command,
+        "ok": ok,
+        "exitCode": exit_code,
+        "orgs": orgs,
+    })
+}
+
+/// What `setup-oauth` stored, for its `--json` object.
+pub struct Setup<'a> {
+    pub flow: &'a str,
+    pub config_file: &'a Path,
+    pub redirect_uri: Option<&'a str>,
+    pub client_id: &'a str,
+    pub client_secret_fingerprint: &'a str,
+    pub personal: &'a SecretString,
+    pub personal_expires_at: Option<Timestamp>,
+    pub refresh: Option<&'a SecretString>,
+    pub refresh_expires_at: Option<Timestamp>,
+    /// Where the renewed tokens went, when the run has a state file.
+    pub state_file: Option<&'a Path>,
+}
+
+/// `setup-oauth --json`: fingerprints and expiries, never a value.
+pub fn setup_json(s: &Setup<'_>, now: Timestamp) -> Value {
+    let mut v = json!({
+        "schemaVersion": SCHEMA_VERSION,
+        "command": "setup-oauth",
+        "ok": true,
+        "flow": s.flow,
+        "configFile": s.config_file.display().to_string(),
+        "redirectUri": s.redirect_uri,
+        "integrationClientId": s.client_id,
+        "integrationClientSecretFingerprint": s.client_secret_fingerprint,
+        "personalAccessToken": token_json(Some(s.personal), s.personal_expires_at, now),
+        "integrationRefreshToken": token_json(s.refresh, s.refresh_expires_at, now),
+    });
+    if let Some(p) = s.state_file {
+        v["stateFile"] = json!(p.display().to_string());
+    }
+    v
 }
 
 /// The `--json` failure object of `command`.

@@ -283,8 +283,13 @@ async fn datasources_extend_renews_expiring_skips_fresh_with_new_nonce() {
 
     let puts = put_bodies(&t).await;
     assert_eq!(puts.len(), 2, "{puts:?}");
-    let (p, body) = &puts[0];
-    assert_eq!(p, "/v1/dataSources/ds-soon");
+    // The two PUTs run side by side: each is found by its path.
+    let put_to = |id: &str| {
+        puts.iter()
+            .find(|(p, _)| *p == format!("/v1/dataSources/{id}"))
+            .unwrap_or_else(|| panic!("no PUT for {id}: {puts:?}"))
+    };
+    let (_, body) = put_to("ds-soon");
     let nonce = body["nonce"].as_str().unwrap();
     assert!(is_uuid_v4(nonce), "{nonce}");
     assert_ne!(nonce, "old-nonce-ds-soon");
@@ -301,10 +306,10 @@ async fn datasources_extend_renews_expiring_skips_fresh_with_new_nonce() {
         })
     );
     // A disabled source stays disabled: its errorMessage goes back with it.
-    let (_, body) = &puts[1];
+    let (_, body) = put_to("ds-gone");
     assert_eq!(body["status"], "disabled");
     assert_eq!(body["errorMessage"], "maintenance");
-    assert_ne!(body["nonce"], puts[0].1["nonce"]);
+    assert_ne!(body["nonce"], put_to("ds-soon").1["nonce"]);
 
     // One audit line per renewal: the nonce, a fingerprint, no token.
     let audit = std::fs::read_to_string(t.path(".env.audit.jsonl")).unwrap();
@@ -314,16 +319,19 @@ async fn datasources_extend_renews_expiring_skips_fresh_with_new_nonce() {
         .filter(|v: &Value| v["operation"] == "datasource_extend")
         .collect();
     assert_eq!(lines.len(), 2);
-    assert_eq!(lines[0]["dataSourceId"], "ds-soon");
-    assert_eq!(lines[0]["outcome"], "ok");
-    assert_eq!(lines[0]["nonce"], nonce);
+    let soon = lines
+        .iter()
+        .find(|l| l["dataSourceId"] == "ds-soon")
+        .expect("an audit line for ds-soon");
+    assert_eq!(soon["outcome"], "ok");
+    assert_eq!(soon["nonce"], nonce);
     assert!(
-        lines[0]["jwsTokenFingerprint"]
+        soon["jwsTokenFingerprint"]
             .as_str()
             .unwrap()
             .starts_with("sha256:")
     );
-    assert!(lines[0]["tokenExpiresAt"].as_str().unwrap().ends_with('Z'));
+    assert!(soon["tokenExpiresAt"].as_str().unwrap().ends_with('Z'));
 }
 
 #[tokio::test]

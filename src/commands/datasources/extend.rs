@@ -9,11 +9,11 @@ use crate::error::Error;
 use crate::error::exit;
 use crate::output::OrgResult;
 use crate::output::progress::Progress;
-use crate::output::{self, Printer, SCHEMA_VERSION};
+use crate::output::{self, Printer};
 use crate::settings::Settings;
 use futures_util::StreamExt;
 use jiff::Timestamp;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub(super) async fn extend(
     settings: &Settings,
@@ -114,13 +114,7 @@ pub(super) async fn extend(
         objects.push(r.object(v));
         sections.push(r.section(&body));
     }
-    let v = json!({
-        "schemaVersion": SCHEMA_VERSION,
-        "command": name,
-        "ok": code == 0,
-        "exitCode": code,
-        "orgs": objects,
-    });
+    let v = output::orgs_json(name, code == 0, code, objects);
     printer.report(&v, &sections.join("\n\n"));
     // Failures on stderr: whole orgs, then single data sources.
     let org_failures: Vec<(String, &Error)> = results

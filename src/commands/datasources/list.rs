@@ -4,13 +4,12 @@
 use crate::clock;
 use crate::engine::datasources::{DataSource, OrgFiles, get_one, list_all, open, shown};
 use crate::error::{Error, exit};
-use crate::output::{self, OrgResult, Printer, SCHEMA_VERSION};
+use crate::output::{self, OrgResult, Printer};
 use crate::secret::fingerprint;
 use crate::settings::Settings;
 use futures_util::{StreamExt, stream};
 use jiff::Timestamp;
 use serde_json::Value;
-use serde_json::json;
 
 pub(super) async fn list(
     settings: &Settings,
@@ -47,16 +46,16 @@ pub(super) async fn list(
         .iter()
         .filter_map(|r| r.result.as_ref().err().map(|e| (r.name.to_string(), e)))
         .collect();
-    let json_value = json!({
-        "schemaVersion": SCHEMA_VERSION,
-        "command": name,
-        "ok": failed.is_empty(),
-        "exitCode": code,
-        "orgs": results.iter().map(|r| r.object(match &r.result {
-            Ok((v, _, _)) => v.clone(),
-            Err(e) => output::failure_json(name, e),
-        })).collect::<Vec<_>>(),
-    });
+    let objects = results
+        .iter()
+        .map(|r| {
+            r.object(match &r.result {
+                Ok((v, _, _)) => v.clone(),
+                Err(e) => output::failure_json(name, e),
+            })
+        })
+        .collect();
+    let json_value = output::orgs_json(name, failed.is_empty(), code, objects);
     // One row per data source unless the person asked for detail: --wide,
     // or naming the orgs with --org.
     let human = match !wide && settings.orgs.is_empty() && results.len() > 1 {
