@@ -88,7 +88,12 @@ pub fn parse(args: &[OsString]) -> Result<Cli, clap::Error> {
     let mut real = command();
     let mut matches = real.try_get_matches_from_mut(args)?;
     let mut cli = Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut real))?;
-    let levels = per_level_globals(args);
+    let levels = match flags_on_both_sides(&real, args) {
+        true => per_level_globals(args),
+        // The common case (`webex-token token`, `webex-token -q refresh`):
+        // no second parse.
+        false => Vec::new(),
+    };
     let mut orgs = Vec::new();
     let mut verbose = 0u8;
     let mut seen: Vec<&str> = Vec::new();
@@ -130,6 +135,28 @@ pub fn parse(args: &[OsString]) -> Result<Cli, clap::Error> {
         ));
     }
     Ok(cli)
+}
+
+/// Whether some flag comes before, and some after, the first word that
+/// names a subcommand: only then can a global flag be on two levels. (A
+/// flag's value that happens to name a subcommand comes after its flag, so
+/// this never misses a line that needs the second parse.)
+fn flags_on_both_sides(cmd: &Command, args: &[OsString]) -> bool {
+    let words: Vec<&str> = args
+        .iter()
+        .skip(1)
+        .map(|a| a.to_str().unwrap_or_default())
+        .take_while(|a| *a != "--")
+        .collect();
+    let is_sub = |w: &str| {
+        cmd.get_subcommands()
+            .any(|s| s.get_name() == w || s.get_all_aliases().any(|a| a == w))
+    };
+    let Some(at) = words.iter().position(|w| is_sub(w)) else {
+        return false;
+    };
+    let flag = |w: &&str| w.starts_with('-') && *w != "-";
+    words[..at].iter().any(flag) && words[at + 1..].iter().any(flag)
 }
 
 /// What each level of the command line (the top, the subcommand, its
