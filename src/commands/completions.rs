@@ -16,14 +16,7 @@ const BIN: &str = "webex-token";
 
 /// `completions SHELL`: the script on stdout.
 pub fn run(shell: clap_complete::Shell) -> Result<u8, Error> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(&script(shell)).and_then(|()| out.flush()) {
-        Ok(()) => Ok(0),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
-        Err(e) => Err(Error::Other(format!(
-            "could not write the completion script: {e}"
-        ))),
-    }
+    crate::output::write_generated(&script(shell), "completion script")
 }
 
 /// The completion script for `shell`.
@@ -78,14 +71,7 @@ pub fn man(args: &ManArgs) -> Result<u8, Error> {
         write_command_page(&args.command.join(" "), sub, &mut page)
     }
     .map_err(|e| Error::Other(format!("could not render the man page: {e}")))?;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(&page).and_then(|()| out.flush()) {
-        Ok(()) => Ok(0),
-        // A closed pipe (`webex-token man | head`) is the reader's choice,
-        // not a failure.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
-        Err(e) => Err(Error::Other(format!("could not write the man page: {e}"))),
-    }
+    crate::output::write_generated(&page, "man page")
 }
 
 fn find<'a>(cmd: &'a Command, path: &[String]) -> Option<&'a Command> {

@@ -556,6 +556,18 @@ fn stdout_was_closed() -> bool {
     flags.is_some_and(|f| f & 3 == 2)
 }
 
+/// Generated text (a completion script, a man page) on stdout as it is:
+/// a closed pipe (`| head`) is the reader's choice and exits 0; any other
+/// write error is exit 1 naming `what`.
+pub fn write_generated(bytes: &[u8], what: &str) -> Result<u8, Error> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(Error::Other(format!("could not write the {what}: {e}"))),
+    }
+}
+
 /// The stdout failure of this run, if any, as an error (exit 1).
 pub fn stdout_failure() -> Option<Error> {
     // Only a flush of what is still buffered: a run that printed nothing
