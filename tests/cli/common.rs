@@ -394,3 +394,23 @@ pub fn source(id: &str, token: &str) -> Value {
         "updatedAt": "2026-01-01T00:00:00.000Z",
     })
 }
+
+/// Sends the signal named `sig` (`TERM`, `INT`, `HUP`, `KILL`, `STOP`,
+/// `CONT`, with or without `SIG`) to the process `pid` the test started.
+/// Through the kill(2) system call rather than `/bin/kill`, which a minimal
+/// machine (Debian's minbase, a container) does not have.
+pub fn send_signal(pid: u32, sig: &str) {
+    use rustix::process::{Pid, Signal, kill_process};
+    let signal = match sig.trim_start_matches("SIG") {
+        "TERM" => Signal::TERM,
+        "INT" => Signal::INT,
+        "HUP" => Signal::HUP,
+        "KILL" => Signal::KILL,
+        "STOP" => Signal::STOP,
+        "CONT" => Signal::CONT,
+        "USR1" => Signal::USR1,
+        other => panic!("send_signal: no such signal in the tests: {other}"),
+    };
+    let pid = Pid::from_raw(i32::try_from(pid).expect("pid fits i32")).expect("pid is not 0");
+    kill_process(pid, signal).unwrap_or_else(|e| panic!("kill -{sig} {pid:?}: {e}"));
+}

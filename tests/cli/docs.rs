@@ -15,7 +15,7 @@ fn the_readme_first_screen_has_what_install_try_and_real_use() {
     for needle in [
         "Keeps a Webex service app's access token working",
         "sudo apt install ./webex-token_",
-        "sha256sum -c SHA256SUMS",
+        "sha256sum -c",
         "cargo install --locked --path .",
         "scripts/demo",
         "webex-token refresh",
@@ -28,6 +28,7 @@ fn the_readme_first_screen_has_what_install_try_and_real_use() {
         );
     }
     // The test command stays in the README; no hand-written flag table.
+    assert!(readme.contains("scripts/test"));
     assert!(readme.contains("cargo test --workspace --locked"));
     assert!(!readme.contains("| `refresh ["), "a copy of the flag list");
 }

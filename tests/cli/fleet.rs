@@ -222,12 +222,7 @@ fn wait_output(child: Child) -> Output {
 }
 
 fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args(["-s", sig, &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -s {sig}");
+    crate::common::send_signal(child.id(), sig);
 }
 
 /// Waits until the simulator has recorded a request matching `pred`.

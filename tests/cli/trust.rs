@@ -395,12 +395,7 @@ async fn sigterm_mid_exchange_keeps_the_rotated_refresh_token() {
             .spawn()
             .unwrap();
         tokio::time::sleep(Duration::from_millis(600)).await;
-        let killed = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(killed.success());
+        send_signal(child.id(), signal);
         let out = child.wait_with_output().unwrap();
         t.assert_no_secrets(&out, &[]);
         let want = if signal == "TERM" { 143 } else { 130 };
@@ -436,11 +431,7 @@ async fn a_signal_with_no_exchange_in_flight_stops_at_once() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
+    send_signal(child.id(), "TERM");
     let out = child.wait_with_output().unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(code(&out), 143, "{}", stderr(&out));
@@ -614,11 +605,7 @@ async fn ctrl_c_stops_setup_oauth_while_it_waits_for_the_person() {
     let stdin = child.stdin.take();
     tokio::time::sleep(Duration::from_millis(700)).await;
     let started = Instant::now();
-    Command::new("kill")
-        .arg("-INT")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
+    send_signal(child.id(), "INT");
     let out = child.wait_with_output().unwrap();
     drop(stdin);
     assert!(

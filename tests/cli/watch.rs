@@ -178,12 +178,7 @@ impl Watch {
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args(["-s", sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
+        crate::common::send_signal(self.child.id(), sig);
     }
 
     /// SIGTERM, then the exit code (within 10 s).
