@@ -73,9 +73,10 @@ pub async fn run(
     trigger: &'static str,
     tokens: &StoredTokens,
     timeout: Duration,
+    whose: &HookEnv<'_>,
 ) -> HookRun {
     let started = Instant::now();
-    let outcome = spawn_and_wait(cmd, trigger, tokens, timeout).await;
+    let outcome = spawn_and_wait(cmd, trigger, tokens, timeout, whose).await;
     HookRun {
         command: cmd.to_string(),
         trigger,
@@ -84,11 +85,23 @@ pub async fn run(
     }
 }
 
+/// Whose tokens a hook is told about: the org's name (several orgs) and its
+/// env file, as `WEBEX_TOKEN_ORG` and `WEBEX_TOKEN_ENV_FILE`.
+pub struct HookEnv<'a> {
+    pub org: Option<&'a str>,
+    pub env_file: &'a std::path::Path,
+}
+
+/// How long a timed-out hook's process group has between SIGTERM and
+/// SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
 async fn spawn_and_wait(
     cmd: &str,
     event: &str,
     tokens: &StoredTokens,
     timeout: Duration,
+    whose: &HookEnv<'_>,
 ) -> HookOutcome {
     let mut c = tokio::process::Command::new("sh");
     c.arg("-c").arg(cmd).stdin(std::process::Stdio::null());
@@ -99,6 +112,11 @@ async fn spawn_and_wait(
         };
     }
     c.env("WEBEX_TOKEN_EVENT", event);
+    match whose.org {
+        Some(name) => c.env("WEBEX_TOKEN_ORG", name),
+        None => c.env_remove("WEBEX_TOKEN_ORG"),
+    };
+    c.env("WEBEX_TOKEN_ENV_FILE", whose.env_file);
     // Client secrets handed to this run in the environment stay with it.
     for k in crate::names::SECRET_ENV_VARS {
         c.env_remove(k);
@@ -121,16 +139,20 @@ async fn spawn_and_wait(
         Ok(Ok(status)) => HookOutcome::Failed(status.code()),
         Ok(Err(e)) => HookOutcome::NotStarted(e),
         Err(_) => {
+            // The whole group (`sh -c 'sleep 600'` leaves `sleep` behind
+            // otherwise): SIGTERM, a short grace to exit cleanly, then
+            // SIGKILL for whatever is left. kill(2) on the group id the
+            // hook got from `process_group(0)`.
             #[cfg(unix)]
-            if let Some(pid) = child.id() {
-                // The whole group: `sh -c 'sleep 600'` leaves `sleep` behind
-                // otherwise. `-s KILL --` is the form every sh's `kill`
-                // takes (dash refuses `kill -KILL -- -PGID`).
-                let _ = std::process::Command::new("sh")
-                    .arg("-c")
-                    .arg(format!("kill -s KILL -- -{pid}"))
-                    .stderr(std::process::Stdio::null())
-                    .status();
+            if let Some(pgid) = child
+                .id()
+                .and_then(|id| i32::try_from(id).ok())
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                use rustix::process::{Signal, kill_process_group};
+                let _ = kill_process_group(pgid, Signal::TERM);
+                let _ = tokio::time::timeout(KILL_GRACE, child.wait()).await;
+                let _ = kill_process_group(pgid, Signal::KILL);
             }
             let _ = child.kill().await;
             HookOutcome::TimedOut(timeout)

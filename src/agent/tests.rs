@@ -355,7 +355,12 @@ fn data_sources_back_off_after_a_failed_run() {
 #[tokio::test]
 async fn hooks_report_one_typed_result_per_run() {
     let stored = tokens(H as i64, None);
-    let ok = hooks::run("exit 0", "refreshed", &stored, s(30)).await;
+    let env_file = std::path::Path::new("/srv/app/.env.acme");
+    let whose = hooks::HookEnv {
+        org: Some("acme"),
+        env_file,
+    };
+    let ok = hooks::run("exit 0", "refreshed", &stored, s(30), &whose).await;
     assert!(matches!(ok.outcome, HookOutcome::Ok));
     assert_eq!(
         (ok.outcome_name(), ok.exit_code(), ok.detail()),
@@ -363,17 +368,18 @@ async fn hooks_report_one_typed_result_per_run() {
     );
     assert_eq!(ok.trigger, "refreshed");
 
-    let failed = hooks::run("exit 3", "rolled", &stored, s(30)).await;
+    let failed = hooks::run("exit 3", "rolled", &stored, s(30), &whose).await;
     assert_eq!(failed.outcome_name(), "failed");
     assert_eq!(failed.exit_code(), Some(3));
     assert_eq!(failed.detail().as_deref(), Some("exited with 3"));
 
-    // The hook sees the event and the stored token.
+    // The hook sees the event, the stored token, and whose it is.
     let seen = hooks::run(
-        r#"test "$WEBEX_TOKEN_EVENT" = extended && test "$WEBEX_SERVICE_APP_ACCESS_TOKEN" = at"#,
+        r#"test "$WEBEX_TOKEN_EVENT" = extended && test "$WEBEX_SERVICE_APP_ACCESS_TOKEN" = at && test "$WEBEX_TOKEN_ORG" = acme && test "$WEBEX_TOKEN_ENV_FILE" = /srv/app/.env.acme"#,
         "extended",
         &stored,
         s(30),
+        &whose,
     )
     .await;
     assert_eq!(seen.outcome_name(), "ok", "{:?}", seen.detail());
@@ -385,7 +391,18 @@ async fn a_hook_past_its_time_out_is_killed_with_its_children() {
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("child.pid");
     let cmd = format!("sleep 30 & echo $! > '{}'; wait", pid_file.display());
-    let run = hooks::run(&cmd, "refreshed", &stored, Duration::from_millis(300)).await;
+    let whose = hooks::HookEnv {
+        org: None,
+        env_file: std::path::Path::new("/srv/app/.env"),
+    };
+    let run = hooks::run(
+        &cmd,
+        "refreshed",
+        &stored,
+        Duration::from_millis(300),
+        &whose,
+    )
+    .await;
     assert!(matches!(run.outcome, HookOutcome::TimedOut(_)), "{run:?}");
     assert_eq!(run.outcome_name(), "timeout");
     assert_eq!(run.exit_code(), None);
@@ -412,5 +429,49 @@ async fn a_hook_past_its_time_out_is_killed_with_its_children() {
         !alive(),
         "the hook's `sleep` survived: {:?}",
         std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+    );
+}
+
+#[tokio::test]
+async fn a_hook_that_ignores_sigterm_is_killed_after_the_grace() {
+    let stored = tokens(H as i64, None);
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("child.pid");
+    // Ignored signals stay ignored across exec: the `sleep` ignores TERM too.
+    let cmd = format!(
+        "trap '' TERM; sleep 30 & echo $! > '{}'; wait",
+        pid_file.display()
+    );
+    let whose = hooks::HookEnv {
+        org: None,
+        env_file: std::path::Path::new("/srv/app/.env"),
+    };
+    let run = hooks::run(
+        &cmd,
+        "refreshed",
+        &stored,
+        Duration::from_millis(300),
+        &whose,
+    )
+    .await;
+    assert_eq!(run.outcome_name(), "timeout");
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let stat = || std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    let alive = || {
+        let st = stat();
+        let state = st.rsplit(") ").next().and_then(|r| r.chars().next());
+        state.is_some_and(|c| c != 'Z' && c != 'X')
+    };
+    // SIGKILL lands at once; the process table may take a moment.
+    for _ in 0..100 {
+        if !alive() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !alive(),
+        "a TERM-ignoring child of the hook survived the KILL: {}",
+        stat()
     );
 }

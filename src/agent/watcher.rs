@@ -655,7 +655,11 @@ impl<'a> Watcher<'a> {
     /// Runs each `--on-refresh` command after a saved change.
     async fn run_hooks(&self, trigger: &'static str, tokens: &StoredTokens) {
         for cmd in &self.o.on_refresh {
-            let run = hooks::run(cmd, trigger, tokens, self.o.hook_timeout).await;
+            let whose = hooks::HookEnv {
+                org: self.org.name(),
+                env_file: self.store.env_path(),
+            };
+            let run = hooks::run(cmd, trigger, tokens, self.o.hook_timeout, &whose).await;
             match run.detail() {
                 None => tracing::info!("hook `{cmd}` ran ({trigger})"),
                 Some(d) => tracing::warn!("hook `{cmd}` {d}; the saved tokens stay as they are"),
