@@ -121,6 +121,27 @@ impl Monitor {
     /// org whose first tick has not ended yet counts as not working).
     pub fn register(&self, org: &OrgId) {
         self.lock().entry(org_key(org)).or_default();
+        // Every counter series a dashboard or an alert rule asks about is
+        // exported from the start, at 0: `rate()` and `increase()` need the
+        // series before its first event, and "absent" is not "none yet".
+        drop(self.validations.get_or_create(&labels(org, &[])));
+        for level in ["1", "2", "3"] {
+            for outcome in ["ok", "rejected"] {
+                drop(
+                    self.refreshes
+                        .get_or_create(&labels(org, &[("level", level), ("outcome", outcome)])),
+                );
+            }
+        }
+        for kind in ["transient", "config", "reauthorization_required"] {
+            drop(self.failures.get_or_create(&labels(org, &[("kind", kind)])));
+        }
+        for outcome in ["ok", "failed", "timeout"] {
+            drop(
+                self.hooks
+                    .get_or_create(&labels(org, &[("outcome", outcome)])),
+            );
+        }
     }
 
     fn with<R>(&self, org: &OrgId, f: impl FnOnce(&mut HealthState) -> R) -> R {

@@ -480,6 +480,15 @@ fn health_and_metrics() {
         metrics.contains("webex_token_refreshes_total{level=\"2\",outcome=\"ok\"} 1"),
         "{metrics}"
     );
+    // Counter series nothing has happened to yet are there, at 0 (trust
+    // round 3): alert rules on rate() need them before the first event.
+    for series in [
+        "webex_token_refreshes_total{level=\"3\",outcome=\"rejected\"} 0",
+        "outcome=\"timeout\"} 0",
+        "kind=\"reauthorization_required\"} 0",
+    ] {
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+    }
     // Prometheus text 0.0.4 unless OpenMetrics is asked for.
     assert!(
         metrics.contains("# TYPE webex_token_refreshes_total counter"),
