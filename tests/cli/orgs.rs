@@ -738,6 +738,9 @@ fn a_40_org_sweep_shows_progress_and_a_total_on_a_terminal_only() {
     let out = crate::common::scrubbed("script", t.dir.path())
         .args(["-qec", &format!("{} refresh", bin.display()), "/dev/null"])
         .env("COLUMNS", "100")
+        // The terminal `script` gives is a real one, whatever TERM this
+        // test runs under (CI may have none, or `dumb`).
+        .env("TERM", "xterm")
         .output()
         .unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -763,6 +766,7 @@ fn a_40_org_sweep_shows_progress_and_a_total_on_a_terminal_only() {
             &format!("{} -q refresh", bin.display()),
             "/dev/null",
         ])
+        .env("TERM", "xterm")
         .output()
         .unwrap();
     assert_eq!(code(&out), 0);
