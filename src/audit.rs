@@ -41,6 +41,12 @@ pub struct FailureEvent<'a> {
     pub attempts: Vec<AttemptRecord>,
     pub tracking_id: Option<String>,
     pub env_file: String,
+    /// The org's name, in a run over several orgs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    /// Every level was rejected: a person must re-authorize
+    /// (`webex-token setup-oauth`), and retrying will not help.
+    pub reauthorization_required: bool,
 }
 
 /// Level 3 renewed the personal token (saved in the config file).

@@ -208,7 +208,7 @@ where
             Ok(outcome)
         }
         Err(e) => {
-            audit_failure(ctx, &e);
+            audit_failure(ctx, org, &e);
             Err(e.into())
         }
     };
@@ -400,7 +400,7 @@ fn audit_refresh(ctx: &Ctx<'_>, o: &Outcome, level: u8, write_error: Option<&Sto
     );
 }
 
-fn audit_failure(ctx: &Ctx<'_>, e: &ChainError) {
+fn audit_failure(ctx: &Ctx<'_>, org: &OrgId, e: &ChainError) {
     let Some(path) = ctx.audit else {
         return;
     };
@@ -429,6 +429,8 @@ fn audit_failure(ctx: &Ctx<'_>, e: &ChainError) {
             attempts: attempts.iter().map(|a| a.record()).collect(),
             tracking_id: tracking.map(str::to_string),
             env_file: ctx.target.display().to_string(),
+            org: org.name().map(str::to_string),
+            reauthorization_required: matches!(e, ChainError::Exhausted { .. }),
         },
     );
 }

@@ -763,6 +763,11 @@ async fn every_known_secret_is_redacted_whichever_request_it_answered() {
     ] {
         assert!(!audit.contains(s), "audit log holds a secret:\n{audit}");
     }
+    // Trust round 3, item 14: the audit line of an exhausted chain says a
+    // person must re-authorize.
+    let last: serde_json::Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+    assert_eq!(last["outcome"], "failed", "{last}");
+    assert_eq!(last["reauthorizationRequired"], true, "{last}");
 }
 
 /// Smaller items of trust round 3: a NUL in a config token is a config
