@@ -4,6 +4,7 @@
 use super::monitor::Monitor;
 use crate::clock;
 use crate::error::Error;
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -16,6 +17,14 @@ pub fn healthcheck(addr: SocketAddr, timeout: Duration) -> Result<u8, Error> {
     match probe_healthz(addr, timeout) {
         Ok(200) => Ok(0),
         Ok(status) => Err(Error::Other(format!("GET {url} answered {status}"))),
+        // A read or write past its time-out surfaces as EAGAIN/EWOULDBLOCK
+        // ("Resource temporarily unavailable"): say what it means.
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            Err(Error::Other(format!(
+                "GET {url}: no answer within {} (the agent is busy, stuck or not serving there)",
+                humantime::format_duration(timeout)
+            )))
+        }
         Err(e) => Err(Error::Other(format!("GET {url}: {e}"))),
     }
 }
@@ -27,7 +36,7 @@ pub fn healthcheck(addr: SocketAddr, timeout: Duration) -> Result<u8, Error> {
 /// when a container engine runs it every few seconds. Every step is bounded
 /// by what is left of `timeout`.
 fn probe_healthz(addr: SocketAddr, timeout: Duration) -> std::io::Result<u16> {
-    use std::io::{BufRead, BufReader, Error as IoError, ErrorKind, Read, Write};
+    use std::io::{BufRead, BufReader, Error as IoError, Read, Write};
     let deadline = std::time::Instant::now() + timeout;
     let left = || {
         deadline

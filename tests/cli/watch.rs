@@ -966,6 +966,13 @@ fn healthcheck_exits_0_only_when_healthz_answers_200() {
     let out = t.run(&["healthcheck", "--health", &addr, "--timeout", "1s"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(started.elapsed() < secs(5), "{:?}", started.elapsed());
+    // Said as a time-out, not as EAGAIN ("Resource temporarily unavailable").
+    assert!(
+        stderr(&out).contains("no answer within 1s"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("temporarily"), "{}", stderr(&out));
     // Something that answers but not in HTTP: 1.
     let garbage = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = garbage.local_addr().unwrap().to_string();
