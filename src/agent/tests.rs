@@ -385,61 +385,14 @@ async fn hooks_report_one_typed_result_per_run() {
     assert_eq!(seen.outcome_name(), "ok", "{:?}", seen.detail());
 }
 
-#[tokio::test]
-async fn a_hook_past_its_time_out_is_killed_with_its_children() {
+/// Runs `PREFIX sleep 30 & echo $! > PIDFILE; wait` as a hook with a 300 ms
+/// time-out; returns the run and the pid of the `sleep` it started.
+async fn timed_out_hook(prefix: &str) -> (hooks::HookRun, String) {
     let stored = tokens(H as i64, None);
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("child.pid");
-    let cmd = format!("sleep 30 & echo $! > '{}'; wait", pid_file.display());
-    let whose = hooks::HookEnv {
-        org: None,
-        env_file: std::path::Path::new("/srv/app/.env"),
-    };
-    let run = hooks::run(
-        &cmd,
-        "refreshed",
-        &stored,
-        Duration::from_millis(300),
-        &whose,
-    )
-    .await;
-    assert!(matches!(run.outcome, HookOutcome::TimedOut(_)), "{run:?}");
-    assert_eq!(run.outcome_name(), "timeout");
-    assert_eq!(run.exit_code(), None);
-    assert_eq!(
-        run.detail().as_deref(),
-        Some("still running after 0s; killed")
-    );
-    // The `sleep` it started went with it (a zombie at most, never running;
-    // SIGKILL lands at once, the process table may take a moment).
-    let pid = std::fs::read_to_string(&pid_file).unwrap();
-    let alive = || {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-        let state = stat.rsplit(") ").next().and_then(|r| r.chars().next());
-        state.is_some_and(|c| c != 'Z' && c != 'X')
-    };
-    for _ in 0..100 {
-        if !alive() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        !alive(),
-        "the hook's `sleep` survived: {:?}",
-        std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
-    );
-}
-
-#[tokio::test]
-async fn a_hook_that_ignores_sigterm_is_killed_after_the_grace() {
-    let stored = tokens(H as i64, None);
-    let dir = tempfile::tempdir().unwrap();
-    let pid_file = dir.path().join("child.pid");
-    // Ignored signals stay ignored across exec: the `sleep` ignores TERM too.
     let cmd = format!(
-        "trap '' TERM; sleep 30 & echo $! > '{}'; wait",
+        "{prefix}sleep 30 & echo $! > '{}'; wait",
         pid_file.display()
     );
     let whose = hooks::HookEnv {
@@ -454,24 +407,49 @@ async fn a_hook_that_ignores_sigterm_is_killed_after_the_grace() {
         &whose,
     )
     .await;
-    assert_eq!(run.outcome_name(), "timeout");
-    let pid = std::fs::read_to_string(&pid_file).unwrap();
-    let stat = || std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    (run, pid)
+}
+
+/// Waits (up to 5 s: SIGKILL lands at once, the process table may take a
+/// moment) until `pid` is gone or a zombie, and fails naming `what` if not.
+fn assert_gone(pid: &str, what: &str) {
+    let stat = || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let alive = || {
         let st = stat();
         let state = st.rsplit(") ").next().and_then(|r| r.chars().next());
         state.is_some_and(|c| c != 'Z' && c != 'X')
     };
-    // SIGKILL lands at once; the process table may take a moment.
     for _ in 0..100 {
         if !alive() {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(
-        !alive(),
-        "a TERM-ignoring child of the hook survived the KILL: {}",
-        stat()
+    assert!(!alive(), "{what} survived: {}", stat());
+}
+
+#[tokio::test]
+async fn a_hook_past_its_time_out_is_killed_with_its_children() {
+    let (run, pid) = timed_out_hook("").await;
+    assert!(matches!(run.outcome, HookOutcome::TimedOut(_)), "{run:?}");
+    assert_eq!(run.outcome_name(), "timeout");
+    assert_eq!(run.exit_code(), None);
+    assert_eq!(
+        run.detail().as_deref(),
+        Some("still running after 0s; killed")
     );
+    // The `sleep` it started went with it (a zombie at most, never running).
+    assert_gone(&pid, "the hook's `sleep`");
+}
+
+#[tokio::test]
+async fn a_hook_that_ignores_sigterm_is_killed_after_the_grace() {
+    // Ignored signals stay ignored across exec: the `sleep` ignores TERM too.
+    let (run, pid) = timed_out_hook("trap '' TERM; ").await;
+    assert_eq!(run.outcome_name(), "timeout");
+    assert_gone(&pid, "a TERM-ignoring child of the hook");
 }
