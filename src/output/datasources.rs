@@ -142,21 +142,7 @@ pub fn list_json(command: &str, sources: &[DataSource], disabled: usize, now: Ti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::Engine;
-
-    fn jws(claims: Value) -> String {
-        let b64 =
-            |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-        format!(
-            "{}.{}.c2lnbmF0dXJl",
-            b64(&json!({"alg": "RS256", "kid": "k"})),
-            b64(&claims)
-        )
-    }
-
-    fn source(v: Value) -> DataSource {
-        serde_json::from_value(v).unwrap()
-    }
+    use crate::engine::datasources::test_support::{jws, source};
 
     #[test]
     fn json_view_never_holds_the_token() {

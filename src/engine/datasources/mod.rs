@@ -12,6 +12,8 @@ pub mod extend;
 mod model;
 pub mod session;
 
+#[cfg(test)]
+pub(crate) use model::test_support;
 pub use model::{DataSource, parse_list, parse_source, shown};
 
 use crate::chain::{Action, Check, Policy};

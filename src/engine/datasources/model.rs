@@ -216,17 +216,20 @@ pub fn parse_list(what: &str, body: &[u8]) -> Result<Vec<DataSource>, DsError> {
     Ok(out)
 }
 
+/// Data sources for unit tests here and in `output::datasources`.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::error::Error;
-    use crate::secret::secret;
+pub(crate) mod test_support {
+    use super::DataSource;
+    use base64::Engine;
+    use serde_json::{Value, json};
 
-    fn b64(v: &Value) -> String {
+    /// `v` as unpadded base64url JSON, as a JWS segment.
+    pub fn b64(v: &Value) -> String {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
     }
 
-    fn jws(claims: Value) -> String {
+    /// A JWS with `claims` as its payload (the signature is not checked).
+    pub fn jws(claims: Value) -> String {
         format!(
             "{}.{}.c2lnbmF0dXJl",
             b64(&json!({"alg": "RS256", "kid": "k"})),
@@ -234,9 +237,18 @@ mod tests {
         )
     }
 
-    fn source(v: Value) -> DataSource {
+    /// A data source from its JSON.
+    pub fn source(v: Value) -> DataSource {
         serde_json::from_value(v).unwrap()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{b64, jws, source};
+    use super::*;
+    use crate::error::Error;
+    use crate::secret::secret;
 
     #[test]
     fn expiry_from_token_expiry_time_or_jws() {
