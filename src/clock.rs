@@ -1,5 +1,7 @@
 //! "Now", read in one place so tests can pin it (see
-//! [`crate::names::ENV_TEST_NOW`]), plus the time helpers the rest shares.
+//! [`crate::names::ENV_TEST_NOW`]) or shift it while a process runs
+//! ([`crate::names::ENV_TEST_CLOCK_OFFSET_FILE`]), plus the time helpers the
+//! rest shares.
 
 use jiff::{SignedDuration, Timestamp};
 use std::time::Duration;
@@ -11,7 +13,24 @@ pub fn now() -> Timestamp {
     {
         return ts;
     }
-    Timestamp::now()
+    let now = Timestamp::now();
+    match test_offset() {
+        Some(shift) => now.checked_add(shift).unwrap_or(now),
+        None => now,
+    }
+}
+
+/// The test hook's shift of the wall clock: the whole seconds written in
+/// the file [`crate::names::ENV_TEST_CLOCK_OFFSET_FILE`] names (read anew
+/// each time, so a test can move the clock of a running agent). Unset, a
+/// missing file or anything but a number: no shift.
+fn test_offset() -> Option<SignedDuration> {
+    let path = std::env::var_os(crate::names::ENV_TEST_CLOCK_OFFSET_FILE)?;
+    let text = std::fs::read_to_string(path).ok()?;
+    text.trim()
+        .parse::<i64>()
+        .ok()
+        .map(SignedDuration::from_secs)
 }
 
 /// `now + seconds`, saturating instead of overflowing on absurd values.

@@ -48,6 +48,10 @@ pub const ENV_ETCD_TIMEOUT: &str = "WEBEX_TOKEN_ETCD_TIMEOUT";
 
 /// Hidden, for tests only: pretend "now" is this RFC 3339 instant.
 pub const ENV_TEST_NOW: &str = "WEBEX_TOKEN_TEST_NOW";
+/// Hidden, for tests only: a file holding a signed number of seconds added
+/// to the wall clock, read at every look at the clock (so a test can make
+/// the running agent's clock jump, as after a suspend or an NTP step).
+pub const ENV_TEST_CLOCK_OFFSET_FILE: &str = "WEBEX_TOKEN_TEST_CLOCK_OFFSET_FILE";
 /// Hidden, for tests only: retry at once instead of sleeping between tries.
 pub const ENV_TEST_NO_RETRY_DELAY: &str = "WEBEX_TOKEN_TEST_NO_RETRY_DELAY";
 

@@ -144,6 +144,47 @@ impl Monitor {
         }
     }
 
+    /// An org no longer watched (taken out of the config): its health entry
+    /// and every metric series labelled with it go, so that neither
+    /// `/healthz` nor `/metrics` reports on it any more. Call it once the
+    /// org's loop has ended (a last tick would report it again).
+    pub fn unregister(&self, org: &OrgId) {
+        self.lock().remove(&org_key(org));
+        // prometheus-client removes a series only by its exact labels (no
+        // "every series with org=…"): these are all the label values the
+        // families are given.
+        let l = |pairs: &[(&str, &str)]| labels(org, pairs);
+        self.validations.remove(&l(&[]));
+        self.last_success.remove(&l(&[]));
+        for credential in [
+            "service_access_token",
+            "service_refresh_token",
+            "personal_access_token",
+            "integration_refresh_token",
+        ] {
+            self.expiry.remove(&l(&[("credential", credential)]));
+        }
+        for level in ["1", "2", "3"] {
+            for outcome in ["ok", "rejected", "transient", "succeeded"] {
+                self.refreshes
+                    .remove(&l(&[("level", level), ("outcome", outcome)]));
+            }
+        }
+        for kind in [
+            "transient",
+            "usage",
+            "config",
+            "reauthorization_required",
+            "expiring",
+            "exec",
+        ] {
+            self.failures.remove(&l(&[("kind", kind)]));
+        }
+        for outcome in ["ok", "failed", "timeout"] {
+            self.hooks.remove(&l(&[("outcome", outcome)]));
+        }
+    }
+
     fn with<R>(&self, org: &OrgId, f: impl FnOnce(&mut HealthState) -> R) -> R {
         f(self.lock().entry(org_key(org)).or_default())
     }

@@ -244,6 +244,10 @@ pub(super) struct Watcher<'a> {
     wake: tokio::sync::watch::Receiver<u64>,
     /// Set by the first org's loop to log a stop signal.
     stop_told: &'a AtomicBool,
+    /// Turns true when the org was taken out of the config: the loop ends
+    /// before its next tick (never during one: an exchange and its save
+    /// finish first).
+    retire: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// What one tick came to.
@@ -291,7 +295,18 @@ impl<'a> Watcher<'a> {
             hangups_seen: signals::hangups(),
             wake,
             stop_told,
+            retire: None,
         }
+    }
+
+    /// The loop ends (with 0) once `retire` turns true.
+    pub fn retired_by(mut self, retire: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.retire = Some(retire);
+        self
+    }
+
+    fn is_retired(&self) -> bool {
+        self.retire.as_ref().is_some_and(|r| *r.borrow())
     }
 
     fn report(&self, event: Event<'_>) {
@@ -324,6 +339,10 @@ impl<'a> Watcher<'a> {
         loop {
             if let Some(sig) = signals::stop_requested() {
                 return Ok(self.stop(signals::signal_name(sig)));
+            }
+            if self.is_retired() {
+                tracing::info!("no longer in the config: stopped watching");
+                return Ok(0);
             }
             let hangups = signals::hangups();
             if hangups != self.hangups_seen {
@@ -425,6 +444,7 @@ impl<'a> Watcher<'a> {
         tokio::select! {
             _ = tokio::time::sleep(d) => false,
             Ok(()) = self.wake.changed() => false,
+            () = retired(&mut self.retire) => false,
             _ = files_changed(&files), if watch_files => {
                 tracing::info!("the config or env file changed: trying again");
                 true
@@ -684,6 +704,16 @@ impl<'a> Watcher<'a> {
             self.report(Event::Hook(&run));
         }
     }
+}
+
+/// Resolves when `retire` turns true (never without one).
+async fn retired(retire: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    if let Some(r) = retire
+        && r.wait_for(|gone| *gone).await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
 }
 
 /// Resolves when the config or env file changes (size, mtime, presence).

@@ -136,6 +136,8 @@ impl Report for Printer {
                 }),
             ),
             Event::Stopping { signal } => ("stopping", shape::stopping(signal)),
+            Event::OrgAdded { env_file } => ("added", shape::org_change(env_file)),
+            Event::OrgRemoved { env_file } => ("removed", shape::org_change(env_file)),
         };
         self.watch_event(name, at, shape::tagged(fields, org.name()));
     }

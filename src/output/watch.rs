@@ -111,6 +111,12 @@ pub fn stopping(signal: &str) -> Value {
     json!({ "signal": signal })
 }
 
+/// `added` and `removed` (an org put into or taken out of the config while
+/// `watch` runs): the org's env file (the org is the tag's `org`).
+pub fn org_change(env_file: &Path) -> Value {
+    json!({ "envFile": env_file.display().to_string() })
+}
+
 /// Adds `command` and (when given) `org` after the event's own fields.
 pub fn tagged(fields: Value, org: Option<&str>) -> Value {
     let mut fields = fields;

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use webex_sim::{Sim, SimOptions};
 
+// The agent follows the world: the org list, the wall clock.
+mod world;
+
 const ACCESS: &str = "WEBEX_SERVICE_APP_ACCESS_TOKEN";
 const REFRESH: &str = "WEBEX_SERVICE_APP_REFRESH_TOKEN";
 
