@@ -434,6 +434,29 @@ mod tests {
     }
 
     #[test]
+    fn an_org_unregistered_leaves_health_and_every_metric_family() {
+        let m = Monitor::new(Duration::from_secs(3600));
+        let now = clock::now();
+        let (a, b) = (OrgId::listed(0, "a", "A"), OrgId::listed(1, "b", "B"));
+        for org in [&a, &b] {
+            m.register(org);
+            m.succeeded(org, now, &outcome(tokens(now, 7200)));
+            m.hook(org, "timeout");
+            let missing = crate::config::ConfigError::NotFound { path: "/c".into() };
+            m.failed(org, &Error::Config(missing), true);
+        }
+        assert!(m.metrics().contains("org=\"b\""));
+        m.unregister(&b);
+        let metrics = m.metrics();
+        assert!(!metrics.contains("org=\"b\""), "{metrics}");
+        assert!(metrics.contains("org=\"a\",kind=\"config\""), "{metrics}");
+        let (status, body) = m.health(now);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["orgs"].as_array().unwrap().len(), 1, "{body}");
+        assert_eq!(body["orgs"][0]["org"], "a", "{body}");
+    }
+
+    #[test]
     fn healthy_while_valid_for_more_than_half_of_min_valid() {
         let m = Monitor::new(Duration::from_secs(3600));
         let now = clock::now();
