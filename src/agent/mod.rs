@@ -8,7 +8,8 @@
 //! tokens (`--datasources`, [`datasources`]), runs `--on-refresh` hooks
 //! after each saved change ([`hooks`], outside the lock), talks to systemd
 //! (`sd_notify`) and feeds `/healthz` and `/metrics` ([`monitor`],
-//! [`health`]).
+//! [`health`]). [`run`] keeps the set of org loops in step with the
+//! config's org list and wakes them all when the wall clock jumps.
 //!
 //! It never prints: everything a person or a program should see goes
 //! through [`Report`] as a typed [`Event`], which `commands/watch.rs`
@@ -242,7 +243,7 @@ pub async fn run(
     }
     let mut results = Vec::new();
     let mut files = Stamps::of(settings);
-    let mut clock = Clock::start();
+    let mut wall = Clock::start();
     let mut hangups_seen = signals::hangups();
     let mut wake = wake;
     let mut look = tokio::time::interval(WORLD_CHECK);
@@ -266,7 +267,7 @@ pub async fn run(
                 }
             }
             _ = look.tick() => {
-                if let Some(jump) = clock.jumped() {
+                if let Some(jump) = wall.jumped() {
                     tracing::info!(
                         "the clock jumped {} by {}: planning anew",
                         if jump.is_negative() { "back" } else { "ahead" },

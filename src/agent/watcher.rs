@@ -430,8 +430,11 @@ impl<'a> Watcher<'a> {
         }
     }
 
-    /// Sleeps until `at`, a signal, or (while waiting for a person) a
-    /// change of the config or env file; true in that last case.
+    /// Sleeps until `at`, a signal or a wall-clock jump (both come through
+    /// `wake`), the org's retirement (taken out of the config), or (while
+    /// waiting for a person) a change of the config or env file; true in
+    /// that last case. The caller plans anew after each: `at` is a
+    /// wall-clock instant, the sleep is on the monotonic clock.
     async fn sleep_until(&mut self, at: Timestamp) -> bool {
         let d = schedule::until(clock::now(), at);
         let watch_files = self.state.waiting_for_reauth;
