@@ -190,3 +190,55 @@ fn a_clock_jump_is_noticed_at_once_and_the_token_refreshed() {
     let (code, w) = w.stop();
     assert_eq!(code, 0, "{}", w.stderr());
 }
+
+#[test]
+fn an_org_whose_env_file_changed_is_watched_anew_under_its_name() {
+    let (t, _) = two_of_three();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let w = t.spawn(&["--health", &addr, "--check-interval", "1h"], &[]);
+    w.wait_for("refreshed", 2, secs(10));
+    let mut c = t.config();
+    c["serviceApp"]["orgs"][1]["envFile"] = "moved.env".into();
+    t.write_config(&c);
+    let removed = w.wait_for("removed", 1, secs(10));
+    assert_eq!(removed[0]["org"], "org2", "{}", removed[0]);
+    assert!(
+        removed[0]["envFile"]
+            .as_str()
+            .unwrap()
+            .ends_with(".env.org2"),
+        "{}",
+        removed[0]
+    );
+    let added = w.wait_for("added", 1, secs(10));
+    assert_eq!(added[0]["org"], "org2", "{}", added[0]);
+    assert!(
+        added[0]["envFile"].as_str().unwrap().ends_with("moved.env"),
+        "{}",
+        added[0]
+    );
+    eventually(&w, secs(10), "a working token in moved.env", || {
+        dotenvy::from_path_iter(t.path("moved.env"))
+            .ok()
+            .and_then(|it| {
+                it.filter_map(Result::ok)
+                    .find(|(k, _)| k == super::ACCESS)
+                    .map(|(_, v)| v)
+            })
+            .is_some_and(|tok| t.sim.is_token_valid(&tok))
+    });
+    // The new loop reports under the same name: org2 stays in /healthz and
+    // /metrics once, working.
+    eventually(&w, secs(10), "org1 and org2 healthy", || {
+        let (status, names, _) = health(port);
+        status == 200 && names == ["org1", "org2"]
+    });
+    let (_, _, metrics) = health(port);
+    assert!(
+        metrics.contains("webex_token_validations_total{org=\"org2\"}"),
+        "{metrics}"
+    );
+    assert_eq!(of(&w.named("started"), "org1"), 1);
+    assert_eq!(of(&w.named("started"), "org2"), 2);
+}
