@@ -66,6 +66,16 @@ fn org_token(t: &Env, org: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
+/// No secret of the config or of any org's env file in what `w` printed.
+fn assert_no_secrets(t: &Env, w: &Watch) {
+    let mut secrets = t.secrets();
+    for org in ["org1", "org2", "org3"] {
+        secrets.extend(org_token(t, org));
+    }
+    assert!(secrets.len() >= 6, "{secrets:?}");
+    t.assert_clean(&w.out.lock().unwrap().join("\n"), &w.stderr(), &secrets);
+}
+
 /// After the switch from org1+org2 to org1+org3: org3 watched with a
 /// working token, org2 out of `/healthz` and `/metrics`, org1 untouched.
 fn assert_followed(t: &Env, w: &Watch, port: u16) {
@@ -110,6 +120,7 @@ fn sighup_starts_the_orgs_added_and_stops_the_orgs_removed() {
     assert_followed(&t, &w, port);
     let (code, w) = w.stop();
     assert_eq!(code, 0, "{}", w.stderr());
+    assert_no_secrets(&t, &w);
     // One `stopping` per org still watched.
     assert_eq!(w.named("stopping").len(), 2, "{}", w.stderr());
     assert!(
@@ -142,6 +153,7 @@ fn a_changed_config_is_followed_without_a_signal_and_a_broken_one_keeps_the_orgs
     assert_followed(&t, &w, port);
     let (code, w) = w.stop();
     assert_eq!(code, 0, "{}", w.stderr());
+    assert_no_secrets(&t, &w);
 }
 
 #[test]
