@@ -480,13 +480,17 @@ fn read_orgs(settings: &Settings) -> Result<Vec<(OrgId, store::Store)>, Error> {
     Ok(targets(settings, t))
 }
 
-/// The config and state files' stamps (size, modification time, presence).
+/// The config and state files' stamps (see [`Stamp`]; a missing file has
+/// none).
 struct Stamps {
     paths: Vec<PathBuf>,
     last: Vec<Stamp>,
 }
 
-type Stamp = Option<(u64, Option<std::time::SystemTime>)>;
+/// Size, modification time, inode and change time: a file replaced by a
+/// rename (an editor, an atomic save) gets a new inode even when its size
+/// and modification second are the old ones.
+type Stamp = Option<(u64, Option<std::time::SystemTime>, u64, i64, i64)>;
 
 impl Stamps {
     fn of(settings: &Settings) -> Stamps {
@@ -506,9 +510,16 @@ impl Stamps {
 }
 
 fn stamp(p: &Path) -> Stamp {
-    std::fs::metadata(p)
-        .ok()
-        .map(|m| (m.len(), m.modified().ok()))
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| {
+        (
+            m.len(),
+            m.modified().ok(),
+            m.ino(),
+            m.ctime(),
+            m.ctime_nsec(),
+        )
+    })
 }
 
 /// The wall clock ([`clock::now`]) against the monotonic one (what tokio
