@@ -23,6 +23,8 @@ mod watcher;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod world_tests;
 
 use crate::chain::Outcome;
 use crate::clock;
