@@ -316,3 +316,33 @@ fn with_etcd_down_at_start_the_export_keeps_the_agent_ready_and_healthy() {
     let (code, w) = w.stop();
     assert_eq!(code, 0, "{}", w.stderr());
 }
+
+/// Item 4: a 401 on the data-source listing means Webex rejected the
+/// token: the round does not refresh it on its own; the watcher's tick
+/// checks it at once and refreshes it, announced (event and hook).
+#[test]
+fn a_401_on_the_listing_is_left_to_the_tick_which_announces_its_refresh() {
+    let t = Env::new(SimOptions::default());
+    let hooks = t.path("hooks.txt");
+    // The first tick mints (no check); the next two GET /dataSources
+    // calls (the round's listing, then the tick's check) answer 401.
+    t.sim.push_fault(
+        Fault::status("/v1/dataSources", 401)
+            .with_method("GET")
+            .with_times(2),
+    );
+    let w = t.spawn(
+        &["--datasources", "--on-refresh", &recording_hook(&hooks)],
+        &[],
+    );
+    let failed = w.wait_for("failed", 1, secs(10));
+    assert_eq!(failed[0]["task"], "extend", "{}", failed[0]);
+    // The tick's refresh after the 401, then the round again (after its
+    // back-off) with the new token.
+    w.wait_for("refreshed", 2, secs(10));
+    w.wait_for("extended", 1, secs(20));
+    assert_every_refresh_announced(&t, &w, &hooks, "extended");
+    assert_eq!(issued(&t.sim).len(), 2, "{}", w.stderr());
+    let (code, w) = w.stop();
+    assert_eq!(code, 0, "{}", w.stderr());
+}
