@@ -124,6 +124,13 @@ impl State {
         }
     }
 
+    /// Webex rejected the stored access token: the next tick (after any
+    /// back-off) checks it again, which refreshes it while Webex still
+    /// rejects it, instead of trusting it until the next `--check-interval`.
+    pub fn token_rejected(&mut self) {
+        self.last_validated = None;
+    }
+
     /// SIGHUP: forget the waits and plan anew.
     pub fn hangup(&mut self) {
         self.blocked_until = None;
@@ -508,7 +515,7 @@ impl<'a> Watcher<'a> {
             self.monitor.rejected(&self.org, now);
             // The tick is due at once: a validation (a refresh if Webex
             // rejects the token again).
-            self.state.last_validated = None;
+            self.state.token_rejected();
             if self.o.once {
                 match self.store.load(&self.org).await {
                     Ok(snap) => {
@@ -644,6 +651,11 @@ impl<'a> Watcher<'a> {
         let wait = self
             .state
             .failed(self.o, task, transient, now, fastrand::f64());
+        if let Error::Chain(c) = e
+            && c.stored_token_rejected()
+        {
+            self.state.token_rejected();
+        }
         let retry_at = after(now, wait);
         if task == Some(Task::Roll) {
             tracing::warn!(

@@ -346,3 +346,33 @@ fn a_401_on_the_listing_is_left_to_the_tick_which_announces_its_refresh() {
     let (code, w) = w.stop();
     assert_eq!(code, 0, "{}", w.stderr());
 }
+
+/// Item 1, the transient variant: Webex rejects the stored token (401)
+/// and every level then fails for a reason that may pass. The token is
+/// unhealthy (it was 200 before: its expiry is 14 days away), and it is
+/// checked again after the back-off.
+#[test]
+fn a_rejected_token_whose_refresh_cannot_reach_webex_is_unhealthy_and_retried() {
+    let t = Env::new(SimOptions::default());
+    let out = t.run(&["refresh"]);
+    assert_eq!(crate::common::code(&out), 0, "{}", stderr(&out));
+    t.sim.revoke_token(&t.env_value(ACCESS).unwrap());
+    let mint = format!("/v1/applications/{}/token", t.sim.credentials().app_id);
+    for path in ["/v1/access_token", mint.as_str()] {
+        t.sim.push_fault(Fault::status(path, 503).forever());
+    }
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let w = t.spawn(&["--health", &addr], &[]);
+    let failed = w.wait_for("failed", 1, secs(10));
+    assert_eq!(failed[0]["exitCode"], 1, "{}", failed[0]);
+    let (status, v) = healthz(port);
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["rejected"], true, "{v}");
+    // The next try comes after the first back-off (5 s), not in an hour.
+    let failed = w.wait_for("failed", 2, secs(15));
+    assert_eq!(failed[1]["exitCode"], 1, "{}", failed[1]);
+    assert_eq!(healthz(port).0, 503);
+    let (code, w) = w.stop();
+    assert_eq!(code, 0, "{}", w.stderr());
+}
