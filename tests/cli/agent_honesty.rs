@@ -224,6 +224,19 @@ fn a_401_from_one_data_source_does_not_refresh_the_service_app_token() {
     for f in &failed {
         assert_eq!(f["task"], "extend", "{f}");
     }
+    // The failure is that data source's, and says so.
+    let item = failed[0]["dataSources"]
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["id"] == crm.as_str()))
+        .unwrap_or_else(|| panic!("{}", failed[0]))
+        .clone();
+    assert_eq!(item["error"]["httpStatus"], 401, "{item}");
+    assert!(
+        item["error"]["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("this data source's renewal")),
+        "{item}"
+    );
     // The other due source was renewed all the same.
     let puts = crate::watch::answered(&t.sim, "PUT", &format!("/v1/dataSources/{other}"));
     assert!(puts.iter().any(|r| r.status == 200), "{}", w.stderr());
