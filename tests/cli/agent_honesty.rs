@@ -389,3 +389,34 @@ fn a_rejected_token_whose_refresh_cannot_reach_webex_is_unhealthy_and_retried() 
     let (code, w) = w.stop();
     assert_eq!(code, 0, "{}", w.stderr());
 }
+
+/// Item 4 with `--once`: a 401 on the listing is handed to a check of the
+/// token (its refresh announced), then the round runs once more.
+#[test]
+fn once_with_a_401_on_the_listing_checks_the_token_then_renews() {
+    let t = Env::new(SimOptions::default());
+    t.sim.push_fault(
+        Fault::status("/v1/dataSources", 401)
+            .with_method("GET")
+            .with_times(2),
+    );
+    let hooks = t.path("hooks.txt");
+    let out = t.run(&[
+        "--json",
+        "watch",
+        "--once",
+        "--datasources",
+        "--on-refresh",
+        &recording_hook(&hooks),
+    ]);
+    assert_eq!(crate::common::code(&out), 0, "{}", stderr(&out));
+    let order: Vec<String> = crate::common::stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["event"] != "hook")
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(order, ["started", "refreshed", "refreshed", "extended"]);
+    assert_eq!(issued(&t.sim).len(), 2);
+    assert_eq!(hooked(&hooks, "refreshed", "extended"), 2);
+}
