@@ -494,6 +494,12 @@ fn ds_hint(e: &DsError) -> Option<String> {
         DsError::Api { error, what } => Some(match error.status() {
             Some(403) => "the service app needs the scopes spark-admin:datasource_read (list, show) and spark-admin:datasource_write (extend, register), and the data source must belong to this service app; after changing scopes a Full Admin must authorize the service app again in Control Hub, then run `webex-token refresh --force`".into(),
             Some(404) => "check the id with `webex-token datasources list`".into(),
+            // (Only `watch --datasources` reports a 401 this way: its
+            // session never refreshes. On a renewal, after the listing
+            // accepted the token, the 401 is that data source's; on the
+            // listing, the token's, which the watcher's check handles.)
+            Some(401) if what.starts_with("PUT") => "Webex refused this data source's renewal though the service-app token works for the listing: check the data source (and that it belongs to this service app) in Control Hub".into(),
+            Some(401) => "Webex rejected the service-app access token: `watch` checks it at once and refreshes it if Webex still rejects it".into(),
             Some(400) if what.starts_with("POST") => "check --schema-id (see GET /dataSources/schemas), --url (https), --audience and --subject".into(),
             Some(409) if what.starts_with("POST") => "a data source with this schema and url may exist already: see `webex-token datasources list`".into(),
             _ if error.is_transient() && what.starts_with("POST") => "the registration may have gone through anyway: check `webex-token datasources list` before trying again".into(),

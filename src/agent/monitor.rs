@@ -1,11 +1,13 @@
 //! What `/healthz` and `/metrics` report: one health entry per org
 //! watched (working while its access token is valid for more than half of
-//! `--min-valid`) and the Prometheus metric families.
+//! `--min-valid` and was not rejected by Webex in this run) and the
+//! Prometheus metric families.
 
-use crate::chain::{Action, Outcome};
+use crate::chain::{Action, Outcome, Validation};
 use crate::clock;
 use crate::error::{Error, exit};
 use crate::names::SCHEMA_VERSION;
+use crate::secret::fingerprint;
 use crate::tokens::{OrgId, StoredTokens};
 use jiff::Timestamp;
 use prometheus_client::encoding::text::encode;
@@ -49,12 +51,19 @@ pub struct Monitor {
     hooks: Family<Labels, Counter>,
     validations: Family<Labels, Counter>,
     last_success: Family<Labels, Gauge>,
+    rejected: Family<Labels, Gauge>,
 }
 
 #[derive(Default)]
 struct HealthState {
     access_expires_at: Option<Timestamp>,
     has_access_token: bool,
+    /// The fingerprint of the access token last seen stored (to tell a
+    /// newly saved token from the one Webex rejected).
+    token: Option<String>,
+    /// Webex rejected the stored access token (a 401) at this time, and it
+    /// is still the one stored: whatever its expiry says, it does not work.
+    rejected_at: Option<Timestamp>,
     last_success: Option<Timestamp>,
     last_error: Option<String>,
     needs_attention: bool,
@@ -69,6 +78,7 @@ impl Monitor {
         let hooks = Family::<Labels, Counter>::default();
         let validations = Family::<Labels, Counter>::default();
         let last_success = Family::<Labels, Gauge>::default();
+        let rejected = Family::<Labels, Gauge>::default();
         let mut r = Registry::with_prefix("webex_token");
         r.register(
             "expiry_timestamp_seconds",
@@ -100,6 +110,11 @@ impl Monitor {
             "When a tick last ended with a working token (Unix time)",
             last_success.clone(),
         );
+        r.register(
+            "access_token_rejected",
+            "1 while the stored service-app access token is one Webex rejected (401) in this run",
+            rejected.clone(),
+        );
         Monitor {
             min_valid,
             state: Mutex::new(BTreeMap::new()),
@@ -110,6 +125,7 @@ impl Monitor {
             hooks,
             validations,
             last_success,
+            rejected,
         }
     }
 
@@ -125,6 +141,7 @@ impl Monitor {
         // exported from the start, at 0: `rate()` and `increase()` need the
         // series before its first event, and "absent" is not "none yet".
         drop(self.validations.get_or_create(&labels(org, &[])));
+        self.rejected.get_or_create(&labels(org, &[])).set(0);
         for level in ["1", "2", "3"] {
             for outcome in ["ok", "rejected"] {
                 drop(
@@ -156,6 +173,7 @@ impl Monitor {
         let l = |pairs: &[(&str, &str)]| labels(org, pairs);
         self.validations.remove(&l(&[]));
         self.last_success.remove(&l(&[]));
+        self.rejected.remove(&l(&[]));
         for credential in [
             "service_access_token",
             "service_refresh_token",
@@ -189,6 +207,52 @@ impl Monitor {
         f(self.lock().entry(org_key(org)).or_default())
     }
 
+    /// The stored access token is now `tokens`': a different token than
+    /// the one Webex rejected ends the rejection.
+    fn stored_now(&self, org: &OrgId, s: &mut HealthState, tokens: &StoredTokens) {
+        s.access_expires_at = tokens.access_expires_at;
+        s.has_access_token = tokens.access_token.is_some();
+        let token = tokens.access_token.as_ref().map(fingerprint);
+        if token != s.token {
+            s.token = token;
+            self.clear_rejection(org, s);
+        }
+    }
+
+    fn clear_rejection(&self, org: &OrgId, s: &mut HealthState) {
+        s.rejected_at = None;
+        self.rejected.get_or_create(&labels(org, &[])).set(0);
+    }
+
+    /// Webex rejected the stored access token (a 401 on validation, or on
+    /// the data-source listing) at `now`: it is not working until a new
+    /// token is stored or the stored one validates again.
+    pub fn rejected(&self, org: &OrgId, now: Timestamp) {
+        self.rejected.get_or_create(&labels(org, &[])).set(1);
+        self.with(org, |s| {
+            if s.rejected_at.is_none() {
+                s.rejected_at = Some(now);
+            }
+        });
+    }
+
+    /// When the org's stored access token expires, if it is working now
+    /// (what `/healthz` reports for it): the rule for READY and STATUS too.
+    pub fn working_until(&self, org: &OrgId, now: Timestamp) -> Option<Timestamp> {
+        self.with(org, |s| {
+            self.is_working(s, now)
+                .then_some(s.access_expires_at)
+                .flatten()
+        })
+    }
+
+    fn is_working(&self, s: &HealthState, now: Timestamp) -> bool {
+        let left = s.access_expires_at.map(|e| clock::seconds_until(now, e));
+        s.has_access_token
+            && s.rejected_at.is_none()
+            && left.is_some_and(|l| l > 0 && l as u64 > self.min_valid.as_secs() / 2)
+    }
+
     fn set_expiry(&self, org: &OrgId, credential: &str, at: Option<Timestamp>) {
         let l = labels(org, &[("credential", credential)]);
         match at {
@@ -214,10 +278,7 @@ impl Monitor {
                 .as_ref()
                 .and_then(|i| i.refresh_expires_at),
         );
-        self.with(org, |s| {
-            s.access_expires_at = t.access_expires_at;
-            s.has_access_token = t.access_token.is_some();
-        });
+        self.with(org, |s| self.stored_now(org, s, t));
     }
 
     pub fn set_next(&self, org: &OrgId, at: Timestamp, task: &'static str) {
@@ -247,12 +308,26 @@ impl Monitor {
             s.last_success = Some(now);
             s.last_error = None;
             s.needs_attention = false;
-            s.access_expires_at = o.tokens.access_expires_at;
-            s.has_access_token = o.tokens.access_token.is_some();
+            self.stored_now(org, s, &o.tokens);
+            // The same token, and Webex accepted it just now.
+            if matches!(
+                o.action,
+                Action::Kept(Validation::Checked | Validation::CheckedWithoutScope)
+            ) {
+                self.clear_rejection(org, s);
+            }
         });
     }
 
+    /// A tick (`main`: of the token, not a roll or the data sources)
+    /// failed with `e`. A chain that saw the stored token rejected marks
+    /// it so ([`Monitor::rejected`]).
     pub fn failed(&self, org: &OrgId, e: &Error, main: bool) {
+        if let Error::Chain(c) = e
+            && c.stored_token_rejected()
+        {
+            self.rejected(org, clock::now());
+        }
         self.failures
             .get_or_create(&labels(org, &[("kind", e.kind())]))
             .inc();
@@ -282,18 +357,19 @@ impl Monitor {
     }
 
     /// One org's health: working while its stored access token is valid for
-    /// more than half of `--min-valid`.
+    /// more than half of `--min-valid` and Webex has not rejected it.
     fn org_health(
         &self,
         s: &HealthState,
         now: Timestamp,
     ) -> (bool, serde_json::Map<String, Value>) {
         let left = s.access_expires_at.map(|e| clock::seconds_until(now, e));
-        let healthy = s.has_access_token
-            && left.is_some_and(|l| l > 0 && l as u64 > self.min_valid.as_secs() / 2);
+        let healthy = self.is_working(s, now);
         let body = json!({
             "status": if healthy { "ok" } else { "unhealthy" },
             "accessTokenPresent": s.has_access_token,
+            "rejected": s.rejected_at.is_some(),
+            "rejectedAt": s.rejected_at.map(clock::format_utc),
             "accessTokenExpiresAt": s.access_expires_at.map(clock::format_utc),
             "secondsLeft": left,
             "lastSuccess": s.last_success.map(clock::format_utc),
@@ -472,6 +548,51 @@ mod tests {
         let short = Monitor::new(Duration::ZERO);
         short.succeeded(&one(), now, &outcome(tokens(now, 0)));
         assert_eq!(short.health(now).0, 503);
+    }
+
+    #[test]
+    fn a_rejected_token_is_unhealthy_until_a_new_one_or_a_validation() {
+        let m = Monitor::new(Duration::from_secs(3600));
+        let now = clock::now();
+        let config = crate::config::Config::empty_state(std::path::Path::new("c.json"));
+        m.register(&one());
+        let t = tokens(now, 14 * 86400);
+        m.observe(&one(), &t, &config);
+        assert_eq!(m.health(now).0, 200);
+        m.rejected(&one(), now);
+        let (status, body) = m.health(now);
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["rejected"], true, "{body}");
+        assert_eq!(body["rejectedAt"], clock::format_utc(now), "{body}");
+        assert!(m.working_until(&one(), now).is_none());
+        assert!(
+            m.metrics()
+                .contains("\nwebex_token_access_token_rejected 1\n")
+        );
+        // Read again from the store, unchanged: still rejected.
+        m.observe(&one(), &t, &config);
+        assert_eq!(m.health(now).0, 503);
+        // A check that kept it on the stored expiry alone proves nothing.
+        let mut kept = outcome(t.clone());
+        kept.action = Action::Kept(Validation::TrustedExpiry);
+        m.succeeded(&one(), now, &kept);
+        assert_eq!(m.health(now).0, 503);
+        // Webex accepted it after all (a passing 401): working again.
+        kept.action = Action::Kept(Validation::Checked);
+        m.succeeded(&one(), now, &kept);
+        assert_eq!(m.health(now).0, 200);
+        assert!(
+            m.metrics()
+                .contains("\nwebex_token_access_token_rejected 0\n")
+        );
+        // Rejected again; then another run saves a new token.
+        m.rejected(&one(), now);
+        let mut new = tokens(now, 14 * 86400);
+        new.access_token = Some(crate::secret::secret("at-2"));
+        m.observe(&one(), &new, &config);
+        let (status, body) = m.health(now);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["rejectedAt"], Value::Null, "{body}");
     }
 
     #[test]

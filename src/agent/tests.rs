@@ -223,6 +223,26 @@ fn a_failure_that_needs_a_person_waits_the_check_interval_at_most_an_hour() {
 }
 
 #[test]
+fn a_rejected_token_is_checked_again_right_after_the_back_off() {
+    let o = options();
+    let stored = tokens(14 * 24 * H as i64, None);
+    let mut st = State {
+        last_validated: Some(t(0)),
+        ..State::default()
+    };
+    // A 401 on validation, then a level that could not be reached.
+    let wait = st.failed(&o, Some(Task::Validate), true, t(60), 0.0);
+    assert_eq!(wait, s(5));
+    // Without the rejection noted, the next check would wait for
+    // --check-interval (the token's expiry is 14 days away).
+    let later = schedule::next(&st.inputs(&o, &stored, None, t(60)));
+    assert_eq!((later.task, later.at), (Task::Validate, t(H as i64)));
+    st.token_rejected();
+    let next = schedule::next(&st.inputs(&o, &stored, None, t(60)));
+    assert_eq!((next.task, next.at), (Task::Validate, t(65)));
+}
+
+#[test]
 fn a_failed_roll_holds_up_only_the_roll() {
     let o = options();
     let mut st = State::default();

@@ -9,14 +9,15 @@ use super::monitor::Monitor;
 use super::{Checked, Event, Options, Report};
 use crate::chain::{Action, Check, Outcome, Policy};
 use crate::clock;
-use crate::engine::datasources::OrgFiles;
-use crate::engine::datasources::extend::{ExtendParams, Fate, extend_org};
+use crate::engine::datasources::extend::{ExtendParams, Extended, Fate, extend_with};
+use crate::engine::datasources::fixed_session;
 use crate::engine::schedule::{self, Inputs, Task};
 use crate::engine::{self, Ctx, signals};
-use crate::error::{Error, exit};
+use crate::error::{DsError, Error, exit};
 use crate::settings::Settings;
-use crate::store::{self, TokenStore};
+use crate::store::{self, StoreError, TokenStore};
 use crate::tokens::{OrgId, StoredTokens};
+use crate::webex::ApiError;
 use jiff::Timestamp;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -121,6 +122,13 @@ impl State {
             // came here.
             Task::Extend => policy(o.min_valid, false),
         }
+    }
+
+    /// Webex rejected the stored access token: the next tick (after any
+    /// back-off) checks it again, which refreshes it while Webex still
+    /// rejects it, instead of trusting it until the next `--check-interval`.
+    pub fn token_rejected(&mut self) {
+        self.last_validated = None;
     }
 
     /// SIGHUP: forget the waits and plan anew.
@@ -360,6 +368,7 @@ impl<'a> Watcher<'a> {
                     if self.o.once {
                         return Err(e);
                     }
+                    self.observe_local(&e).await;
                     if self.state.blocked_until.is_none_or(|b| b <= now) {
                         self.failed(None, &e, now);
                     }
@@ -508,21 +517,40 @@ impl<'a> Watcher<'a> {
     /// `--datasources`: renews the data-source tokens that expire within
     /// `--ds-min-valid` (as `datasources extend --all`) and plans the next
     /// run for the earliest expiry left minus `--ds-min-valid`.
+    ///
+    /// The round uses the watcher's token as it is stored: one freshness
+    /// policy per run, so only the watcher's tick refreshes (and every
+    /// token saved is announced: event, hook, audit). A 401 from one data
+    /// source is that data source's failure; a 401 on the listing means
+    /// Webex rejected the token: it is marked so and the tick checks it at
+    /// once (and refreshes it, announced). With `--once` that check and one
+    /// more round run here.
     async fn extend(&mut self) -> Tick {
         self.ds.ran = true;
-        let org = OrgFiles {
-            org: self.org.clone(),
-            store: self.store.clone(),
-        };
-        let params = ExtendParams {
-            all: true,
-            ids: &[],
-            min_valid: self.o.ds_min_valid,
-            lifetime: self.o.ds_lifetime_minutes,
-            dry_run: false,
-            concurrency: self.settings.concurrency,
-        };
-        let result = extend_org(self.settings, "watch", &params, &org).await;
+        let mut result = self.ds_round().await;
+        if let Err(e) = &result
+            && listing_rejected(e)
+        {
+            let now = clock::now();
+            tracing::warn!(
+                "Webex rejected the service-app access token on the data-source listing ({e}); checking it now"
+            );
+            self.monitor.rejected(&self.org, now);
+            // The tick is due at once: a validation (a refresh if Webex
+            // rejects the token again).
+            self.state.token_rejected();
+            if self.o.once {
+                match self.store.load(&self.org).await {
+                    Ok(snap) => {
+                        if let Tick::Failed(e) = self.tick(Task::Validate, &snap.tokens).await {
+                            return Tick::Failed(e);
+                        }
+                        result = self.ds_round().await;
+                    }
+                    Err(e) => result = Err(e.into()),
+                }
+            }
+        }
         let now = clock::now();
         let done = match result {
             Ok(done) => done,
@@ -606,11 +634,51 @@ impl<'a> Watcher<'a> {
         Tick::Done
     }
 
+    /// One renewal run through a session holding the stored access token
+    /// (see [`Watcher::extend`]).
+    async fn ds_round(&self) -> Result<Extended, Error> {
+        let snap = self.store.load(&self.org).await?;
+        let token = snap.tokens.access_token.clone().ok_or_else(|| {
+            Error::Other(
+                "no service-app access token is stored for the data-source calls; the next check gets one"
+                    .into(),
+            )
+        })?;
+        let params = ExtendParams {
+            all: true,
+            ids: &[],
+            min_valid: self.o.ds_min_valid,
+            lifetime: self.o.ds_lifetime_minutes,
+            dry_run: false,
+            concurrency: self.settings.concurrency,
+        };
+        let session = fixed_session(self.settings, &snap.config, token);
+        extend_with(self.settings, "watch", &params, &session).await
+    }
+
+    /// The store could not be reached: the token is judged by this host's
+    /// own copy (for etcd: the export), as `token` does, so health and
+    /// READY follow the token through a store outage.
+    async fn observe_local(&self, e: &Error) {
+        if !matches!(e, Error::Store(StoreError::Unreachable { .. })) {
+            return;
+        }
+        match self.store.load_local(&self.org).await {
+            Ok(snap) => self.monitor.observe(&self.org, &snap.tokens, &snap.config),
+            Err(e) => tracing::debug!("this host's copy of the tokens cannot be read either: {e}"),
+        }
+    }
+
     fn failed(&mut self, task: Option<Task>, e: &Error, now: Timestamp) {
         let transient = e.exit_code() == exit::TRANSIENT;
         let wait = self
             .state
             .failed(self.o, task, transient, now, fastrand::f64());
+        if let Error::Chain(c) = e
+            && c.stored_token_rejected()
+        {
+            self.state.token_rejected();
+        }
         let retry_at = after(now, wait);
         if task == Some(Task::Roll) {
             tracing::warn!(
@@ -635,14 +703,23 @@ impl<'a> Watcher<'a> {
         }
         self.monitor
             .failed(&self.org, e, task.is_none_or(|t| t != Task::Roll));
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
+        let problem = format!(
             "{}: {e}",
             if transient {
                 "transient failure"
             } else {
                 "needs attention"
             }
-        ))]);
+        );
+        // Health and READY follow the token: a stored token that works
+        // (valid long enough, not rejected by Webex) through a Webex or
+        // store outage is still a working agent, with the outage beside it.
+        match self.monitor.working_until(&self.org, now) {
+            Some(expires) => self.notify_working(Some(expires), now, Some(&problem)),
+            None => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&problem)]);
+            }
+        }
         self.report(Event::Failed {
             task,
             error: e,
@@ -651,10 +728,22 @@ impl<'a> Watcher<'a> {
     }
 
     fn notify_ready(&mut self, o: &Outcome, now: Timestamp) {
-        let status = format!(
-            "access token {}",
-            clock::expiry_text(o.tokens.access_expires_at, now)
-        );
+        self.notify_working(o.tokens.access_expires_at, now, None);
+    }
+
+    /// READY (the first time) and STATUS for a working token that expires
+    /// at `expires`, with the `problem` of the last tick if it failed.
+    fn notify_working(
+        &mut self,
+        expires: Option<Timestamp>,
+        now: Timestamp,
+        problem: Option<&str>,
+    ) {
+        let mut status = format!("access token {}", clock::expiry_text(expires, now));
+        if let Some(p) = problem {
+            status.push_str("; ");
+            status.push_str(p);
+        }
         let mut states = vec![sd_notify::NotifyState::Status(&status)];
         if !self.ready {
             states.insert(0, sd_notify::NotifyState::Ready);
@@ -717,6 +806,19 @@ async fn retired(retire: &mut Option<tokio::sync::watch::Receiver<bool>>) {
         return;
     }
     std::future::pending().await
+}
+
+/// A data-source run that failed as a whole on a 401: only the listing
+/// can (a renewal's 401 is a failure of that data source): Webex rejected
+/// the service-app token.
+fn listing_rejected(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::DataSource(DsError::Api {
+            error: ApiError::Rejected { .. },
+            ..
+        })
+    )
 }
 
 /// Resolves when the config or env file changes (size, mtime, presence).

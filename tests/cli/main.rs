@@ -3,6 +3,7 @@
 
 mod common;
 
+mod agent_honesty;
 mod chain_paths;
 mod commands;
 mod completions;

@@ -16,39 +16,39 @@ mod world;
 const ACCESS: &str = "WEBEX_SERVICE_APP_ACCESS_TOKEN";
 const REFRESH: &str = "WEBEX_SERVICE_APP_REFRESH_TOKEN";
 
-struct Env {
-    sim: Sim,
-    dir: TempDir,
+pub(crate) struct Env {
+    pub(crate) sim: Sim,
+    pub(crate) dir: TempDir,
 }
 
-fn secs(n: u64) -> Duration {
+pub(crate) fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
 impl Env {
-    fn new(opts: SimOptions) -> Env {
+    pub(crate) fn new(opts: SimOptions) -> Env {
         let sim = Sim::start(opts).unwrap();
         let dir = tempfile::tempdir().unwrap();
         sim.write_demo_files(dir.path()).unwrap();
         Env { sim, dir }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    fn cmd(&self) -> Command {
+    pub(crate) fn cmd(&self) -> Command {
         crate::common::scrubbed(assert_cmd::cargo::cargo_bin("webex-token"), self.dir.path())
     }
 
-    fn config(&self) -> Value {
+    pub(crate) fn config(&self) -> Value {
         std::fs::read_to_string(self.path("token-config.json"))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or(Value::Null)
     }
 
-    fn write_config(&self, v: &Value) {
+    pub(crate) fn write_config(&self, v: &Value) {
         std::fs::write(
             self.path("token-config.json"),
             serde_json::to_string_pretty(v).unwrap(),
@@ -58,7 +58,7 @@ impl Env {
 
     /// A config in which every level is rejected (a dead personal token and
     /// a dead integration refresh token); returns the good one.
-    fn break_config(&self) -> Value {
+    pub(crate) fn break_config(&self) -> Value {
         let good = self.config();
         let mut bad = good.clone();
         bad["tokenManager"]["personalAccessToken"] = "bogus-personal-token".into();
@@ -67,7 +67,7 @@ impl Env {
         good
     }
 
-    fn env_value(&self, key: &str) -> Option<String> {
+    pub(crate) fn env_value(&self, key: &str) -> Option<String> {
         let it = dotenvy::from_path_iter(self.path(".env")).ok()?;
         it.filter_map(Result::ok)
             .find(|(k, _)| k == key)
@@ -75,7 +75,7 @@ impl Env {
     }
 
     /// Every secret the files hold right now.
-    fn secrets(&self) -> Vec<String> {
+    pub(crate) fn secrets(&self) -> Vec<String> {
         let c = self.config();
         let mut out: Vec<String> = [
             &c["serviceApp"]["clientSecret"],
@@ -91,13 +91,13 @@ impl Env {
         out
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         let out = self.cmd().args(args).output().unwrap();
         self.assert_clean(&stdout(&out), &stderr(&out), &self.secrets());
         out
     }
 
-    fn spawn(&self, args: &[&str], envs: &[(&str, &str)]) -> Watch {
+    pub(crate) fn spawn(&self, args: &[&str], envs: &[(&str, &str)]) -> Watch {
         let mut c = self.cmd();
         c.args(["--json", "watch"]).args(args);
         for (k, v) in envs {
@@ -114,7 +114,7 @@ impl Env {
         Watch { child, out, err }
     }
 
-    fn assert_clean(&self, out: &str, err: &str, secrets: &[String]) {
+    pub(crate) fn assert_clean(&self, out: &str, err: &str, secrets: &[String]) {
         for s in secrets {
             assert!(
                 !out.contains(s.as_str()) && !err.contains(s.as_str()),
@@ -124,7 +124,7 @@ impl Env {
     }
 }
 
-fn collect(r: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+pub(crate) fn collect(r: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let l = lines.clone();
     std::thread::spawn(move || {
@@ -135,14 +135,14 @@ fn collect(r: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
     lines
 }
 
-struct Watch {
-    child: Child,
-    out: Arc<Mutex<Vec<String>>>,
-    err: Arc<Mutex<Vec<String>>>,
+pub(crate) struct Watch {
+    pub(crate) child: Child,
+    pub(crate) out: Arc<Mutex<Vec<String>>>,
+    pub(crate) err: Arc<Mutex<Vec<String>>>,
 }
 
 impl Watch {
-    fn events(&self) -> Vec<Value> {
+    pub(crate) fn events(&self) -> Vec<Value> {
         self.out
             .lock()
             .unwrap()
@@ -151,7 +151,7 @@ impl Watch {
             .collect()
     }
 
-    fn named(&self, name: &str) -> Vec<Value> {
+    pub(crate) fn named(&self, name: &str) -> Vec<Value> {
         self.events()
             .into_iter()
             .filter(|e| e["event"] == name)
@@ -159,7 +159,7 @@ impl Watch {
     }
 
     /// Waits until `n` events named `name` were printed.
-    fn wait_for(&self, name: &str, n: usize, within: Duration) -> Vec<Value> {
+    pub(crate) fn wait_for(&self, name: &str, n: usize, within: Duration) -> Vec<Value> {
         let end = Instant::now() + within;
         loop {
             let got = self.named(name);
@@ -176,16 +176,16 @@ impl Watch {
         }
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.err.lock().unwrap().join("\n")
     }
 
-    fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         crate::common::send_signal(self.child.id(), sig);
     }
 
     /// SIGTERM, then the exit code (within 10 s).
-    fn stop(mut self) -> (i32, Watch) {
+    pub(crate) fn stop(mut self) -> (i32, Watch) {
         self.signal("TERM");
         let end = Instant::now() + secs(10);
         loop {
@@ -208,7 +208,7 @@ impl Drop for Watch {
 }
 
 /// The token-issuing requests the simulator answered (refresh and mint).
-fn issued(sim: &Sim) -> Vec<webex_sim::RecordedRequest> {
+pub(crate) fn issued(sim: &Sim) -> Vec<webex_sim::RecordedRequest> {
     sim.requests()
         .into_iter()
         .filter(|r| {
@@ -439,12 +439,12 @@ fn systemd_notifications_and_sigterm() {
     assert_eq!(w.named("stopping")[0]["signal"], "SIGTERM");
 }
 
-fn http_get(port: u16, path: &str) -> (u16, String) {
+pub(crate) fn http_get(port: u16, path: &str) -> (u16, String) {
     http_get_accept(port, path, None)
 }
 
 /// A GET (with `accept` as its `Accept` header): the status and the body.
-fn http_get_accept(port: u16, path: &str, accept: Option<&str>) -> (u16, String) {
+pub(crate) fn http_get_accept(port: u16, path: &str, accept: Option<&str>) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let accept = accept
         .map(|a| format!("Accept: {a}\r\n"))
@@ -688,7 +688,7 @@ fn sigterm_during_an_exchange_saves_its_answer_then_exits_0() {
 
 /// Requests the simulator answered with this method whose path starts with
 /// `prefix`.
-fn answered(sim: &Sim, method: &str, prefix: &str) -> Vec<webex_sim::RecordedRequest> {
+pub(crate) fn answered(sim: &Sim, method: &str, prefix: &str) -> Vec<webex_sim::RecordedRequest> {
     sim.requests()
         .into_iter()
         .filter(|r| r.method == method && r.path.starts_with(prefix))

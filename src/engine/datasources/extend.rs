@@ -55,6 +55,9 @@ pub struct Extended {
     pub code: u8,
 }
 
+/// `datasources extend`: a session of its own (which refreshes the
+/// service-app token when it is near its end or rejected), then
+/// [`extend_with`].
 pub async fn extend_org(
     settings: &Settings,
     name: &'static str,
@@ -62,6 +65,17 @@ pub async fn extend_org(
     org: &OrgFiles,
 ) -> Result<Extended, Error> {
     let s = open(settings, org, name, true).await?;
+    extend_with(settings, name, a, &s).await
+}
+
+/// Renews the data sources due through the session `s` (`watch
+/// --datasources` passes one with its own token, which never refreshes).
+pub async fn extend_with<A: DataSourcesApi, R: Renew>(
+    settings: &Settings,
+    name: &'static str,
+    a: &ExtendParams<'_>,
+    s: &Session<A, R>,
+) -> Result<Extended, Error> {
     let now = clock::now();
     let threshold = clock::after(now, a.min_valid.as_secs());
     // Only a standing job (`--all`, run by a timer) is worth warning about;
@@ -80,7 +94,7 @@ pub async fn extend_org(
     // `None`: not fetched, because the service-app token stopped working.
     let mut chosen: Vec<(String, Option<Result<DataSource, Error>>)> = Vec::new();
     if a.all {
-        for d in list_all(&s).await? {
+        for d in list_all(s).await? {
             chosen.push((d.id.clone(), Some(Ok(d))));
         }
     } else {
@@ -91,7 +105,7 @@ pub async fn extend_org(
                 chosen.push((id.clone(), None));
                 continue;
             }
-            let got = get_one(&s, id).await;
+            let got = get_one(s, id).await;
             token_dead = got.as_ref().is_err_and(stops_the_run);
             chosen.push((id.clone(), Some(got)));
         }
@@ -142,7 +156,6 @@ pub async fn extend_org(
     // Once the service-app token is known dead, renewals not yet started
     // are not tried; those in flight finish.
     let stop = Cell::new(false);
-    let s = &s;
     let stop_ref = &stop;
     let fates: Vec<(usize, Fate)> = stream::iter(due)
         .map(|(i, d, expires)| async move {

@@ -25,7 +25,7 @@ use crate::settings::{OrgTarget, Settings};
 use crate::store::{LockScope, Snapshot, Store, StoreError, TokenStore};
 use crate::tokens::{OrgId, RenewableUpdate, StoredTokens};
 use crate::webex::{DataSourcesApi, HttpApi, MAX_PAGES, NextPage, Page};
-use session::{Renew, Renewed, Session};
+use session::{NoRenewal, Renew, Renewed, Session};
 use std::cell::RefCell;
 use std::time::Duration;
 
@@ -185,6 +185,18 @@ pub async fn open<'a>(
         token,
         working.refreshed,
     ))
+}
+
+/// The session of `watch --datasources`: the watcher's own access token as
+/// it is (no refresh on any policy of its own, none after a 401: the
+/// watcher's tick is the one place that refreshes, and announces it) and a
+/// client for the API base `config` names.
+pub fn fixed_session(
+    settings: &Settings,
+    config: &Config,
+    token: SecretString,
+) -> Session<HttpApi, NoRenewal> {
+    Session::fixed(HttpApi::new(settings.http(Some(config))), token)
 }
 
 /// Every data source, following `Link: rel="next"` pages (at most

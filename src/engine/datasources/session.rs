@@ -4,6 +4,10 @@
 //! call retried; a 401 after that — or after a refresh this run already
 //! made up front — is final ("re-authorization required").
 //!
+//! `watch --datasources` uses a session that never renews ([`Session::fixed`]):
+//! the watcher's own tick is the one place that refreshes (and announces
+//! it), so a 401 is reported as the failure of the call that got it.
+//!
 //! Generic over the API and over how a token is renewed, so the rule is
 //! unit-tested with fakes. Calls may run concurrently (`extend`): they share
 //! the token, and only one of them renews it.
@@ -26,6 +30,17 @@ pub trait Renew {
     async fn renew_rejected(&self) -> Result<Renewed, Error>;
 }
 
+/// The renewal of a session that never renews ([`Session::fixed`]).
+pub struct NoRenewal;
+
+impl Renew for NoRenewal {
+    async fn renew_rejected(&self) -> Result<Renewed, Error> {
+        Err(Error::Other(
+            "internal error: a fixed-token data-source session tried to renew its token".into(),
+        ))
+    }
+}
+
 struct State {
     token: SecretString,
     /// Bumped when the token is replaced, so a call that failed with an old
@@ -44,6 +59,18 @@ pub struct Session<A, R> {
     state: RefCell<State>,
     /// Held while a renewal runs, so concurrent 401s renew only once.
     gate: tokio::sync::Mutex<()>,
+    /// A 401 renews the token (else it is the failure of that call).
+    renews: bool,
+}
+
+impl<A> Session<A, NoRenewal> {
+    /// A session with `token` as it is: a 401 is never answered by a
+    /// refresh, it fails the call as a [`DsError::Api`] with the 401.
+    pub fn fixed(api: A, token: SecretString) -> Self {
+        let mut s = Session::new(api, NoRenewal, token, false);
+        s.renews = false;
+        s
+    }
 }
 
 impl<A, R: Renew> Session<A, R> {
@@ -58,6 +85,7 @@ impl<A, R: Renew> Session<A, R> {
                 spent: refreshed_up_front,
             }),
             gate: tokio::sync::Mutex::new(()),
+            renews: true,
         }
     }
 
@@ -96,6 +124,15 @@ impl<A, R: Renew> Session<A, R> {
                     refreshed: self.refreshed(),
                 }))
             };
+            if !self.renews {
+                // That call's own failure: whether the token itself is
+                // rejected is for the caller to tell (a 401 on the listing
+                // says so; one on a single data source does not).
+                return Err(Error::DataSource(DsError::Api {
+                    what: what.to_string(),
+                    error,
+                }));
+            }
             if retried {
                 return rejected(error);
             }
@@ -250,6 +287,36 @@ mod tests {
             .await;
         assert!(matches!(r, Err(Error::DataSource(DsError::Api { .. }))));
         assert_eq!(s.renew.count.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_fixed_session_never_renews_and_fails_only_the_call() {
+        let s = Session::fixed(
+            Fake {
+                good: "new",
+                calls: Cell::new(0),
+            },
+            secret("old"),
+        );
+        let r = s
+            .call("PUT /x", async |api: &Fake, t: &SecretString| {
+                api.calls.set(api.calls.get() + 1);
+                if t.expose_secret() == api.good {
+                    Ok(())
+                } else {
+                    Err(status(401))
+                }
+            })
+            .await;
+        match r {
+            Err(Error::DataSource(DsError::Api { error, .. })) => {
+                assert_eq!(error.status(), Some(401));
+            }
+            other => panic!("not the call's own 401: {other:?}"),
+        }
+        // One try, no renewal, nothing refreshed.
+        assert_eq!(s.api.calls.get(), 1);
+        assert!(!s.refreshed());
     }
 
     #[tokio::test]
