@@ -116,7 +116,11 @@ impl Hosts {
         }
         for (_, v) in self.cluster.get_prefix(&format!("/{}/", self.prefix)) {
             if let Ok(v) = serde_json::from_str::<Value>(&v) {
-                for f in ["refreshToken", "personalAccessToken", "integrationRefreshToken"] {
+                for f in [
+                    "refreshToken",
+                    "personalAccessToken",
+                    "integrationRefreshToken",
+                ] {
                     out.extend(v[f].as_str().filter(|s| s.len() > 3).map(String::from));
                 }
             }
@@ -207,7 +211,10 @@ fn a_bad_value_in_etcd_is_exit_3_naming_the_key_and_the_export_is_untouched_unti
         f.env_value(0, REFRESH).as_deref() == Some(rt.as_str()),
         "the export holds the store's refresh token again"
     );
-    assert!(std::fs::read(f.env_file(0)).unwrap() != export, "re-exported");
+    assert!(
+        std::fs::read(f.env_file(0)).unwrap() != export,
+        "re-exported"
+    );
     // (Longer than the token lives: a refresh, through the store.)
     let out = f.run(0, &["token", "--min-valid", "100d"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -303,7 +310,10 @@ fn a_personal_token_pasted_into_the_config_wins_over_the_stores_older_one() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let mints = f.mints();
     assert_eq!(mints.len(), 1);
-    assert!(mints[0].bearer() == Some(pasted.as_str()), "still the pasted one");
+    assert!(
+        mints[0].bearer() == Some(pasted.as_str()),
+        "still the pasted one"
+    );
     assert!(!stderr(&out).contains("has not seen"), "{}", stderr(&out));
     let (_, m) = f.stored("/manager");
     let m: Value = serde_json::from_str(&m).unwrap();
@@ -341,6 +351,7 @@ fn level_3_with_etcd_says_the_renewed_state_went_to_the_etcd_key() {
     expire_all();
     let out = f.run(0, &["--json", "refresh"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+    crate::json_schema::assert_valid("refresh", &out);
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["personalTokenRenewed"], true, "{v}");
     assert_eq!(
