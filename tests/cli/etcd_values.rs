@@ -364,3 +364,141 @@ fn level_3_with_etcd_says_the_renewed_state_went_to_the_etcd_key() {
         "level 3 wrote only to etcd"
     );
 }
+
+#[test]
+fn a_manager_key_an_older_version_wrote_keeps_its_state_and_then_pastes_count() {
+    let Some(f) = Hosts::new(1) else {
+        return;
+    };
+    let out = f.run(0, &["refresh"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // As an older webex-token left it: no record of config tokens, and a
+    // personal token level 3 renewed since (the config keeps the seed's).
+    let (key, m) = f.stored("/manager");
+    let mut m: Value = serde_json::from_str(&m).unwrap();
+    let renewed = f.sim.issue_personal_token(Duration::from_secs(12 * 3600));
+    m.as_object_mut().unwrap().remove("configTokensSeen");
+    m["personalAccessToken"] = Value::from(renewed.clone());
+    f.put(&key, &m.to_string());
+
+    f.sim.clear_requests();
+    let out = f.run(0, &["refresh", "--mint"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mints = f.mints();
+    assert_eq!(mints.len(), 1);
+    assert!(
+        mints[0].bearer() == Some(renewed.as_str()),
+        "the store's renewed token, not the config's older one"
+    );
+    assert!(!stderr(&out).contains("has not seen"), "{}", stderr(&out));
+    let (_, m) = f.stored("/manager");
+    let m: Value = serde_json::from_str(&m).unwrap();
+    assert!(m["personalAccessToken"].as_str() == Some(renewed.as_str()));
+    assert_eq!(
+        m["configTokensSeen"].as_array().map(Vec::len),
+        Some(1),
+        "the config's token is recorded as seen: {}",
+        m["configTokensSeen"]
+    );
+
+    // From now on a token pasted into the config counts.
+    let pasted = f.sim.issue_personal_token(Duration::from_secs(12 * 3600));
+    let mut c = f.config(0);
+    c["tokenManager"]["personalAccessToken"] = Value::from(pasted.clone());
+    std::fs::write(f.config_file(0), serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+    f.sim.clear_requests();
+    let out = f.run(0, &["refresh", "--mint"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(f.mints()[0].bearer() == Some(pasted.as_str()));
+    assert!(stderr(&out).contains("has not seen"), "{}", stderr(&out));
+}
+
+/// `setup-oauth` on host `h` with the browser flow, the test playing the
+/// browser against the simulator's authorize page.
+fn setup_oauth(f: &Hosts, h: usize, global: &[&str]) -> Output {
+    use std::io::{BufRead, BufReader};
+    let mut child = crate::common::scrubbed(assert_cmd::cargo::cargo_bin("webex-token"), f.dir(h))
+        .env("WEBEX_TOKEN_STORE", f.cluster.url(&f.prefix))
+        .env("WEBEX_TOKEN_ETCD_TIMEOUT", "3s")
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .args(global)
+        .args([
+            "setup-oauth",
+            "--no-browser",
+            "--port",
+            "0",
+            "--timeout",
+            "60s",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let url = loop {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "no authorize URL");
+        let l = line.trim();
+        if l.starts_with("http") && l.contains("/authorize?") {
+            break l.to_string();
+        }
+    };
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host_port, path) = rest.split_at(rest.find('/').unwrap());
+    let (status, resp) = crate::sim_e2e::raw_get(host_port, path);
+    assert_eq!(status, 302, "{resp}");
+    let location = resp
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Location: ")
+                .or_else(|| l.strip_prefix("location: "))
+        })
+        .unwrap()
+        .trim()
+        .to_string();
+    let cb = location.strip_prefix("http://localhost:").unwrap();
+    let (port, cb_path) = cb.split_at(cb.find('/').unwrap());
+    let (status, page) = crate::sim_e2e::raw_get(&format!("127.0.0.1:{port}"), cb_path);
+    assert_eq!(status, 200, "{page}");
+    let mut out = child.wait_with_output().unwrap();
+    let mut rest_err = Vec::new();
+    std::io::Read::read_to_end(&mut err, &mut rest_err).unwrap();
+    out.stderr = rest_err;
+    f.assert_clean(&out);
+    out
+}
+
+#[test]
+fn setup_oauth_with_etcd_says_the_tokens_went_to_the_etcd_key() {
+    let Some(f) = Hosts::new(1) else {
+        return;
+    };
+    let out = f.run(0, &["refresh"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let (key, _) = f.stored("/manager");
+    let config_pat = |f: &Hosts| f.config(0)["tokenManager"]["personalAccessToken"].clone();
+    let before = config_pat(&f);
+
+    let out = setup_oauth(&f, 0, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "saved in the etcd key {key} (the integration client in "
+        )),
+        "{text}"
+    );
+    let (_, m) = f.stored("/manager");
+    let m: Value = serde_json::from_str(&m).unwrap();
+    assert!(
+        m["personalAccessToken"] != before,
+        "the store has the new token"
+    );
+    assert!(config_pat(&f) == before, "the config keeps its own");
+
+    let out = setup_oauth(&f, 0, &["--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["etcdKey"].as_str(), Some(key.as_str()), "{v}");
+}

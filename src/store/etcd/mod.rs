@@ -1220,16 +1220,33 @@ impl EtcdStore {
         let config = self.local_config()?;
         let keys = self.keys(&config, &OrgId::configured())?;
         let old = self.read(&keys).await?.manager;
-        // This host's config token is older than what is written now.
-        let config_fp = config.personal_access_token.get().map(fingerprint);
-        let doc = ManagerDoc::merged(old, update, config_fp);
+        // This host's config token is older than what is written now: seen,
+        // so that it never counts as pasted. (A config with none gets the
+        // new one below, beside the integration client: seen too.)
+        let own = config.personal_access_token.get().cloned();
+        let mut doc = ManagerDoc::merged(old, update, own.as_ref().map(fingerprint));
+        if own.is_none() && update.integration_client.is_some() {
+            doc = doc.seeing(Some(fingerprint(&update.personal_access_token)));
+        }
         let body = serde_json::to_vec(&doc).expect("serializable");
         self.fenced_put(guard, &keys.manager, body, false).await?;
         // `setup-oauth` also names the integration's client: that is a
-        // static credential, kept in this host's config file.
-        if update.integration_client.is_some() {
+        // static credential, kept in this host's config file (or state
+        // file), which keeps its own token state: the tokens live in etcd.
+        if let Some(client) = &update.integration_client {
             let config = Config::load_with(&self.files.config_path, &self.files.config_cache)?;
-            files::write_config(&config, update, self.files.mode)?;
+            let client_only = own.map(|own| PersonalUpdate {
+                personal_access_token: own,
+                personal_expires_at: config.personal_expires_at,
+                integration_refresh_token: None,
+                integration_refresh_expires_at: None,
+                integration_client: Some(client.clone()),
+            });
+            files::write_config(
+                &config,
+                client_only.as_ref().unwrap_or(update),
+                self.files.mode,
+            )?;
         }
         Ok(())
     }
