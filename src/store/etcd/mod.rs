@@ -829,9 +829,16 @@ impl EtcdStore {
     pub fn local_now(&self) -> Result<Snapshot, StoreError> {
         match self.files.load_now() {
             Err(StoreError::EnvFile(e)) if unusable_value(&e) => {
-                tracing::warn!(
-                    "{e} (it is this host's export of the etcd store: reading the store instead, and the next export replaces it)"
-                );
+                if let EnvFileError::BadValue { path, line, key }
+                | EnvFileError::Ambiguous {
+                    path, line, key, ..
+                } = &e
+                {
+                    tracing::warn!(
+                        "env file {}: line {line}: variable {key} does not read as a token; the file is this host's export of the etcd store, so the store is read instead and the next export replaces the line",
+                        path.display()
+                    );
+                }
                 Ok(Snapshot {
                     tokens: StoredTokens::default(),
                     config: self.local_config()?,
