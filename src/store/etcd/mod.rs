@@ -313,10 +313,9 @@ struct ManagerDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     integration_refresh_token_expires_at: Option<String>,
     /// Fingerprints of the personal tokens the store has taken from (or
-    /// seen in) hosts' config files, newest last: a config token not among
-    /// them was pasted by a person and is newer than the store's. Empty in
-    /// a document an older webex-token wrote (then nothing counts as
-    /// pasted until this host's config token is recorded).
+    /// seen in) hosts' config files, newest last: see
+    /// [`ManagerDoc::pasted`]. Empty in a document an older webex-token
+    /// wrote.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     config_tokens_seen: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -332,10 +331,23 @@ fn writer() -> (Option<String>, Option<String>) {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown-host".into());
+    // The real clock, to the nanosecond: it is compared with config files'
+    // modification times (see [`ManagerDoc::pasted`]).
     (
         Some(format!("{host}/{}", std::process::id())),
-        Some(clock::format_utc(clock::now())),
+        Some(jiff::Timestamp::now().to_string()),
     )
+}
+
+/// When this host's config (or the state file laid over it) was last
+/// written, if the file system says.
+fn config_written(config: &Config) -> Option<jiff::Timestamp> {
+    [Some(config.path.as_path()), config.state_path.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .filter_map(|t| jiff::Timestamp::try_from(t).ok())
+        .max()
 }
 
 impl TokensDoc {
@@ -539,31 +551,29 @@ impl ManagerDoc {
         .seeing(config_fp)
     }
 
-    /// What `config`'s personal token is to the store's state: nothing new,
-    /// not recorded yet (a document an older webex-token wrote), or pasted
-    /// by a person (a token the store has neither nor ever seen in a
-    /// config: newer than the store's).
-    fn config_change(&self, config: &Config) -> Option<ConfigToken> {
+    /// The personal token in `config`, if a person pasted it there: a
+    /// token the store neither holds nor has seen in a config, in a config
+    /// written after the store's state was. Such a token is newer than the
+    /// store's and wins. A config last written before the store's state
+    /// holds an older token (a host whose copy was not updated, or one an
+    /// older webex-token wrote, which kept no record of config tokens).
+    fn pasted(&self, config: &Config) -> Option<SecretString> {
         let token = config.personal_access_token.get()?;
         let fp = fingerprint(token);
         if fingerprint_str(&self.personal_access_token) == fp
             || self.config_tokens_seen.contains(&fp)
         {
-            None
-        } else if self.config_tokens_seen.is_empty() {
-            Some(ConfigToken::Unrecorded(fp))
-        } else {
-            Some(ConfigToken::Pasted(token.clone()))
+            return None;
         }
+        if let (Some(edited), Some(stored)) = (
+            config_written(config),
+            self.written_at.as_deref().and_then(clock::parse),
+        ) && edited <= stored
+        {
+            return None;
+        }
+        Some(token.clone())
     }
-}
-
-/// See [`ManagerDoc::config_change`].
-enum ConfigToken {
-    /// Record this fingerprint as seen; the store's state stays.
-    Unrecorded(String),
-    /// A person pasted this token into the config: it wins.
-    Pasted(SecretString),
 }
 
 /// A document read from `key`, checked field by field before it is
@@ -958,10 +968,9 @@ impl EtcdStore {
     }
 
     /// Takes a personal token a person pasted into this host's config into
-    /// the store (it is newer than the store's), or records the config's
-    /// token as seen in a document an older webex-token wrote; under the
-    /// lock of the token-manager state (taken here, after the org's, when
-    /// `guard` is an org's: the engine's order).
+    /// the store (it is newer than the store's), under the lock of the
+    /// token-manager state (taken here, after the org's, when `guard` is an
+    /// org's: the engine's order).
     async fn take_config_token(
         &self,
         guard: &EtcdGuard,
@@ -970,7 +979,7 @@ impl EtcdStore {
         manager: Option<ManagerDoc>,
         wait: Duration,
     ) -> Result<(), StoreError> {
-        if manager.and_then(|m| m.config_change(config)).is_none() {
+        if manager.and_then(|m| m.pasted(config)).is_none() {
             return Ok(());
         }
         let nested = match guard.scope {
@@ -995,20 +1004,17 @@ impl EtcdStore {
         let Some(m) = self.read(keys).await?.manager else {
             return Ok(());
         };
-        let doc = match m.config_change(config) {
-            None => return Ok(()),
-            Some(ConfigToken::Unrecorded(fp)) => m.seeing(Some(fp)),
-            Some(ConfigToken::Pasted(token)) => {
-                tracing::warn!(
-                    "the config file {} holds a personal access token ({}) that the etcd store has not seen: taken as newer than the store's ({}) and saved in the etcd key {}",
-                    config.path.display(),
-                    fingerprint(&token),
-                    fingerprint_str(&m.personal_access_token),
-                    keys.manager
-                );
-                m.with_personal_of(config, &token)
-            }
+        let Some(token) = m.pasted(config) else {
+            return Ok(());
         };
+        tracing::warn!(
+            "the config file {} holds a personal access token ({}) that the etcd store has not seen: taken as newer than the store's ({}) and saved in the etcd key {}",
+            config.path.display(),
+            fingerprint(&token),
+            fingerprint_str(&m.personal_access_token),
+            keys.manager
+        );
+        let doc = m.with_personal_of(config, &token);
         let body = serde_json::to_vec(&doc).expect("serializable");
         self.fenced_put(guard, &keys.manager, body, false).await?;
         Ok(())
@@ -1125,18 +1131,18 @@ impl EtcdStore {
     /// config with the store's token-manager state in place of its own.
     ///
     /// A personal token a person pasted into this host's config (one the
-    /// store has not seen: [`ManagerDoc::config_change`]) wins over the
+    /// store has not seen: [`ManagerDoc::pasted`]) wins over the
     /// store's until the next locked run takes it into the store.
     async fn read_org(&self, org: &OrgId) -> Result<(Read, Config), StoreError> {
         let config = self.local_config()?;
         let mut read = self.read(&self.keys(&config, org)?).await?;
         let config = match read.manager.take() {
-            Some(m) => match m.config_change(&config) {
-                Some(ConfigToken::Pasted(token)) => {
+            Some(m) => match m.pasted(&config) {
+                Some(token) => {
                     let m = m.with_personal_of(&config, &token);
                     with_manager(&config, m)?
                 }
-                _ => with_manager(&config, m)?,
+                None => with_manager(&config, m)?,
             },
             None => config,
         };

@@ -129,32 +129,53 @@ fn config_with(personal: &str) -> Config {
 fn a_config_token_the_store_has_not_seen_is_pasted() {
     let seeded = ManagerDoc::from_config(&config_with("p1")).unwrap();
     // The seed's own token, and a store that renewed it since: nothing new.
-    assert!(seeded.config_change(&config_with("p1")).is_none());
+    assert!(seeded.pasted(&config_with("p1")).is_none());
     let renewed = ManagerDoc {
         personal_access_token: "p3".into(),
         ..ManagerDoc::from_config(&config_with("p1")).unwrap()
     };
-    assert!(renewed.config_change(&config_with("p1")).is_none());
+    assert!(renewed.pasted(&config_with("p1")).is_none());
     // A token neither stored nor seen: pasted, and it wins.
-    let Some(ConfigToken::Pasted(t)) = renewed.config_change(&config_with("p2")) else {
-        panic!("not taken as pasted");
-    };
+    let t = renewed.pasted(&config_with("p2")).expect("taken as pasted");
     assert_eq!(t.expose_secret(), "p2");
     let taken = renewed.with_personal_of(&config_with("p2"), &t);
     assert_eq!(taken.personal_access_token, "p2");
     // Then a host still holding the old config does not move it back.
-    assert!(taken.config_change(&config_with("p1")).is_none());
-    assert!(taken.config_change(&config_with("p2")).is_none());
-    // A document an older version wrote records the config token first.
-    let legacy = ManagerDoc {
+    assert!(taken.pasted(&config_with("p1")).is_none());
+    assert!(taken.pasted(&config_with("p2")).is_none());
+}
+
+#[test]
+fn a_config_written_before_the_store_state_holds_an_older_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("token-config.json");
+    let text = serde_json::json!({
+        "serviceApp": {"appId": "app", "clientId": "c", "clientSecret": "s", "targetOrgId": "o"},
+        "tokenManager": {"personalAccessToken": "p1"},
+    });
+    std::fs::write(&path, serde_json::to_vec(&text).unwrap()).unwrap();
+    let config = Config::parse(&std::fs::read(&path).unwrap(), &path).unwrap();
+    let edited = config_written(&config).expect("a real file has a time");
+    // As an older webex-token left it: no record of config tokens.
+    let stored = |at: jiff::Timestamp| ManagerDoc {
         personal_access_token: "p3".into(),
-        config_tokens_seen: Vec::new(),
+        written_at: Some(at.to_string()),
         ..Default::default()
     };
-    assert!(matches!(
-        legacy.config_change(&config_with("p1")),
-        Some(ConfigToken::Unrecorded(_))
-    ));
+    let later = edited
+        .checked_add(jiff::SignedDuration::from_secs(60))
+        .unwrap();
+    assert!(
+        stored(later).pasted(&config).is_none(),
+        "state stored after the config was written is newer"
+    );
+    let earlier = edited
+        .checked_sub(jiff::SignedDuration::from_secs(60))
+        .unwrap();
+    assert!(
+        stored(earlier).pasted(&config).is_some(),
+        "a config edited after the store was written holds a pasted token"
+    );
 }
 
 #[test]
