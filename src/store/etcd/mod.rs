@@ -565,6 +565,14 @@ impl ManagerDoc {
         {
             return None;
         }
+        // A paste with a stray space or quote would reach every host.
+        if !crate::secret::is_token_text(token.expose_secret()) {
+            tracing::warn!(
+                "config file {}: `tokenManager.personalAccessToken` holds whitespace, control or quoting characters, which no Webex token has: not taken into the etcd store (its token is used); paste the token again",
+                config.path.display()
+            );
+            return None;
+        }
         if let (Some(edited), Some(stored)) = (
             config_written(config),
             self.written_at.as_deref().and_then(clock::parse),

@@ -138,6 +138,8 @@ fn a_config_token_the_store_has_not_seen_is_pasted() {
     // A token neither stored nor seen: pasted, and it wins.
     let t = renewed.pasted(&config_with("p2")).expect("taken as pasted");
     assert_eq!(t.expose_secret(), "p2");
+    // A paste with a stray space would reach every host: not taken.
+    assert!(renewed.pasted(&config_with("p2 tail")).is_none());
     let taken = renewed.with_personal_of(&config_with("p2"), &t);
     assert_eq!(taken.personal_access_token, "p2");
     // Then a host still holding the old config does not move it back.
