@@ -49,7 +49,8 @@ pub struct FailureEvent<'a> {
     pub reauthorization_required: bool,
 }
 
-/// Level 3 renewed the personal token (saved in the config file).
+/// Level 3 renewed the personal token (saved where the run keeps that
+/// state: the config file, the state file, or the etcd store).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RenewalEvent<'a> {

@@ -400,7 +400,7 @@ impl Error {
                 "this host stopped answering for longer than --lock-ttl (paused, overloaded or cut off) and another may have taken over; run again: it re-reads the store".into(),
             ),
             Error::Store(StoreError::EtcdData { .. }) => Some(
-                "the key was written by something else: delete it (`etcdctl del KEY`) and run `webex-token refresh`, which stores this host's tokens there again".into(),
+                "every host's env file keeps its last good tokens meanwhile; fix the value (`etcdctl put KEY ...`), or delete the key (`etcdctl del KEY`) and run `webex-token refresh`, which stores this host's tokens there again (for the `manager` key: its config's token-manager state); the next run exports the good value".into(),
             ),
             Error::Store(StoreError::EtcdSetup { .. }) => Some(
                 "check --store, --etcd-ca, --etcd-user and --etcd-password-file (docs/fleets.md)".into(),

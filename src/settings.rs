@@ -247,12 +247,6 @@ impl Settings {
         }
     }
 
-    /// Where renewed token-manager state is written: the state file, if
-    /// any, else the config file.
-    pub fn renewable_path(&self) -> &Path {
-        self.state_path.as_deref().unwrap_or(&self.config_path)
-    }
-
     /// The config file as this run sees it: read through the run's cache,
     /// with the state file (if any) laid over it.
     pub fn load_config(&self) -> Result<Config, crate::config::ConfigError> {
@@ -745,7 +739,7 @@ mod tests {
         let s = settings(&["--state", "rel/state.json"]);
         let p = s.state_path.clone().unwrap();
         assert!(p.is_absolute() && p.ends_with("rel/state.json"));
-        assert_eq!(s.renewable_path(), p.as_path());
+        assert_eq!(s.store().renewable_place(), p.display().to_string());
         // No flag: only systemd's $STATE_DIRECTORY (not set in unit tests,
         // unless the tests themselves run as such a service).
         if std::env::var_os(crate::names::ENV_STATE_DIRECTORY).is_none()
@@ -753,7 +747,10 @@ mod tests {
         {
             let s = settings(&[]);
             assert!(s.state_path.is_none());
-            assert_eq!(s.renewable_path(), s.config_path.as_path());
+            assert_eq!(
+                s.store().renewable_place(),
+                s.config_path.display().to_string()
+            );
         }
     }
 

@@ -39,7 +39,7 @@ pub async fn run(settings: &Settings, printer: &Printer, a: &RefreshArgs) -> Res
         &outcome,
         clock::now(),
         &settings.env_path,
-        (&settings.config_path, settings.renewable_path()),
+        (&settings.config_path, &settings.store().renewable_place()),
     );
     Ok(0)
 }
@@ -140,7 +140,7 @@ async fn over_orgs(
     printer.refresh_orgs(
         &results,
         clock::now(),
-        (&settings.config_path, settings.renewable_path()),
+        (&settings.config_path, &settings.store().renewable_place()),
         code,
     );
     progress.finish();

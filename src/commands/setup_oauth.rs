@@ -83,6 +83,8 @@ struct Stored {
     config_path: PathBuf,
     /// The state file the tokens went to instead of the config, if any.
     state_path: Option<PathBuf>,
+    /// The etcd key the tokens went to instead (`--store etcd://`).
+    etcd_key: Option<String>,
     personal: SecretString,
     personal_expires_at: Option<jiff::Timestamp>,
     refresh: Option<SecretString>,
@@ -118,10 +120,12 @@ async fn store_grant(
             "the token endpoint returned no refresh token; the personal access token is stored, but level 3 will not be able to renew it"
         );
     }
-    engine::save_authorization(&settings.store(), &update, settings.lock_timeout).await?;
+    let store = settings.store();
+    engine::save_authorization(&store, &update, settings.lock_timeout).await?;
     let stored = Stored {
         config_path: config.path.clone(),
         state_path: config.state_path.clone(),
+        etcd_key: store.etcd_manager_key(),
         personal: update.personal_access_token,
         personal_expires_at: update.personal_expires_at,
         refresh: update.integration_refresh_token,
@@ -167,13 +171,20 @@ fn report(printer: &Printer, s: &Stored, redirect_uri: Option<&str>, flow: &str)
             refresh: s.refresh.as_ref(),
             refresh_expires_at: s.refresh_expires_at,
             state_file: s.state_path.as_deref(),
+            etcd_key: s.etcd_key.as_deref(),
         },
         now,
     );
-    let mut human = format!(
-        "ok: authorized the token-manager integration; saved in {}:\n",
-        s.state_path.as_ref().unwrap_or(&s.config_path).display()
-    );
+    let mut human = match &s.etcd_key {
+        Some(key) => format!(
+            "ok: authorized the token-manager integration; saved in the etcd key {key} (the integration client in {}):\n",
+            s.state_path.as_ref().unwrap_or(&s.config_path).display()
+        ),
+        None => format!(
+            "ok: authorized the token-manager integration; saved in {}:\n",
+            s.state_path.as_ref().unwrap_or(&s.config_path).display()
+        ),
+    };
     human.push_str(&format!(
         "  personal access token      {}  {}\n",
         fingerprint(&s.personal),

@@ -21,7 +21,7 @@ pub fn fast(settings: &Settings, printer: &Printer, a: &TokenArgs) -> Option<u8>
             return Some(e.exit_code());
         }
     };
-    match store.files().load_now() {
+    match store.local_now() {
         Ok(snap) if engine::is_fresh(&snap.tokens, a.min_valid) => {
             let access = snap.tokens.access_token.as_ref()?;
             tracing::debug!("fresh stored token: answered before any runtime or HTTP client");

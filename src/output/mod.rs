@@ -101,16 +101,19 @@ impl Printer {
     }
 
     /// Result of `refresh`. `renewed_in`: where a renewed personal token
-    /// was saved (the state file, if the run has one, else the config).
+    /// was saved (the state file, if the run has one, else the config; with
+    /// `--store etcd://`, the etcd key).
     pub fn refresh(
         &self,
         o: &Outcome,
         now: Timestamp,
         env_path: &Path,
-        (config_path, renewed_in): (&Path, &Path),
+        (config_path, renewed_in): (&Path, &str),
     ) {
         if self.json {
-            self.emit_json(&refresh_json(o, now, env_path, config_path));
+            let mut v = refresh_json(o, now, env_path, config_path);
+            saved_in(&mut v, o, renewed_in);
+            self.emit_json(&v);
             return;
         }
         self.emit_text(&self.refresh_text(o, now, renewed_in));
@@ -123,7 +126,7 @@ impl Printer {
         &self,
         results: &[OrgResult<'_, Outcome>],
         now: Timestamp,
-        (config_path, renewed_in): (&Path, &Path),
+        (config_path, renewed_in): (&Path, &str),
         exit_code: u8,
     ) {
         let failed: Vec<(String, &Error)> = results
@@ -135,7 +138,11 @@ impl Printer {
                 .iter()
                 .map(|r| {
                     r.object(match &r.result {
-                        Ok(o) => refresh_json(o, now, r.env_path, config_path),
+                        Ok(o) => {
+                            let mut v = refresh_json(o, now, r.env_path, config_path);
+                            saved_in(&mut v, o, renewed_in);
+                            v
+                        }
                         Err(e) => failure_json("refresh", e),
                     })
                 })
@@ -165,7 +172,7 @@ impl Printer {
         }
     }
 
-    fn refresh_text(&self, o: &Outcome, now: Timestamp, renewed_in: &Path) -> String {
+    fn refresh_text(&self, o: &Outcome, now: Timestamp, renewed_in: &str) -> String {
         let exp = expiry_text(o.tokens.access_expires_at, now);
         match &o.action {
             Action::Kept(v) => {
@@ -183,8 +190,7 @@ impl Printer {
                 let mut s = format!("{} refreshed via {level}; {exp}", self.paint("32", "ok:"));
                 if o.personal_renewed {
                     s.push_str(&format!(
-                        "\n    the personal access token was renewed through the integration and saved in {}",
-                        renewed_in.display()
+                        "\n    the personal access token was renewed through the integration and saved in {renewed_in}"
                     ));
                 }
                 s
@@ -427,6 +433,9 @@ pub struct Setup<'a> {
     pub refresh_expires_at: Option<Timestamp>,
     /// Where the renewed tokens went, when the run has a state file.
     pub state_file: Option<&'a Path>,
+    /// The etcd key the tokens went to (`--store etcd://`); the client
+    /// credentials stay in the config file.
+    pub etcd_key: Option<&'a str>,
 }
 
 /// `setup-oauth --json`: fingerprints and expiries, never a value.
@@ -445,6 +454,9 @@ pub fn setup_json(s: &Setup<'_>, now: Timestamp) -> Value {
     });
     if let Some(p) = s.state_file {
         v["stateFile"] = json!(p.display().to_string());
+    }
+    if let Some(k) = s.etcd_key {
+        v["etcdKey"] = json!(k);
     }
     v
 }
@@ -649,6 +661,15 @@ pub fn refresh_json(o: &Outcome, now: Timestamp, env_path: &Path, config_path: &
         "envFile": env_path.display().to_string(),
         "configFile": config_path.display().to_string(),
     })
+}
+
+/// Adds `personalTokenSavedIn` (where level 3 saved the renewed personal
+/// token: a file's path or the etcd key) to a `refresh` object whose run
+/// renewed it.
+fn saved_in(v: &mut Value, o: &Outcome, renewed_in: &str) {
+    if o.personal_renewed {
+        v["personalTokenSavedIn"] = json!(renewed_in);
+    }
 }
 
 /// The `--json` failure object for a command line clap refused (exit 2).

@@ -63,8 +63,12 @@ pub enum StoreError {
         ttl: Duration,
         recovery: Option<PathBuf>,
     },
-    /// A value in etcd that is not what webex-token writes.
-    #[error("the etcd key {key} does not hold webex-token's JSON: {detail}")]
+    /// A value in etcd that webex-token would not have written (not its
+    /// JSON, or a token or time that is not one): refused before anything
+    /// is exported from it.
+    #[error(
+        "the etcd key {key} holds a value webex-token did not write: {detail}; nothing was exported from it"
+    )]
     EtcdData { key: String, detail: String },
     /// `--store`/`--etcd-*` settings that cannot work (a CA or password
     /// file unreadable, credentials refused).
@@ -166,6 +170,33 @@ impl Store {
         &self.files().env_path
     }
 
+    /// This host's own copy, read without a runtime or an etcd call (for
+    /// `token`'s fast path): the env file and config. For etcd a stale
+    /// export holding a bad value counts as empty (the store is read).
+    pub fn local_now(&self) -> Result<Snapshot, StoreError> {
+        match self {
+            Store::Files(f) => f.load_now(),
+            Store::Etcd(e) => e.local_now(),
+        }
+    }
+
+    /// The etcd key of the token-manager state, with `--store etcd://`.
+    pub fn etcd_manager_key(&self) -> Option<String> {
+        match self {
+            Store::Files(_) => None,
+            Store::Etcd(e) => e.manager_key().ok(),
+        }
+    }
+
+    /// Where level 3 and `setup-oauth` save renewed token-manager state,
+    /// for messages: the state file or config file, or the etcd key.
+    pub fn renewable_place(&self) -> String {
+        match self {
+            Store::Files(f) => f.renewable_path().display().to_string(),
+            Store::Etcd(e) => e.renewable_place(),
+        }
+    }
+
     /// What is stored for `org`, read without writing anything (for
     /// `status`): the env file's state and, for etcd, the config with the
     /// store's token-manager state (`None`: the config file as it is).
@@ -229,7 +260,16 @@ impl TokenStore for Store {
 
     /// This host's env file (for etcd: the export) and config: no etcd call.
     async fn load_local(&self, org: &OrgId) -> Result<Snapshot, StoreError> {
-        self.files().load(org).await
+        match self {
+            Store::Files(f) => f.load(org).await,
+            Store::Etcd(e) => {
+                let mut snap = e.local_now()?;
+                if let Some((index, target)) = org.listed_target() {
+                    snap.config.service_app = snap.config.service_app.for_org(index, target);
+                }
+                Ok(snap)
+            }
+        }
     }
 }
 

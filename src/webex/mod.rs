@@ -154,18 +154,9 @@ pub fn parse_grant(body: &[u8]) -> Result<TokenGrant, String> {
     })
 }
 
-/// A token or id as Webex issues them: printable, no whitespace, no
-/// control characters (one that has them would read back differently from
-/// a .env file, or break the header it is sent in), and none of the quoting
-/// and substitution characters `'"\$` and backtick, which no Webex token
-/// holds and which .env readers (dotenvy, python-dotenv, shells sourcing the
-/// file) read in different ways: such an answer is malformed, not stored.
-pub fn is_token_text(s: &str) -> bool {
-    !s.is_empty()
-        && !s.chars().any(|c| {
-            c.is_whitespace() || c.is_control() || matches!(c, '\'' | '"' | '\\' | '$' | '`')
-        })
-}
+/// A token or id as Webex issues them (checked the same way where tokens
+/// are stored: the etcd store's values).
+pub use crate::secret::is_token_text;
 
 /// A lifetime in seconds from a JSON value: an integer, a float or a
 /// numeric string, positive and at most ten years (anything longer is not

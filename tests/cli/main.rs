@@ -10,6 +10,7 @@ mod completions;
 mod datasources;
 mod docs;
 mod etcd_cluster;
+mod etcd_values;
 mod files;
 mod fleet;
 mod hardening;

@@ -328,7 +328,7 @@ fn datasources_extend_against_the_simulator() {
 }
 
 /// A plain HTTP GET over std (no client crate): status and raw response.
-fn raw_get(host_port: &str, target: &str) -> (u16, String) {
+pub(crate) fn raw_get(host_port: &str, target: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(host_port).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();

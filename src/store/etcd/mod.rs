@@ -24,11 +24,13 @@
 
 mod gateway;
 
+use super::env_file::{self, EnvDocument, EnvFileError};
 use super::files::{self, FilesStore, lock_file};
 use super::{LockScope, Snapshot, StoreError, wrong_scope};
 use crate::clock;
 use crate::config::{Config, PersonalUpdate};
-use crate::secret::{ExposeSecret, SecretString, secret};
+use crate::names::{KEY_ACCESS_TOKEN, KEY_REFRESH_TOKEN};
+use crate::secret::{ExposeSecret, SecretString, fingerprint, fingerprint_str, secret};
 use crate::tokens::{OrgId, RenewableUpdate, StoredTokens};
 use gateway::{Compare, Failure, Gateway, Login, Op};
 use serde::{Deserialize, Serialize};
@@ -310,23 +312,71 @@ struct ManagerDoc {
     integration_refresh_token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     integration_refresh_token_expires_at: Option<String>,
+    /// Fingerprints of the personal tokens the store has taken from (or
+    /// seen in) hosts' config files, newest last: see
+    /// [`ManagerDoc::pasted`]. Empty in a document an older webex-token
+    /// wrote.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    config_tokens_seen: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     written_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     written_at: Option<String>,
 }
 
+/// How many config-token fingerprints a manager document keeps.
+const SEEN_KEPT: usize = 16;
+
 fn writer() -> (Option<String>, Option<String>) {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown-host".into());
+    // The real clock, to the nanosecond: it is compared with config files'
+    // modification times (see [`ManagerDoc::pasted`]).
     (
         Some(format!("{host}/{}", std::process::id())),
-        Some(clock::format_utc(clock::now())),
+        Some(jiff::Timestamp::now().to_string()),
     )
 }
 
+/// When this host's config (or the state file laid over it) was last
+/// written, if the file system says.
+fn config_written(config: &Config) -> Option<jiff::Timestamp> {
+    [Some(config.path.as_path()), config.state_path.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .filter_map(|t| jiff::Timestamp::try_from(t).ok())
+        .max()
+}
+
 impl TokensDoc {
+    /// The fields that hold text.
+    const TEXT: &[&str] = &[
+        "accessToken",
+        "accessTokenExpiresAt",
+        "refreshToken",
+        "refreshTokenExpiresAt",
+        "writtenBy",
+        "writtenAt",
+    ];
+
+    /// Every token and time is one webex-token could have written.
+    fn check(&self, key: &str) -> Result<(), StoreError> {
+        check_token(key, "accessToken", self.access_token.as_deref())?;
+        check_time(
+            key,
+            "accessTokenExpiresAt",
+            self.access_token_expires_at.as_deref(),
+        )?;
+        check_token(key, "refreshToken", self.refresh_token.as_deref())?;
+        check_time(
+            key,
+            "refreshTokenExpiresAt",
+            self.refresh_token_expires_at.as_deref(),
+        )
+    }
+
     fn of(t: &StoredTokens) -> TokensDoc {
         let (written_by, written_at) = writer();
         TokensDoc {
@@ -356,6 +406,47 @@ impl TokensDoc {
 }
 
 impl ManagerDoc {
+    /// The fields that hold text.
+    const TEXT: &[&str] = &[
+        "personalAccessToken",
+        "personalAccessTokenExpiresAt",
+        "integrationRefreshToken",
+        "integrationRefreshTokenExpiresAt",
+        "writtenBy",
+        "writtenAt",
+    ];
+
+    /// Every token and time is one webex-token could have written; the
+    /// personal token is there.
+    fn check(&self, key: &str) -> Result<(), StoreError> {
+        if self.personal_access_token.is_empty() {
+            return Err(StoreError::EtcdData {
+                key: key.to_string(),
+                detail: "`personalAccessToken` is empty".into(),
+            });
+        }
+        check_token(
+            key,
+            "personalAccessToken",
+            Some(&self.personal_access_token),
+        )?;
+        check_time(
+            key,
+            "personalAccessTokenExpiresAt",
+            self.personal_access_token_expires_at.as_deref(),
+        )?;
+        check_token(
+            key,
+            "integrationRefreshToken",
+            self.integration_refresh_token.as_deref(),
+        )?;
+        check_time(
+            key,
+            "integrationRefreshTokenExpiresAt",
+            self.integration_refresh_token_expires_at.as_deref(),
+        )
+    }
+
     fn update(self) -> PersonalUpdate {
         PersonalUpdate {
             personal_access_token: secret(self.personal_access_token),
@@ -389,37 +480,209 @@ impl ManagerDoc {
             integration_refresh_token_expires_at: integration
                 .and_then(|i| i.refresh_expires_at)
                 .map(clock::format_utc),
+            config_tokens_seen: vec![fingerprint(personal)],
             written_by,
             written_at,
         })
     }
 
-    /// `old` with `update` applied (a missing integration refresh token
-    /// keeps the stored one, as in the config file).
-    fn merged(old: Option<ManagerDoc>, update: &RenewableUpdate) -> ManagerDoc {
+    /// `fp` added to the config tokens seen (once; the oldest dropped
+    /// beyond [`SEEN_KEPT`]).
+    fn seeing(mut self, fp: Option<String>) -> ManagerDoc {
+        if let Some(fp) = fp
+            && !self.config_tokens_seen.contains(&fp)
+        {
+            self.config_tokens_seen.push(fp);
+            let extra = self.config_tokens_seen.len().saturating_sub(SEEN_KEPT);
+            self.config_tokens_seen.drain(..extra);
+        }
+        self
+    }
+
+    /// The store's state with `config`'s own personal token (and its
+    /// expiry, as the config ties it to that token) in place of the
+    /// store's; the integration refresh token stays the store's.
+    fn with_personal_of(self, config: &Config, personal: &SecretString) -> ManagerDoc {
         let (written_by, written_at) = writer();
+        ManagerDoc {
+            personal_access_token: personal.expose_secret().into(),
+            personal_access_token_expires_at: config.personal_expires_at.map(clock::format_utc),
+            written_by,
+            written_at,
+            ..self
+        }
+        .seeing(Some(fingerprint(personal)))
+    }
+
+    /// `old` with `update` applied (a missing integration refresh token
+    /// keeps the stored one, as in the config file). `config_fp`: the
+    /// fingerprint of the personal token in the writing host's config,
+    /// recorded as seen (the store's state is newer than it).
+    fn merged(
+        old: Option<ManagerDoc>,
+        update: &RenewableUpdate,
+        config_fp: Option<String>,
+    ) -> ManagerDoc {
+        let (written_by, written_at) = writer();
+        let (irt, irt_exp, seen) = match old {
+            Some(o) => (
+                o.integration_refresh_token,
+                o.integration_refresh_token_expires_at,
+                o.config_tokens_seen,
+            ),
+            None => Default::default(),
+        };
         let (irt, irt_exp) = match &update.integration_refresh_token {
             Some(t) => (
                 Some(t.expose_secret().to_string()),
                 update.integration_refresh_expires_at.map(clock::format_utc),
             ),
-            None => old
-                .map(|o| {
-                    (
-                        o.integration_refresh_token,
-                        o.integration_refresh_token_expires_at,
-                    )
-                })
-                .unwrap_or_default(),
+            None => (irt, irt_exp),
         };
         ManagerDoc {
             personal_access_token: update.personal_access_token.expose_secret().into(),
             personal_access_token_expires_at: update.personal_expires_at.map(clock::format_utc),
             integration_refresh_token: irt,
             integration_refresh_token_expires_at: irt_exp,
+            config_tokens_seen: seen,
             written_by,
             written_at,
         }
+        .seeing(config_fp)
+    }
+
+    /// The personal token in `config`, if a person pasted it there: a
+    /// token the store neither holds nor has seen in a config, in a config
+    /// written after the store's state was. Such a token is newer than the
+    /// store's and wins. A config last written before the store's state
+    /// holds an older token (a host whose copy was not updated, or one an
+    /// older webex-token wrote, which kept no record of config tokens).
+    fn pasted(&self, config: &Config) -> Option<SecretString> {
+        let token = config.personal_access_token.get()?;
+        let fp = fingerprint(token);
+        if fingerprint_str(&self.personal_access_token) == fp
+            || self.config_tokens_seen.contains(&fp)
+        {
+            return None;
+        }
+        // A paste with a stray space or quote would reach every host.
+        if !crate::secret::is_token_text(token.expose_secret()) {
+            tracing::warn!(
+                "config file {}: `tokenManager.personalAccessToken` holds whitespace, control or quoting characters, which no Webex token has: not taken into the etcd store (its token is used); paste the token again",
+                config.path.display()
+            );
+            return None;
+        }
+        if let (Some(edited), Some(stored)) = (
+            config_written(config),
+            self.written_at.as_deref().and_then(clock::parse),
+        ) && edited <= stored
+        {
+            return None;
+        }
+        Some(token.clone())
+    }
+}
+
+/// A document read from `key`, checked field by field before it is
+/// deserialized, so that a bad value is named by its key and field and
+/// never quoted (serde's own messages quote what they could not read, and
+/// these values are secrets): a JSON object whose `text` fields are strings
+/// (or null, or absent) and whose `configTokensSeen`, if any, is a list of
+/// strings.
+fn checked_doc<T: serde::de::DeserializeOwned>(
+    key: &str,
+    bytes: &[u8],
+    text: &[&str],
+) -> Result<T, StoreError> {
+    use serde_json::Value;
+    let bad = |detail: String| StoreError::EtcdData {
+        key: key.to_string(),
+        detail,
+    };
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        bad(format!(
+            "it is not JSON (syntax error at line {} column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let Value::Object(fields) = &value else {
+        return Err(bad(format!(
+            "it is {}, not a JSON object",
+            json_kind(&value)
+        )));
+    };
+    for (name, v) in fields {
+        let fine = if text.contains(&name.as_str()) {
+            matches!(v, Value::String(_) | Value::Null)
+        } else if name == "configTokensSeen" {
+            matches!(v, Value::Array(a) if a.iter().all(Value::is_string))
+        } else {
+            true
+        };
+        if !fine {
+            return Err(bad(format!(
+                "`{name}` is {}, not {}",
+                json_kind(v),
+                if name == "configTokensSeen" {
+                    "a list of strings"
+                } else {
+                    "a string"
+                }
+            )));
+        }
+    }
+    serde_json::from_value(value).map_err(|e| {
+        let e = e.to_string();
+        // The types are checked above: what is left is a missing field,
+        // which serde names without a value.
+        bad(if e.starts_with("missing field") {
+            e
+        } else if e.starts_with("invalid type: null") {
+            "a field it needs is null".into()
+        } else {
+            "its fields are not webex-token's".into()
+        })
+    })
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// A stored token is checked as a Webex answer is
+/// ([`crate::secret::is_token_text`]): one that is not would be exported
+/// into every host's env file and then refused there. Empty is "none".
+fn check_token(key: &str, field: &str, value: Option<&str>) -> Result<(), StoreError> {
+    match value {
+        Some(v) if !v.is_empty() && !crate::secret::is_token_text(v) => Err(StoreError::EtcdData {
+            key: key.to_string(),
+            detail: format!(
+                "`{field}` is not a token as Webex issues them: it holds whitespace, control or quoting characters (fingerprint {})",
+                fingerprint_str(v)
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A stored expiry must be an RFC 3339 time (as webex-token writes it).
+/// Empty is "unknown".
+fn check_time(key: &str, field: &str, value: Option<&str>) -> Result<(), StoreError> {
+    match value {
+        Some(v) if !v.is_empty() && clock::parse(v).is_none() => Err(StoreError::EtcdData {
+            key: key.to_string(),
+            detail: format!("`{field}` is not an RFC 3339 time (such as 2030-01-01T00:00:00Z)"),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -545,20 +808,14 @@ impl EtcdStore {
             let Some((value, mod_revision)) = value else {
                 continue;
             };
-            let key = if i == 0 { &keys.tokens } else { &keys.manager };
-            let bad = |e: serde_json::Error| StoreError::EtcdData {
-                key: key.clone(),
-                detail: e.to_string(),
-            };
             if i == 0 {
-                out.tokens = Some((
-                    serde_json::from_slice::<TokensDoc>(&value)
-                        .map_err(bad)?
-                        .tokens(),
-                    mod_revision,
-                ));
+                let doc: TokensDoc = checked_doc(&keys.tokens, &value, TokensDoc::TEXT)?;
+                doc.check(&keys.tokens)?;
+                out.tokens = Some((doc.tokens(), mod_revision));
             } else {
-                out.manager = Some(serde_json::from_slice::<ManagerDoc>(&value).map_err(bad)?);
+                let doc: ManagerDoc = checked_doc(&keys.manager, &value, ManagerDoc::TEXT)?;
+                doc.check(&keys.manager)?;
+                out.manager = Some(doc);
             }
         }
         Ok(out)
@@ -570,15 +827,58 @@ impl EtcdStore {
     async fn export(&self, tokens: &StoredTokens, at: Revision) -> Result<(), StoreError> {
         let path = self.files.env_path.clone();
         let _local = lock_file(files::lock_path(&path), &path, Duration::from_secs(30)).await?;
-        let state = files::read_env(&path)?;
+        let (state, healed) = read_export(&path)?;
         // (A rebuilt cluster counts revisions from 1 again: its id differs.)
-        if let Some(doc) = &state.doc
+        if !healed
+            && let Some(doc) = &state.doc
             && export_revision(doc.as_bytes())
                 .is_some_and(|r| r.cluster == at.cluster && r.revision >= at.revision)
         {
             return Ok(());
         }
         files::write_export(&state, tokens, &at.to_string(), self.files.mode)
+    }
+
+    /// This host's export and config, read with no etcd call (the fast
+    /// path). An export whose tokens do not read as tokens (written by an
+    /// older webex-token from a bad etcd value, or edited by hand) is only
+    /// a stale copy: it counts as holding nothing, so the run reads the
+    /// store, whose next export replaces it.
+    pub fn local_now(&self) -> Result<Snapshot, StoreError> {
+        match self.files.load_now() {
+            Err(StoreError::EnvFile(e)) if unusable_value(&e) => {
+                if let EnvFileError::BadValue { path, line, key }
+                | EnvFileError::Ambiguous {
+                    path, line, key, ..
+                } = &e
+                {
+                    tracing::warn!(
+                        "env file {}: line {line}: variable {key} does not read as a token; the file is this host's export of the etcd store, so the store is read instead and the next export replaces the line",
+                        path.display()
+                    );
+                }
+                Ok(Snapshot {
+                    tokens: StoredTokens::default(),
+                    config: self.local_config()?,
+                    exists: true,
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// The key of the token-manager state (`/PREFIX/<appId>/manager`).
+    pub fn manager_key(&self) -> Result<String, StoreError> {
+        let config = self.local_config()?;
+        Ok(self.keys(&config, &OrgId::configured())?.manager)
+    }
+
+    /// Where renewed token-manager state goes: the etcd key, for messages.
+    pub fn renewable_place(&self) -> String {
+        match self.manager_key() {
+            Ok(key) => format!("the etcd key {key}"),
+            Err(_) => format!("the etcd store (under /{}/)", self.cluster.settings.prefix),
+        }
     }
 
     /// Puts `value` at `key` only while `guard`'s lock key exists (and, for
@@ -628,12 +928,13 @@ impl EtcdStore {
     /// Seeds an empty store from this host's files, under the lock: the
     /// org's tokens from its env file, the token-manager state from the
     /// config file. A key another host seeded first is left alone.
+    /// Returns the token-manager state now in the store.
     async fn seed(
         &self,
         guard: &EtcdGuard,
         config: &Config,
         keys: &Keys,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<ManagerDoc>, StoreError> {
         let now = self.read(keys).await?;
         if now.tokens.is_none() && matches!(guard.scope, LockScope::Org(_)) {
             let local = files::read_env(&self.files.env_path)?.tokens;
@@ -666,12 +967,91 @@ impl EtcdStore {
                     keys.manager,
                     config.path.display()
                 );
+                return Ok(Some(doc));
             }
+            // Another host seeded it first.
+            return Ok(self.read(keys).await?.manager);
         }
+        Ok(now.manager)
+    }
+
+    /// Takes a personal token a person pasted into this host's config into
+    /// the store (it is newer than the store's), under the lock of the
+    /// token-manager state (taken here, after the org's, when `guard` is an
+    /// org's: the engine's order).
+    async fn take_config_token(
+        &self,
+        guard: &EtcdGuard,
+        config: &Config,
+        keys: &Keys,
+        manager: Option<ManagerDoc>,
+        wait: Duration,
+    ) -> Result<(), StoreError> {
+        if manager.and_then(|m| m.pasted(config)).is_none() {
+            return Ok(());
+        }
+        let nested = match guard.scope {
+            LockScope::Config => None,
+            LockScope::Org(_) => Some(self.acquire(&LockScope::Config, wait).await?),
+        };
+        let held = nested.as_ref().unwrap_or(guard);
+        let result = self.take_config_token_held(held, config, keys).await;
+        if let Some(g) = nested {
+            self.release(g).await;
+        }
+        result
+    }
+
+    async fn take_config_token_held(
+        &self,
+        guard: &EtcdGuard,
+        config: &Config,
+        keys: &Keys,
+    ) -> Result<(), StoreError> {
+        // Read again under the lock: another host may have taken it.
+        let Some(m) = self.read(keys).await?.manager else {
+            return Ok(());
+        };
+        let Some(token) = m.pasted(config) else {
+            return Ok(());
+        };
+        tracing::warn!(
+            "the config file {} holds a personal access token ({}) that the etcd store has not seen: taken as newer than the store's ({}) and saved in the etcd key {}",
+            config.path.display(),
+            fingerprint(&token),
+            fingerprint_str(&m.personal_access_token),
+            keys.manager
+        );
+        let doc = m.with_personal_of(config, &token);
+        let body = serde_json::to_vec(&doc).expect("serializable");
+        self.fenced_put(guard, &keys.manager, body, false).await?;
         Ok(())
     }
 
     pub async fn lock(&self, scope: &LockScope, wait: Duration) -> Result<EtcdGuard, StoreError> {
+        let config = self.local_config()?;
+        let org = match scope {
+            LockScope::Org(o) => o.clone(),
+            LockScope::Config => OrgId::configured(),
+        };
+        let keys = self.keys(&config, &org)?;
+        let guard = self.acquire(scope, wait).await?;
+        let seeded = match self.seed(&guard, &config, &keys).await {
+            Ok(manager) => {
+                self.take_config_token(&guard, &config, &keys, manager, wait)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = seeded {
+            self.release(guard).await;
+            return Err(e);
+        }
+        Ok(guard)
+    }
+
+    /// Takes etcd's lock for `scope` (nothing else).
+    async fn acquire(&self, scope: &LockScope, wait: Duration) -> Result<EtcdGuard, StoreError> {
         let config = self.local_config()?;
         let org = match scope {
             LockScope::Org(o) => o.clone(),
@@ -717,19 +1097,14 @@ impl EtcdStore {
         match result {
             Some(Ok(key)) => {
                 tracing::debug!("took the etcd lock {name} (lease {lease:x})");
-                let guard = EtcdGuard {
+                Ok(EtcdGuard {
                     scope: scope.clone(),
                     key,
                     lease,
                     keepalive,
                     cluster: cluster.clone(),
                     released: false,
-                };
-                if let Err(e) = self.seed(&guard, &config, &keys).await {
-                    self.release(guard).await;
-                    return Err(e);
-                }
-                Ok(guard)
+                })
             }
             Some(Err(e)) => {
                 keepalive.abort();
@@ -762,11 +1137,21 @@ impl EtcdStore {
 
     /// The store's state for `org` in one round trip, and this host's
     /// config with the store's token-manager state in place of its own.
+    ///
+    /// A personal token a person pasted into this host's config (one the
+    /// store has not seen: [`ManagerDoc::pasted`]) wins over the
+    /// store's until the next locked run takes it into the store.
     async fn read_org(&self, org: &OrgId) -> Result<(Read, Config), StoreError> {
         let config = self.local_config()?;
         let mut read = self.read(&self.keys(&config, org)?).await?;
         let config = match read.manager.take() {
-            Some(m) => with_manager(&config, m)?,
+            Some(m) => match m.pasted(&config) {
+                Some(token) => {
+                    let m = m.with_personal_of(&config, &token);
+                    with_manager(&config, m)?
+                }
+                None => with_manager(&config, m)?,
+            },
             None => config,
         };
         Ok((read, config))
@@ -807,7 +1192,7 @@ impl EtcdStore {
     /// config with the store's token-manager state.
     pub async fn peek(&self, org: &OrgId) -> Result<(files::EnvState, Config), StoreError> {
         let (read, config) = self.read_org(org).await?;
-        let mut state = files::read_env(&self.files.env_path)?;
+        let (mut state, _) = read_export(&self.files.env_path)?;
         if let Some((tokens, _)) = read.tokens {
             state.tokens = tokens;
         }
@@ -856,15 +1241,72 @@ impl EtcdStore {
         let config = self.local_config()?;
         let keys = self.keys(&config, &OrgId::configured())?;
         let old = self.read(&keys).await?.manager;
-        let body = serde_json::to_vec(&ManagerDoc::merged(old, update)).expect("serializable");
+        // This host's config token is older than what is written now: seen,
+        // so that it never counts as pasted. (A config with none gets the
+        // new one below, beside the integration client: seen too.)
+        let own = config.personal_access_token.get().cloned();
+        let mut doc = ManagerDoc::merged(old, update, own.as_ref().map(fingerprint));
+        if own.is_none() && update.integration_client.is_some() {
+            doc = doc.seeing(Some(fingerprint(&update.personal_access_token)));
+        }
+        let body = serde_json::to_vec(&doc).expect("serializable");
         self.fenced_put(guard, &keys.manager, body, false).await?;
         // `setup-oauth` also names the integration's client: that is a
-        // static credential, kept in this host's config file.
-        if update.integration_client.is_some() {
+        // static credential, kept in this host's config file (or state
+        // file), which keeps its own token state: the tokens live in etcd.
+        if let Some(client) = &update.integration_client {
             let config = Config::load_with(&self.files.config_path, &self.files.config_cache)?;
-            files::write_config(&config, update, self.files.mode)?;
+            let client_only = own.map(|own| PersonalUpdate {
+                personal_access_token: own,
+                personal_expires_at: config.personal_expires_at,
+                integration_refresh_token: None,
+                integration_refresh_expires_at: None,
+                integration_client: Some(client.clone()),
+            });
+            files::write_config(
+                &config,
+                client_only.as_ref().unwrap_or(update),
+                self.files.mode,
+            )?;
         }
         Ok(())
+    }
+}
+
+/// An env-file error of one value that an export can shed (the store holds
+/// the value it should have).
+fn unusable_value(e: &EnvFileError) -> bool {
+    matches!(
+        e,
+        EnvFileError::BadValue { .. } | EnvFileError::Ambiguous { .. }
+    )
+}
+
+/// The export as read for a rewrite, and whether it had to be mended: an
+/// owned key whose value does not read as a token or time is left out (in
+/// memory), so the store's value replaces it and every other line stays.
+fn read_export(path: &std::path::Path) -> Result<(files::EnvState, bool), StoreError> {
+    match files::read_env(path) {
+        Err(StoreError::EnvFile(e)) if unusable_value(&e) => {
+            let Some(doc) = env_file::read(path)? else {
+                return Err(e.into());
+            };
+            let bad: Vec<&str> = [KEY_ACCESS_TOKEN, KEY_REFRESH_TOKEN]
+                .into_iter()
+                .filter(|k| doc.token(k).is_err())
+                .collect();
+            let bytes = doc.try_render_without(&bad)?;
+            let doc = EnvDocument::parse(bytes, path)?;
+            Ok((
+                files::EnvState {
+                    path: path.to_path_buf(),
+                    doc: Some(doc),
+                    tokens: StoredTokens::default(),
+                },
+                true,
+            ))
+        }
+        other => other.map(|s| (s, false)),
     }
 }
 
