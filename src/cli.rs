@@ -343,6 +343,9 @@ pub struct WatchArgs {
     /// With --datasources: renew a data-source token that expires within this window
     #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = parse_duration, requires = "datasources")]
     pub ds_min_valid: Duration,
+    /// When a person must re-authorize, tell them in this Webex room (a room id) or 1:1 (an email); the bot token is `notify.webexBotToken` (or its …File, …Command, systemd credential `webex-bot-token`), never a flag
+    #[arg(long, value_name = "ROOM_ID|EMAIL", value_parser = parse_recipient)]
+    pub notify_webex: Option<crate::webex::Recipient>,
 }
 
 #[derive(Debug, Args)]
@@ -560,6 +563,10 @@ fn parse_nonzero_duration(v: &str) -> Result<Duration, String> {
 }
 
 /// A duration that is not zero (an interval of 0 would spin).
+fn parse_recipient(v: &str) -> Result<crate::webex::Recipient, String> {
+    crate::webex::Recipient::parse(v)
+}
+
 fn parse_positive_duration(v: &str) -> Result<Duration, String> {
     match parse_duration(v)? {
         d if d.is_zero() => Err(format!("`{v}` must be more than zero")),

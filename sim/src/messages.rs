@@ -23,6 +23,9 @@ use crate::{Inner, State, TokenKind, util};
 /// The scope a token needs to post or edit a message.
 pub const MESSAGES_WRITE_SCOPE: &str = "spark:messages_write";
 
+/// The scope a token needs to read a message.
+const MESSAGES_READ_SCOPE: &str = "spark:messages_read";
+
 /// Scopes of a bot token the simulator issues (a bot has these on Webex).
 pub(crate) const BOT_SCOPES: &[&str] = &[
     "spark:messages_write",
@@ -301,6 +304,28 @@ pub(crate) fn create(inner: &Inner, req: &Incoming) -> Resp {
     let v = msg.api_json();
     st.messages.list.push(msg);
     Resp::json(200, &v)
+}
+
+/// `GET /v1/messages/{id}`: a message's details (any live token with
+/// `spark:messages_read`; a bot has it).
+pub(crate) fn get(inner: &Inner, req: &Incoming, id: &str) -> Resp {
+    let st = inner.lock();
+    let Some(tok) = bearer_of(req.header("authorization")) else {
+        return webex_error(401, MSG_401);
+    };
+    let Some(rec) = st.live(tok) else {
+        return webex_error(401, MSG_401);
+    };
+    if !rec.scopes.iter().any(|s| s == MESSAGES_READ_SCOPE) {
+        return webex_error(
+            403,
+            "The server understood the request, but refused to fulfill it because the access token is missing required scopes: spark:messages_read.",
+        );
+    }
+    match st.messages.list.iter().find(|m| m.id == id) {
+        Some(m) => Resp::json(200, &m.api_json()),
+        None => webex_error(404, "Could not find a message with provided ID."),
+    }
 }
 
 /// `PUT /v1/messages/{id}`: a new text/markdown for a message, in its own room.

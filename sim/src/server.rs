@@ -289,6 +289,7 @@ fn handle(inner: &Inner, req: &Incoming) -> Resp {
             _ => wrong_method(),
         },
         ["messages", id] => match m {
+            "GET" => messages::get(inner, req, id),
             "PUT" => messages::edit(inner, req, id),
             _ => wrong_method(),
         },

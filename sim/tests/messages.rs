@@ -85,6 +85,11 @@ fn a_bot_posts_to_a_room_and_edits_in_place() {
         history,
         ["**first**", "version 2", "version 3", "version 4"]
     );
+    // GET shows the current version.
+    let g = get(&format!("{}/{id}", messages_url(&s)), Some(&bot));
+    assert_eq!(g.status, 200, "{}", g.body);
+    assert_eq!(g.json()["markdown"], "version 4");
+    assert_eq!(g.json()["roomId"], json!(room));
     // The control API shows the same.
     let c = get(&format!("{}/_sim/messages", s.root_url()), None).json();
     assert_eq!(c["items"][0]["edits"], 3);
@@ -252,6 +257,8 @@ fn edits_are_refused_as_webex_refuses_them() {
         "message",
     );
     assert!(!s.delete_message(&id));
+    let g = get(&format!("{}/{id}", messages_url(&s)), Some(&bot));
+    assert_webex_error(&g, 404, "message");
 }
 
 #[test]

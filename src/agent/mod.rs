@@ -18,6 +18,7 @@ pub mod datasources;
 pub mod health;
 pub mod hooks;
 pub mod monitor;
+pub mod notify;
 mod watcher;
 
 #[cfg(test)]
@@ -63,6 +64,9 @@ pub struct Options {
     pub ds_min_valid: Duration,
     /// The lifetime asked for a renewed data-source token, in minutes.
     pub ds_lifetime_minutes: u32,
+    /// `--notify-webex`: where the re-authorization notice goes (the bot
+    /// token is the config's `notify.webexBotToken`; see [`notify`]).
+    pub notify_webex: Option<crate::webex::Recipient>,
 }
 
 /// Where the agent's events go (`commands/watch.rs` implements it on the
@@ -161,6 +165,21 @@ pub async fn run(
     listener: Option<tiny_http::Server>,
     report: &dyn Report,
 ) -> Result<u8, Error> {
+    // Before any request: a notice that could never be sent is a set-up
+    // error now (exit 3), not a silent gap when a person is needed.
+    let _notifier = match &options.notify_webex {
+        None => None,
+        Some(to) => {
+            let config = settings.load_config()?;
+            let n =
+                notify::Notifier::from_config(settings.http(Some(&config)), &config, to.clone())?;
+            tracing::info!(
+                "when a person must re-authorize, the bot of `notify.webexBotToken` tells {to} on Webex"
+            );
+            // The re-authorization flow (reauth.rs) takes it from here.
+            Some(Arc::new(n))
+        }
+    };
     let monitor = Arc::new(Monitor::new(options.min_valid));
     if let Some(server) = listener {
         let m = monitor.clone();
