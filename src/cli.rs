@@ -343,7 +343,9 @@ pub struct WatchArgs {
     /// With --datasources: renew a data-source token that expires within this window
     #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = parse_duration, requires = "datasources")]
     pub ds_min_valid: Duration,
-    /// When a person must re-authorize, tell them in this Webex room (a room id) or 1:1 (an email); the bot token is `notify.webexBotToken` (or its …File, …Command, systemd credential `webex-bot-token`), never a flag
+    /// Webex room id or email told when someone must re-authorize
+    // (The bot token is `notify.webexBotToken` or its …File, …Command or
+    // systemd credential `webex-bot-token`; never a flag value.)
     #[arg(long, value_name = "ROOM_ID|EMAIL", value_parser = parse_recipient)]
     pub notify_webex: Option<crate::webex::Recipient>,
 }
