@@ -201,8 +201,8 @@ impl Notifier {
              {}\n\n\
              Why: {}\n\n\
              What to do: run `webex-token setup-oauth --device` with this config, \
-             or send the agent SIGHUP (or change its config) to ask again with a new code. \
-             Until then its health check answers 503.",
+             or send the agent SIGHUP (`systemctl reload webex-token-watch`) or change its config \
+             to ask again with a new code. Until then its health check answers 503.",
             self.subject.line(),
             plain(reason),
         );
@@ -304,12 +304,14 @@ fn utc(t: Timestamp) -> String {
 }
 
 /// Text from elsewhere (a reason, a name), as one plain line: no control
-/// characters, no markdown that could restyle or hide the message.
+/// characters, no markdown that could restyle the message or hide a link
+/// in it (emphasis, code, links, HTML). Underscores stay: inside a word
+/// (`access_denied`, an email) they are no emphasis.
 fn plain(s: &str) -> String {
     let one = printable(s);
     let cleaned: String = one
         .chars()
-        .filter(|c| !matches!(c, '*' | '_' | '`' | '[' | ']' | '<' | '>' | '#' | '|'))
+        .filter(|c| !matches!(c, '*' | '`' | '[' | ']' | '<' | '>'))
         .collect();
     let cleaned = cleaned.trim();
     if cleaned.chars().count() > 300 {

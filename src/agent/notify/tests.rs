@@ -324,8 +324,8 @@ async fn failures_are_logged_redacted_and_never_fatal() {
 #[test]
 fn text_from_outside_cannot_restyle_the_message() {
     assert_eq!(
-        plain("**bold** [x](http://evil) `c`\nnext"),
-        "bold x(http://evil) c next"
+        plain("**bold** [x](http://evil) `c` <b>\nnext access_denied"),
+        "bold x(http://evil) c b next access_denied"
     );
     assert_eq!(user_code_text("AB*CD-12`"), "ABCD-12");
     assert_eq!(link("https://x.example/v?c=1"), "<https://x.example/v?c=1>");
