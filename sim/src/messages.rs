@@ -126,7 +126,7 @@ impl Messages {
     }
 }
 
-fn bot_person_id() -> String {
+pub(crate) fn bot_person_id() -> String {
     util::webex_id("PEOPLE", BOT_UUID)
 }
 

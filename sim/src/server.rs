@@ -649,6 +649,12 @@ fn people_me(inner: &Inner, req: &Incoming) -> Resp {
             "webex-sim-service-app@example.com",
             "bot",
         ),
+        TokenKind::Bot => (
+            messages::bot_person_id(),
+            "webex-token-sim",
+            messages::BOT_EMAIL,
+            "bot",
+        ),
         _ => (
             util::webex_id("PEOPLE", "0c3b1f5e-2a8d-4e6b-9f71-3d5a8c2e4b19"),
             "Sim User",

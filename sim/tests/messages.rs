@@ -90,6 +90,13 @@ fn a_bot_posts_to_a_room_and_edits_in_place() {
     assert_eq!(g.status, 200, "{}", g.body);
     assert_eq!(g.json()["markdown"], "version 4");
     assert_eq!(g.json()["roomId"], json!(room));
+    // The bot is who /people/me says; it cannot touch data sources.
+    let me = get(&format!("{}/people/me", s.base_url()), Some(&bot)).json();
+    assert_eq!(me["type"], "bot");
+    assert_eq!(me["emails"][0], "webex-token-sim@webex.bot");
+    assert_eq!(me["id"], m["personId"]);
+    let ds = get(&format!("{}/dataSources", s.base_url()), Some(&bot));
+    assert_eq!(ds.status, 403, "{}", ds.body);
     // The control API shows the same.
     let c = get(&format!("{}/_sim/messages", s.root_url()), None).json();
     assert_eq!(c["items"][0]["edits"], 3);
