@@ -564,11 +564,11 @@ fn parse_nonzero_duration(v: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// A duration that is not zero (an interval of 0 would spin).
 fn parse_recipient(v: &str) -> Result<crate::webex::Recipient, String> {
     crate::webex::Recipient::parse(v)
 }
 
+/// A duration that is not zero (an interval of 0 would spin).
 fn parse_positive_duration(v: &str) -> Result<Duration, String> {
     match parse_duration(v)? {
         d if d.is_zero() => Err(format!("`{v}` must be more than zero")),

@@ -165,21 +165,9 @@ pub async fn run(
     listener: Option<tiny_http::Server>,
     report: &dyn Report,
 ) -> Result<u8, Error> {
-    // Before any request: a notice that could never be sent is a set-up
-    // error now (exit 3), not a silent gap when a person is needed.
-    let _notifier = match &options.notify_webex {
-        None => None,
-        Some(to) => {
-            let config = settings.load_config()?;
-            let n =
-                notify::Notifier::from_config(settings.http(Some(&config)), &config, to.clone())?;
-            tracing::info!(
-                "when a person must re-authorize, the bot of `notify.webexBotToken` tells {to} on Webex"
-            );
-            // The re-authorization flow (reauth.rs) takes it from here.
-            Some(Arc::new(n))
-        }
-    };
+    if let Some(to) = &options.notify_webex {
+        notify::preflight(settings, to)?;
+    }
     let monitor = Arc::new(Monitor::new(options.min_valid));
     if let Some(server) = listener {
         let m = monitor.clone();

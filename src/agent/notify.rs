@@ -29,9 +29,30 @@
 use crate::clock;
 use crate::config::{Config, ConfigError};
 use crate::secret::{SecretString, printable};
+use crate::settings::Settings;
 use crate::webex::{ApiError, HttpApi, HttpSettings, MessagesApi, Posted, Recipient};
 use jiff::Timestamp;
 use std::sync::Mutex;
+
+/// `watch --notify-webex` at start, before any request: a config without
+/// a bot token is a set-up error now (exit 3), not a silent gap when a
+/// person is needed. A config that cannot be read at all is left to the
+/// agent's loop, which reports it (and keeps running) as without the flag;
+/// the flow builds its [`Notifier`] from the config of the moment
+/// ([`Notifier::from_config`]), so a bot token fixed or rotated later is
+/// the one used.
+pub fn preflight(settings: &Settings, to: &Recipient) -> Result<(), ConfigError> {
+    match settings.load_config() {
+        Ok(config) => {
+            config.require_notify_bot_token()?;
+            tracing::info!(
+                "when a person must re-authorize, the bot of `notify.webexBotToken` tells {to} on Webex"
+            );
+            Ok(())
+        }
+        Err(_) => Ok(()),
+    }
+}
 
 /// What the message is about: the service app, its org(s), the host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -332,3 +332,38 @@ fn text_from_outside_cannot_restyle_the_message() {
     assert_eq!(link("javascript:alert(1)"), "javascript:alert(1)");
     assert_eq!(link("https://x.example/a b"), "https://x.example/a b");
 }
+
+#[tokio::test]
+async fn built_from_the_config_it_names_the_app_the_orgs_and_the_host() {
+    let sim = Sim::start(SimOptions::default()).unwrap();
+    let bot = sim.issue_bot_token();
+    let path = std::path::Path::new("/abs/token-config.json");
+    let with = |notify: &str| {
+        Config::parse(
+            format!(
+                r#"{{"serviceApp": {{"appId": "app-id-1", "clientId": "c", "targetOrgId": "org-id-1",
+                     "orgs": [{{"name": "acme", "targetOrgId": "Y2lzY29zcGFyazovL3VzL09SR0FOSVpBVElPTi8x"}},
+                              {{"name": "globex", "targetOrgId": "Y2lzY29zcGFyazovL3VzL09SR0FOSVpBVElPTi8y"}}]}},
+                     "notify": {notify}}}"#
+            )
+            .as_bytes(),
+            path,
+        )
+        .unwrap()
+    };
+    let to = Recipient::Room(sim.new_room_id());
+    let none = Notifier::from_config(http(&sim), &with("{}"), to.clone());
+    assert!(matches!(none, Err(ConfigError::NotifyBotToken { .. })));
+
+    let config = with(&format!(r#"{{"webexBotToken": "{bot}"}}"#));
+    let n = Notifier::from_config(http(&sim), &config, to).unwrap();
+    assert!(!format!("{n:?}").contains(&bot), "Debug shows no token");
+    n.code("https://example.com/v", "BCDF-GHJK", at(300)).await;
+    let md = sim.messages()[0]["markdown"].as_str().unwrap().to_string();
+    assert!(md.contains("Service app `app-id-1`"), "{md}");
+    assert!(md.contains("orgs `acme`, `globex`"), "{md}");
+    let host = crate::audit::hostname();
+    if host != "unknown" {
+        assert!(md.contains(&format!("host `{host}`")), "{md}");
+    }
+}
