@@ -4,6 +4,10 @@
 //! other Webex call ([`ApiError`]); the bot token travels as the bearer, so
 //! an error body that quotes it is redacted like any other secret (and the
 //! config reader has put it on the redaction list already).
+//!
+//! A post is retried on a transient failure like every call; a post that
+//! Webex took but whose answer was lost may so show twice in the room.
+//! Harmless here: the notifier keeps editing the one it got an id for.
 
 use super::{ApiError, HttpApi, TransientReason, urlencode_path};
 use crate::secret::{ExposeSecret, SecretString};
