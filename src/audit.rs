@@ -190,7 +190,8 @@ fn write_line(path: &Path, line: &[u8]) -> std::io::Result<()> {
     f.write_all(line)
 }
 
-fn hostname() -> String {
+/// This machine's name (`unknown` when none can be read).
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())

@@ -343,6 +343,11 @@ pub struct WatchArgs {
     /// With --datasources: renew a data-source token that expires within this window
     #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = parse_duration, requires = "datasources")]
     pub ds_min_valid: Duration,
+    /// Webex room id or email told when someone must re-authorize
+    // (The bot token is `notify.webexBotToken` or its …File, …Command or
+    // systemd credential `webex-bot-token`; never a flag value.)
+    #[arg(long, value_name = "ROOM_ID|EMAIL", value_parser = parse_recipient)]
+    pub notify_webex: Option<crate::webex::Recipient>,
 }
 
 #[derive(Debug, Args)]
@@ -557,6 +562,10 @@ fn parse_nonzero_duration(v: &str) -> Result<Duration, String> {
         return Err("a timeout of zero would fail at once; use e.g. 30s".into());
     }
     Ok(d)
+}
+
+fn parse_recipient(v: &str) -> Result<crate::webex::Recipient, String> {
+    crate::webex::Recipient::parse(v)
 }
 
 /// A duration that is not zero (an interval of 0 would spin).

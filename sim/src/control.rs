@@ -10,7 +10,7 @@ use crate::datasources::ds_json;
 use crate::wire::{Incoming, Resp, service_scopes};
 use crate::{
     APPLICATIONS_TOKEN_SCOPE, Fault, FaultKind, Inner, NewDataSource, RecordedRequest, State,
-    TokenKind, device, util,
+    TokenKind, device, messages, util,
 };
 
 const ENDPOINTS: &[&str] = &[
@@ -38,6 +38,9 @@ const ENDPOINTS: &[&str] = &[
     "POST /_sim/device/approve",
     "POST /_sim/device/deny",
     "GET /_sim/device/verify",
+    "GET /_sim/messages",
+    "POST /_sim/messages/delete",
+    "POST /_sim/rooms",
 ];
 
 fn bad(msg: &str) -> Resp {
@@ -230,6 +233,12 @@ pub(crate) fn control(inner: &Inner, req: &Incoming) -> Resp {
             }
             Resp::json(200, &settings_json(&st))
         }
+        ("GET", "/_sim/messages") => Resp::json(200, &st.messages.to_json()),
+        ("POST", "/_sim/messages/delete") => match body.get("id").and_then(Value::as_str) {
+            Some(id) => Resp::json(200, &json!({"deleted": st.messages.delete(id)})),
+            None => bad("expected {\"id\": \"<message id>\"}"),
+        },
+        ("POST", "/_sim/rooms") => Resp::json(200, &json!({"roomId": messages::new_room_id()})),
         ("GET", "/_sim/devices") => {
             let now = st.now();
             Resp::json(200, &st.devices.to_json(now))
@@ -276,9 +285,10 @@ fn expire(st: &mut State, body: &Value) -> Resp {
         Some("personal") => &[TokenKind::Personal],
         Some("integration_refresh") => &[TokenKind::IntegrationRefresh],
         Some("all_access") => &[TokenKind::ServiceAccess, TokenKind::Personal],
+        Some("bot") => &[TokenKind::Bot],
         _ => {
             return bad(
-                "expected {\"token\": ...} or {\"kind\": service_access|service_refresh|personal|integration_refresh|all_access}",
+                "expected {\"token\": ...} or {\"kind\": service_access|service_refresh|personal|integration_refresh|all_access|bot}",
             );
         }
     };
@@ -335,6 +345,26 @@ fn issue(inner: &Inner, st: &mut State, body: &Value) -> Resp {
             );
             json!({"token": t})
         }
+        Some("bot") => {
+            let scopes: Vec<String> = match body.get("scopes") {
+                None | Some(Value::Null) => {
+                    messages::BOT_SCOPES.iter().map(|s| s.to_string()).collect()
+                }
+                Some(Value::Array(a)) if a.iter().all(Value::is_string) => a
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect(),
+                Some(_) => return bad("\"scopes\" must be an array of strings"),
+            };
+            let t = st.issue(
+                TokenKind::Bot,
+                messages::BOT_CLIENT_ID,
+                &scopes,
+                ttl.unwrap_or(Duration::from_secs(3650 * 86_400)),
+            );
+            json!({"token": t, "personEmail": messages::BOT_EMAIL})
+        }
         Some("service") => {
             let org = match org_of(st, body) {
                 Ok(x) => x,
@@ -358,7 +388,7 @@ fn issue(inner: &Inner, st: &mut State, body: &Value) -> Resp {
         }
         _ => {
             return bad(
-                "expected {\"kind\": personal|personal_without_scope|integration_refresh|service, \"ttlSeconds\"?: N, \"orgId\"?: \"...\"}",
+                "expected {\"kind\": personal|personal_without_scope|integration_refresh|service|bot, \"ttlSeconds\"?: N, \"orgId\"?: \"...\", \"scopes\"?: [...] (bot)}",
             );
         }
     };

@@ -27,11 +27,13 @@ mod control;
 mod datasources;
 mod device;
 mod http;
+mod messages;
 mod orgs;
 mod server;
 mod util;
 mod wire;
 
+pub use messages::MESSAGES_WRITE_SCOPE;
 pub use orgs::random_org_id;
 
 const DAY: u64 = 86_400;
@@ -350,6 +352,8 @@ pub enum TokenKind {
     Personal,
     /// Integration refresh token.
     IntegrationRefresh,
+    /// A bot's access token (posts and edits messages; see [`Sim::issue_bot_token`]).
+    Bot,
 }
 
 /// What the simulator knows about a token.
@@ -416,6 +420,7 @@ pub(crate) struct State {
     /// Authorized orgs, each with its data sources. Never empty.
     pub orgs: orgs::Orgs,
     pub devices: device::Devices,
+    pub messages: messages::Messages,
     pub nonces: HashSet<String>,
     pub clock_offset: Duration,
     pub requests: Vec<RecordedRequest>,
@@ -635,6 +640,7 @@ impl Sim {
             codes: HashMap::new(),
             orgs: org_table,
             devices: device::Devices::default(),
+            messages: messages::Messages::default(),
             nonces: HashSet::new(),
             clock_offset: Duration::ZERO,
             requests: Vec::new(),
@@ -777,6 +783,51 @@ impl Sim {
             refresh_ttl,
         );
         (a, r)
+    }
+
+    /// A bot's access token, as a bot's page on developer.webex.com shows
+    /// it: scope `spark:messages_write` (and the other bot scopes), valid
+    /// for ten years. Every bot token is the same bot (`webex-token-sim@webex.bot`).
+    pub fn issue_bot_token(&self) -> String {
+        let scopes: Vec<&str> = messages::BOT_SCOPES.to_vec();
+        self.issue_bot_token_with_scopes(&scopes)
+    }
+
+    /// A bot token with exactly these scopes (without
+    /// `spark:messages_write`, posting answers 403).
+    pub fn issue_bot_token_with_scopes(&self, scopes: &[&str]) -> String {
+        let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+        self.inner.lock().issue(
+            TokenKind::Bot,
+            messages::BOT_CLIENT_ID,
+            &scopes,
+            Duration::from_secs(3650 * DAY),
+        )
+    }
+
+    /// A fresh room id shaped like Webex's (the bot is taken to be a member
+    /// of every well-formed room).
+    pub fn new_room_id(&self) -> String {
+        messages::new_room_id()
+    }
+
+    /// Every message posted, oldest first, as the API shows it plus
+    /// `edits` (how many times it was edited) and `history` (every
+    /// version's `text`, `markdown` and `at`, the posted one first).
+    pub fn messages(&self) -> Vec<Value> {
+        match self.inner.lock().messages.to_json() {
+            Value::Object(mut o) => match o.remove("items") {
+                Some(Value::Array(items)) => items,
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    /// Deletes a message as a person in the room would; true if it existed.
+    /// Editing it afterwards answers 404.
+    pub fn delete_message(&self, id: &str) -> bool {
+        self.inner.lock().messages.delete(id)
     }
 
     /// Makes a token (of any kind) expired now. Unknown tokens are ignored.

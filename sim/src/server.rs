@@ -9,7 +9,7 @@ use crate::wire::{
     service_scopes, token_json, tracking_id, webex_error,
 };
 use crate::{APPLICATIONS_TOKEN_SCOPE, CodeRec, FaultKind, Inner, RecordedRequest, TokenKind};
-use crate::{control, datasources, device, util};
+use crate::{control, datasources, device, messages, util};
 
 const CODE_TTL: Duration = Duration::from_secs(300);
 
@@ -282,6 +282,15 @@ fn handle(inner: &Inner, req: &Incoming) -> Resp {
         },
         ["authorizations", "tokenExpiry"] => match m {
             "GET" => token_expiry(inner, req),
+            _ => wrong_method(),
+        },
+        ["messages"] => match m {
+            "POST" => messages::create(inner, req),
+            _ => wrong_method(),
+        },
+        ["messages", id] => match m {
+            "GET" => messages::get(inner, req, id),
+            "PUT" => messages::edit(inner, req, id),
             _ => wrong_method(),
         },
         ["people", "me"] => match m {
@@ -638,6 +647,12 @@ fn people_me(inner: &Inner, req: &Incoming) -> Resp {
             inner.machine_account_id(),
             "webex-sim service app",
             "webex-sim-service-app@example.com",
+            "bot",
+        ),
+        TokenKind::Bot => (
+            messages::bot_person_id(),
+            "webex-token-sim",
+            messages::BOT_EMAIL,
             "bot",
         ),
         _ => (

@@ -166,7 +166,7 @@ pub(crate) fn service_scopes() -> Vec<String> {
 pub(crate) const MSG_401: &str =
     "The request requires a valid access token set in the Authorization request header.";
 
-/// A live access token (service or personal) from the bearer header, or a 401.
+/// A live access token (service, personal or bot) from the bearer header, or a 401.
 pub(crate) fn access_auth(
     st: &State,
     req: &Incoming,
@@ -175,7 +175,12 @@ pub(crate) fn access_auth(
         return Err(webex_error(401, MSG_401));
     };
     match st.live(tok) {
-        Some(r) if matches!(r.kind, TokenKind::ServiceAccess | TokenKind::Personal) => {
+        Some(r)
+            if matches!(
+                r.kind,
+                TokenKind::ServiceAccess | TokenKind::Personal | TokenKind::Bot
+            ) =>
+        {
             Ok((tok.to_string(), r.kind, r.scopes.clone()))
         }
         _ => Err(webex_error(401, MSG_401)),

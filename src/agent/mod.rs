@@ -19,6 +19,7 @@ pub mod datasources;
 pub mod health;
 pub mod hooks;
 pub mod monitor;
+pub mod notify;
 mod watcher;
 
 #[cfg(test)]
@@ -69,6 +70,9 @@ pub struct Options {
     pub ds_min_valid: Duration,
     /// The lifetime asked for a renewed data-source token, in minutes.
     pub ds_lifetime_minutes: u32,
+    /// `--notify-webex`: where the re-authorization notice goes (the bot
+    /// token is the config's `notify.webexBotToken`; see [`notify`]).
+    pub notify_webex: Option<crate::webex::Recipient>,
 }
 
 /// Where the agent's events go (`commands/watch.rs` implements it on the
@@ -190,6 +194,9 @@ pub async fn run(
     listener: Option<tiny_http::Server>,
     report: &dyn Report,
 ) -> Result<u8, Error> {
+    if let Some(to) = &options.notify_webex {
+        notify::preflight(settings, to)?;
+    }
     let monitor = Arc::new(Monitor::new(options.min_valid));
     if let Some(server) = listener {
         let m = monitor.clone();

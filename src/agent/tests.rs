@@ -38,6 +38,7 @@ fn options() -> Options {
         datasources: false,
         ds_min_valid: s(2 * H),
         ds_lifetime_minutes: 1440,
+        notify_webex: None,
     }
 }
 

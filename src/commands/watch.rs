@@ -49,6 +49,7 @@ pub async fn run(settings: &Settings, printer: &Printer, a: &WatchArgs) -> Resul
         datasources: a.datasources,
         ds_min_valid: a.ds_min_valid,
         ds_lifetime_minutes: MAX_TOKEN_LIFETIME_MINUTES,
+        notify_webex: a.notify_webex.clone(),
     };
     agent::run(settings, &options, listener, printer).await
 }

@@ -28,8 +28,8 @@
 use crate::clock;
 use crate::fs_atomic;
 use crate::names::{
-    CRED_INTEGRATION_CLIENT_SECRET, CRED_SERVICE_APP_CLIENT_SECRET, ENV_INTEGRATION_CLIENT_SECRET,
-    ENV_SERVICE_APP_CLIENT_SECRET,
+    CRED_INTEGRATION_CLIENT_SECRET, CRED_SERVICE_APP_CLIENT_SECRET, CRED_WEBEX_BOT_TOKEN,
+    ENV_INTEGRATION_CLIENT_SECRET, ENV_SERVICE_APP_CLIENT_SECRET,
 };
 use crate::secret::{ExposeSecret, SecretString, secret};
 use crate::secret_source::{Origin, SourceError, Sources};
@@ -364,6 +364,9 @@ pub struct Config {
     /// Where each static secret came from (dotted key, source), for
     /// `status`; never the value.
     pub secret_origins: Vec<(String, Origin)>,
+    /// `notify.webexBotToken` (from its first present source): the bot
+    /// token `watch --notify-webex` posts with.
+    pub notify_bot_token: Field<SecretString>,
     /// The state file renewed token-manager state is kept in instead of
     /// this file (`--state`), when one is set; its values, once written,
     /// stand in for the file's own.
@@ -382,6 +385,7 @@ impl fmt::Debug for Config {
             .field("integrations", &self.integrations)
             .field("notes", &self.notes)
             .field("secret_origins", &self.secret_origins)
+            .field("notify_bot_token", &self.notify_bot_token)
             .field("state_path", &self.state_path)
             .finish_non_exhaustive()
     }
@@ -467,6 +471,8 @@ pub enum ConfigError {
     ReadOnly { path: PathBuf, why: String },
     #[error("state file {}: {why}", path.display())]
     StateFile { path: PathBuf, why: String },
+    #[error("config file {}: --notify-webex needs the bot token `notify.webexBotToken`, which {absence}, and none of its other sources is present (`notify.webexBotTokenFile`, `notify.webexBotTokenCommand`, the systemd credential `webex-bot-token`)", path.display())]
+    NotifyBotToken { path: PathBuf, absence: Absence },
 }
 
 impl ConfigError {
@@ -500,6 +506,7 @@ impl ConfigError {
             ConfigError::SecretSource { .. } => "fix that source, or remove it to fall back to the next one (command, file, systemd credential, environment, inline value: the first present is used); see docs/secrets.md. Nothing was sent to Webex".into(),
             ConfigError::BadSecretSource { .. } => "a `…Command` is a JSON array: the program and its arguments, run without a shell (e.g. [\"pass\", \"show\", \"webex/client-secret\"]); a `…File` is a path (relative paths are against the config file's directory); see docs/secrets.md".into(),
             ConfigError::ReadOnly { .. } => "add --state PATH (or set WEBEX_TOKEN_STATE; under systemd, StateDirectory= sets $STATE_DIRECTORY and the state goes to $STATE_DIRECTORY/state.json) to keep renewed tokens in a writable file of their own; the config is then only read".into(),
+            ConfigError::NotifyBotToken { .. } => "make a bot on developer.webex.com (My Webex Apps → Create a Bot), add it to the room, and give its token as `notify.webexBotTokenFile` (a file only this user reads), `notify.webexBotTokenCommand` (an argv array), the systemd credential `webex-bot-token` (LoadCredential=webex-bot-token:/path), or inline `notify.webexBotToken`; never on the command line. See docs/reauthorize-webex.md. Nothing was sent to Webex".into(),
             ConfigError::StateFile { .. } => "the state file is webex-token's own (0600, replaced by rename, so its directory must be writable): point --state / WEBEX_TOKEN_STATE at a file in a directory this user can write; a damaged one can be removed (the config's tokens are then used again and a new one is written)".into(),
         }
     }
@@ -779,6 +786,23 @@ impl Config {
                 refresh_expires_at,
             });
         }
+        // `notify.webexBotToken`: the bot that tells a person to
+        // re-authorize (`watch --notify-webex`). A static secret with the
+        // others' sources, except an environment variable (the contract
+        // names none for it).
+        let notify = section(&doc, "notify", "`notify`", path)?;
+        let notify_bot_token = if sources {
+            sourced_secret(
+                notify.as_ref(),
+                "notify.",
+                "webexBotToken",
+                (CRED_WEBEX_BOT_TOKEN, None),
+                path,
+                &mut origins,
+            )?
+        } else {
+            secret_field(notify.as_ref(), "notify.", "webexBotToken", path)?
+        };
         let integration = choose_integration(&integrations);
         if let Some(chosen) = &integration {
             notes.extend(layout_note(chosen, &integrations));
@@ -819,8 +843,21 @@ impl Config {
             integrations,
             notes,
             secret_origins: origins,
+            notify_bot_token,
             state_path: None,
         })
+    }
+
+    /// The bot token for `--notify-webex`, or the exit-3 error naming the
+    /// key and where else it may come from.
+    pub fn require_notify_bot_token(&self) -> Result<&SecretString, ConfigError> {
+        self.notify_bot_token
+            .value
+            .as_ref()
+            .map_err(|absence| ConfigError::NotifyBotToken {
+                path: self.path.clone(),
+                absence: *absence,
+            })
     }
 
     /// The integration when all its fields are present.

@@ -1148,4 +1148,70 @@ mod sources_and_state {
         assert_eq!(i.refresh_expires_at, clock::parse("2031-01-01T00:00:00Z"));
         assert_eq!(seen.personal_expires_at, None);
     }
+
+    #[test]
+    fn the_bot_token_has_the_static_secret_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bot"), "bot-token-from-a-file\n").unwrap();
+        let path = dir.path().join("token-config.json");
+        let parse = |notify: &str| {
+            Config::parse(
+                format!(r#"{{"serviceApp": {{"clientId": "c"}}, "notify": {notify}}}"#).as_bytes(),
+                &path,
+            )
+        };
+        let c =
+            parse(r#"{"webexBotToken": "bot-inline-loses", "webexBotTokenFile": "bot"}"#).unwrap();
+        assert_eq!(exposed(&c.notify_bot_token), "bot-token-from-a-file");
+        assert_eq!(
+            c.require_notify_bot_token().unwrap().expose_secret(),
+            "bot-token-from-a-file"
+        );
+        assert_eq!(
+            c.secret_origins,
+            [(
+                "notify.webexBotToken".to_string(),
+                Origin::File(dir.path().join("bot"))
+            )]
+        );
+        assert!(!format!("{c:?}").contains("bot-token-from"));
+        // On the redaction list as it is read.
+        assert!(crate::secret::known().contains(&"bot-token-from-a-file".to_string()));
+
+        let c = parse(r#"{"webexBotTokenCommand": ["echo", "bot-token-from-a-command"]}"#).unwrap();
+        assert_eq!(exposed(&c.notify_bot_token), "bot-token-from-a-command");
+        assert_eq!(c.secret_origins[0].1, Origin::Command);
+
+        // Absent, empty, a placeholder: the exit-3 error names the key.
+        for notify in [
+            "{}",
+            r#"{"webexBotToken": " "}"#,
+            r#"{"webexBotToken": "your_bot_token"}"#,
+        ] {
+            let c = parse(notify).unwrap();
+            assert!(c.secret_origins.is_empty(), "{notify}");
+            let e = c.require_notify_bot_token().unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains("`notify.webexBotToken`"), "{text}");
+            assert!(text.contains("`webex-bot-token`"), "{text}");
+            assert!(e.hint().contains("docs/reauthorize-webex.md"));
+        }
+        let c = Config::parse(br#"{"serviceApp": {}}"#, &path).unwrap();
+        assert!(matches!(
+            c.require_notify_bot_token(),
+            Err(ConfigError::NotifyBotToken {
+                absence: Absence::Missing,
+                ..
+            })
+        ));
+        // `notify` must be an object; a failing source is an error.
+        assert!(matches!(
+            parse(r#""a-token""#),
+            Err(ConfigError::NotObject { .. })
+        ));
+        assert!(matches!(
+            parse(r#"{"webexBotTokenFile": "missing"}"#),
+            Err(ConfigError::SecretSource { .. })
+        ));
+    }
 }

@@ -25,6 +25,7 @@
 mod datasources;
 mod error;
 mod http;
+mod messages;
 mod oauth;
 
 pub use datasources::{DataSourcesApi, MAX_PAGES, NextPage, Page};
@@ -33,6 +34,7 @@ pub use error::TransientReason;
 #[cfg(test)]
 pub use error::{ErrorBody, classify};
 pub use http::{ClientPool, HttpApi, HttpSettings, RetryPolicy};
+pub use messages::{MessagesApi, Posted, Recipient};
 pub use oauth::{CodeExchange, DeviceAuthorization, DevicePoll, OAuthApi};
 
 use crate::secret::{ExposeSecret, SecretString};

@@ -18,6 +18,7 @@ mod hints;
 mod init;
 mod inprocess;
 mod json_schema;
+mod notify;
 mod orgs;
 mod python_sample;
 mod secrets;
