@@ -343,6 +343,9 @@ pub struct WatchArgs {
     /// With --datasources: renew a data-source token that expires within this window
     #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = parse_duration, requires = "datasources")]
     pub ds_min_valid: Duration,
+    /// When every level is rejected: ask a person (device-grant codes) for this long; 0 never asks
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_reauth_window)]
+    pub reauth_window: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -555,6 +558,17 @@ fn parse_nonzero_duration(v: &str) -> Result<Duration, String> {
     let d = parse_duration(v)?;
     if d.is_zero() {
         return Err("a timeout of zero would fail at once; use e.g. 30s".into());
+    }
+    Ok(d)
+}
+
+/// `--reauth-window`: 0 (never start the device grant), or from 5 minutes
+/// (one code's life at Webex) to 30 days (a person who has not answered in
+/// a month is not reading these channels).
+fn parse_reauth_window(v: &str) -> Result<Duration, String> {
+    let d = parse_duration(v)?;
+    if !d.is_zero() && (d < Duration::from_secs(300) || d > Duration::from_secs(30 * 86_400)) {
+        return Err("0 (never ask a person) or from 5m to 30d (e.g. 24h)".into());
     }
     Ok(d)
 }

@@ -18,6 +18,7 @@ pub mod datasources;
 pub mod health;
 pub mod hooks;
 pub mod monitor;
+pub mod reauth;
 mod watcher;
 
 #[cfg(test)]
@@ -63,6 +64,12 @@ pub struct Options {
     pub ds_min_valid: Duration,
     /// The lifetime asked for a renewed data-source token, in minutes.
     pub ds_lifetime_minutes: u32,
+    /// How long to keep asking a person to re-authorize the integration
+    /// (device-grant codes, [`reauth`]); zero: never start the device grant.
+    pub reauth_window: Duration,
+    /// Besides events, hooks and health: who else is told (the Webex
+    /// message with `--notify-webex`).
+    pub tell: Option<reauth::Teller>,
 }
 
 /// Where the agent's events go (`commands/watch.rs` implements it on the
@@ -147,6 +154,9 @@ pub enum Event<'a> {
     },
     /// An `--on-refresh` hook ran.
     Hook(&'a HookRun),
+    /// A person is asked to re-authorize the integration, did, or is no
+    /// longer asked (for the config, not an org).
+    Reauth(&'a reauth::Notice<'a>),
     /// A stop signal arrived; the loop ends.
     Stopping { signal: &'a str },
 }
@@ -194,6 +204,9 @@ pub async fn run(
     });
     // A stop signal is logged (and told to systemd) once, not once per org.
     let stop_told = AtomicBool::new(false);
+    // One device-grant flow for the config, whichever org's loop asks.
+    let requests = reauth::Requests::default();
+    let asks = (!options.once && !options.reauth_window.is_zero()).then_some(&requests);
     let shared = watcher::Shared {
         settings,
         options,
@@ -201,6 +214,7 @@ pub async fn run(
         monitor: monitor.clone(),
         wake,
         stop_told: &stop_told,
+        reauth: asks,
     };
     let watchers = orgs.into_iter().map(|(org, store)| {
         // With several orgs every log line of an org's loop names it.
@@ -212,8 +226,27 @@ pub async fn run(
             .run()
             .instrument(span)
     });
-    let results = futures_util::future::join_all(watchers).await;
-    worst(results)
+    let all = futures_util::future::join_all(watchers);
+    let flows = async {
+        match asks {
+            Some(r) => {
+                let ctx = reauth::Ctx {
+                    settings,
+                    options,
+                    report,
+                    monitor: monitor.clone(),
+                };
+                reauth::coordinator(ctx, r).await
+            }
+            None => std::future::pending().await,
+        }
+    };
+    // The flows end with the loops (a stop signal ends both; a flow keeps
+    // its record so the next start resumes its window).
+    tokio::select! {
+        results = all => worst(results),
+        () = flows => unreachable!("the coordinator runs until dropped"),
+    }
 }
 
 /// The run's result: the worst of the orgs' (an error stands for its exit

@@ -49,6 +49,10 @@ pub struct Monitor {
     hooks: Family<Labels, Counter>,
     validations: Family<Labels, Counter>,
     last_success: Family<Labels, Gauge>,
+    /// The device-grant code a person should enter (`/healthz`'s `reauth`).
+    reauth: Mutex<Option<Value>>,
+    reauth_pending: Gauge,
+    reauth_codes: Counter,
 }
 
 #[derive(Default)]
@@ -100,7 +104,22 @@ impl Monitor {
             "When a tick last ended with a working token (Unix time)",
             last_success.clone(),
         );
+        let reauth_pending = Gauge::default();
+        let reauth_codes = Counter::default();
+        r.register(
+            "reauth_pending",
+            "1 while watch waits for a person to approve a device-grant code",
+            reauth_pending.clone(),
+        );
+        r.register(
+            "reauth_codes_requested",
+            "Device-grant codes asked for by watch to re-authorize the integration",
+            reauth_codes.clone(),
+        );
         Monitor {
+            reauth: Mutex::new(None),
+            reauth_pending,
+            reauth_codes,
             min_valid,
             state: Mutex::new(BTreeMap::new()),
             registry: r,
@@ -234,6 +253,23 @@ impl Monitor {
         });
     }
 
+    /// The code a person should enter now (`None`: none is out).
+    pub fn set_reauth(&self, code: Option<(&str, &str, Timestamp)>) {
+        let v = code.map(|(url, user_code, expires)| {
+            json!({
+                "verifyUrl": url,
+                "userCode": user_code,
+                "codeExpiresAt": clock::format_utc(expires),
+            })
+        });
+        self.reauth_pending.set(i64::from(v.is_some()));
+        *self.reauth.lock().unwrap_or_else(|p| p.into_inner()) = v;
+    }
+
+    pub fn reauth_code_requested(&self) {
+        self.reauth_codes.inc();
+    }
+
     pub fn hook(&self, org: &OrgId, outcome: &str) {
         self.hooks
             .get_or_create(&labels(org, &[("outcome", outcome)]))
@@ -308,6 +344,14 @@ impl Monitor {
         }
         if states.is_empty() {
             body.insert("status".into(), json!("unhealthy"));
+        }
+        if let Some(r) = self
+            .reauth
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            body.insert("reauth".into(), r);
         }
         (if all_ok { 200 } else { 503 }, Value::Object(body))
     }

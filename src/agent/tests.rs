@@ -38,6 +38,8 @@ fn options() -> Options {
         datasources: false,
         ds_min_valid: s(2 * H),
         ds_lifetime_minutes: 1440,
+        reauth_window: Duration::from_secs(86_400),
+        tell: None,
     }
 }
 

@@ -6,6 +6,7 @@
 use super::datasources::{self, DsRound};
 use super::hooks;
 use super::monitor::Monitor;
+use super::reauth;
 use super::{Checked, Event, Options, Report};
 use crate::chain::{Action, Check, Outcome, Policy};
 use crate::clock;
@@ -244,6 +245,8 @@ pub(super) struct Watcher<'a> {
     wake: tokio::sync::watch::Receiver<u64>,
     /// Set by the first org's loop to log a stop signal.
     stop_told: &'a AtomicBool,
+    /// Where a failure that needs a person asks for the device grant.
+    reauth: Option<&'a reauth::Requests>,
 }
 
 /// What one tick came to.
@@ -263,6 +266,8 @@ pub(super) struct Shared<'a> {
     pub wake: tokio::sync::watch::Receiver<u64>,
     /// Set by the first org's loop to log a stop signal.
     pub stop_told: &'a AtomicBool,
+    /// `None` with `--once` or `--reauth-window 0`.
+    pub reauth: Option<&'a reauth::Requests>,
 }
 
 impl<'a> Watcher<'a> {
@@ -274,6 +279,7 @@ impl<'a> Watcher<'a> {
             monitor,
             wake,
             stop_told,
+            reauth,
         } = shared;
         Watcher {
             settings,
@@ -291,6 +297,7 @@ impl<'a> Watcher<'a> {
             hangups_seen: signals::hangups(),
             wake,
             stop_told,
+            reauth,
         }
     }
 
@@ -350,6 +357,13 @@ impl<'a> Watcher<'a> {
             let next = match &snap {
                 Some(snap) => {
                     self.monitor.observe(&self.org, &snap.tokens, &snap.config);
+                    // Ahead of time: the integration's refresh token cannot
+                    // be rolled, so a person is asked before it lapses.
+                    if let Some(r) = self.reauth
+                        && reauth::integration_expiring(&snap.config, now, self.o.rt_min_valid)
+                    {
+                        r.ask(reauth::Reason::Expiring);
+                    }
                     let extend_at =
                         self.ds
                             .due_at(self.o.datasources, self.state.last_validated, now);
@@ -609,6 +623,12 @@ impl<'a> Watcher<'a> {
                     clock::human_span(wait.as_secs())
                 );
             }
+        }
+        if let Some(r) = self.reauth
+            && task.is_some_and(|t| t != Task::Roll)
+            && reauth::wanted_after(e)
+        {
+            r.ask(reauth::Reason::Rejected);
         }
         self.monitor
             .failed(&self.org, e, task.is_none_or(|t| t != Task::Roll));

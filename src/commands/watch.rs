@@ -49,6 +49,9 @@ pub async fn run(settings: &Settings, printer: &Printer, a: &WatchArgs) -> Resul
         datasources: a.datasources,
         ds_min_valid: a.ds_min_valid,
         ds_lifetime_minutes: MAX_TOKEN_LIFETIME_MINUTES,
+        reauth_window: a.reauth_window,
+        // The Webex message (`--notify-webex`) is wired in here.
+        tell: None,
     };
     agent::run(settings, &options, listener, printer).await
 }
@@ -136,6 +139,7 @@ impl Report for Printer {
                 }),
             ),
             Event::Stopping { signal } => ("stopping", shape::stopping(signal)),
+            Event::Reauth(n) => (n.name(), n.fields()),
         };
         self.watch_event(name, at, shape::tagged(fields, org.name()));
     }

@@ -18,6 +18,7 @@ mod inprocess;
 mod json_schema;
 mod orgs;
 mod python_sample;
+mod reauth;
 mod secrets;
 mod setup_oauth;
 mod sim_e2e;

@@ -1,0 +1,1127 @@
+//! Re-authorization without a shell on the box: when the refresh chain ends
+//! with every level rejected (or the integration's refresh token is about to
+//! lapse and cannot be rolled), `watch` starts the device grant itself and
+//! tells a person where to approve it.
+//!
+//! - **One flow per config.** Watchers ask ([`Requests::ask`]); one task per
+//!   process ([`coordinator`]) runs the flow, and only while it holds the
+//!   lock file `<config or state file>.reauth.lock`, so two watchers on one
+//!   config run one flow. In multi-org runs the personal token is shared:
+//!   the flow is for the config, not per org.
+//! - **The pending record** (`<config or state file>.reauth.json`, 0600)
+//!   holds what `status` and a restarted agent need: the verification link,
+//!   the user code, its expiry, the window and how many codes were asked
+//!   for, and the notifier's opaque `noticeId`. Never the device code: that
+//!   stays in memory, so a restarted agent asks for a new code (in the same
+//!   window).
+//! - **Pace** ([`next_code_at`], pure): a new code as soon as the last one
+//!   lapses during the first hour, then at most one every 30 minutes (plus
+//!   up to 5 minutes of jitter), until `--reauth-window` has passed; then it
+//!   stops asking until SIGHUP or a change of the files.
+//! - **Telling**: a `reauth_required` event (`--json`, the audit log, the
+//!   `--on-refresh` hooks, `/healthz`, the metrics, the log) and the
+//!   optional [`Tell`] (the Webex message, wired in by `commands/watch.rs`).
+//!   The device code and the tokens are never part of any of it.
+//! - **Approval**: the grant is saved exactly as `setup-oauth` saves it
+//!   ([`engine::authorization_update`], [`engine::save_authorization`]); the
+//!   watchers notice the changed config and run the chain again.
+
+use super::hooks;
+use super::monitor::Monitor;
+use super::{Event, Options, Report};
+use crate::clock;
+use crate::config::Config;
+use crate::engine;
+use crate::engine::signals;
+use crate::error::{Error, SetupError};
+use crate::fs_atomic::{self, WriteMode};
+use crate::names::SCOPE_APPLICATIONS_TOKEN;
+use crate::oauth::{Pacer, poll_device, printable};
+use crate::secret::fingerprint;
+use crate::settings::Settings;
+use crate::tokens::OrgId;
+use crate::webex::{ClientCredentials, OAuthApi};
+use futures_util::future::BoxFuture;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Every lapsed code is replaced at once for this long after the window
+/// opens (a person who was paged is likely to answer soon).
+pub const FIRST_HOUR: Duration = Duration::from_secs(3600);
+/// After the first hour: at least this long between two codes…
+pub const SLOW_GAP: Duration = Duration::from_secs(1800);
+/// …plus a random share of this (several configs paged at once do not ask
+/// in step).
+pub const SLOW_JITTER: Duration = Duration::from_secs(300);
+/// What a code lives when the answer names no `expires_in` (Webex: 300 s).
+const DEFAULT_CODE_LIFE: Duration = Duration::from_secs(300);
+/// The poll interval when the answer names none (RFC 8628 §3.2).
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+/// After a failed request for a code (network, 5xx, 429): the next try.
+const RETRY_CODE: Duration = Duration::from_secs(30);
+/// How often a wait looks at the stop flag and the files.
+const SLICE: Duration = Duration::from_millis(250);
+
+/// Why a flow starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reason {
+    /// The integration's refresh token lapses within `--rt-min-valid` and
+    /// webex-token cannot roll it (Webex does not extend it on use).
+    Expiring,
+    /// Every level of the chain was rejected, or the integration is
+    /// configured without a refresh token.
+    Rejected,
+}
+
+impl Reason {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Expiring => "integration_refresh_token_expiring",
+            Reason::Rejected => "chain_rejected",
+        }
+    }
+}
+
+// ---------------------------------------------------------------- pacing
+
+/// The span in which codes are asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub start: Timestamp,
+    pub end: Timestamp,
+}
+
+impl Window {
+    pub fn new(start: Timestamp, length: Duration) -> Window {
+        Window {
+            start,
+            end: super::watcher::after(start, length),
+        }
+    }
+}
+
+/// When to ask for the next code, the last one having been asked for at
+/// `asked` and lapsing at `lapses`; `None` once that would be past the
+/// window's end. During the first hour of the window: when the last code
+/// lapses. After it: when the last code lapses, but no sooner than
+/// [`SLOW_GAP`] plus `jitter01` (in [0, 1)) of [`SLOW_JITTER`] after it was
+/// asked for.
+pub fn next_code_at(
+    w: &Window,
+    asked: Timestamp,
+    lapses: Timestamp,
+    jitter01: f64,
+) -> Option<Timestamp> {
+    let first_hour_ends = super::watcher::after(w.start, FIRST_HOUR);
+    let at = if lapses < first_hour_ends {
+        lapses
+    } else {
+        let gap = SLOW_GAP + SLOW_JITTER.mul_f64(jitter01.clamp(0.0, 1.0));
+        lapses.max(super::watcher::after(asked, gap))
+    };
+    (at < w.end).then_some(at)
+}
+
+/// How many codes a window of `length` asks for when nobody answers and
+/// every code lives `code_life` (the jitter drawn as `jitter01` each time).
+#[cfg(test)]
+pub fn codes_in_window(length: Duration, code_life: Duration, jitter01: f64) -> u32 {
+    let start = Timestamp::UNIX_EPOCH;
+    let w = Window::new(start, length);
+    let mut asked = start;
+    let mut n = 0u32;
+    loop {
+        n += 1;
+        let lapses = super::watcher::after(asked, code_life);
+        match next_code_at(&w, asked, lapses, jitter01) {
+            Some(next) => asked = next,
+            None => return n,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the record
+
+/// What the agent saved about a flow (`status` reads it; a restarted agent
+/// resumes its window). Never the device code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pending {
+    /// `pending` (a code is out) or `stopped` (no more codes: denied or the
+    /// window is over).
+    pub state: String,
+    pub reason: String,
+    /// The `verification_uri_complete` when Webex gave one, else the
+    /// `verification_uri`.
+    pub verify_url: String,
+    pub user_code: String,
+    pub code_expires_at: String,
+    pub window_started_at: String,
+    pub window_ends_at: String,
+    pub codes_requested: u32,
+    pub last_requested_at: String,
+    /// Set by the notifier (the Webex message to edit), opaque here.
+    #[serde(default)]
+    pub notice_id: Option<String>,
+    /// Why it stopped, and who must act.
+    #[serde(default)]
+    pub stopped_reason: Option<String>,
+}
+
+impl Pending {
+    pub fn is_pending(&self) -> bool {
+        self.state == "pending"
+    }
+
+    fn window(&self) -> Option<Window> {
+        Some(Window {
+            start: clock::parse(&self.window_started_at)?,
+            end: clock::parse(&self.window_ends_at)?,
+        })
+    }
+}
+
+/// The file the agent writes next to: the state file when there is one,
+/// else the config.
+fn beside(settings: &Settings) -> &Path {
+    settings
+        .state_path
+        .as_deref()
+        .unwrap_or(&settings.config_path)
+}
+
+fn sibling(p: &Path, suffix: &str) -> PathBuf {
+    let mut name = p.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    p.with_file_name(name)
+}
+
+/// `<config or state file>.reauth.json`.
+pub fn record_path(settings: &Settings) -> PathBuf {
+    sibling(beside(settings), ".reauth.json")
+}
+
+/// `<config or state file>.reauth.lock`: held by the process running the
+/// flow.
+pub fn lock_path(settings: &Settings) -> PathBuf {
+    sibling(beside(settings), ".reauth.lock")
+}
+
+/// The saved record, if there is a readable one.
+pub fn read_record(path: &Path) -> Option<Pending> {
+    let text = std::fs::read_to_string(path).ok()?;
+    match serde_json::from_str(&text) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::debug!("ignoring {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+fn write_record(path: &Path, p: &Pending) {
+    let mut text = serde_json::to_string_pretty(p).unwrap_or_default();
+    text.push('\n');
+    if let Err(e) = fs_atomic::write_file(path, text.as_bytes(), WriteMode::Atomic) {
+        tracing::warn!(
+            "could not save the re-authorization record {}: {e}",
+            path.display()
+        );
+    }
+}
+
+fn remove_record(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("could not remove {}: {e}", path.display()),
+    }
+}
+
+/// Takes the flow's lock file without waiting: `None` when another process
+/// holds it.
+fn try_lock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
+    let file = fs_atomic::open_private(path, false)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+// ---------------------------------------------------------------- telling
+
+/// The optional channel to a person besides the event, hooks and health
+/// (the Webex message). Each method gets the `notice_id` it returned
+/// before (from the record, so a restarted agent edits the same message).
+pub trait Tell: Send + Sync {
+    /// A new (or renewed) code; returns the id to keep (`None`: keep the
+    /// one there is).
+    fn code<'a>(
+        &'a self,
+        notice_id: Option<&'a str>,
+        url: &'a str,
+        user_code: &'a str,
+        expires_at: Timestamp,
+    ) -> BoxFuture<'a, Option<String>>;
+    /// Approved (`who`: the person, when known).
+    fn done<'a>(
+        &'a self,
+        notice_id: Option<&'a str>,
+        who: Option<&'a str>,
+        at: Timestamp,
+    ) -> BoxFuture<'a, ()>;
+    /// No more codes: denied, or the window is over.
+    fn stopped<'a>(&'a self, notice_id: Option<&'a str>, reason: &'a str) -> BoxFuture<'a, ()>;
+}
+
+/// A [`Tell`] in [`Options`] (which is `Debug` and `Clone`).
+#[derive(Clone)]
+pub struct Teller(pub Arc<dyn Tell>);
+
+impl std::fmt::Debug for Teller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Teller")
+    }
+}
+
+/// What the agent reports about a flow.
+pub enum Notice<'a> {
+    /// A code is out: a person should open `verify_url` and enter
+    /// `user_code` before `code_expires_at`.
+    Required {
+        reason: Reason,
+        verify_url: &'a str,
+        user_code: &'a str,
+        code_expires_at: Timestamp,
+        codes_requested: u32,
+        window_ends_at: Timestamp,
+    },
+    /// The grant was saved.
+    Reauthorized {
+        codes_requested: u32,
+        window_started_at: Timestamp,
+        personal_token_fingerprint: String,
+        personal_token_expires_at: Option<Timestamp>,
+        integration_refresh_token_expires_at: Option<Timestamp>,
+    },
+    /// No more codes until SIGHUP or a change of the files.
+    Stopped {
+        /// `access_denied`, `window_over` or `failed`.
+        why: &'static str,
+        detail: &'a str,
+        codes_requested: u32,
+    },
+}
+
+impl Notice<'_> {
+    /// The event's (and the hook's `WEBEX_TOKEN_EVENT`) name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Notice::Required { .. } => "reauth_required",
+            Notice::Reauthorized { .. } => "reauthorized",
+            Notice::Stopped { .. } => "reauth_stopped",
+        }
+    }
+
+    /// The event's fields (also the audit line's and, for a code, the
+    /// `/healthz` object's).
+    pub fn fields(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Notice::Required {
+                reason,
+                verify_url,
+                user_code,
+                code_expires_at,
+                codes_requested,
+                window_ends_at,
+            } => json!({
+                "reason": reason.name(),
+                "verifyUrl": verify_url,
+                "userCode": user_code,
+                "codeExpiresAt": clock::format_utc(*code_expires_at),
+                "codesRequested": codes_requested,
+                "windowEndsAt": clock::format_utc(*window_ends_at),
+            }),
+            Notice::Reauthorized {
+                codes_requested,
+                window_started_at,
+                personal_token_fingerprint,
+                personal_token_expires_at,
+                integration_refresh_token_expires_at,
+            } => json!({
+                "codesRequested": codes_requested,
+                "windowStartedAt": clock::format_utc(*window_started_at),
+                "personalTokenFingerprint": personal_token_fingerprint,
+                "personalTokenExpiresAt": personal_token_expires_at.map(clock::format_utc),
+                "integrationRefreshTokenExpiresAt": integration_refresh_token_expires_at.map(clock::format_utc),
+            }),
+            Notice::Stopped {
+                why,
+                detail,
+                codes_requested,
+            } => json!({
+                "reason": why,
+                "detail": detail,
+                "codesRequested": codes_requested,
+            }),
+        }
+    }
+
+    /// What the hooks get besides `WEBEX_TOKEN_EVENT` (never a token).
+    fn hook_env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Notice::Required {
+                verify_url,
+                user_code,
+                code_expires_at,
+                ..
+            } => vec![
+                ("WEBEX_TOKEN_VERIFY_URL", verify_url.to_string()),
+                ("WEBEX_TOKEN_USER_CODE", user_code.to_string()),
+                (
+                    "WEBEX_TOKEN_CODE_EXPIRES_AT",
+                    clock::format_utc(*code_expires_at),
+                ),
+            ],
+            Notice::Reauthorized { .. } => Vec::new(),
+            Notice::Stopped { why, detail, .. } => vec![
+                ("WEBEX_TOKEN_REAUTH_STOPPED", why.to_string()),
+                ("WEBEX_TOKEN_REAUTH_DETAIL", detail.to_string()),
+            ],
+        }
+    }
+}
+
+// ---------------------------------------------------------------- asking
+
+/// Where the org loops ask for a flow (the strongest reason wins).
+#[derive(Default)]
+pub struct Requests {
+    wanted: Mutex<Option<Reason>>,
+    wake: tokio::sync::Notify,
+}
+
+impl Requests {
+    pub fn ask(&self, r: Reason) {
+        let mut w = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
+        *w = (*w).max(Some(r));
+        drop(w);
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Option<Reason> {
+        self.wanted.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// True when the failure `e` of the chain needs a person who can authorize
+/// the integration again.
+pub fn wanted_after(e: &Error) -> bool {
+    use crate::chain::ChainError;
+    matches!(
+        e,
+        Error::Chain(ChainError::Exhausted { .. } | ChainError::NothingToTry { .. })
+    )
+}
+
+/// True when the integration's refresh token (which webex-token cannot
+/// roll) lapses within `window` from `now`.
+pub fn integration_expiring(config: &Config, now: Timestamp, window: Duration) -> bool {
+    config
+        .integration
+        .as_ref()
+        .filter(|i| i.refresh_token.get().is_some())
+        .and_then(|i| i.refresh_expires_at)
+        .is_some_and(|e| e <= super::watcher::after(now, window))
+}
+
+/// What the coordinator needs from the agent.
+pub(super) struct Ctx<'a> {
+    pub settings: &'a Settings,
+    pub options: &'a Options,
+    pub report: &'a dyn Report,
+    pub monitor: Arc<Monitor>,
+}
+
+/// How a flow ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    Approved,
+    /// No more codes until SIGHUP or a change of the files.
+    Stopped,
+    /// Another process runs the flow, or there is nothing to authorize.
+    NotRun,
+    /// A stop signal, or the files changed (a person fixed it by hand).
+    Interrupted,
+}
+
+/// The files whose change lifts a stopped flow (and interrupts a running
+/// one started by a rejected chain).
+fn watched(settings: &Settings) -> Vec<PathBuf> {
+    let mut files = vec![settings.config_path.clone()];
+    files.extend(settings.state_path.clone());
+    files
+}
+
+type Stamp = Vec<Option<(u64, Option<std::time::SystemTime>)>>;
+
+fn stamp(paths: &[PathBuf]) -> Stamp {
+    paths
+        .iter()
+        .map(|p| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (m.len(), m.modified().ok()))
+        })
+        .collect()
+}
+
+/// Runs flows as the org loops ask for them, one at a time, until the
+/// process stops (the caller drops this future).
+pub(super) async fn coordinator(ctx: Ctx<'_>, requests: &Requests) {
+    // After a stop: no new flow until SIGHUP or a change of the files.
+    let mut held: Option<(u64, Stamp)> = None;
+    let files = watched(ctx.settings);
+    loop {
+        requests.wake.notified().await;
+        let Some(reason) = requests.take() else {
+            continue;
+        };
+        if let Some((hangups, s)) = &held {
+            if *hangups == signals::hangups() && *s == stamp(&files) {
+                continue;
+            }
+            held = None;
+        }
+        match run_flow(&ctx, reason).await {
+            Ended::Stopped => held = Some((signals::hangups(), stamp(&files))),
+            Ended::Approved | Ended::NotRun | Ended::Interrupted => {}
+        }
+    }
+}
+
+/// Time as the flow sees it: real, cut short by a stop signal or (for a
+/// flow started by a rejected chain) a change of the files.
+struct Watch {
+    files: Vec<PathBuf>,
+    first: Option<Stamp>,
+    interrupted: bool,
+}
+
+impl Watch {
+    fn new(settings: &Settings, reason: Reason) -> Watch {
+        let files = watched(settings);
+        let first = (reason == Reason::Rejected).then(|| stamp(&files));
+        Watch {
+            files,
+            first,
+            interrupted: false,
+        }
+    }
+
+    fn check(&mut self) -> bool {
+        if signals::stop_requested().is_some() {
+            self.interrupted = true;
+        }
+        if let Some(f) = &self.first
+            && *f != stamp(&self.files)
+        {
+            tracing::info!(
+                "the config changed while waiting for a person: stopping the device grant"
+            );
+            self.interrupted = true;
+        }
+        self.interrupted
+    }
+
+    /// Sleeps `d` in slices; false when interrupted.
+    async fn sleep(&mut self, d: Duration) -> bool {
+        let end = Instant::now() + d;
+        loop {
+            if self.check() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= end {
+                return true;
+            }
+            tokio::time::sleep((end - now).min(SLICE)).await;
+        }
+    }
+}
+
+/// The device poll's clock: an interrupted wait reads as "the time is up".
+struct PollPacer<'w> {
+    start: Instant,
+    watch: &'w mut Watch,
+}
+
+impl Pacer for PollPacer<'_> {
+    fn elapsed(&self) -> Duration {
+        if self.watch.interrupted {
+            Duration::from_secs(u64::MAX / 4)
+        } else {
+            self.start.elapsed()
+        }
+    }
+
+    async fn sleep(&mut self, d: Duration, _left: Duration) {
+        self.watch.sleep(d).await;
+    }
+}
+
+/// One flow: codes until approved, denied, or the window is over.
+async fn run_flow(ctx: &Ctx<'_>, reason: Reason) -> Ended {
+    let settings = ctx.settings;
+    let lock_path = lock_path(settings);
+    let record_path = record_path(settings);
+    let _lock = match try_lock(&lock_path) {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            // Another watcher on this config runs it: show its code here too.
+            tracing::info!(
+                "another webex-token process holds {}: it asks the person to re-authorize",
+                lock_path.display()
+            );
+            if let Some(p) = read_record(&record_path).filter(Pending::is_pending)
+                && let Some(at) = clock::parse(&p.code_expires_at)
+            {
+                ctx.monitor
+                    .set_reauth(Some((&p.verify_url, &p.user_code, at)));
+            }
+            return Ended::NotRun;
+        }
+        Err(e) => {
+            tracing::warn!(
+                "could not take {} to start the device grant: {e}",
+                lock_path.display()
+            );
+            return Ended::NotRun;
+        }
+    };
+    let config = match settings.load_config() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("not starting the device grant: {e}");
+            return Ended::NotRun;
+        }
+    };
+    let Ok((client_id, client_secret)) = config.integration_client() else {
+        tracing::info!(
+            "no token-manager integration client is configured: `watch` cannot ask a person to authorize it (see docs/reauthorize.md)"
+        );
+        return Ended::NotRun;
+    };
+    if reason == Reason::Expiring
+        && !integration_expiring(&config, clock::now(), ctx.options.rt_min_valid)
+    {
+        return Ended::NotRun;
+    }
+    let api = settings.api(&config);
+    let client = ClientCredentials {
+        client_id: &client_id,
+        client_secret: &client_secret,
+    };
+    let mut watch = Watch::new(settings, reason);
+    let now = clock::now();
+    // A flow of an earlier run whose window is still open goes on in that
+    // window (its device code is gone: a new code is asked for at once).
+    let resumed = read_record(&record_path)
+        .filter(Pending::is_pending)
+        .and_then(|p| Some((p.window()?, p)))
+        .filter(|(w, _)| w.end > now);
+    let (window, mut codes, mut notice_id) = match resumed {
+        Some((w, p)) => {
+            tracing::info!(
+                "resuming the re-authorization window that started at {} ({} codes asked for so far)",
+                p.window_started_at,
+                p.codes_requested
+            );
+            (w, p.codes_requested, p.notice_id)
+        }
+        None => (Window::new(now, ctx.options.reauth_window), 0, None),
+    };
+    let tell = ctx.options.tell.as_ref().map(|t| t.0.clone());
+    let mut next_at = now;
+    loop {
+        if !watch.sleep(clock_until(next_at)).await {
+            return interrupted(ctx, &watch, &record_path);
+        }
+        if reason == Reason::Expiring && !still_expiring(ctx) {
+            tracing::info!("the integration was authorized again meanwhile");
+            remove_record(&record_path);
+            ctx.monitor.set_reauth(None);
+            return Ended::Approved;
+        }
+        let asked = clock::now();
+        // The code's life counts from here (the poll ends when it lapses).
+        let asked_instant = Instant::now();
+        let d = match api
+            .device_authorize(&client_id, SCOPE_APPLICATIONS_TOKEN)
+            .await
+        {
+            Ok(d) => d,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(
+                    "could not ask Webex for a device code ({e}); trying again in {}",
+                    clock::human_span(RETRY_CODE.as_secs())
+                );
+                next_at = super::watcher::after(asked, RETRY_CODE);
+                if next_at >= window.end {
+                    return stop(
+                        ctx,
+                        &record_path,
+                        None,
+                        "window_over",
+                        "the re-authorization window ended",
+                        codes,
+                        &tell,
+                        notice_id.as_deref(),
+                    )
+                    .await;
+                }
+                continue;
+            }
+            Err(e) => {
+                let e = Error::from(SetupError::Device(e));
+                let detail = match e.hint() {
+                    Some(h) => format!("{e} ({h})"),
+                    None => e.to_string(),
+                };
+                return stop(
+                    ctx,
+                    &record_path,
+                    None,
+                    "failed",
+                    &detail,
+                    codes,
+                    &tell,
+                    notice_id.as_deref(),
+                )
+                .await;
+            }
+        };
+        codes += 1;
+        ctx.monitor.reauth_code_requested();
+        let user_code = printable(d.user_code.trim());
+        let verify_url = d
+            .verification_uri_complete
+            .as_deref()
+            .map(|c| printable(c.trim()))
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| printable(d.verification_uri.trim()));
+        let life = d
+            .expires_in
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_CODE_LIFE);
+        let lapses = super::watcher::after(asked, life);
+        let mut record = Pending {
+            state: "pending".into(),
+            reason: reason.name().into(),
+            verify_url: verify_url.clone(),
+            user_code: user_code.clone(),
+            code_expires_at: clock::format_utc(lapses),
+            window_started_at: clock::format_utc(window.start),
+            window_ends_at: clock::format_utc(window.end),
+            codes_requested: codes,
+            last_requested_at: clock::format_utc(asked),
+            notice_id: notice_id.clone(),
+            stopped_reason: None,
+        };
+        write_record(&record_path, &record);
+        ctx.monitor
+            .set_reauth(Some((&verify_url, &user_code, lapses)));
+        tracing::warn!(
+            "a person must re-authorize the token-manager integration: open {verify_url} and enter the code {user_code} (it expires at {}; code {codes} of this window, which ends at {})",
+            clock::format_utc(lapses),
+            clock::format_utc(window.end)
+        );
+        announce(
+            ctx,
+            Notice::Required {
+                reason,
+                verify_url: &verify_url,
+                user_code: &user_code,
+                code_expires_at: lapses,
+                codes_requested: codes,
+                window_ends_at: window.end,
+            },
+        )
+        .await;
+        if let Some(t) = &tell
+            && let Some(id) = t
+                .code(notice_id.as_deref(), &verify_url, &user_code, lapses)
+                .await
+            && notice_id.as_deref() != Some(id.as_str())
+        {
+            notice_id = Some(id);
+            record.notice_id = notice_id.clone();
+            write_record(&record_path, &record);
+        }
+        let interval = d
+            .interval
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_INTERVAL)
+            .max(Duration::from_secs(1));
+        let polled = {
+            let mut pacer = PollPacer {
+                start: asked_instant,
+                watch: &mut watch,
+            };
+            poll_device(&api, &client, &d.device_code, interval, life, &mut pacer).await
+        };
+        if watch.interrupted {
+            return interrupted(ctx, &watch, &record_path);
+        }
+        match polled {
+            Ok(grant) => {
+                let update =
+                    engine::authorization_update(grant, &client_id, &client_secret, clock::now());
+                if let Err(e) =
+                    engine::save_authorization(&settings.store(), &update, settings.lock_timeout)
+                        .await
+                {
+                    // The grant is lost with this error; the next code may do.
+                    tracing::error!("the person approved, but the tokens could not be saved: {e}");
+                    next_at = clock::now();
+                    continue;
+                }
+                let at = clock::now();
+                tracing::info!(
+                    "re-authorized: the token-manager integration's tokens are saved; the chain runs again"
+                );
+                remove_record(&record_path);
+                ctx.monitor.set_reauth(None);
+                announce(
+                    ctx,
+                    Notice::Reauthorized {
+                        codes_requested: codes,
+                        window_started_at: window.start,
+                        personal_token_fingerprint: fingerprint(&update.personal_access_token),
+                        personal_token_expires_at: update.personal_expires_at,
+                        integration_refresh_token_expires_at: update.integration_refresh_expires_at,
+                    },
+                )
+                .await;
+                if let Some(t) = &tell {
+                    t.done(notice_id.as_deref(), None, at).await;
+                }
+                return Ended::Approved;
+            }
+            Err(SetupError::Authorization { error, .. }) if error == "access_denied" => {
+                let detail = "the person declined the request (access_denied): whoever owns the token-manager integration must approve it, or run `webex-token setup-oauth`; send SIGHUP to ask again";
+                return stop(
+                    ctx,
+                    &record_path,
+                    Some(record),
+                    "access_denied",
+                    detail,
+                    codes,
+                    &tell,
+                    notice_id.as_deref(),
+                )
+                .await;
+            }
+            Err(SetupError::TimedOut { .. } | SetupError::Authorization { .. }) => {
+                // The code lapsed unanswered (or Webex says so: invalid_grant).
+                match next_code_at(&window, asked, lapses, fastrand::f64()) {
+                    Some(at) => {
+                        tracing::info!(
+                            "the code {user_code} lapsed unanswered; the next one at {}",
+                            clock::format_utc(at)
+                        );
+                        next_at = at;
+                    }
+                    None => {
+                        let detail = "nobody approved within --reauth-window; send SIGHUP, change the config or run `webex-token setup-oauth`";
+                        return stop(
+                            ctx,
+                            &record_path,
+                            Some(record),
+                            "window_over",
+                            detail,
+                            codes,
+                            &tell,
+                            notice_id.as_deref(),
+                        )
+                        .await;
+                    }
+                }
+            }
+            Err(e) => {
+                let e = Error::from(e);
+                tracing::warn!("the device grant failed: {e}; asking for a new code");
+                next_at = match next_code_at(&window, asked, clock::now(), fastrand::f64()) {
+                    Some(at) => at.max(super::watcher::after(clock::now(), RETRY_CODE)),
+                    None => {
+                        return stop(
+                            ctx,
+                            &record_path,
+                            Some(record),
+                            "failed",
+                            &e.to_string(),
+                            codes,
+                            &tell,
+                            notice_id.as_deref(),
+                        )
+                        .await;
+                    }
+                };
+            }
+        }
+    }
+}
+
+fn clock_until(at: Timestamp) -> Duration {
+    Duration::from_secs(clock::seconds_until(clock::now(), at).max(0) as u64)
+}
+
+fn still_expiring(ctx: &Ctx<'_>) -> bool {
+    ctx.settings
+        .load_config()
+        .map(|c| integration_expiring(&c, clock::now(), ctx.options.rt_min_valid))
+        .unwrap_or(true)
+}
+
+/// A stop signal keeps the record (the next start resumes the window); a
+/// change of the files ends the flow (a person acted: the watchers try the
+/// chain again and ask anew if it still fails).
+fn interrupted(ctx: &Ctx<'_>, _watch: &Watch, record_path: &Path) -> Ended {
+    if signals::stop_requested().is_none() {
+        remove_record(record_path);
+        ctx.monitor.set_reauth(None);
+    }
+    Ended::Interrupted
+}
+
+/// No more codes: the record says why, the person is told.
+#[allow(clippy::too_many_arguments)]
+async fn stop(
+    ctx: &Ctx<'_>,
+    record_path: &Path,
+    record: Option<Pending>,
+    why: &'static str,
+    detail: &str,
+    codes: u32,
+    tell: &Option<Arc<dyn Tell>>,
+    notice_id: Option<&str>,
+) -> Ended {
+    tracing::error!("stopped asking for re-authorization ({why}): {detail}");
+    let mut r = record
+        .or_else(|| read_record(record_path))
+        .unwrap_or(Pending {
+            state: String::new(),
+            reason: String::new(),
+            verify_url: String::new(),
+            user_code: String::new(),
+            code_expires_at: String::new(),
+            window_started_at: String::new(),
+            window_ends_at: String::new(),
+            codes_requested: codes,
+            last_requested_at: String::new(),
+            notice_id: notice_id.map(String::from),
+            stopped_reason: None,
+        });
+    r.state = "stopped".into();
+    r.stopped_reason = Some(format!("{why}: {detail}"));
+    write_record(record_path, &r);
+    ctx.monitor.set_reauth(None);
+    announce(
+        ctx,
+        Notice::Stopped {
+            why,
+            detail,
+            codes_requested: codes,
+        },
+    )
+    .await;
+    if let Some(t) = tell {
+        t.stopped(notice_id, detail).await;
+    }
+    Ended::Stopped
+}
+
+/// The audit line of a notice.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AuditLine<'a> {
+    command: &'static str,
+    operation: &'static str,
+    event: &'static str,
+    #[serde(flatten)]
+    fields: serde_json::Value,
+    config_file: &'a str,
+}
+
+/// The event, the audit line and the hooks of a notice.
+async fn announce(ctx: &Ctx<'_>, n: Notice<'_>) {
+    let org = OrgId::configured();
+    ctx.report.report(&org, clock::now(), Event::Reauth(&n));
+    let config_file = ctx.settings.config_path.display().to_string();
+    if let Some(path) = ctx.settings.audit_log.as_deref() {
+        crate::audit::record(
+            path,
+            &AuditLine {
+                command: "watch",
+                operation: "reauth",
+                event: n.name(),
+                fields: n.fields(),
+                config_file: &config_file,
+            },
+        );
+    }
+    let env = n.hook_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env_file = ctx.settings.store().env_path().to_path_buf();
+    for cmd in &ctx.options.on_refresh {
+        let whose = hooks::HookEnv {
+            org: None,
+            env_file: &env_file,
+        };
+        let run = hooks::run_notice(cmd, n.name(), &env, ctx.options.hook_timeout, &whose).await;
+        match run.detail() {
+            None => tracing::info!("hook `{cmd}` ran ({})", n.name()),
+            Some(d) => tracing::warn!("hook `{cmd}` {d}"),
+        }
+        ctx.monitor.hook(&org, run.outcome_name());
+        if let Some(path) = ctx.settings.audit_log.as_deref() {
+            crate::audit::record(
+                path,
+                &crate::audit::HookEvent {
+                    command: "watch",
+                    operation: "hook",
+                    event: n.name(),
+                    hook: cmd,
+                    outcome: run.outcome_name(),
+                    exit_code: run.exit_code(),
+                    error: run.detail(),
+                    duration_ms: run.duration_ms(),
+                    env_file: env_file.display().to_string(),
+                },
+            );
+        }
+        ctx.report.report(&org, clock::now(), Event::Hook(&run));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn mins(m: u64) -> Duration {
+        Duration::from_secs(m * 60)
+    }
+
+    fn plus(t: Timestamp, d: Duration) -> Timestamp {
+        super::super::watcher::after(t, d)
+    }
+
+    #[test]
+    fn every_code_in_the_first_hour_then_one_per_half_hour() {
+        let start = at("2026-01-01T00:00:00Z");
+        let w = Window::new(start, Duration::from_secs(24 * 3600));
+        // First hour: the next code when the last one lapses.
+        let asked = plus(start, mins(50));
+        let lapses = plus(asked, mins(5));
+        assert_eq!(next_code_at(&w, asked, lapses, 0.9), Some(lapses));
+        // A code lapsing at the hour's end: the slow pace begins.
+        let asked = plus(start, mins(55));
+        let lapses = plus(start, mins(60));
+        assert_eq!(
+            next_code_at(&w, asked, lapses, 0.0),
+            Some(plus(start, mins(85)))
+        );
+        // Jitter adds up to 5 minutes.
+        assert_eq!(
+            next_code_at(&w, asked, lapses, 0.5),
+            Some(plus(plus(start, mins(85)), Duration::from_secs(150)))
+        );
+        // A code living longer than the gap: when it lapses.
+        let asked = plus(start, mins(120));
+        let lapses = plus(asked, mins(45));
+        assert_eq!(next_code_at(&w, asked, lapses, 0.0), Some(lapses));
+    }
+
+    #[test]
+    fn nothing_after_the_window() {
+        let start = at("2026-01-01T00:00:00Z");
+        let w = Window::new(start, Duration::from_secs(24 * 3600));
+        let asked = plus(start, mins(24 * 60 - 20));
+        let lapses = plus(asked, mins(5));
+        // 30 minutes later would be past the end.
+        assert_eq!(next_code_at(&w, asked, lapses, 0.0), None);
+        // A short window: only the first hour's rule, cut at its end.
+        let short = Window::new(start, mins(12));
+        assert_eq!(
+            next_code_at(&short, start, plus(start, mins(5)), 0.0),
+            Some(plus(start, mins(5)))
+        );
+        assert_eq!(
+            next_code_at(&short, plus(start, mins(10)), plus(start, mins(15)), 0.0),
+            None
+        );
+    }
+
+    #[test]
+    fn codes_over_a_day() {
+        // 12 in the first hour (0, 5, …, 55 min), then one at 85 min and
+        // every 30 min after it until 24 h: (1440 - 85) / 30 = 45.2 → 46.
+        assert_eq!(
+            codes_in_window(Duration::from_secs(86_400), mins(5), 0.0),
+            58
+        );
+        // The most jitter spaces them wider.
+        assert_eq!(
+            codes_in_window(Duration::from_secs(86_400), mins(5), 1.0),
+            51
+        );
+        assert_eq!(codes_in_window(mins(5), mins(5), 0.0), 1);
+    }
+
+    #[test]
+    fn the_record_holds_no_device_code_and_round_trips() {
+        let p = Pending {
+            state: "pending".into(),
+            reason: Reason::Rejected.name().into(),
+            verify_url: "https://example.test/verify?userCode=ABCD".into(),
+            user_code: "ABCD".into(),
+            code_expires_at: "2026-01-01T00:05:00Z".into(),
+            window_started_at: "2026-01-01T00:00:00Z".into(),
+            window_ends_at: "2026-01-02T00:00:00Z".into(),
+            codes_requested: 1,
+            last_requested_at: "2026-01-01T00:00:00Z".into(),
+            notice_id: Some("msg-1".into()),
+            stopped_reason: None,
+        };
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(!text.to_lowercase().contains("device"), "{text}");
+        let back: Pending = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, p);
+        assert_eq!(
+            back.window(),
+            Some(Window::new(
+                at("2026-01-01T00:00:00Z"),
+                Duration::from_secs(86_400)
+            ))
+        );
+    }
+
+    #[test]
+    fn requests_keep_the_strongest_reason() {
+        let r = Requests::default();
+        r.ask(Reason::Expiring);
+        r.ask(Reason::Rejected);
+        r.ask(Reason::Expiring);
+        assert_eq!(r.take(), Some(Reason::Rejected));
+        assert_eq!(r.take(), None);
+    }
+}
