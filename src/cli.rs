@@ -343,7 +343,7 @@ pub struct WatchArgs {
     /// With --datasources: renew a data-source token that expires within this window
     #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = parse_duration, requires = "datasources")]
     pub ds_min_valid: Duration,
-    /// When every level is rejected: ask a person (device-grant codes) for this long; 0 never asks
+    /// Ask a person to re-authorize this long; 0: never
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_reauth_window)]
     pub reauth_window: Duration,
 }
