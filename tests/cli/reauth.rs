@@ -464,3 +464,60 @@ fn reauth_window_zero_never_asks_and_bad_windows_are_usage_errors() {
         assert!(stderr(&out).contains("--reauth-window"), "{}", stderr(&out));
     }
 }
+
+#[test]
+fn an_integration_refresh_token_near_its_end_is_renewed_ahead_while_tokens_work() {
+    let sim = Sim::start(SimOptions {
+        device_interval: secs(1),
+        ..SimOptions::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    sim.write_demo_files(dir.path()).unwrap();
+    let t = Env { sim, dir };
+    // Known to lapse in 2 days: within watch's --rt-min-valid (14d).
+    let mut c = t.config();
+    let rt = c["tokenManager"]["integration"]["refreshToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c["tokenManager"]["integration"]["refreshTokenExpiresAt"] =
+        crate::common::in_secs(2 * 86_400).into();
+    c["tokenManager"]["integration"]["refreshTokenFingerprint"] =
+        webex_token::secret::fingerprint_str(&rt).into();
+    std::fs::write(
+        t.path("token-config.json"),
+        serde_json::to_string_pretty(&c).unwrap(),
+    )
+    .unwrap();
+    let out = t.cmd().arg("status").output().unwrap();
+    assert!(
+        stdout(&out).contains("cannot roll it"),
+        "{}",
+        stdout(&out)
+    );
+    let port = free_port();
+    let w = t.spawn(&["--health", &format!("127.0.0.1:{port}")]);
+    let ev = w.wait_for("reauth_required", 1, secs(15));
+    assert_eq!(ev[0]["reason"], "integration_refresh_token_expiring");
+    w.wait_for("refreshed", 1, secs(10));
+    // The tokens work meanwhile: 200, with the code to enter.
+    let (status, body) = http_get(port, "/healthz");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"reauth\""), "{body}");
+    let user_code = ev[0]["userCode"].as_str().unwrap();
+    assert!(t.sim.approve_device(Some(user_code)).is_some());
+    w.wait_for("reauthorized", 1, secs(10));
+    let new_rt = t.config()["tokenManager"]["integration"]["refreshToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(new_rt, rt);
+    assert!(t.sim.is_token_valid(&new_rt));
+    // Not asked again: the new one lives 90 days.
+    std::thread::sleep(secs(2));
+    assert_eq!(t.authorize_requests(), 1);
+    let (c, w) = w.stop();
+    assert_eq!(c, 0, "{}", w.stderr());
+    t.assert_clean(&[&w.stdout(), &w.stderr()]);
+}
