@@ -650,7 +650,7 @@ async fn run_flow(ctx: &Ctx<'_>, reason: Reason) -> Ended {
     let mut next_at = now;
     loop {
         if !watch.sleep(clock_until(next_at)).await {
-            return interrupted(ctx, &watch, &record_path);
+            return interrupted(ctx, &record_path);
         }
         if reason == Reason::Expiring && !still_expiring(ctx) {
             tracing::info!("the integration was authorized again meanwhile");
@@ -776,7 +776,7 @@ async fn run_flow(ctx: &Ctx<'_>, reason: Reason) -> Ended {
             poll_device(&api, &client, &d.device_code, interval, life, &mut pacer).await
         };
         if watch.interrupted {
-            return interrupted(ctx, &watch, &record_path);
+            return interrupted(ctx, &record_path);
         }
         match polled {
             Ok(grant) => {
@@ -891,7 +891,7 @@ fn still_expiring(ctx: &Ctx<'_>) -> bool {
 /// A stop signal keeps the record (the next start resumes the window); a
 /// change of the files ends the flow (a person acted: the watchers try the
 /// chain again and ask anew if it still fails).
-fn interrupted(ctx: &Ctx<'_>, _watch: &Watch, record_path: &Path) -> Ended {
+fn interrupted(ctx: &Ctx<'_>, record_path: &Path) -> Ended {
     if signals::stop_requested().is_none() {
         remove_record(record_path);
         ctx.monitor.set_reauth(None);
@@ -1113,6 +1113,129 @@ mod tests {
                 Duration::from_secs(86_400)
             ))
         );
+    }
+
+    /// Records what the notifier was told; answers a message id.
+    struct FakeTell {
+        calls: Mutex<Vec<String>>,
+        sim: Arc<webex_sim::Sim>,
+        record: PathBuf,
+    }
+
+    impl Tell for FakeTell {
+        fn code<'a>(
+            &'a self,
+            notice_id: Option<&'a str>,
+            url: &'a str,
+            user_code: &'a str,
+            _expires_at: Timestamp,
+        ) -> BoxFuture<'a, Option<String>> {
+            Box::pin(async move {
+                let mut calls = self.calls.lock().unwrap();
+                assert!(url.ends_with(user_code), "{url}");
+                calls.push(format!("code {notice_id:?}"));
+                if calls.len() == 2 {
+                    // The id given for the first code was saved with it.
+                    let saved = read_record(&self.record).unwrap();
+                    assert_eq!(saved.notice_id.as_deref(), Some("msg-1"));
+                    assert!(self.sim.approve_device(Some(user_code)).is_some());
+                }
+                Some("msg-1".to_string())
+            })
+        }
+        fn done<'a>(
+            &'a self,
+            notice_id: Option<&'a str>,
+            _who: Option<&'a str>,
+            _at: Timestamp,
+        ) -> BoxFuture<'a, ()> {
+            Box::pin(async move {
+                self.calls
+                    .lock()
+                    .unwrap()
+                    .push(format!("done {notice_id:?}"));
+            })
+        }
+        fn stopped<'a>(&'a self, notice_id: Option<&'a str>, _: &'a str) -> BoxFuture<'a, ()> {
+            Box::pin(async move {
+                self.calls
+                    .lock()
+                    .unwrap()
+                    .push(format!("stopped {notice_id:?}"));
+            })
+        }
+    }
+
+    #[derive(Default)]
+    struct Events(Mutex<Vec<String>>);
+
+    impl Report for Events {
+        fn report(&self, _: &OrgId, _: Timestamp, event: Event<'_>) {
+            if let Event::Reauth(n) = event {
+                self.0.lock().unwrap().push(n.name().to_string());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_notifier_is_told_each_code_and_done_with_the_id_it_gave() {
+        let sim = Arc::new(
+            webex_sim::Sim::start(webex_sim::SimOptions {
+                device_interval: Duration::from_secs(1),
+                device_code_ttl: Duration::from_secs(2),
+                ..webex_sim::SimOptions::default()
+            })
+            .unwrap(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        sim.write_demo_files(dir.path()).unwrap();
+        let config = dir.path().join("token-config.json");
+        let settings = Settings::for_files(&config, &dir.path().join(".env"));
+        let tell = Arc::new(FakeTell {
+            calls: Mutex::new(Vec::new()),
+            sim: sim.clone(),
+            record: record_path(&settings),
+        });
+        let options = Options {
+            min_valid: Duration::from_secs(3600),
+            check_interval: Duration::from_secs(3600),
+            rt_min_valid: Duration::from_secs(14 * 86_400),
+            on_refresh: Vec::new(),
+            hook_timeout: Duration::from_secs(5),
+            health: None,
+            once: false,
+            datasources: false,
+            ds_min_valid: Duration::from_secs(3600),
+            ds_lifetime_minutes: 1440,
+            reauth_window: Duration::from_secs(3600),
+            tell: Some(Teller(tell.clone())),
+        };
+        let events = Events::default();
+        let ctx = Ctx {
+            settings: &settings,
+            options: &options,
+            report: &events,
+            monitor: Arc::new(Monitor::new(options.min_valid)),
+        };
+        let before = std::fs::read_to_string(&config).unwrap();
+        assert_eq!(run_flow(&ctx, Reason::Rejected).await, Ended::Approved);
+        assert_eq!(
+            *tell.calls.lock().unwrap(),
+            ["code None", "code Some(\"msg-1\")", "done Some(\"msg-1\")"]
+        );
+        assert_eq!(
+            *events.0.lock().unwrap(),
+            ["reauth_required", "reauth_required", "reauthorized"]
+        );
+        assert!(!record_path(&settings).exists());
+        // Saved as setup-oauth saves it: a new, working personal token.
+        let after: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+        assert_ne!(std::fs::read_to_string(&config).unwrap(), before);
+        let personal = after["tokenManager"]["personalAccessToken"]
+            .as_str()
+            .unwrap();
+        assert!(sim.is_token_valid(personal));
     }
 
     #[test]

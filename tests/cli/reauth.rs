@@ -491,11 +491,7 @@ fn an_integration_refresh_token_near_its_end_is_renewed_ahead_while_tokens_work(
     )
     .unwrap();
     let out = t.cmd().arg("status").output().unwrap();
-    assert!(
-        stdout(&out).contains("cannot roll it"),
-        "{}",
-        stdout(&out)
-    );
+    assert!(stdout(&out).contains("cannot roll it"), "{}", stdout(&out));
     let port = free_port();
     let w = t.spawn(&["--health", &format!("127.0.0.1:{port}")]);
     let ev = w.wait_for("reauth_required", 1, secs(15));
