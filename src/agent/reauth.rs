@@ -241,6 +241,12 @@ fn remove_record(path: &Path) {
     }
 }
 
+/// Forgets what `watch` saved about a flow: after `setup-oauth` authorized
+/// the integration by hand, a pending link or a "stopped asking" is stale.
+pub fn forget(settings: &Settings) {
+    remove_record(&record_path(settings));
+}
+
 /// Takes the flow's lock file without waiting: `None` when another process
 /// holds it.
 fn try_lock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
@@ -736,6 +742,11 @@ async fn run_flow(ctx: &Ctx<'_>, reason: Reason) -> Ended {
         write_record(&record_path, &record);
         ctx.monitor
             .set_reauth(Some((&verify_url, &user_code, lapses)));
+        // `systemctl status` shows it too.
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
+            "needs a person: open {verify_url} and enter {user_code} (until {})",
+            clock::format_utc(lapses)
+        ))]);
         tracing::warn!(
             "a person must re-authorize the token-manager integration: open {verify_url} and enter the code {user_code} (it expires at {}; code {codes} of this window, which ends at {})",
             clock::format_utc(lapses),

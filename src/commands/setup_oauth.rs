@@ -109,6 +109,8 @@ async fn store_grant(
         );
     }
     engine::save_authorization(&settings.store(), &update, settings.lock_timeout).await?;
+    // A link `watch` saved for a person (docs/reauthorize.md) is stale now.
+    crate::agent::reauth::forget(settings);
     let stored = Stored {
         config_path: config.path.clone(),
         state_path: config.state_path.clone(),
