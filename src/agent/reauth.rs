@@ -39,6 +39,7 @@ use crate::names::SCOPE_APPLICATIONS_TOKEN;
 use crate::oauth::{Pacer, poll_device, printable};
 use crate::secret::fingerprint;
 use crate::settings::Settings;
+use crate::store::{LockScope, StoreError, TokenStore};
 use crate::tokens::OrgId;
 use crate::webex::{ClientCredentials, OAuthApi};
 use futures_util::future::BoxFuture;
@@ -62,6 +63,9 @@ const DEFAULT_CODE_LIFE: Duration = Duration::from_secs(300);
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 /// After a failed request for a code (network, 5xx, 429): the next try.
 const RETRY_CODE: Duration = Duration::from_secs(30);
+/// How long to wait for the flow's lock: it is free at once, or held by
+/// the watcher asking already (etcd needs a round trip to grant it).
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 /// How often a wait looks at the stop flag and the files.
 const SLICE: Duration = Duration::from_millis(250);
 
@@ -204,12 +208,6 @@ pub fn record_path(settings: &Settings) -> PathBuf {
     sibling(beside(settings), ".reauth.json")
 }
 
-/// `<config or state file>.reauth.lock`: held by the process running the
-/// flow.
-pub fn lock_path(settings: &Settings) -> PathBuf {
-    sibling(beside(settings), ".reauth.lock")
-}
-
 /// The saved record, if there is a readable one.
 pub fn read_record(path: &Path) -> Option<Pending> {
     let text = std::fs::read_to_string(path).ok()?;
@@ -245,17 +243,6 @@ fn remove_record(path: &Path) {
 /// the integration by hand, a pending link or a "stopped asking" is stale.
 pub fn forget(settings: &Settings) {
     remove_record(&record_path(settings));
-}
-
-/// Takes the flow's lock file without waiting: `None` when another process
-/// holds it.
-fn try_lock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
-    let file = fs_atomic::open_private(path, false)?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-        Err(std::fs::TryLockError::Error(e)) => Err(e),
-    }
 }
 
 // ---------------------------------------------------------------- telling
@@ -584,15 +571,17 @@ impl Pacer for PollPacer<'_> {
 /// One flow: codes until approved, denied, or the window is over.
 async fn run_flow(ctx: &Ctx<'_>, reason: Reason) -> Ended {
     let settings = ctx.settings;
-    let lock_path = lock_path(settings);
     let record_path = record_path(settings);
-    let _lock = match try_lock(&lock_path) {
-        Ok(Some(f)) => f,
-        Ok(None) => {
+    // The flow's lock: a file beside the config (or state file), or with
+    // etcd a key of the fleet, held for as long as the flow asks.
+    let store = settings.store();
+    let lock = match store.lock(&LockScope::Reauth, LOCK_WAIT).await {
+        Ok(g) => g,
+        Err(StoreError::LockTimeout { path, .. }) => {
             // Another watcher on this config runs it: show its code here too.
             tracing::info!(
                 "another webex-token process holds {}: it asks the person to re-authorize",
-                lock_path.display()
+                path.display()
             );
             if let Some(p) = read_record(&record_path).filter(Pending::is_pending)
                 && let Some(at) = clock::parse(&p.code_expires_at)
@@ -603,13 +592,18 @@ async fn run_flow(ctx: &Ctx<'_>, reason: Reason) -> Ended {
             return Ended::NotRun;
         }
         Err(e) => {
-            tracing::warn!(
-                "could not take {} to start the device grant: {e}",
-                lock_path.display()
-            );
+            tracing::warn!("could not take the lock to start the device grant: {e}");
             return Ended::NotRun;
         }
     };
+    let ended = flow(ctx, reason, &record_path).await;
+    store.release(lock).await;
+    ended
+}
+
+/// [`run_flow`] once the lock is held.
+async fn flow(ctx: &Ctx<'_>, reason: Reason, record_path: &Path) -> Ended {
+    let settings = ctx.settings;
     let config = match settings.load_config() {
         Ok(c) => c,
         Err(e) => {
@@ -637,7 +631,7 @@ async fn run_flow(ctx: &Ctx<'_>, reason: Reason) -> Ended {
     let now = clock::now();
     // A flow of an earlier run whose window is still open goes on in that
     // window (its device code is gone: a new code is asked for at once).
-    let resumed = read_record(&record_path)
+    let resumed = read_record(record_path)
         .filter(Pending::is_pending)
         .and_then(|p| Some((p.window()?, p)))
         .filter(|(w, _)| w.end > now);
@@ -656,11 +650,11 @@ async fn run_flow(ctx: &Ctx<'_>, reason: Reason) -> Ended {
     let mut next_at = now;
     loop {
         if !watch.sleep(clock_until(next_at)).await {
-            return interrupted(ctx, &record_path);
+            return interrupted(ctx, record_path);
         }
         if reason == Reason::Expiring && !still_expiring(ctx) {
             tracing::info!("the integration was authorized again meanwhile");
-            remove_record(&record_path);
+            remove_record(record_path);
             ctx.monitor.set_reauth(None);
             return Ended::Approved;
         }
@@ -681,7 +675,7 @@ async fn run_flow(ctx: &Ctx<'_>, reason: Reason) -> Ended {
                 if next_at >= window.end {
                     return stop(
                         ctx,
-                        &record_path,
+                        record_path,
                         None,
                         "window_over",
                         "the re-authorization window ended",
@@ -701,7 +695,7 @@ async fn run_flow(ctx: &Ctx<'_>, reason: Reason) -> Ended {
                 };
                 return stop(
                     ctx,
-                    &record_path,
+                    record_path,
                     None,
                     "failed",
                     &detail,
@@ -739,7 +733,7 @@ async fn run_flow(ctx: &Ctx<'_>, reason: Reason) -> Ended {
             notice_id: notice_id.clone(),
             stopped_reason: None,
         };
-        write_record(&record_path, &record);
+        write_record(record_path, &record);
         ctx.monitor
             .set_reauth(Some((&verify_url, &user_code, lapses)));
         // `systemctl status` shows it too.
@@ -772,7 +766,7 @@ async fn run_flow(ctx: &Ctx<'_>, reason: Reason) -> Ended {
         {
             notice_id = Some(id);
             record.notice_id = notice_id.clone();
-            write_record(&record_path, &record);
+            write_record(record_path, &record);
         }
         let interval = d
             .interval
@@ -787,7 +781,7 @@ async fn run_flow(ctx: &Ctx<'_>, reason: Reason) -> Ended {
             poll_device(&api, &client, &d.device_code, interval, life, &mut pacer).await
         };
         if watch.interrupted {
-            return interrupted(ctx, &record_path);
+            return interrupted(ctx, record_path);
         }
         match polled {
             Ok(grant) => {
@@ -806,7 +800,7 @@ async fn run_flow(ctx: &Ctx<'_>, reason: Reason) -> Ended {
                 tracing::info!(
                     "re-authorized: the token-manager integration's tokens are saved; the chain runs again"
                 );
-                remove_record(&record_path);
+                remove_record(record_path);
                 ctx.monitor.set_reauth(None);
                 announce(
                     ctx,
@@ -828,7 +822,7 @@ async fn run_flow(ctx: &Ctx<'_>, reason: Reason) -> Ended {
                 let detail = "the person declined the request (access_denied): whoever owns the token-manager integration must approve it, or run `webex-token setup-oauth`; send SIGHUP to ask again";
                 return stop(
                     ctx,
-                    &record_path,
+                    record_path,
                     Some(record),
                     "access_denied",
                     detail,
@@ -852,7 +846,7 @@ async fn run_flow(ctx: &Ctx<'_>, reason: Reason) -> Ended {
                         let detail = "nobody approved within --reauth-window; send SIGHUP, change the config or run `webex-token setup-oauth`";
                         return stop(
                             ctx,
-                            &record_path,
+                            record_path,
                             Some(record),
                             "window_over",
                             detail,
@@ -872,7 +866,7 @@ async fn run_flow(ctx: &Ctx<'_>, reason: Reason) -> Ended {
                     None => {
                         return stop(
                             ctx,
-                            &record_path,
+                            record_path,
                             Some(record),
                             "failed",
                             &e.to_string(),

@@ -492,6 +492,7 @@ struct Keys {
     manager: String,
     lock_org: String,
     lock_manager: String,
+    lock_reauth: String,
 }
 
 impl EtcdStore {
@@ -516,6 +517,7 @@ impl EtcdStore {
             manager: format!("{base}/manager"),
             lock_org: format!("{base}/lock/org/{}", segment(&target)),
             lock_manager: format!("{base}/lock/manager"),
+            lock_reauth: format!("{base}/lock/reauth"),
         })
     }
 
@@ -675,12 +677,13 @@ impl EtcdStore {
         let config = self.local_config()?;
         let org = match scope {
             LockScope::Org(o) => o.clone(),
-            LockScope::Config => OrgId::configured(),
+            LockScope::Config | LockScope::Reauth => OrgId::configured(),
         };
         let keys = self.keys(&config, &org)?;
         let name = match scope {
             LockScope::Org(_) => keys.lock_org.clone(),
             LockScope::Config => keys.lock_manager.clone(),
+            LockScope::Reauth => keys.lock_reauth.clone(),
         };
         let cluster = &self.cluster;
         let ttl = cluster.settings.lock_ttl.as_secs().max(1) as i64;
