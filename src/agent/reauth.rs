@@ -396,15 +396,25 @@ impl Notice<'_> {
 #[derive(Default)]
 pub struct Requests {
     wanted: Mutex<Option<Reason>>,
+    /// The fingerprint of the personal token the last failing tick had
+    /// (`None`: none was stored): a flow is not started when the store
+    /// holds another one by the time the lock is taken (a person, or
+    /// another host's flow, authorized the integration meanwhile).
+    seen: Mutex<Option<String>>,
     wake: tokio::sync::Notify,
 }
 
 impl Requests {
-    pub fn ask(&self, r: Reason) {
+    pub fn ask(&self, r: Reason, personal_seen: Option<String>) {
         let mut w = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
         *w = (*w).max(Some(r));
         drop(w);
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = personal_seen;
         self.wake.notify_one();
+    }
+
+    fn seen(&self) -> Option<String> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn take(&self) -> Option<Reason> {
@@ -491,7 +501,7 @@ pub(super) async fn coordinator(ctx: Ctx<'_>, requests: &Requests) {
             }
             held = None;
         }
-        match run_flow(&ctx, reason).await {
+        match run_flow(&ctx, reason, requests.seen()).await {
             Ended::Stopped => held = Some((signals::hangups(), stamp(&files))),
             Ended::Approved | Ended::NotRun | Ended::Interrupted => {}
         }
@@ -569,7 +579,7 @@ impl Pacer for PollPacer<'_> {
 }
 
 /// One flow: codes until approved, denied, or the window is over.
-async fn run_flow(ctx: &Ctx<'_>, reason: Reason) -> Ended {
+async fn run_flow(ctx: &Ctx<'_>, reason: Reason, personal_seen: Option<String>) -> Ended {
     let settings = ctx.settings;
     let record_path = record_path(settings);
     // The flow's lock: a file beside the config (or state file), or with
@@ -596,6 +606,22 @@ async fn run_flow(ctx: &Ctx<'_>, reason: Reason) -> Ended {
             return Ended::NotRun;
         }
     };
+    // Authorized meanwhile (the chain failed just before another host's
+    // flow, or a person, saved a new grant): the loops recover on their own.
+    if reason == Reason::Rejected {
+        let now = store
+            .load(&OrgId::configured())
+            .await
+            .ok()
+            .and_then(|s| s.config.personal_access_token.get().map(fingerprint));
+        if now != personal_seen {
+            tracing::info!(
+                "the integration was authorized again meanwhile: no device grant needed"
+            );
+            store.release(lock).await;
+            return Ended::NotRun;
+        }
+    }
     let ended = flow(ctx, reason, &record_path).await;
     store.release(lock).await;
     ended
@@ -1223,7 +1249,15 @@ mod tests {
             monitor: Arc::new(Monitor::new(options.min_valid)),
         };
         let before = std::fs::read_to_string(&config).unwrap();
-        assert_eq!(run_flow(&ctx, Reason::Rejected).await, Ended::Approved);
+        let seen = Settings::load_config(&settings)
+            .unwrap()
+            .personal_access_token
+            .get()
+            .map(fingerprint);
+        assert_eq!(
+            run_flow(&ctx, Reason::Rejected, seen).await,
+            Ended::Approved
+        );
         assert_eq!(
             *tell.calls.lock().unwrap(),
             ["code None", "code Some(\"msg-1\")", "done Some(\"msg-1\")"]
@@ -1246,9 +1280,9 @@ mod tests {
     #[test]
     fn requests_keep_the_strongest_reason() {
         let r = Requests::default();
-        r.ask(Reason::Expiring);
-        r.ask(Reason::Rejected);
-        r.ask(Reason::Expiring);
+        r.ask(Reason::Expiring, None);
+        r.ask(Reason::Rejected, Some("sha256:1".into()));
+        r.ask(Reason::Expiring, None);
         assert_eq!(r.take(), Some(Reason::Rejected));
         assert_eq!(r.take(), None);
     }

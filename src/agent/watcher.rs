@@ -247,6 +247,8 @@ pub(super) struct Watcher<'a> {
     stop_told: &'a AtomicBool,
     /// Where a failure that needs a person asks for the device grant.
     reauth: Option<&'a reauth::Requests>,
+    /// The fingerprint of the personal token in the files last loaded.
+    personal_seen: Option<String>,
 }
 
 /// What one tick came to.
@@ -298,6 +300,7 @@ impl<'a> Watcher<'a> {
             wake,
             stop_told,
             reauth,
+            personal_seen: None,
         }
     }
 
@@ -357,12 +360,17 @@ impl<'a> Watcher<'a> {
             let next = match &snap {
                 Some(snap) => {
                     self.monitor.observe(&self.org, &snap.tokens, &snap.config);
+                    self.personal_seen = snap
+                        .config
+                        .personal_access_token
+                        .get()
+                        .map(crate::secret::fingerprint);
                     // Ahead of time: the integration's refresh token cannot
                     // be rolled, so a person is asked before it lapses.
                     if let Some(r) = self.reauth
                         && reauth::integration_expiring(&snap.config, now, self.o.rt_min_valid)
                     {
-                        r.ask(reauth::Reason::Expiring);
+                        r.ask(reauth::Reason::Expiring, None);
                     }
                     let extend_at =
                         self.ds
@@ -628,7 +636,7 @@ impl<'a> Watcher<'a> {
             && task.is_some_and(|t| t != Task::Roll)
             && reauth::wanted_after(e)
         {
-            r.ask(reauth::Reason::Rejected);
+            r.ask(reauth::Reason::Rejected, self.personal_seen.clone());
         }
         self.monitor
             .failed(&self.org, e, task.is_none_or(|t| t != Task::Roll));
