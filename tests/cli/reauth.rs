@@ -109,10 +109,25 @@ impl Env {
         self.sim.count("POST", AUTHORIZE)
     }
 
-    /// No secret in `texts` (nor the device codes, which only the simulator
-    /// and the agent's memory hold: they are 64 characters, never shown).
+    /// The device codes the agent polled with (the secret half of each
+    /// grant), as the simulator recorded them.
+    fn device_codes(&self) -> Vec<String> {
+        let mut codes: Vec<String> = self
+            .sim
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == "/v1/device/token")
+            .filter_map(|r| r.form?.get("device_code").cloned())
+            .collect();
+        codes.sort();
+        codes.dedup();
+        codes
+    }
+
+    /// No secret in `texts`: no token or client secret of the files, and
+    /// no device code.
     fn assert_clean(&self, texts: &[&str]) {
-        for s in self.secrets() {
+        for s in self.secrets().into_iter().chain(self.device_codes()) {
             for t in texts {
                 assert!(!t.contains(s.as_str()), "secret leaked:\n{t}");
             }
@@ -319,12 +334,16 @@ fn a_rejected_chain_asks_a_person_and_recovers_on_approval_without_a_restart() {
 
     let (c, w) = w.stop();
     assert_eq!(c, 0, "{}", w.stderr());
+    assert!(!t.device_codes().is_empty(), "the agent polled");
     let audit = std::fs::read_to_string(t.path(".env.audit.jsonl")).unwrap();
     assert!(audit.contains("\"event\":\"reauth_required\""), "{audit}");
     assert!(audit.contains("\"event\":\"reauthorized\""), "{audit}");
     let logged = std::fs::read_to_string(&hook_log).unwrap();
     assert!(logged.contains("event=reauthorized"), "{logged}");
-    t.assert_clean(&[&w.stdout(), &w.stderr(), &audit]);
+    t.assert_clean(&[&w.stdout(), &w.stderr(), &audit, &record]);
+    for d in t.device_codes() {
+        assert!(!logged.contains(&d), "a device code reached a hook");
+    }
     // The hooks of the notices saw no token; the `refreshed` hook after
     // them does.
     let notices: Vec<&str> = logged
