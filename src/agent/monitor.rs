@@ -63,6 +63,10 @@ struct HealthState {
     last_error: Option<String>,
     needs_attention: bool,
     next: Option<(Timestamp, &'static str)>,
+    /// Webex rejected the stored access token in the last tick (it may
+    /// still look valid by its stored expiry): not healthy until a tick
+    /// ends well.
+    stored_rejected: bool,
 }
 
 impl Monitor {
@@ -225,6 +229,7 @@ impl Monitor {
             s.last_success = Some(now);
             s.last_error = None;
             s.needs_attention = false;
+            s.stored_rejected = false;
             s.access_expires_at = o.tokens.access_expires_at;
             s.has_access_token = o.tokens.access_token.is_some();
         });
@@ -245,11 +250,13 @@ impl Monitor {
                     .inc();
             }
         }
+        let rejected = matches!(e, Error::Chain(c) if c.stored_token_rejected());
         self.with(org, |s| {
             s.last_error = Some(e.to_string());
             if main {
                 s.needs_attention = e.exit_code() != exit::TRANSIENT;
             }
+            s.stored_rejected |= rejected;
         });
     }
 
@@ -285,6 +292,7 @@ impl Monitor {
     ) -> (bool, serde_json::Map<String, Value>) {
         let left = s.access_expires_at.map(|e| clock::seconds_until(now, e));
         let healthy = s.has_access_token
+            && !s.stored_rejected
             && left.is_some_and(|l| l > 0 && l as u64 > self.min_valid.as_secs() / 2);
         let body = json!({
             "status": if healthy { "ok" } else { "unhealthy" },
@@ -452,6 +460,30 @@ mod tests {
         let short = Monitor::new(Duration::ZERO);
         short.succeeded(&one(), now, &outcome(tokens(now, 0)));
         assert_eq!(short.health(now).0, 503);
+    }
+
+    #[test]
+    fn a_stored_token_webex_rejected_is_unhealthy_until_a_tick_ends_well() {
+        let m = Monitor::new(Duration::from_secs(3600));
+        let now = clock::now();
+        m.succeeded(&one(), now, &outcome(tokens(now, 7200)));
+        let rejected = Error::Chain(crate::chain::ChainError::Exhausted {
+            attempts: Vec::new(),
+            stored_rejected: true,
+        });
+        m.failed(&one(), &rejected, true);
+        // The file still holds it, valid by its stored expiry.
+        m.set_reauth(Some(("https://example.test/verify", "ABCD", now)));
+        let (status, body) = m.health(now);
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["reauth"]["userCode"], "ABCD");
+        assert!(m.metrics().contains("webex_token_reauth_pending 1"));
+        m.set_reauth(None);
+        m.succeeded(&one(), now, &outcome(tokens(now, 7200)));
+        let (status, body) = m.health(now);
+        assert_eq!(status, 200, "{body}");
+        assert!(body.get("reauth").is_none(), "{body}");
+        assert!(m.metrics().contains("webex_token_reauth_pending 0"));
     }
 
     #[test]
