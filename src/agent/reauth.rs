@@ -409,7 +409,9 @@ impl Requests {
         let mut w = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
         *w = (*w).max(Some(r));
         drop(w);
-        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = personal_seen;
+        if r == Reason::Rejected {
+            *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = personal_seen;
+        }
         self.wake.notify_one();
     }
 
@@ -1284,6 +1286,8 @@ mod tests {
         r.ask(Reason::Rejected, Some("sha256:1".into()));
         r.ask(Reason::Expiring, None);
         assert_eq!(r.take(), Some(Reason::Rejected));
+        // What the rejected tick saw is kept.
+        assert_eq!(r.seen().as_deref(), Some("sha256:1"));
         assert_eq!(r.take(), None);
     }
 }
