@@ -228,25 +228,27 @@ pub async fn run(
     });
     let all = futures_util::future::join_all(watchers);
     let flows = async {
-        match asks {
-            Some(r) => {
-                let ctx = reauth::Ctx {
-                    settings,
-                    options,
-                    report,
-                    monitor: monitor.clone(),
-                };
-                reauth::coordinator(ctx, r).await
-            }
-            None => std::future::pending().await,
+        if let Some(r) = asks {
+            let ctx = reauth::Ctx {
+                settings,
+                options,
+                report,
+                monitor: monitor.clone(),
+                stopping: r.stopping(),
+            };
+            reauth::coordinator(ctx, r).await;
         }
     };
     // The flows end with the loops (a stop signal ends both; a flow keeps
-    // its record so the next start resumes its window).
-    tokio::select! {
-        results = all => worst(results),
-        () = flows => unreachable!("the coordinator runs until dropped"),
-    }
+    // its record so the next start resumes its window), but not in the
+    // middle of saving an approval.
+    let loops = async {
+        let results = all.await;
+        requests.stop();
+        results
+    };
+    let (results, ()) = tokio::join!(loops, flows);
+    worst(results)
 }
 
 /// The run's result: the worst of the orgs' (an error stands for its exit

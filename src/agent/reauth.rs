@@ -46,6 +46,7 @@ use futures_util::future::BoxFuture;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -402,6 +403,9 @@ pub struct Requests {
     /// another host's flow, authorized the integration meanwhile).
     seen: Mutex<Option<String>>,
     wake: tokio::sync::Notify,
+    /// The org loops have ended: the flow ends at its next wait (a request
+    /// or a save in progress finishes first).
+    stopping: Arc<AtomicBool>,
 }
 
 impl Requests {
@@ -412,6 +416,16 @@ impl Requests {
         if r == Reason::Rejected {
             *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = personal_seen;
         }
+        self.wake.notify_one();
+    }
+
+    pub(super) fn stopping(&self) -> Arc<AtomicBool> {
+        self.stopping.clone()
+    }
+
+    /// The loops have ended (a stop signal, or a fatal error).
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
         self.wake.notify_one();
     }
 
@@ -451,6 +465,8 @@ pub(super) struct Ctx<'a> {
     pub options: &'a Options,
     pub report: &'a dyn Report,
     pub monitor: Arc<Monitor>,
+    /// Set when the org loops have ended ([`Requests::stop`]).
+    pub stopping: Arc<AtomicBool>,
 }
 
 /// How a flow ended.
@@ -487,13 +503,20 @@ fn stamp(paths: &[PathBuf]) -> Stamp {
 }
 
 /// Runs flows as the org loops ask for them, one at a time, until the
-/// process stops (the caller drops this future).
+/// loops end ([`Requests::stop`]). A flow is never dropped mid-way: a
+/// device-token answer in flight is saved before it returns.
 pub(super) async fn coordinator(ctx: Ctx<'_>, requests: &Requests) {
     // After a stop: no new flow until SIGHUP or a change of the files.
     let mut held: Option<(u64, Stamp)> = None;
     let files = watched(ctx.settings);
     loop {
+        if requests.stopping.load(Ordering::SeqCst) {
+            return;
+        }
         requests.wake.notified().await;
+        if requests.stopping.load(Ordering::SeqCst) {
+            return;
+        }
         let Some(reason) = requests.take() else {
             continue;
         };
@@ -513,16 +536,18 @@ pub(super) async fn coordinator(ctx: Ctx<'_>, requests: &Requests) {
 /// Time as the flow sees it: real, cut short by a stop signal or (for a
 /// flow started by a rejected chain) a change of the files.
 struct Watch {
+    stopping: Arc<AtomicBool>,
     files: Vec<PathBuf>,
     first: Option<Stamp>,
     interrupted: bool,
 }
 
 impl Watch {
-    fn new(settings: &Settings, reason: Reason) -> Watch {
+    fn new(settings: &Settings, reason: Reason, stopping: Arc<AtomicBool>) -> Watch {
         let files = watched(settings);
         let first = (reason == Reason::Rejected).then(|| stamp(&files));
         Watch {
+            stopping,
             files,
             first,
             interrupted: false,
@@ -530,7 +555,7 @@ impl Watch {
     }
 
     fn check(&mut self) -> bool {
-        if signals::stop_requested().is_some() {
+        if signals::stop_requested().is_some() || self.stopping.load(Ordering::SeqCst) {
             self.interrupted = true;
         }
         if let Some(f) = &self.first
@@ -655,7 +680,7 @@ async fn flow(ctx: &Ctx<'_>, reason: Reason, record_path: &Path) -> Ended {
         client_id: &client_id,
         client_secret: &client_secret,
     };
-    let mut watch = Watch::new(settings, reason);
+    let mut watch = Watch::new(settings, reason, ctx.stopping.clone());
     let now = clock::now();
     // A flow of an earlier run whose window is still open goes on in that
     // window (its device code is gone: a new code is asked for at once).
@@ -925,7 +950,7 @@ fn still_expiring(ctx: &Ctx<'_>) -> bool {
 /// change of the files ends the flow (a person acted: the watchers try the
 /// chain again and ask anew if it still fails).
 fn interrupted(ctx: &Ctx<'_>, record_path: &Path) -> Ended {
-    if signals::stop_requested().is_none() {
+    if signals::stop_requested().is_none() && !ctx.stopping.load(Ordering::SeqCst) {
         remove_record(record_path);
         ctx.monitor.set_reauth(None);
     }
@@ -1249,6 +1274,7 @@ mod tests {
             options: &options,
             report: &events,
             monitor: Arc::new(Monitor::new(options.min_valid)),
+            stopping: Arc::default(),
         };
         let before = std::fs::read_to_string(&config).unwrap();
         let seen = Settings::load_config(&settings)
