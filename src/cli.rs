@@ -337,7 +337,7 @@ pub struct WatchArgs {
     /// One tick, then exit with `refresh`'s exit codes
     #[arg(long)]
     pub once: bool,
-    /// Also renew data-source tokens expiring within --ds-min-valid (as `ds extend --all`)
+    /// Also renew data-source tokens (as `ds extend --all`)
     #[arg(long)]
     pub datasources: bool,
     /// With --datasources: renew a data-source token that expires within this window
@@ -348,6 +348,9 @@ pub struct WatchArgs {
     // systemd credential `webex-bot-token`; never a flag value.)
     #[arg(long, value_name = "ROOM_ID|EMAIL", value_parser = parse_recipient)]
     pub notify_webex: Option<crate::webex::Recipient>,
+    /// Ask for re-authorization this long; 0: never
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_reauth_window)]
+    pub reauth_window: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -566,6 +569,17 @@ fn parse_nonzero_duration(v: &str) -> Result<Duration, String> {
 
 fn parse_recipient(v: &str) -> Result<crate::webex::Recipient, String> {
     crate::webex::Recipient::parse(v)
+}
+
+/// `--reauth-window`: 0 (never start the device grant), or from 5 minutes
+/// (one code's life at Webex) to 30 days (a person who has not answered in
+/// a month is not reading these channels).
+fn parse_reauth_window(v: &str) -> Result<Duration, String> {
+    let d = parse_duration(v)?;
+    if !d.is_zero() && (d < Duration::from_secs(300) || d > Duration::from_secs(30 * 86_400)) {
+        return Err("0 (never ask a person) or from 5m to 30d (e.g. 24h)".into());
+    }
+    Ok(d)
 }
 
 /// A duration that is not zero (an interval of 0 would spin).

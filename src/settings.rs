@@ -191,6 +191,22 @@ fn etcd_password(g: &GlobalArgs) -> Result<Option<crate::secret::SecretString>, 
 }
 
 impl Settings {
+    /// Tests: the settings of `webex-token --config CONFIG --env-file ENV`
+    /// (files store, every other flag at its default).
+    #[cfg(test)]
+    pub fn for_files(config: &Path, env: &Path) -> Settings {
+        use clap::Parser;
+        let cli = crate::cli::Cli::parse_from([
+            "webex-token".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--env-file".as_ref(),
+            env.as_os_str(),
+            "status".as_ref(),
+        ]);
+        Settings::from_args(&cli.global)
+    }
+
     pub fn from_args(g: &GlobalArgs) -> Settings {
         let env_path = absolute(&g.env_file);
         let state_path = state_path(g.state.as_deref());

@@ -206,6 +206,7 @@ pub(crate) fn control(inner: &Inner, req: &Incoming) -> Resp {
             };
             let mut latency = None;
             let mut interval = None;
+            let mut code_ttl = None;
             let mut page = None;
             match ms("latencyMs") {
                 Some(None) => return bad("latencyMs must be a number >= 0"),
@@ -215,6 +216,11 @@ pub(crate) fn control(inner: &Inner, req: &Incoming) -> Resp {
             match ms("deviceIntervalSeconds") {
                 Some(None) => return bad("deviceIntervalSeconds must be a number >= 0"),
                 Some(Some(x)) => interval = Some(Duration::from_secs_f64(x)),
+                None => {}
+            }
+            match ms("deviceCodeSeconds") {
+                Some(Some(x)) if x >= 1.0 => code_ttl = Some(Duration::from_secs_f64(x)),
+                Some(_) => return bad("deviceCodeSeconds must be a number >= 1"),
                 None => {}
             }
             match body.get("pageSize").map(Value::as_u64) {
@@ -230,6 +236,9 @@ pub(crate) fn control(inner: &Inner, req: &Incoming) -> Resp {
             }
             if let Some(p) = page {
                 st.page_size = p;
+            }
+            if let Some(t) = code_ttl {
+                st.device_code_ttl = t;
             }
             Resp::json(200, &settings_json(&st))
         }
@@ -271,6 +280,7 @@ fn settings_json(st: &State) -> Value {
         "latencyMs": st.latency.as_secs_f64() * 1000.0,
         "pageSize": st.page_size,
         "deviceIntervalSeconds": st.device_interval.as_secs_f64(),
+        "deviceCodeSeconds": st.device_code_ttl.as_secs_f64(),
     })
 }
 

@@ -17,7 +17,7 @@ use crate::{Inner, State, TokenKind, util};
 /// `grant_type` of a device-token poll.
 pub(crate) const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
-/// How long a device code / user code lives.
+/// How long a device code / user code lives unless set otherwise.
 pub(crate) const DEVICE_CODE_TTL: Duration = Duration::from_secs(300);
 
 /// RFC 8628 §6.1: a base-20 alphabet without vowels or look-alikes.
@@ -96,6 +96,7 @@ impl Devices {
         scopes: Vec<String>,
         now: SystemTime,
         interval_secs: u64,
+        ttl: Duration,
     ) -> (String, String) {
         let device_code = loop {
             let c = util::random_alnum(64);
@@ -121,7 +122,7 @@ impl Devices {
                 client_id: client_id.to_string(),
                 scopes,
                 user_code: user_code.clone(),
-                expires_at: now + DEVICE_CODE_TTL,
+                expires_at: now + ttl,
                 interval_secs,
                 last_poll: None,
                 status: DeviceStatus::Pending,
@@ -215,11 +216,13 @@ pub(crate) fn authorize(inner: &Inner, req: &Incoming) -> Resp {
     let mut st = inner.lock();
     let now = st.now();
     let interval_secs = ceil_secs(st.device_interval);
+    let ttl_secs = ceil_secs(st.device_code_ttl).max(1);
     let (device_code, user_code) = st.devices.start(
         &inner.creds.integration_client_id,
         scopes,
         now,
         interval_secs,
+        Duration::from_secs(ttl_secs),
     );
     let verify = format!("{}/_sim/device/verify", inner.root_url());
     Resp::json(
@@ -229,7 +232,7 @@ pub(crate) fn authorize(inner: &Inner, req: &Incoming) -> Resp {
             "user_code": user_code,
             "verification_uri": verify,
             "verification_uri_complete": format!("{verify}?userCode={user_code}"),
-            "expires_in": DEVICE_CODE_TTL.as_secs(),
+            "expires_in": ttl_secs,
             "interval": interval_secs,
         }),
     )

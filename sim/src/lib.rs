@@ -73,6 +73,9 @@ pub struct SimOptions {
     /// seconds, rounded up); a poll sooner than that after the previous one
     /// answers `slow_down`. Default 5 s.
     pub device_interval: Duration,
+    /// Device grant: how long a device code / user code lives (`expires_in`,
+    /// whole seconds, rounded up). Default 300 s, as at Webex.
+    pub device_code_ttl: Duration,
     /// How long a "minute" of a data-source token lasts: its lifetime
     /// (`tokenLifetimeMinutes`) and a new source's `expires_in` are scaled
     /// by `ds_minute / 60 s`, for benchmarks that compress a day. Default
@@ -104,6 +107,7 @@ impl Default for SimOptions {
             latency: Duration::ZERO,
             page_size: 100,
             device_interval: Duration::from_secs(5),
+            device_code_ttl: device::DEVICE_CODE_TTL,
             ds_minute: Duration::from_secs(60),
         }
     }
@@ -430,6 +434,7 @@ pub(crate) struct State {
     pub latency: Duration,
     pub page_size: usize,
     pub device_interval: Duration,
+    pub device_code_ttl: Duration,
     pub ds_minute: Duration,
 }
 
@@ -650,6 +655,7 @@ impl Sim {
             latency: opts.latency,
             page_size: opts.page_size.max(1),
             device_interval: opts.device_interval,
+            device_code_ttl: opts.device_code_ttl,
             ds_minute: opts.ds_minute,
         };
         let inner = Arc::new(Inner {
@@ -1007,6 +1013,11 @@ impl Sim {
     /// The `interval` announced to device-grant requests started from now on.
     pub fn set_device_interval(&self, interval: Duration) {
         self.inner.lock().device_interval = interval;
+    }
+
+    /// The life of device codes started from now on.
+    pub fn set_device_code_ttl(&self, ttl: Duration) {
+        self.inner.lock().device_code_ttl = ttl;
     }
 
     /// Sleep this long before answering every `/v1` request.

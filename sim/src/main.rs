@@ -25,6 +25,7 @@ OPTIONS:
     --latency DURATION           delay every /v1 answer, e.g. 20ms [default: 0s]
     --page-size N                GET /v1/dataSources page size without max [default: 100]
     --device-interval DURATION   device grant polling interval [default: 5s]
+    --device-code-ttl DURATION   how long a device code lives [default: 300s]
     --ds-minute DURATION         how long a data-source token minute lasts, to
                                  compress time in benchmarks [default: 60s]
     --init DIR                   write DIR/token-config.json (0600) and two demo data
@@ -96,6 +97,7 @@ fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
             "--latency" => opts.latency = parse_duration(flag, &value()?)?,
             "--page-size" => opts.page_size = parse_count(flag, &value()?)?,
             "--device-interval" => opts.device_interval = parse_duration(flag, &value()?)?,
+            "--device-code-ttl" => opts.device_code_ttl = parse_duration(flag, &value()?)?,
             "--ds-minute" => opts.ds_minute = parse_duration(flag, &value()?)?,
             "--init" => init = Some(PathBuf::from(value()?)),
             "--quiet" | "-q" => quiet = true,

@@ -306,7 +306,7 @@ fn orgs_latency_page_size_and_device_interval_flags() {
     let settings = get(&format!("{}/_sim/settings", s.root), None).json();
     assert_eq!(
         settings,
-        json!({"latencyMs": 50.0, "pageSize": 1, "deviceIntervalSeconds": 2.0})
+        json!({"latencyMs": 50.0, "pageSize": 1, "deviceIntervalSeconds": 2.0, "deviceCodeSeconds": 300.0})
     );
 
     // mint for the third org; its list pages one at a time, each answer late

@@ -379,3 +379,32 @@ fn control_api_approve_settings_verify_page_and_rate_limit_fault() {
     assert!(s.count("POST", "/v1/device/token") >= 6);
     assert!(s.requests().iter().all(|r| !r.path.starts_with("/_sim")));
 }
+
+#[test]
+fn the_code_life_is_a_setting_for_codes_started_later() {
+    let s = Sim::start(SimOptions::default()).unwrap();
+    let root = s.root_url();
+    let bad = send_json(
+        "POST",
+        &format!("{root}/_sim/settings"),
+        None,
+        &json!({"deviceCodeSeconds": 0}),
+    );
+    assert_eq!(bad.status, 400);
+    let set = send_json(
+        "POST",
+        &format!("{root}/_sim/settings"),
+        None,
+        &json!({"deviceCodeSeconds": 1, "deviceIntervalSeconds": 0}),
+    );
+    assert_eq!(set.json()["deviceCodeSeconds"], 1.0);
+    let v: Value = start(&s, "spark:kms").json();
+    assert_eq!(v["expires_in"], 1);
+    let code = v["device_code"].as_str().unwrap().to_string();
+    assert_device_error(&poll(&s, &code), 428, "authorization_pending");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_device_error(&poll(&s, &code), 400, "invalid_grant");
+    // The library knob, likewise.
+    s.set_device_code_ttl(Duration::from_secs(7));
+    assert_eq!(start(&s, "spark:kms").json()["expires_in"], 7);
+}

@@ -76,7 +76,28 @@ pub async fn run(
     whose: &HookEnv<'_>,
 ) -> HookRun {
     let started = Instant::now();
-    let outcome = spawn_and_wait(cmd, trigger, tokens, timeout, whose).await;
+    let outcome = spawn_and_wait(cmd, trigger, tokens, &[], timeout, whose).await;
+    HookRun {
+        command: cmd.to_string(),
+        trigger,
+        outcome,
+        duration: started.elapsed(),
+    }
+}
+
+/// Runs `sh -c CMD` for a notice that carries no token (`reauth_required`,
+/// `reauthorized`, `reauth_stopped`): the owned token keys are removed from
+/// its environment, `extra` (e.g. `WEBEX_TOKEN_VERIFY_URL`) is added.
+pub async fn run_notice(
+    cmd: &str,
+    trigger: &'static str,
+    extra: &[(&str, &str)],
+    timeout: Duration,
+    whose: &HookEnv<'_>,
+) -> HookRun {
+    let started = Instant::now();
+    let none = StoredTokens::default();
+    let outcome = spawn_and_wait(cmd, trigger, &none, extra, timeout, whose).await;
     HookRun {
         command: cmd.to_string(),
         trigger,
@@ -100,6 +121,7 @@ async fn spawn_and_wait(
     cmd: &str,
     event: &str,
     tokens: &StoredTokens,
+    extra: &[(&str, &str)],
     timeout: Duration,
     whose: &HookEnv<'_>,
 ) -> HookOutcome {
@@ -112,6 +134,9 @@ async fn spawn_and_wait(
         };
     }
     c.env("WEBEX_TOKEN_EVENT", event);
+    for (k, v) in extra {
+        c.env(k, v);
+    }
     match whose.org {
         Some(name) => c.env("WEBEX_TOKEN_ORG", name),
         None => c.env_remove("WEBEX_TOKEN_ORG"),

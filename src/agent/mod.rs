@@ -20,6 +20,7 @@ pub mod health;
 pub mod hooks;
 pub mod monitor;
 pub mod notify;
+pub mod reauth;
 mod watcher;
 
 #[cfg(test)]
@@ -73,6 +74,12 @@ pub struct Options {
     /// `--notify-webex`: where the re-authorization notice goes (the bot
     /// token is the config's `notify.webexBotToken`; see [`notify`]).
     pub notify_webex: Option<crate::webex::Recipient>,
+    /// How long to keep asking a person to re-authorize the integration
+    /// (device-grant codes, [`reauth`]); zero: never start the device grant.
+    pub reauth_window: Duration,
+    /// Besides events, hooks and health: who else is told (the Webex
+    /// message with `--notify-webex`).
+    pub tell: Option<reauth::Teller>,
 }
 
 /// Where the agent's events go (`commands/watch.rs` implements it on the
@@ -157,6 +164,9 @@ pub enum Event<'a> {
     },
     /// An `--on-refresh` hook ran.
     Hook(&'a HookRun),
+    /// A person is asked to re-authorize the integration, did, or is no
+    /// longer asked (for the config, not an org).
+    Reauth(&'a reauth::Notice<'a>),
     /// A stop signal arrived; the loop ends.
     Stopping { signal: &'a str },
     /// The org was added to the config (SIGHUP or a changed config file):
@@ -230,6 +240,9 @@ pub async fn run(
     });
     // A stop signal is logged (and told to systemd) once, not once per org.
     let stop_told = AtomicBool::new(false);
+    // One device-grant flow for the config, whichever org's loop asks.
+    let requests = reauth::Requests::default();
+    let asks = (!options.once && !options.reauth_window.is_zero()).then_some(&requests);
     let shared = watcher::Shared {
         settings,
         options,
@@ -237,6 +250,7 @@ pub async fn run(
         monitor: monitor.clone(),
         wake: wake.clone(),
         stop_told: &stop_told,
+        reauth: asks,
     };
     if options.once {
         let watchers = orgs
@@ -245,63 +259,83 @@ pub async fn run(
         let results = futures_util::future::join_all(watchers).await;
         return worst(results.into_iter().map(|(_, r)| r).collect());
     }
-    let mut orgs_now = Orgs::default();
-    let mut running = futures_util::stream::FuturesUnordered::new();
-    for (org, store) in orgs {
-        running.push(orgs_now.start(&shared, org, store));
-    }
-    let mut results = Vec::new();
-    let mut files = Stamps::of(settings);
-    let mut wall = Clock::start();
-    let mut hangups_seen = signals::hangups();
-    let mut wake = wake;
-    let mut look = tokio::time::interval(WORLD_CHECK);
-    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            Some((id, result)) = futures_util::StreamExt::next(&mut running) => {
-                if let Some(gone) = orgs_now.ended(id) {
-                    // Its last tick is over: nothing reports on it any more.
-                    if !orgs_now.has_name(&gone.org) {
-                        monitor.unregister(&gone.org);
+    let flows = async {
+        if let Some(r) = asks {
+            let ctx = reauth::Ctx {
+                settings,
+                options,
+                report,
+                monitor: monitor.clone(),
+                stopping: r.stopping(),
+            };
+            reauth::coordinator(ctx, r).await;
+        }
+    };
+    // The flows end with the loops (a stop signal ends both; a flow keeps
+    // its record so the next start resumes its window), but not in the
+    // middle of saving an approval.
+    let loops = async {
+        let mut orgs_now = Orgs::default();
+        let mut running = futures_util::stream::FuturesUnordered::new();
+        for (org, store) in orgs {
+            running.push(orgs_now.start(&shared, org, store));
+        }
+        let mut results = Vec::new();
+        let mut files = Stamps::of(settings);
+        let mut wall = Clock::start();
+        let mut hangups_seen = signals::hangups();
+        let mut wake = wake;
+        let mut look = tokio::time::interval(WORLD_CHECK);
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                Some((id, result)) = futures_util::StreamExt::next(&mut running) => {
+                    if let Some(gone) = orgs_now.ended(id) {
+                        // Its last tick is over: nothing reports on it any more.
+                        if !orgs_now.has_name(&gone.org) {
+                            monitor.unregister(&gone.org);
+                        }
+                        report.report(&gone.org, clock::now(), Event::OrgRemoved {
+                            env_file: &gone.env_file,
+                        });
+                    } else {
+                        results.push(result);
                     }
-                    report.report(&gone.org, clock::now(), Event::OrgRemoved {
-                        env_file: &gone.env_file,
-                    });
-                } else {
-                    results.push(result);
-                }
-                if running.is_empty() {
-                    break;
-                }
-            }
-            _ = look.tick() => {
-                if let Some(jump) = wall.jumped() {
-                    tracing::info!(
-                        "the clock jumped {} by {}: planning anew",
-                        if jump.is_negative() { "back" } else { "ahead" },
-                        clock::human_span(jump.unsigned_abs().as_secs())
-                    );
-                    wake_tx.send_modify(|n| *n = n.wrapping_add(1));
-                }
-                if files.changed() && signals::stop_requested().is_none() {
-                    for (org, store) in follow_config(settings, report, &monitor, &mut orgs_now) {
-                        running.push(orgs_now.start(&shared, org, store));
+                    if running.is_empty() {
+                        break;
                     }
                 }
-            }
-            Ok(()) = wake.changed() => {
-                let hangups = signals::hangups();
-                if hangups != hangups_seen && signals::stop_requested().is_none() {
-                    hangups_seen = hangups;
-                    files.changed();
-                    for (org, store) in follow_config(settings, report, &monitor, &mut orgs_now) {
-                        running.push(orgs_now.start(&shared, org, store));
+                _ = look.tick() => {
+                    if let Some(jump) = wall.jumped() {
+                        tracing::info!(
+                            "the clock jumped {} by {}: planning anew",
+                            if jump.is_negative() { "back" } else { "ahead" },
+                            clock::human_span(jump.unsigned_abs().as_secs())
+                        );
+                        wake_tx.send_modify(|n| *n = n.wrapping_add(1));
+                    }
+                    if files.changed() && signals::stop_requested().is_none() {
+                        for (org, store) in follow_config(settings, report, &monitor, &mut orgs_now) {
+                            running.push(orgs_now.start(&shared, org, store));
+                        }
+                    }
+                }
+                Ok(()) = wake.changed() => {
+                    let hangups = signals::hangups();
+                    if hangups != hangups_seen && signals::stop_requested().is_none() {
+                        hangups_seen = hangups;
+                        files.changed();
+                        for (org, store) in follow_config(settings, report, &monitor, &mut orgs_now) {
+                            running.push(orgs_now.start(&shared, org, store));
+                        }
                     }
                 }
             }
         }
-    }
+        requests.stop();
+        results
+    };
+    let (results, ()) = tokio::join!(loops, flows);
     worst(results)
 }
 

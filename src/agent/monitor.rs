@@ -52,6 +52,10 @@ pub struct Monitor {
     validations: Family<Labels, Counter>,
     last_success: Family<Labels, Gauge>,
     rejected: Family<Labels, Gauge>,
+    /// The device-grant code a person should enter (`/healthz`'s `reauth`).
+    reauth: Mutex<Option<Value>>,
+    reauth_pending: Gauge,
+    reauth_codes: Counter,
 }
 
 #[derive(Default)]
@@ -115,7 +119,22 @@ impl Monitor {
             "1 while the stored service-app access token is one Webex rejected (401) in this run",
             rejected.clone(),
         );
+        let reauth_pending = Gauge::default();
+        let reauth_codes = Counter::default();
+        r.register(
+            "reauth_pending",
+            "1 while watch waits for a person to approve a device-grant code",
+            reauth_pending.clone(),
+        );
+        r.register(
+            "reauth_codes_requested",
+            "Device-grant codes asked for by watch to re-authorize the integration",
+            reauth_codes.clone(),
+        );
         Monitor {
+            reauth: Mutex::new(None),
+            reauth_pending,
+            reauth_codes,
             min_valid,
             state: Mutex::new(BTreeMap::new()),
             registry: r,
@@ -350,6 +369,23 @@ impl Monitor {
         });
     }
 
+    /// The code a person should enter now (`None`: none is out).
+    pub fn set_reauth(&self, code: Option<(&str, &str, Timestamp)>) {
+        let v = code.map(|(url, user_code, expires)| {
+            json!({
+                "verifyUrl": url,
+                "userCode": user_code,
+                "codeExpiresAt": clock::format_utc(expires),
+            })
+        });
+        self.reauth_pending.set(i64::from(v.is_some()));
+        *self.reauth.lock().unwrap_or_else(|p| p.into_inner()) = v;
+    }
+
+    pub fn reauth_code_requested(&self) {
+        self.reauth_codes.inc();
+    }
+
     pub fn hook(&self, org: &OrgId, outcome: &str) {
         self.hooks
             .get_or_create(&labels(org, &[("outcome", outcome)]))
@@ -425,6 +461,14 @@ impl Monitor {
         }
         if states.is_empty() {
             body.insert("status".into(), json!("unhealthy"));
+        }
+        if let Some(r) = self
+            .reauth
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            body.insert("reauth".into(), r);
         }
         (if all_ok { 200 } else { 503 }, Value::Object(body))
     }
@@ -593,6 +637,32 @@ mod tests {
         let (status, body) = m.health(now);
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["rejectedAt"], Value::Null, "{body}");
+    }
+
+    #[test]
+    fn a_pending_code_is_in_health_and_metrics_until_a_new_token_is_saved() {
+        let m = Monitor::new(Duration::from_secs(3600));
+        let now = clock::now();
+        m.succeeded(&one(), now, &outcome(tokens(now, 7200)));
+        let rejected = Error::Chain(crate::chain::ChainError::Exhausted {
+            attempts: Vec::new(),
+            stored_rejected: true,
+        });
+        m.failed(&one(), &rejected, true);
+        // The file still holds it, valid by its stored expiry.
+        m.set_reauth(Some(("https://example.test/verify", "ABCD", now)));
+        let (status, body) = m.health(now);
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["reauth"]["userCode"], "ABCD");
+        assert!(m.metrics().contains("webex_token_reauth_pending 1"));
+        m.set_reauth(None);
+        let mut renewed = tokens(now, 7200);
+        renewed.access_token = Some(secret("at-2"));
+        m.succeeded(&one(), now, &outcome(renewed));
+        let (status, body) = m.health(now);
+        assert_eq!(status, 200, "{body}");
+        assert!(body.get("reauth").is_none(), "{body}");
+        assert!(m.metrics().contains("webex_token_reauth_pending 0"));
     }
 
     #[test]

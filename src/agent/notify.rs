@@ -16,21 +16,13 @@
 //! state so that a restarted agent [`Notifier::resume`]s editing the same
 //! message. Calls are made one at a time (they queue on a lock).
 
-// Until the re-authorization flow (agent/reauth.rs) calls the notifier,
-// only the tests do; `expect` (not `allow`) so this goes once it is wired.
-#![cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the re-authorization flow calls code/done/stopped once wired"
-    )
-)]
-
+use super::reauth::Tell;
 use crate::clock;
 use crate::config::{Config, ConfigError};
 use crate::secret::{SecretString, printable};
 use crate::settings::Settings;
 use crate::webex::{ApiError, HttpApi, HttpSettings, MessagesApi, Posted, Recipient};
+use futures_util::future::BoxFuture;
 use jiff::Timestamp;
 use std::sync::Mutex;
 
@@ -367,3 +359,75 @@ fn link(url: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// The [`Tell`] that `watch --notify-webex` gives the re-authorization
+/// flow. Each notice builds its [`Notifier`] from the config of the moment
+/// (a bot token fixed or rotated since the start is the one used) and edits
+/// the message whose id the flow kept in its record (so a restarted agent
+/// edits the same message). A config that cannot be read, or has lost its
+/// bot token, is logged and that notice is skipped: the flow goes on.
+pub struct WebexTell {
+    settings: Settings,
+    to: Recipient,
+}
+
+impl WebexTell {
+    pub fn new(settings: Settings, to: Recipient) -> WebexTell {
+        WebexTell { settings, to }
+    }
+
+    fn notifier(&self, notice_id: Option<&str>) -> Option<Notifier> {
+        let built = self.settings.load_config().and_then(|config| {
+            Notifier::from_config(self.settings.http(Some(&config)), &config, self.to.clone())
+        });
+        match built {
+            Ok(n) => {
+                if let Some(id) = notice_id {
+                    n.resume(id.to_string());
+                }
+                Some(n)
+            }
+            Err(e) => {
+                tracing::warn!("could not send the Webex notice to {}: {e}", self.to);
+                None
+            }
+        }
+    }
+}
+
+impl Tell for WebexTell {
+    fn code<'a>(
+        &'a self,
+        notice_id: Option<&'a str>,
+        url: &'a str,
+        user_code: &'a str,
+        expires_at: Timestamp,
+    ) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let n = self.notifier(notice_id)?;
+            n.code(url, user_code, expires_at).await;
+            n.message_id()
+        })
+    }
+
+    fn done<'a>(
+        &'a self,
+        notice_id: Option<&'a str>,
+        who: Option<&'a str>,
+        at: Timestamp,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(n) = self.notifier(notice_id) {
+                n.done(who, at).await;
+            }
+        })
+    }
+
+    fn stopped<'a>(&'a self, notice_id: Option<&'a str>, reason: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(n) = self.notifier(notice_id) {
+                n.stopped(reason).await;
+            }
+        })
+    }
+}

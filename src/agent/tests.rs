@@ -39,6 +39,8 @@ fn options() -> Options {
         ds_min_valid: s(2 * H),
         ds_lifetime_minutes: 1440,
         notify_webex: None,
+        reauth_window: Duration::from_secs(86_400),
+        tell: None,
     }
 }
 

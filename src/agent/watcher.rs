@@ -6,6 +6,7 @@
 use super::datasources::{self, DsRound};
 use super::hooks;
 use super::monitor::Monitor;
+use super::reauth;
 use super::{Checked, Event, Options, Report};
 use crate::chain::{Action, Check, Outcome, Policy};
 use crate::clock;
@@ -256,6 +257,10 @@ pub(super) struct Watcher<'a> {
     /// before its next tick (never during one: an exchange and its save
     /// finish first).
     retire: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Where a failure that needs a person asks for the device grant.
+    reauth: Option<&'a reauth::Requests>,
+    /// The fingerprint of the personal token in the files last loaded.
+    personal_seen: Option<String>,
 }
 
 /// What one tick came to.
@@ -275,6 +280,8 @@ pub(super) struct Shared<'a> {
     pub wake: tokio::sync::watch::Receiver<u64>,
     /// Set by the first org's loop to log a stop signal.
     pub stop_told: &'a AtomicBool,
+    /// `None` with `--once` or `--reauth-window 0`.
+    pub reauth: Option<&'a reauth::Requests>,
 }
 
 impl<'a> Watcher<'a> {
@@ -286,6 +293,7 @@ impl<'a> Watcher<'a> {
             monitor,
             wake,
             stop_told,
+            reauth,
         } = shared;
         Watcher {
             settings,
@@ -304,6 +312,8 @@ impl<'a> Watcher<'a> {
             wake,
             stop_told,
             retire: None,
+            reauth,
+            personal_seen: None,
         }
     }
 
@@ -378,6 +388,18 @@ impl<'a> Watcher<'a> {
             let next = match &snap {
                 Some(snap) => {
                     self.monitor.observe(&self.org, &snap.tokens, &snap.config);
+                    self.personal_seen = snap
+                        .config
+                        .personal_access_token
+                        .get()
+                        .map(crate::secret::fingerprint);
+                    // Ahead of time: the integration's refresh token cannot
+                    // be rolled, so a person is asked before it lapses.
+                    if let Some(r) = self.reauth
+                        && reauth::integration_expiring(&snap.config, now, self.o.rt_min_valid)
+                    {
+                        r.ask(reauth::Reason::Expiring, None);
+                    }
                     let extend_at =
                         self.ds
                             .due_at(self.o.datasources, self.state.last_validated, now);
@@ -700,6 +722,12 @@ impl<'a> Watcher<'a> {
                     clock::human_span(wait.as_secs())
                 );
             }
+        }
+        if let Some(r) = self.reauth
+            && task.is_some_and(|t| t != Task::Roll)
+            && reauth::wanted_after(e)
+        {
+            r.ask(reauth::Reason::Rejected, self.personal_seen.clone());
         }
         self.monitor
             .failed(&self.org, e, task.is_none_or(|t| t != Task::Roll));

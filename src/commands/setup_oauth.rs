@@ -11,7 +11,7 @@
 use crate::audit;
 use crate::cli::SetupOauthArgs;
 use crate::clock;
-use crate::config::{Absence, Config, PersonalUpdate};
+use crate::config::{Absence, Config};
 use crate::engine;
 use crate::error::{Error, SetupError};
 use crate::oauth::{self, Authorized, Mode};
@@ -103,18 +103,8 @@ async fn store_grant(
     client_secret: &SecretString,
     flow: &str,
 ) -> Result<Stored, Error> {
-    let now = clock::now();
-    let refresh_expires_at = grant
-        .refresh_token_expires_in
-        .filter(|_| grant.refresh_token.is_some())
-        .map(|s| clock::after(now, s));
-    let update = PersonalUpdate {
-        personal_access_token: grant.access_token,
-        personal_expires_at: grant.expires_in.map(|s| clock::after(now, s)),
-        integration_refresh_token: grant.refresh_token,
-        integration_refresh_expires_at: refresh_expires_at,
-        integration_client: Some((client_id.to_string(), client_secret.clone())),
-    };
+    let update = engine::authorization_update(grant, client_id, client_secret, clock::now());
+    let refresh_expires_at = update.integration_refresh_expires_at;
     if update.integration_refresh_token.is_none() {
         tracing::warn!(
             "the token endpoint returned no refresh token; the personal access token is stored, but level 3 will not be able to renew it"
@@ -122,6 +112,8 @@ async fn store_grant(
     }
     let store = settings.store();
     engine::save_authorization(&store, &update, settings.lock_timeout).await?;
+    // A link `watch` saved for a person (docs/reauthorize.md) is stale now.
+    crate::agent::reauth::forget(settings);
     let stored = Stored {
         config_path: config.path.clone(),
         state_path: config.state_path.clone(),

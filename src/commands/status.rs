@@ -1,6 +1,7 @@
 //! `status`: gather what is stored and what could renew it; `output::status`
 //! renders it. Never writes.
 
+use crate::agent::reauth;
 use crate::chain::{self, Level};
 use crate::cli::StatusArgs;
 use crate::clock;
@@ -8,9 +9,9 @@ use crate::config::Absence;
 use crate::config::Config;
 use crate::error::{Error, exit};
 use crate::output::status::{
-    CheckResult, Credential, Online, StatusReport, check_message, expiring_line,
+    CheckResult, Credential, Online, Reauth, StatusReport, check_message, expiring_line,
 };
-use crate::output::{OrgResult, Printer};
+use crate::output::{OrgResult, Printer, expiry_text};
 use crate::settings::{OrgTarget, Settings};
 use crate::store::EnvState;
 use crate::tokens::OrgId;
@@ -77,6 +78,10 @@ async fn over_orgs(
     printer.status_orgs(&reports, code, compact);
     code
 }
+
+/// `watch --rt-min-valid`'s default (what `status` says a person is asked
+/// within).
+const WATCH_RT_MIN_VALID: std::time::Duration = std::time::Duration::from_secs(14 * 86_400);
 
 async fn gather(
     settings: &Settings,
@@ -169,6 +174,19 @@ async fn gather(
         .filter(|c| !c.expiring.is_empty())
         .map(|c| check_failure(c, &levels));
 
+    let mut notes = config.notes.clone();
+    // The integration's refresh token is not extended by use: say when a
+    // person will be needed (watch asks ahead, within its --rt-min-valid).
+    if let Some(e) = integ
+        .filter(|i| i.refresh_token.is_set())
+        .and_then(|i| i.refresh_expires_at)
+        && e <= clock::after(now, WATCH_RT_MIN_VALID.as_secs())
+    {
+        notes.push(format!(
+            "the integration refresh token {} and webex-token cannot roll it: a person must authorize the integration again (`watch` asks for that with the device grant within its --rt-min-valid, 14d by default; or run `webex-token setup-oauth`)",
+            expiry_text(Some(e), now)
+        ));
+    }
     StatusReport {
         now,
         env_file: state.path.clone(),
@@ -190,8 +208,25 @@ async fn gather(
         online,
         check,
         failure,
-        notes: config.notes.clone(),
+        notes,
+        reauth: reauth_record(settings),
     }
+}
+
+/// What `watch` saved about a device grant it asked a person for.
+fn reauth_record(settings: &Settings) -> Option<Reauth> {
+    let p = reauth::read_record(&reauth::record_path(settings))?;
+    Some(Reauth {
+        pending: p.is_pending(),
+        reason: p.reason,
+        verify_url: p.verify_url,
+        user_code: p.user_code,
+        code_expires_at: p.code_expires_at,
+        window_started_at: p.window_started_at,
+        window_ends_at: p.window_ends_at,
+        codes_requested: p.codes_requested,
+        stopped_reason: p.stopped_reason,
+    })
 }
 
 /// `--check` failing: one concrete step per kind of credential that lapses.

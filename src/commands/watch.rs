@@ -50,6 +50,14 @@ pub async fn run(settings: &Settings, printer: &Printer, a: &WatchArgs) -> Resul
         ds_min_valid: a.ds_min_valid,
         ds_lifetime_minutes: MAX_TOKEN_LIFETIME_MINUTES,
         notify_webex: a.notify_webex.clone(),
+        reauth_window: a.reauth_window,
+        // `--notify-webex`: the Webex message, besides events, hooks and health.
+        tell: a.notify_webex.clone().map(|to| {
+            agent::reauth::Teller(std::sync::Arc::new(agent::notify::WebexTell::new(
+                settings.clone(),
+                to,
+            )))
+        }),
     };
     agent::run(settings, &options, listener, printer).await
 }
@@ -139,6 +147,7 @@ impl Report for Printer {
             Event::Stopping { signal } => ("stopping", shape::stopping(signal)),
             Event::OrgAdded { env_file } => ("added", shape::org_change(env_file)),
             Event::OrgRemoved { env_file } => ("removed", shape::org_change(env_file)),
+            Event::Reauth(n) => (n.name(), n.fields()),
         };
         self.watch_event(name, at, shape::tagged(fields, org.name()));
     }

@@ -83,6 +83,29 @@ pub fn is_fresh(tokens: &StoredTokens, min_valid: Duration) -> bool {
     tokens.access_token.is_some() && tokens.access_expires_at.is_some_and(|e| e > threshold)
 }
 
+/// What a grant from a person (`setup-oauth`, or `watch` re-authorizing
+/// with the device grant) stores: the personal token, the integration
+/// refresh token (none returned keeps the stored one) with their expiries
+/// counted from `now`, and the client they were issued to.
+pub fn authorization_update(
+    grant: TokenGrant,
+    client_id: &str,
+    client_secret: &SecretString,
+    now: jiff::Timestamp,
+) -> RenewableUpdate {
+    let integration_refresh_expires_at = grant
+        .refresh_token_expires_in
+        .filter(|_| grant.refresh_token.is_some())
+        .map(|s| clock::after(now, s));
+    RenewableUpdate {
+        personal_access_token: grant.access_token,
+        personal_expires_at: grant.expires_in.map(|s| clock::after(now, s)),
+        integration_refresh_token: grant.refresh_token,
+        integration_refresh_expires_at,
+        integration_client: Some((client_id.to_string(), client_secret.clone())),
+    }
+}
+
 /// `setup-oauth`'s transaction: a person's fresh authorization (the
 /// personal token, the integration refresh token and the client
 /// credentials they belong to) saved under the config-scope lock, so it

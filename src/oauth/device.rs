@@ -27,7 +27,7 @@ const TRANSIENT_LIMIT: u32 = 3;
 
 /// Time as the poll loop sees it: real in the program, virtual in tests.
 #[allow(async_fn_in_trait)]
-pub(super) trait Pacer {
+pub(crate) trait Pacer {
     /// Time since the wait began.
     fn elapsed(&self) -> Duration;
     /// Waits `d`; `left` is what remains of the whole wait after it.
@@ -160,7 +160,7 @@ impl Shown {
 
 /// Polls `/device/token` until the tokens come, the person declines, the
 /// code lapses, or `timeout` has passed.
-pub(super) async fn poll<A: OAuthApi, P: Pacer>(
+pub(crate) async fn poll<A: OAuthApi, P: Pacer>(
     api: &A,
     client: &ClientCredentials<'_>,
     device_code: &SecretString,

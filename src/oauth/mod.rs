@@ -21,6 +21,7 @@ mod device;
 mod manual;
 
 pub use callback::BrowserReply;
+pub(crate) use device::{Pacer, poll as poll_device};
 
 use crate::clock;
 use crate::error::SetupError;

@@ -71,6 +71,25 @@ pub struct StatusReport {
     /// `--check` failed: the report is still printed, with this error.
     pub failure: Option<Error>,
     pub notes: Vec<String>,
+    /// What `watch` saved about asking a person to re-authorize (the link
+    /// and code of a pending device grant, or why it stopped asking).
+    pub reauth: Option<Reauth>,
+}
+
+/// What `watch` saved about asking a person to re-authorize (its record,
+/// as `commands/status.rs` read it).
+#[derive(Debug, Clone)]
+pub struct Reauth {
+    /// A code is out (else: it stopped asking).
+    pub pending: bool,
+    pub reason: String,
+    pub verify_url: String,
+    pub user_code: String,
+    pub code_expires_at: String,
+    pub window_started_at: String,
+    pub window_ends_at: String,
+    pub codes_requested: u32,
+    pub stopped_reason: Option<String>,
 }
 
 impl StatusReport {
@@ -143,6 +162,21 @@ impl StatusReport {
                 "expiring": c.expiring,
             })),
             "notes": self.notes,
+            "reauth": self.reauth.as_ref().map(|r| {
+                let expired = clock::parse(&r.code_expires_at).is_none_or(|e| e <= self.now);
+                json!({
+                    "state": if r.pending { "pending" } else { "stopped" },
+                    "reason": r.reason,
+                    "verifyUrl": r.verify_url,
+                    "userCode": r.user_code,
+                    "codeExpiresAt": r.code_expires_at,
+                    "codeExpired": expired,
+                    "windowStartedAt": r.window_started_at,
+                    "windowEndsAt": r.window_ends_at,
+                    "codesRequested": r.codes_requested,
+                    "stoppedReason": r.stopped_reason,
+                })
+            }),
         })
     }
 
@@ -227,7 +261,33 @@ impl StatusReport {
         for n in &self.notes {
             human.push_str(&format!("\nnote: {n}"));
         }
+        if let Some(r) = &self.reauth {
+            human.push_str(&reauth_text(r, self.now));
+        }
         human
+    }
+}
+
+/// The re-authorization lines of the human report.
+fn reauth_text(r: &Reauth, now: Timestamp) -> String {
+    if r.pending {
+        let code_left = match clock::parse(&r.code_expires_at) {
+            Some(e) if e > now => format!(
+                "expires {}, at {}",
+                clock::human_left(clock::seconds_until(now, e)),
+                r.code_expires_at
+            ),
+            _ => "has expired; `watch` asks for a new one when it runs".into(),
+        };
+        format!(
+            "\nre-authorization pending (`watch`, since {}): open {} and enter the code {} (the code {code_left}; code {} of the window that ends {})",
+            r.window_started_at, r.verify_url, r.user_code, r.codes_requested, r.window_ends_at
+        )
+    } else {
+        format!(
+            "\nre-authorization stopped: {} (send SIGHUP to `watch` or run `webex-token setup-oauth`)",
+            r.stopped_reason.as_deref().unwrap_or("no reason recorded")
+        )
     }
 }
 

@@ -513,6 +513,7 @@ impl FilesStore {
         match scope {
             LockScope::Org(_) => lock_path(&self.env_path),
             LockScope::Config => lock_path(self.renewable_path()),
+            LockScope::Reauth => sibling(self.renewable_path(), "reauth.lock"),
         }
     }
 
@@ -548,7 +549,7 @@ impl TokenStore for FilesStore {
     async fn lock(&self, scope: &LockScope, wait: Duration) -> Result<FilesGuard, StoreError> {
         let owner_ref = match scope {
             LockScope::Org(_) => self.env_path.as_path(),
-            LockScope::Config => self.renewable_path(),
+            LockScope::Config | LockScope::Reauth => self.renewable_path(),
         };
         let lock = lock_file(self.lock_path(scope), owner_ref, wait).await?;
         Ok(FilesGuard {

@@ -16,6 +16,7 @@ pub struct MemStore {
     config: Mutex<Config>,
     org_lock: Arc<tokio::sync::Mutex<()>>,
     config_lock: Arc<tokio::sync::Mutex<()>>,
+    reauth_lock: Arc<tokio::sync::Mutex<()>>,
     pub service_saves: AtomicUsize,
     pub renewable_saves: AtomicUsize,
     pub fail_service_saves: bool,
@@ -34,6 +35,7 @@ impl MemStore {
             config: Mutex::new(config),
             org_lock: Arc::default(),
             config_lock: Arc::default(),
+            reauth_lock: Arc::default(),
             service_saves: AtomicUsize::new(0),
             renewable_saves: AtomicUsize::new(0),
             fail_service_saves: false,
@@ -63,6 +65,7 @@ impl TokenStore for MemStore {
         let mutex = match scope {
             LockScope::Org(_) => self.org_lock.clone(),
             LockScope::Config => self.config_lock.clone(),
+            LockScope::Reauth => self.reauth_lock.clone(),
         };
         match tokio::time::timeout(wait, mutex.lock_owned()).await {
             Ok(held) => Ok(MemGuard {

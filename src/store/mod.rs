@@ -85,6 +85,10 @@ pub enum LockScope {
     /// token): level 3 and `setup-oauth`. Every run that shares the config
     /// serializes on it, whatever its env file.
     Config,
+    /// Held by the one `watch` that asks a person to re-authorize the
+    /// integration (the device grant, for hours): one flow per config, per
+    /// fleet with etcd. Nothing is saved under it.
+    Reauth,
 }
 
 /// Everything a run reads: the service-app tokens of one org and the config

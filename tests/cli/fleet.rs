@@ -849,3 +849,65 @@ fn etcds_with_a_ca_and_a_user_limited_to_the_prefix() {
     assert!(stderr(&out).contains("certificate"), "{}", stderr(&out));
     assert_eq!(std::fs::read(host.path().join(".env")).unwrap(), before);
 }
+
+/// docs/reauthorize.md: every token revoked under a fleet of three
+/// watchers; one of them (the holder of the etcd key `…/lock/reauth`) asks
+/// the person, and every host recovers from the one approval.
+#[test]
+fn three_hosts_ask_a_person_once_and_all_recover() {
+    let Some(f) = Fleet::new(
+        SimOptions {
+            device_interval: secs(1),
+            ..SimOptions::default()
+        },
+        3,
+    ) else {
+        return;
+    };
+    assert_eq!(code(&f.run(0, &["refresh"])), 0);
+    for kind in [
+        TokenKind::ServiceAccess,
+        TokenKind::ServiceRefresh,
+        TokenKind::Personal,
+        TokenKind::IntegrationRefresh,
+    ] {
+        f.sim.expire_all(kind);
+    }
+    let args = ["--json", "watch", "--check-interval", "2s"];
+    let watchers: Vec<Child> = (0..3).map(|h| f.spawn(h, &args)).collect();
+    let asked = || f.sim.count("POST", "/v1/device/authorize");
+    let end = Instant::now() + secs(30);
+    while asked() == 0 {
+        assert!(Instant::now() < end, "no host asked for a code");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Every host has failed and asked by now (2 s check interval, 2 s lock
+    // wait): still one code.
+    std::thread::sleep(secs(6));
+    assert_eq!(asked(), 1, "one flow for the fleet");
+    assert!(f.sim.approve_device(None).is_some());
+    let end = Instant::now() + secs(30);
+    while !(0..3).all(|h| {
+        f.env_value(h, ACCESS)
+            .is_some_and(|t| f.sim.is_token_valid(&t))
+    }) {
+        assert!(Instant::now() < end, "not every host recovered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut events = Vec::new();
+    for (h, w) in watchers.into_iter().enumerate() {
+        signal(&w, "TERM");
+        let out = wait_output(w);
+        assert_eq!(code(&out), 0, "host {h}: {}", stderr(&out));
+        f.assert_clean(&out);
+        events.extend(
+            stdout(&out)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter_map(|e| e["event"].as_str().map(String::from))
+                .filter(|e| e.starts_with("reauth")),
+        );
+    }
+    events.sort();
+    assert_eq!(events, ["reauth_required", "reauthorized"]);
+}

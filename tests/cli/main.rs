@@ -21,6 +21,7 @@ mod json_schema;
 mod notify;
 mod orgs;
 mod python_sample;
+mod reauth;
 mod secrets;
 mod setup_oauth;
 mod sim_e2e;

@@ -755,6 +755,7 @@ struct Keys {
     manager: String,
     lock_org: String,
     lock_manager: String,
+    lock_reauth: String,
 }
 
 impl EtcdStore {
@@ -779,6 +780,7 @@ impl EtcdStore {
             manager: format!("{base}/manager"),
             lock_org: format!("{base}/lock/org/{}", segment(&target)),
             lock_manager: format!("{base}/lock/manager"),
+            lock_reauth: format!("{base}/lock/reauth"),
         })
     }
 
@@ -992,7 +994,10 @@ impl EtcdStore {
         }
         let nested = match guard.scope {
             LockScope::Config => None,
-            LockScope::Org(_) => Some(self.acquire(&LockScope::Config, wait).await?),
+            // (The re-authorization lock is not the config's: take that too.)
+            LockScope::Org(_) | LockScope::Reauth => {
+                Some(self.acquire(&LockScope::Config, wait).await?)
+            }
         };
         let held = nested.as_ref().unwrap_or(guard);
         let result = self.take_config_token_held(held, config, keys).await;
@@ -1032,7 +1037,7 @@ impl EtcdStore {
         let config = self.local_config()?;
         let org = match scope {
             LockScope::Org(o) => o.clone(),
-            LockScope::Config => OrgId::configured(),
+            LockScope::Config | LockScope::Reauth => OrgId::configured(),
         };
         let keys = self.keys(&config, &org)?;
         let guard = self.acquire(scope, wait).await?;
@@ -1055,12 +1060,13 @@ impl EtcdStore {
         let config = self.local_config()?;
         let org = match scope {
             LockScope::Org(o) => o.clone(),
-            LockScope::Config => OrgId::configured(),
+            LockScope::Config | LockScope::Reauth => OrgId::configured(),
         };
         let keys = self.keys(&config, &org)?;
         let name = match scope {
             LockScope::Org(_) => keys.lock_org.clone(),
             LockScope::Config => keys.lock_manager.clone(),
+            LockScope::Reauth => keys.lock_reauth.clone(),
         };
         let cluster = &self.cluster;
         let ttl = cluster.settings.lock_ttl.as_secs().max(1) as i64;
