@@ -566,3 +566,89 @@ fn an_integration_refresh_token_near_its_end_is_renewed_ahead_while_tokens_work(
     assert_eq!(c, 0, "{}", w.stderr());
     t.assert_clean(&[&w.stdout(), &w.stderr()]);
 }
+
+/// `--notify-webex` end to end: the flow's notices reach one Webex message
+/// (the bot token from a file), edited in place for a renewed code and
+/// again to say "done" after the approval; never a device code or a token.
+#[test]
+fn the_webex_message_follows_the_flow_in_one_message_edited_in_place() {
+    let t = Env::revoked(secs(3));
+    let bot = t.sim.issue_bot_token();
+    let bot_file = t.path("bot-token");
+    std::fs::write(&bot_file, format!("{bot}\n")).unwrap();
+    let mut c = t.config();
+    c["notify"] = serde_json::json!({"webexBotTokenFile": bot_file.display().to_string()});
+    std::fs::write(
+        t.path("token-config.json"),
+        serde_json::to_string_pretty(&c).unwrap(),
+    )
+    .unwrap();
+    let room = t.sim.new_room_id();
+    let w = t.spawn(&["--notify-webex", &room]);
+    // A first code, then a second once the first lapsed (3 s codes).
+    let required = w.wait_for("reauth_required", 2, secs(20));
+    let codes: Vec<String> = required
+        .iter()
+        .map(|e| e["userCode"].as_str().unwrap().to_string())
+        .collect();
+    let latest = codes.last().unwrap().clone();
+    let end = Instant::now() + secs(10);
+    let message = loop {
+        let all = t.sim.messages();
+        if let Some(m) = all.first()
+            && m["history"].as_array().is_some_and(|h| {
+                h.iter()
+                    .any(|v| v["markdown"].as_str().unwrap_or("").contains(&latest))
+            })
+        {
+            break m.clone();
+        }
+        assert!(Instant::now() < end, "no message with {latest}: {all:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(message["roomId"], room.as_str(), "{message}");
+    assert_eq!(t.sim.approve_device(Some(&latest)), Some(latest.clone()));
+    w.wait_for("reauthorized", 1, secs(10));
+    let end = Instant::now() + secs(10);
+    let all = loop {
+        let all = t.sim.messages();
+        let last = all[0]["history"].as_array().unwrap().last().unwrap()["markdown"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if last.contains("re-authorized") {
+            break all;
+        }
+        assert!(Instant::now() < end, "no done edit: {all:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(all.len(), 1, "one message, edited in place: {all:?}");
+    let history = all[0]["history"].as_array().unwrap();
+    assert!(
+        history.len() >= 3,
+        "two codes and the done edit: {history:?}"
+    );
+    let texts: Vec<String> = history
+        .iter()
+        .map(|v| format!("{} {}", v["text"], v["markdown"]))
+        .collect();
+    for code in &codes {
+        assert!(
+            texts.iter().any(|x| x.contains(code.as_str())),
+            "{code}: {texts:?}"
+        );
+    }
+    assert!(
+        !texts.last().unwrap().contains(&latest),
+        "the done edit drops the code"
+    );
+    let (c, w) = w.stop();
+    assert_eq!(c, 0, "{}", w.stderr());
+    let mut seen: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let (out, err) = (w.stdout(), w.stderr());
+    seen.extend([out.as_str(), err.as_str()]);
+    t.assert_clean(&seen);
+    for x in seen {
+        assert!(!x.contains(&bot), "the bot token leaked: {x}");
+    }
+}
