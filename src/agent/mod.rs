@@ -158,13 +158,14 @@ pub enum Event<'a> {
 pub async fn run(
     settings: &Settings,
     options: &Options,
-    listener: Option<tiny_http::Server>,
+    listener: Option<health::Server>,
     report: &dyn Report,
 ) -> Result<u8, Error> {
     let monitor = Arc::new(Monitor::new(options.min_valid));
     if let Some(server) = listener {
-        let m = monitor.clone();
-        std::thread::spawn(move || health::serve(server, &m));
+        server
+            .spawn(monitor.clone())
+            .map_err(|e| Error::Other(format!("could not start the health endpoint: {e}")))?;
     }
     if let Some(every) = sd_notify::watchdog_enabled() {
         tokio::spawn(async move {

@@ -12,6 +12,7 @@ mod etcd_cluster;
 mod files;
 mod fleet;
 mod hardening;
+mod health_abuse;
 mod hints;
 mod init;
 mod inprocess;
