@@ -96,8 +96,8 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// pipelines requests and never reads the answers is closed when it runs
 /// out (it bounds the time spent writing, too).
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
-/// The pause after a failed `accept` (descriptors used up, EMFILE/ENFILE)
-/// before trying again: the listener stays open and serving.
+/// The pause after a failed `accept` that freed nothing before trying
+/// again: the listener stays open and serving.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The `--health` listener, bound by `watch` before the agent starts (a
@@ -145,8 +145,9 @@ impl Server {
     }
 }
 
-/// Accepts for ever: a failed accept (EMFILE, ENFILE, ECONNABORTED) waits
-/// [`ACCEPT_BACKOFF`] and tries again, it never ends the loop.
+/// Accepts for ever: a failed accept never ends the loop. Out of
+/// descriptors (EMFILE, ENFILE), it closes the oldest connection and tries
+/// again; otherwise it waits [`ACCEPT_BACKOFF`].
 async fn accept_loop(listener: tokio::net::TcpListener, monitor: Arc<Monitor>) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
@@ -162,15 +163,25 @@ async fn accept_loop(listener: tokio::net::TcpListener, monitor: Arc<Monitor>) {
                 failing = false;
                 stream
             }
+            // The client gave up before it was accepted: nothing to do.
+            Err(e) if e.kind() == ErrorKind::ConnectionAborted => continue,
             Err(e) => {
                 if !failing {
                     tracing::warn!(
-                        "the health endpoint could not accept a connection: {e} (trying again every {} ms)",
-                        ACCEPT_BACKOFF.as_millis()
+                        "the health endpoint could not accept a connection: {e} (closing the oldest connection, trying again)"
                     );
                     failing = true;
                 }
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                // Out of descriptors (EMFILE, ENFILE): free one by closing
+                // the oldest connection, so a fresh probe gets in; with
+                // none to close, wait a little rather than spin.
+                let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                if out_of_fds && live.evict_oldest() {
+                    // Let the runtime drop the aborted task (its socket).
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                } else {
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
                 continue;
             }
         };
@@ -218,6 +229,18 @@ impl Drop for Leave {
 impl Live {
     fn lock(&self) -> std::sync::MutexGuard<'_, LiveInner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes the oldest connection; false when there is none.
+    fn evict_oldest(&self) -> bool {
+        let oldest = self.lock().tasks.pop_first();
+        match oldest {
+            Some((_, task)) => {
+                task.abort();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Spawns a connection's task (given the guard that takes it out of

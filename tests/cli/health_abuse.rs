@@ -348,3 +348,50 @@ fn watch_over_many_orgs_keeps_few_sockets() {
     let (status, _) = probe(agent.addr, Duration::from_secs(5)).unwrap();
     assert_eq!(status, 200);
 }
+
+/// Item 7: with its descriptors used up, the agent keeps its listener (a
+/// failed accept backs off and frees the oldest connection), answers a
+/// fresh probe, and its own work (reading and checking the token) goes on.
+#[test]
+fn out_of_descriptors_the_health_port_keeps_serving_and_the_agent_keeps_working() {
+    use rustix::process::{Pid, Resource, Rlimit, getrlimit, prlimit};
+    raise_nofile();
+    let agent = Agent::start(1, &[]);
+    let pid = agent.pid();
+    let (now, _) = fds(pid);
+    // Room for 8 more descriptors in the agent (its hard limit unchanged).
+    let hard = getrlimit(Resource::Nofile).maximum;
+    let room = Rlimit {
+        current: Some(now as u64 + 8),
+        maximum: hard,
+    };
+    prlimit(Pid::from_raw(pid as i32), Resource::Nofile, room).unwrap();
+    let idle: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect(agent.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let answered = probe(agent.addr, Duration::from_secs(5));
+    assert!(
+        matches!(answered, Ok((200, _))),
+        "/healthz with the agent's descriptors used up: {answered:?}"
+    );
+    drop(idle);
+    // The listener is still there once the flood is gone.
+    let answered = probe(agent.addr, Duration::from_secs(5));
+    assert!(
+        matches!(answered, Ok((200, _))),
+        "/healthz after the flood: {answered:?}"
+    );
+    // And a SIGHUP tick reads and checks the token as before.
+    let before = agent.count("validated");
+    crate::common::send_signal(pid, "HUP");
+    let end = Instant::now() + Duration::from_secs(10);
+    while agent.count("validated") <= before {
+        assert!(
+            Instant::now() < end,
+            "no `validated` event after SIGHUP: {:?}",
+            agent.events.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
