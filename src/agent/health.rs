@@ -96,29 +96,71 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// pipelines requests and never reads the answers is closed when it runs
 /// out (it bounds the time spent writing, too).
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
+/// The listening socket's accept queue (the kernel caps it at
+/// `net.core.somaxconn`, 4096 by default).
+const LISTEN_BACKLOG: u32 = 1024;
 /// The pause after a failed `accept` that freed nothing before trying
 /// again: the listener stays open and serving.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The `--health` listener, bound by `watch` before the agent starts (a
-/// port already taken is a usage error there), served on a thread of its
+/// port already taken is exit 3 there), served on a thread of its
 /// own with its own single-threaded tokio runtime: the agent's work never
 /// waits on a client of the health port, and the health port keeps
 /// answering while an org's loop is busy (a file lock, a hook).
 pub struct Server {
-    listener: std::net::TcpListener,
-    runtime: tokio::runtime::Runtime,
+    listener: tokio::net::TcpListener,
+    runtime: OwnRuntime,
+}
+
+/// The server's runtime, shut down without waiting when dropped unused: a
+/// plain `Runtime` dropped inside the agent's async code would panic.
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl OwnRuntime {
+    /// A listening socket on `addr`, registered with this runtime.
+    fn listen(&self, addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+        let rt = self
+            .0
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("the health runtime is gone"))?;
+        let _entered = rt.enter();
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As std's `TcpListener::bind` does: a restarted agent can bind
+        // the port again while old connections are in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        // A long accept queue: a burst of connections (hundreds at once)
+        // must not overflow it, or the kernel drops the SYN of the probe
+        // behind them and its client retries only a second later.
+        socket.listen(LISTEN_BACKLOG)
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Server {
-    /// Binds `addr` (`:0` picks a free port) and sets up the runtime.
+    /// Binds `addr` (`:0` picks a free port) on the server's own runtime.
     pub fn bind(addr: SocketAddr) -> std::io::Result<Server> {
-        let listener = std::net::TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()?;
+        // Wrapped at once: an error below drops it (inside `watch`'s async
+        // code) on the way out.
+        let runtime = OwnRuntime(Some(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .enable_time()
+                .build()?,
+        ));
+        let listener = runtime.listen(addr)?;
         Ok(Server { listener, runtime })
     }
 
@@ -130,16 +172,16 @@ impl Server {
     /// Serves `/healthz` and `/metrics` from `monitor` on a new thread for
     /// the rest of the process.
     pub(super) fn spawn(self, monitor: Arc<Monitor>) -> std::io::Result<()> {
-        let Server { listener, runtime } = self;
+        let Server {
+            listener,
+            mut runtime,
+        } = self;
         std::thread::Builder::new()
             .name("health".into())
             .spawn(move || {
-                runtime.block_on(async move {
-                    match tokio::net::TcpListener::from_std(listener) {
-                        Ok(listener) => accept_loop(listener, monitor).await,
-                        Err(e) => tracing::error!("the health endpoint cannot serve: {e}"),
-                    }
-                })
+                if let Some(rt) = runtime.0.take() {
+                    rt.block_on(accept_loop(listener, monitor));
+                }
             })
             .map(drop)
     }

@@ -39,15 +39,16 @@ impl Agent {
         let sim = Sim::start(SimOptions::default().with_org_count(orgs)).unwrap();
         let dir = tempfile::tempdir().unwrap();
         sim.write_demo_files(dir.path()).unwrap();
-        let port = crate::common::free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        // `:0`, and the port read from the agent's log line: a port picked
+        // free beforehand can be taken meanwhile as the source port of one
+        // of the flood's connections (tests run side by side).
         let mut child =
             crate::common::scrubbed(assert_cmd::cargo::cargo_bin("webex-token"), dir.path())
-                .args(["--json", "watch", "--health", &addr.to_string()])
+                .args(["--json", "watch", "--health", "127.0.0.1:0"])
                 .args(args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::null())
+                .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
         let events = Arc::new(Mutex::new(Vec::new()));
@@ -58,6 +59,21 @@ impl Agent {
                 e.lock().unwrap().push(line);
             }
         });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if let Some((_, url)) = line.split_once("serving /healthz and /metrics on http://")
+                {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        });
+        let addr: SocketAddr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the agent logs where it serves /healthz")
+            .parse()
+            .unwrap();
         let sim_port = url::Url::parse(&sim.base_url()).unwrap().port().unwrap();
         let agent = Agent {
             child,
