@@ -110,13 +110,17 @@ pub struct ClientPool {
     max_idle: usize,
 }
 
+/// The global `--concurrency` default: a client outside a run's pool keeps
+/// as many idle connections per host.
+const DEFAULT_CONCURRENCY: usize = 8;
+
 /// How long an idle kept-alive connection stays open for the next request.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for ClientPool {
     /// The pool of the global `--concurrency` default (8).
     fn default() -> ClientPool {
-        ClientPool::new(8)
+        ClientPool::new(DEFAULT_CONCURRENCY)
     }
 }
 
@@ -291,7 +295,7 @@ impl HttpApi {
     fn client(&self) -> Result<&reqwest::Client, ApiError> {
         let built = self.client.get_or_init(|| match &self.pool {
             Some(pool) => pool.get(&self.settings),
-            None => build_client(&self.settings, ClientPool::default().max_idle),
+            None => build_client(&self.settings, DEFAULT_CONCURRENCY),
         });
         built.as_ref().map_err(|e| ApiError::Transient {
             reason: TransientReason::Connect(format!("could not set up the HTTP client: {e}")),
