@@ -237,7 +237,7 @@ impl Settings {
             orgs: g.orgs.clone(),
             all_orgs: g.all_orgs,
             concurrency: usize::from(g.concurrency.max(1)),
-            clients: Arc::default(),
+            clients: Arc::new(ClientPool::new(usize::from(g.concurrency.max(1)))),
             cluster: match &g.store {
                 StoreArg::Files => None,
                 StoreArg::Etcd {

@@ -201,7 +201,7 @@ const CLOCK_JUMP: Duration = Duration::from_secs(5);
 pub async fn run(
     settings: &Settings,
     options: &Options,
-    listener: Option<tiny_http::Server>,
+    listener: Option<health::Server>,
     report: &dyn Report,
 ) -> Result<u8, Error> {
     if let Some(to) = &options.notify_webex {
@@ -209,8 +209,9 @@ pub async fn run(
     }
     let monitor = Arc::new(Monitor::new(options.min_valid));
     if let Some(server) = listener {
-        let m = monitor.clone();
-        std::thread::spawn(move || health::serve(server, &m));
+        server
+            .spawn(monitor.clone())
+            .map_err(|e| Error::Other(format!("could not start the health endpoint: {e}")))?;
     }
     if let Some(every) = sd_notify::watchdog_enabled() {
         tokio::spawn(async move {

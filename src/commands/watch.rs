@@ -25,10 +25,10 @@ pub async fn run(settings: &Settings, printer: &Printer, a: &WatchArgs) -> Resul
     }
     let listener = match a.health {
         None => None,
-        Some(addr) => match tiny_http::Server::http(addr) {
+        Some(addr) => match agent::health::Server::bind(addr) {
             Ok(server) => {
                 // The port actually bound (`:0` picks a free one).
-                let bound = server.server_addr().to_ip().unwrap_or(addr);
+                let bound = server.local_addr().unwrap_or(addr);
                 tracing::info!("serving /healthz and /metrics on http://{bound}");
                 Some(server)
             }

@@ -98,9 +98,30 @@ pub struct HttpApi {
 /// is a handle to one connection pool, so the orgs of a run reuse
 /// connections (and the client is set up once, not once per org). Still
 /// lazy: nothing is built until the first request.
-#[derive(Debug, Default)]
+///
+/// It also bounds the run's sockets: at most `concurrency` requests are in
+/// flight at once over all its orgs (a `watch` over 1,000 orgs opens
+/// `--concurrency` connections, not 1,000), and at most that many idle
+/// connections per host are kept, each for [`POOL_IDLE_TIMEOUT`].
+#[derive(Debug)]
 pub struct ClientPool {
     built: std::sync::Mutex<Vec<(ClientKey, reqwest::Client)>>,
+    in_flight: tokio::sync::Semaphore,
+    max_idle: usize,
+}
+
+/// The global `--concurrency` default: a client outside a run's pool keeps
+/// as many idle connections per host.
+const DEFAULT_CONCURRENCY: usize = 8;
+
+/// How long an idle kept-alive connection stays open for the next request.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Default for ClientPool {
+    /// The pool of the global `--concurrency` default (8).
+    fn default() -> ClientPool {
+        ClientPool::new(DEFAULT_CONCURRENCY)
+    }
 }
 
 /// What a client's construction depends on.
@@ -122,6 +143,17 @@ impl ClientKey {
 }
 
 impl ClientPool {
+    /// A pool with at most `concurrency` requests in flight and as many
+    /// idle connections per host.
+    pub fn new(concurrency: usize) -> ClientPool {
+        let concurrency = concurrency.max(1);
+        ClientPool {
+            built: std::sync::Mutex::default(),
+            in_flight: tokio::sync::Semaphore::new(concurrency),
+            max_idle: concurrency,
+        }
+    }
+
     /// The shared client for `settings`, built on the first call.
     fn get(&self, settings: &HttpSettings) -> Result<reqwest::Client, String> {
         let key = ClientKey::of(settings);
@@ -129,7 +161,7 @@ impl ClientPool {
         if let Some((_, c)) = built.iter().find(|(k, _)| *k == key) {
             return Ok(c.clone());
         }
-        let client = build_client(settings)?;
+        let client = build_client(settings, self.max_idle)?;
         built.push((key, client.clone()));
         Ok(client)
     }
@@ -141,7 +173,8 @@ impl ClientPool {
     }
 }
 
-fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, String> {
+/// A client keeping at most `max_idle` idle connections per host.
+fn build_client(settings: &HttpSettings, max_idle: usize) -> Result<reqwest::Client, String> {
     // One process-wide crypto provider; ring keeps the binary small
     // and builds without a C toolchain beyond what `cc` needs.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -156,6 +189,10 @@ fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, String> {
     builder
         .connect_timeout(settings.connect_timeout)
         .timeout(settings.request_timeout)
+        // reqwest keeps every idle connection by default: a long run over
+        // many orgs would hold one socket per org.
+        .pool_max_idle_per_host(max_idle)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         // Token endpoints never redirect; following one could send
         // credentials somewhere unexpected.
         .redirect(reqwest::redirect::Policy::none())
@@ -258,7 +295,7 @@ impl HttpApi {
     fn client(&self) -> Result<&reqwest::Client, ApiError> {
         let built = self.client.get_or_init(|| match &self.pool {
             Some(pool) => pool.get(&self.settings),
-            None => build_client(&self.settings),
+            None => build_client(&self.settings, DEFAULT_CONCURRENCY),
         });
         built.as_ref().map_err(|e| ApiError::Transient {
             reason: TransientReason::Connect(format!("could not set up the HTTP client: {e}")),
@@ -292,7 +329,15 @@ impl HttpApi {
         loop {
             attempt += 1;
             let sent = Instant::now();
-            let result = self.once(client, &make).await;
+            let result = {
+                // A shared client waits for one of the run's request slots
+                // (held for this try only, not across the retry's wait).
+                let _slot = match &self.pool {
+                    Some(pool) => pool.in_flight.acquire().await.ok(),
+                    None => None,
+                };
+                self.once(client, &make).await
+            };
             match &result {
                 Ok(raw) => tracing::debug!(
                     "{what} → HTTP {} in {} ms (try {attempt})",

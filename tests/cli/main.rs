@@ -14,6 +14,7 @@ mod etcd_values;
 mod files;
 mod fleet;
 mod hardening;
+mod health_abuse;
 mod hints;
 mod init;
 mod inprocess;
