@@ -244,6 +244,7 @@ pub async fn run(
     // One device-grant flow for the config, whichever org's loop asks.
     let requests = reauth::Requests::default();
     let asks = (!options.once && !options.reauth_window.is_zero()).then_some(&requests);
+    let slots = tokio::sync::Semaphore::new(settings.concurrency.max(1));
     let shared = watcher::Shared {
         settings,
         options,
@@ -252,6 +253,7 @@ pub async fn run(
         wake: wake.clone(),
         stop_told: &stop_told,
         reauth: asks,
+        slots: &slots,
     };
     if options.once {
         let watchers = orgs

@@ -261,6 +261,8 @@ pub(super) struct Watcher<'a> {
     reauth: Option<&'a reauth::Requests>,
     /// The fingerprint of the personal token in the files last loaded.
     personal_seen: Option<String>,
+    /// Work slots shared by every org's loop (see [`Shared::slots`]).
+    slots: &'a tokio::sync::Semaphore,
 }
 
 /// What one tick came to.
@@ -282,6 +284,12 @@ pub(super) struct Shared<'a> {
     pub stop_told: &'a AtomicBool,
     /// `None` with `--once` or `--reauth-window 0`.
     pub reauth: Option<&'a reauth::Requests>,
+    /// `--concurrency` work slots: an org's loop reads its files and runs
+    /// its tick (its lock, its exchanges, its save) or data-source round
+    /// only while it holds one, so 1,000 orgs falling due together hold at
+    /// most `--concurrency` lock files, connections and config copies, not
+    /// 1,000 (the default limit is 1,024 descriptors).
+    pub slots: &'a tokio::sync::Semaphore,
 }
 
 impl<'a> Watcher<'a> {
@@ -294,6 +302,7 @@ impl<'a> Watcher<'a> {
             wake,
             stop_told,
             reauth,
+            slots,
         } = shared;
         Watcher {
             settings,
@@ -314,6 +323,7 @@ impl<'a> Watcher<'a> {
             retire: None,
             reauth,
             personal_seen: None,
+            slots,
         }
     }
 
@@ -369,6 +379,14 @@ impl<'a> Watcher<'a> {
                 self.state.hangup();
                 // The data sources too, right after the next check.
                 self.ds.ran = false;
+            }
+            // One of the `--concurrency` work slots from reading the files to
+            // the end of the tick (never while asleep). (The semaphore is
+            // never closed: `ok()` only drops an impossible error.)
+            let slot = self.slots.acquire().await.ok();
+            if signals::stop_requested().is_some() {
+                // Asked to stop while waiting for the slot: no new tick.
+                continue;
             }
             let now = clock::now();
             let snap = match self.store.load(&self.org).await {
@@ -454,6 +472,11 @@ impl<'a> Watcher<'a> {
                     .blocked_until
                     .unwrap_or_else(|| clock::after(now, REAUTH_RETRY.as_secs())),
             };
+            // Not kept while asleep: the next tick reads the files again, and
+            // each org's snapshot holds the whole config (with 1,000 orgs,
+            // 1,000 copies of a 1,000-org list).
+            drop(snap);
+            drop(slot);
             if self.sleep_until(wake).await {
                 // A person may have fixed things (`setup-oauth`): try now.
                 self.state.blocked_until = None;

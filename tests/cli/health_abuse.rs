@@ -411,3 +411,69 @@ fn out_of_descriptors_the_health_port_keeps_serving_and_the_agent_keeps_working(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Item 9's other half: many orgs under a small descriptor limit. Every
+/// org's loop works (reads its files, takes its lock, talks to Webex) only
+/// while it holds one of the `--concurrency` work slots, so 150 orgs falling
+/// due at once under `ulimit -n 48` all get a token (before: every loop
+/// took its lock file at once and ran out of descriptors).
+#[test]
+fn many_orgs_under_a_small_descriptor_limit_all_get_a_token() {
+    const ORGS: usize = 150;
+    let sim = Sim::start(SimOptions::default().with_org_count(ORGS)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    sim.write_demo_files(dir.path()).unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("webex-token");
+    // `sh` lowers the limit and execs the agent (no unsafe pre_exec here).
+    let mut child = crate::common::scrubbed("sh", dir.path())
+        .args([
+            "-c",
+            "ulimit -n 48 && exec \"$0\" --json watch --concurrency 2",
+            bin.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let out = child.stdout.take().unwrap();
+    let e = events.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            e.lock().unwrap().push(line);
+        }
+    });
+    let mut err = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let named = |name: &str| {
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["event"] == name)
+            .count()
+    };
+    let end = Instant::now() + Duration::from_secs(120);
+    while named("refreshed") < ORGS && named("failed") == 0 {
+        if Instant::now() > end || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (refreshed, failed) = (named("refreshed"), named("failed"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let stderr = stderr.join().unwrap();
+    assert_eq!(
+        (refreshed, failed),
+        (ORGS, 0),
+        "every org refreshed, none failed; stderr:\n{}",
+        stderr.lines().take(20).collect::<Vec<_>>().join("\n")
+    );
+}
