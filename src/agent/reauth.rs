@@ -867,7 +867,17 @@ async fn flow(ctx: &Ctx<'_>, reason: Reason, record_path: &Path) -> Ended {
                 )
                 .await;
                 if let Some(t) = &tell {
-                    t.done(notice_id.as_deref(), None, at).await;
+                    // Who approved, for the notice (best effort: a token
+                    // without the scope for it only leaves the name out).
+                    use crate::webex::PeopleApi;
+                    let who = match api.who_am_i(&update.personal_access_token).await {
+                        Ok(who) => Some(who),
+                        Err(e) => {
+                            tracing::debug!("could not learn who approved: {e}");
+                            None
+                        }
+                    };
+                    t.done(notice_id.as_deref(), who.as_deref(), at).await;
                 }
                 return Ended::Approved;
             }

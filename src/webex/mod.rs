@@ -27,6 +27,7 @@ mod error;
 mod http;
 mod messages;
 mod oauth;
+mod people;
 
 pub use datasources::{DataSourcesApi, MAX_PAGES, NextPage, Page};
 pub use error::ApiError;
@@ -36,6 +37,7 @@ pub use error::{ErrorBody, classify};
 pub use http::{ClientPool, HttpApi, HttpSettings, RetryPolicy};
 pub use messages::{MessagesApi, Posted, Recipient};
 pub use oauth::{CodeExchange, DeviceAuthorization, DevicePoll, OAuthApi};
+pub use people::PeopleApi;
 
 use crate::secret::{ExposeSecret, SecretString};
 use serde::Deserialize;
