@@ -712,6 +712,22 @@ async fn flow(ctx: &Ctx<'_>, reason: Reason, record_path: &Path) -> Ended {
             return Ended::Approved;
         }
         let asked = clock::now();
+        if asked >= window.end {
+            // (The wall clock moved past the window while a code lived:
+            // suspend and resume, an NTP step. No new code after the end.)
+            let detail = "nobody approved within --reauth-window; send SIGHUP, change the config or run `webex-token setup-oauth`";
+            return stop(
+                ctx,
+                record_path,
+                None,
+                "window_over",
+                detail,
+                codes,
+                &tell,
+                notice_id.as_deref(),
+            )
+            .await;
+        }
         // The code's life counts from here (the poll ends when it lapses).
         let asked_instant = Instant::now();
         let d = match api

@@ -91,8 +91,13 @@ impl Env {
     }
 
     fn spawn(&self, args: &[&str]) -> Watch {
+        self.spawn_with(args, &[])
+    }
+
+    fn spawn_with(&self, args: &[&str], envs: &[(&str, &str)]) -> Watch {
         let mut child = self
             .cmd()
+            .envs(envs.iter().copied())
             .args(["--json", "watch"])
             .args(args)
             .stdin(Stdio::null())
@@ -651,4 +656,42 @@ fn the_webex_message_follows_the_flow_in_one_message_edited_in_place() {
     for x in seen {
         assert!(!x.contains(&bot), "the bot token leaked: {x}");
     }
+}
+
+/// The window is wall-clock time: when the clock moves past its end while
+/// a code lives (suspend and resume, an NTP step), `watch` stops asking
+/// (`reauth_stopped`, `window_over`) instead of asking for another code,
+/// and the org loops' next failures do not start a new flow.
+#[test]
+fn the_window_ends_on_the_wall_clock_and_no_code_is_asked_after_it() {
+    let t = Env::revoked(secs(2));
+    let offset = t.path("clock-offset");
+    std::fs::write(&offset, "0").unwrap();
+    let w = t.spawn_with(
+        &["--reauth-window", "1h", "--check-interval", "2s"],
+        &[(
+            "WEBEX_TOKEN_TEST_CLOCK_OFFSET_FILE",
+            offset.to_str().unwrap(),
+        )],
+    );
+    w.wait_for("reauth_required", 1, secs(15));
+    // An hour and a bit later, as far as the wall clock knows (well within
+    // the first code's 2 s life).
+    std::fs::write(&offset, "3700").unwrap();
+    let asked = t.authorize_requests();
+    let stopped = w.wait_for("reauth_stopped", 1, secs(15));
+    assert_eq!(stopped[0]["reason"], "window_over", "{}", stopped[0]);
+    assert_eq!(
+        t.authorize_requests(),
+        asked,
+        "no new code once the clock is past the window"
+    );
+    std::thread::sleep(secs(5));
+    assert_eq!(t.authorize_requests(), asked, "no code after the window");
+    let out = t.cmd().args(["--json", "status"]).output().unwrap();
+    let st: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(st["reauth"]["state"], "stopped", "{st}");
+    let (c, w) = w.stop();
+    assert_eq!(c, 0, "{}", w.stderr());
+    t.assert_clean(&[&w.stdout(), &w.stderr()]);
 }
