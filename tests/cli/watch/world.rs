@@ -73,7 +73,7 @@ fn assert_no_secrets(t: &Env, w: &Watch) {
         secrets.extend(org_token(t, org));
     }
     assert!(secrets.len() >= 6, "{secrets:?}");
-    t.assert_clean(&w.out.lock().unwrap().join("\n"), &w.stderr(), &secrets);
+    t.assert_clean(&w.stdout(), &w.stderr(), &secrets);
 }
 
 /// After the switch from org1+org2 to org1+org3: org3 watched with a
