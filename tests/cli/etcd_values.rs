@@ -410,7 +410,7 @@ fn a_manager_key_an_older_version_wrote_keeps_its_state_and_a_later_paste_wins()
 /// `setup-oauth` on host `h` with the browser flow, the test playing the
 /// browser against the simulator's authorize page.
 fn setup_oauth(f: &Hosts, h: usize, global: &[&str]) -> Output {
-    use std::io::{BufRead, BufReader};
+    use std::io::BufReader;
     let mut child = f
         .cmd(h)
         .env_remove("DISPLAY")
@@ -429,33 +429,10 @@ fn setup_oauth(f: &Hosts, h: usize, global: &[&str]) -> Output {
         .spawn()
         .unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
-    let url = loop {
-        let mut line = String::new();
-        assert!(err.read_line(&mut line).unwrap() > 0, "no authorize URL");
-        let l = line.trim();
-        if l.starts_with("http") && l.contains("/authorize?") {
-            break l.to_string();
-        }
-    };
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host_port, path) = rest.split_at(rest.find('/').unwrap());
-    let (status, resp) = crate::sim_e2e::raw_get(host_port, path);
-    assert_eq!(status, 302, "{resp}");
-    let location = resp
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("Location: ")
-                .or_else(|| l.strip_prefix("location: "))
-        })
-        .unwrap()
-        .trim()
-        .to_string();
-    let cb = location.strip_prefix("http://localhost:").unwrap();
-    let (port, cb_path) = cb.split_at(cb.find('/').unwrap());
-    let (status, page) = crate::sim_e2e::raw_get(&format!("127.0.0.1:{port}"), cb_path);
-    assert_eq!(status, 200, "{page}");
+    let seen = crate::sim_e2e::play_browser(&mut err);
     let mut out = child.wait_with_output().unwrap();
-    let mut rest_err = Vec::new();
+    // All of stderr (what the browser read first, then the rest), scanned.
+    let mut rest_err = seen.into_bytes();
     std::io::Read::read_to_end(&mut err, &mut rest_err).unwrap();
     out.stderr = rest_err;
     f.assert_clean(&out);

@@ -347,12 +347,54 @@ pub(crate) fn raw_get(host_port: &str, target: &str) -> (u16, String) {
     (status, resp)
 }
 
+/// The browser of `setup-oauth --no-browser --port 0`: reads its stderr up
+/// to the authorize URL, asks the simulator's authorize page, follows its
+/// redirect to the callback (which must answer 200). Returns the stderr
+/// read so far.
+pub(crate) fn play_browser(err: &mut impl std::io::BufRead) -> String {
+    let mut seen = String::new();
+    let url = loop {
+        let mut line = String::new();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "no authorize URL:\n{seen}"
+        );
+        seen.push_str(&line);
+        let l = line.trim();
+        if l.starts_with("http") && l.contains("/authorize?") {
+            break l.to_string();
+        }
+    };
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host_port, path) = rest.split_at(rest.find('/').unwrap());
+    let (status, resp) = raw_get(host_port, path);
+    assert_eq!(status, 302, "{resp}");
+    let location = resp
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Location: ")
+                .or_else(|| l.strip_prefix("location: "))
+        })
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        location.contains("code=") && location.contains("state="),
+        "{location}"
+    );
+    let cb = location.strip_prefix("http://localhost:").unwrap();
+    let (port, cb_path) = cb.split_at(cb.find('/').unwrap());
+    let (status, page) = raw_get(&format!("127.0.0.1:{port}"), cb_path);
+    assert_eq!(status, 200, "{page}");
+    seen
+}
+
 /// setup-oauth end to end: the simulator plays Webex's authorize page and
 /// token endpoint (and checks the PKCE verifier against the challenge); the
 /// test plays the browser. Then `refresh` works with what was stored.
 #[test]
 fn setup_oauth_against_the_simulator() {
-    use std::io::{BufRead, BufReader};
+    use std::io::BufReader;
     let t = SimEnv::new(SimOptions::default());
     let sim = &t.sim;
     let cfg_path = t.dir.path().join("token-config.json");
@@ -379,41 +421,7 @@ fn setup_oauth_against_the_simulator() {
         .spawn()
         .unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    let url = loop {
-        let mut line = String::new();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "no authorize URL:\n{seen}"
-        );
-        seen.push_str(&line);
-        let l = line.trim();
-        if l.starts_with("http") && l.contains("/authorize?") {
-            break l.to_string();
-        }
-    };
-    // The "browser": ask the simulator's authorize page, follow its redirect.
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host_port, path) = rest.split_at(rest.find('/').unwrap());
-    let (status, resp) = raw_get(host_port, path);
-    assert_eq!(status, 302, "{resp}");
-    let location = resp
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("Location: ")
-                .or_else(|| l.strip_prefix("location: "))
-        })
-        .unwrap()
-        .trim()
-        .to_string();
-    assert!(
-        location.contains("code=") && location.contains("state="),
-        "{location}"
-    );
-    let cb = location.strip_prefix("http://localhost:").unwrap();
-    let (port, cb_path) = cb.split_at(cb.find('/').unwrap());
-    let (status, page) = raw_get(&format!("127.0.0.1:{port}"), cb_path);
-    assert_eq!(status, 200, "{page}");
+    let seen = play_browser(&mut err);
     let out = child.wait_with_output().unwrap();
     let mut rest_err = String::new();
     std::io::Read::read_to_string(&mut err, &mut rest_err).unwrap();
