@@ -410,31 +410,7 @@ fn a_manager_key_an_older_version_wrote_keeps_its_state_and_a_later_paste_wins()
 /// `setup-oauth` on host `h` with the browser flow, the test playing the
 /// browser against the simulator's authorize page.
 fn setup_oauth(f: &Hosts, h: usize, global: &[&str]) -> Output {
-    use std::io::BufReader;
-    let mut child = f
-        .cmd(h)
-        .env_remove("DISPLAY")
-        .env_remove("WAYLAND_DISPLAY")
-        .args(global)
-        .args([
-            "setup-oauth",
-            "--no-browser",
-            "--port",
-            "0",
-            "--timeout",
-            "60s",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let seen = crate::sim_e2e::play_browser(&mut err);
-    let mut out = child.wait_with_output().unwrap();
-    // All of stderr (what the browser read first, then the rest), scanned.
-    let mut rest_err = seen.into_bytes();
-    std::io::Read::read_to_end(&mut err, &mut rest_err).unwrap();
-    out.stderr = rest_err;
+    let out = crate::sim_e2e::setup_oauth_in_browser(f.cmd(h).args(global));
     f.assert_clean(&out);
     out
 }

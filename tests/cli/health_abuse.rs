@@ -9,7 +9,7 @@
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,15 +40,11 @@ impl Agent {
         // `:0`, and the port read from the agent's log line: a port picked
         // free beforehand can be taken meanwhile as the source port of one
         // of the flood's connections (tests run side by side).
-        let mut child =
+        let mut child = spawn_piped(
             crate::common::scrubbed(assert_cmd::cargo::cargo_bin("webex-token"), dir.path())
                 .args(["--json", "watch", "--health", "127.0.0.1:0"])
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
+                .args(args),
+        );
         let events = crate::watch::collect(child.stdout.take().unwrap());
         let (tx, rx) = std::sync::mpsc::channel();
         let err = child.stderr.take().unwrap();
@@ -90,6 +86,15 @@ impl Agent {
     fn count(&self, name: &str) -> usize {
         count_events(&self.events, name)
     }
+}
+
+/// `c` started with no stdin, its stdout and stderr piped to the test.
+fn spawn_piped(c: &mut Command) -> Child {
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 /// A simulator over `orgs` orgs and its demo files in a new folder.
@@ -427,17 +432,11 @@ fn many_orgs_under_a_small_descriptor_limit_all_get_a_token() {
     let (_sim, dir) = demo(ORGS);
     let bin = assert_cmd::cargo::cargo_bin("webex-token");
     // `sh` lowers the limit and execs the agent (no unsafe pre_exec here).
-    let mut child = crate::common::scrubbed("sh", dir.path())
-        .args([
-            "-c",
-            "ulimit -n 48 && exec \"$0\" --json watch --concurrency 2",
-            bin.to_str().unwrap(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(crate::common::scrubbed("sh", dir.path()).args([
+        "-c",
+        "ulimit -n 48 && exec \"$0\" --json watch --concurrency 2",
+        bin.to_str().unwrap(),
+    ]));
     let events = crate::watch::collect(child.stdout.take().unwrap());
     let mut err = child.stderr.take().unwrap();
     let stderr = std::thread::spawn(move || {
