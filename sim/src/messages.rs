@@ -13,8 +13,6 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use serde_json::{Value, json};
 
 use crate::wire::{Incoming, MSG_401, Resp, bearer_of, webex_error};
@@ -132,12 +130,7 @@ pub(crate) fn bot_person_id() -> String {
 
 /// The uuid inside a Webex room id, or `None` if it is not shaped like one.
 fn room_uuid(id: &str) -> Option<String> {
-    let raw = STANDARD_NO_PAD
-        .decode(id)
-        .or_else(|_| STANDARD.decode(id))
-        .ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let rest = text.strip_prefix("ciscospark://")?;
+    let rest = util::webex_id_path(id)?;
     let (_, uuid) = rest.split_once("/ROOM/")?;
     (!uuid.is_empty() && uuid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
         .then(|| uuid.to_string())
