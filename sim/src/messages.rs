@@ -160,6 +160,15 @@ fn writer(st: &State, req: &Incoming) -> Result<String, Resp> {
     Ok(rec.client_id.clone())
 }
 
+/// What a create or an edit needs first: the author (allowed to write
+/// messages) and the body as a JSON object, or the error (auth first).
+fn write_request(
+    st: &State,
+    req: &Incoming,
+) -> Result<(String, serde_json::Map<String, Value>), Resp> {
+    Ok((writer(st, req)?, body_object(req)?))
+}
+
 fn body_object(req: &Incoming) -> Result<serde_json::Map<String, Value>, Resp> {
     match serde_json::from_str(&req.body) {
         Ok(Value::Object(o)) => Ok(o),
@@ -225,12 +234,8 @@ fn plausible_email(e: &str) -> bool {
 /// `POST /v1/messages`.
 pub(crate) fn create(inner: &Inner, req: &Incoming) -> Resp {
     let mut st = inner.lock();
-    let author = match writer(&st, req) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let o = match body_object(req) {
-        Ok(o) => o,
+    let (author, o) = match write_request(&st, req) {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let (room, email) = match (str_field(&o, "roomId"), str_field(&o, "toPersonEmail")) {
@@ -324,12 +329,8 @@ pub(crate) fn get(inner: &Inner, req: &Incoming, id: &str) -> Resp {
 /// `PUT /v1/messages/{id}`: a new text/markdown for a message, in its own room.
 pub(crate) fn edit(inner: &Inner, req: &Incoming, id: &str) -> Resp {
     let mut st = inner.lock();
-    let author = match writer(&st, req) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let o = match body_object(req) {
-        Ok(o) => o,
+    let (author, o) = match write_request(&st, req) {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let room = match str_field(&o, "roomId") {
