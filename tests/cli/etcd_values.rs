@@ -51,6 +51,14 @@ impl Hosts {
         })
     }
 
+    /// [`new`](Self::new), then a first `refresh` on host 0 (which puts
+    /// the state in etcd).
+    fn refreshed(n: usize) -> Option<Hosts> {
+        let f = Hosts::new(n)?;
+        f.run_ok(0, &["refresh"]);
+        Some(f)
+    }
+
     fn dir(&self, h: usize) -> &Path {
         self.hosts[h].path()
     }
@@ -197,10 +205,9 @@ impl Hosts {
 
 #[test]
 fn a_bad_value_in_etcd_is_exit_3_naming_the_key_and_the_export_is_untouched_until_fixed() {
-    let Some(f) = Hosts::new(1) else {
+    let Some(f) = Hosts::refreshed(1) else {
         return;
     };
-    f.run_ok(0, &["refresh"]);
     let (key, good) = f.stored("/tokens/");
     let doc: Value = serde_json::from_str(&good).unwrap();
     let rt = doc["refreshToken"].as_str().unwrap().to_string();
@@ -261,10 +268,9 @@ fn a_bad_value_in_etcd_is_exit_3_naming_the_key_and_the_export_is_untouched_unti
 
 #[test]
 fn an_export_holding_a_bad_value_does_not_block_reading_the_store() {
-    let Some(f) = Hosts::new(1) else {
+    let Some(f) = Hosts::refreshed(1) else {
         return;
     };
-    f.run_ok(0, &["refresh"]);
     let rt = f.env_value(0, REFRESH).unwrap();
     let access = f.env_value(0, ACCESS).unwrap();
     // What an older webex-token exported from a bad etcd value (the store
@@ -296,10 +302,9 @@ fn an_export_holding_a_bad_value_does_not_block_reading_the_store() {
 
 #[test]
 fn a_personal_token_pasted_into_the_config_wins_over_the_stores_older_one() {
-    let Some(f) = Hosts::new(2) else {
+    let Some(f) = Hosts::refreshed(2) else {
         return;
     };
-    f.run_ok(0, &["refresh"]);
     let old = f.config(0)["tokenManager"]["personalAccessToken"]
         .as_str()
         .unwrap()
@@ -334,10 +339,9 @@ fn a_personal_token_pasted_into_the_config_wins_over_the_stores_older_one() {
 
 #[test]
 fn level_3_with_etcd_says_the_renewed_state_went_to_the_etcd_key() {
-    let Some(f) = Hosts::new(1) else {
+    let Some(f) = Hosts::refreshed(1) else {
         return;
     };
-    f.run_ok(0, &["refresh"]);
     let (manager_key, _) = f.stored("/manager");
     let config_before = std::fs::read(f.config_file(0)).unwrap();
     let expire_all = || {
@@ -376,10 +380,9 @@ fn level_3_with_etcd_says_the_renewed_state_went_to_the_etcd_key() {
 
 #[test]
 fn a_manager_key_an_older_version_wrote_keeps_its_state_and_a_later_paste_wins() {
-    let Some(f) = Hosts::new(1) else {
+    let Some(f) = Hosts::refreshed(1) else {
         return;
     };
-    f.run_ok(0, &["refresh"]);
     // As an older webex-token left it: no record of config tokens, and a
     // personal token level 3 renewed since (after the config was written;
     // the config keeps the seed's).
@@ -417,10 +420,9 @@ fn setup_oauth(f: &Hosts, h: usize, global: &[&str]) -> Output {
 
 #[test]
 fn setup_oauth_with_etcd_says_the_tokens_went_to_the_etcd_key() {
-    let Some(f) = Hosts::new(1) else {
+    let Some(f) = Hosts::refreshed(1) else {
         return;
     };
-    f.run_ok(0, &["refresh"]);
     let (key, _) = f.stored("/manager");
     let config_pat = |f: &Hosts| f.config(0)["tokenManager"]["personalAccessToken"].clone();
     let before = config_pat(&f);
