@@ -13,8 +13,6 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use serde_json::{Value, json};
 
 use crate::wire::{Incoming, MSG_401, Resp, bearer_of, webex_error};
@@ -132,12 +130,7 @@ pub(crate) fn bot_person_id() -> String {
 
 /// The uuid inside a Webex room id, or `None` if it is not shaped like one.
 fn room_uuid(id: &str) -> Option<String> {
-    let raw = STANDARD_NO_PAD
-        .decode(id)
-        .or_else(|_| STANDARD.decode(id))
-        .ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let rest = text.strip_prefix("ciscospark://")?;
+    let rest = util::webex_id_path(id)?;
     let (_, uuid) = rest.split_once("/ROOM/")?;
     (!uuid.is_empty() && uuid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
         .then(|| uuid.to_string())
@@ -165,6 +158,15 @@ fn writer(st: &State, req: &Incoming) -> Result<String, Resp> {
         ));
     }
     Ok(rec.client_id.clone())
+}
+
+/// What a create or an edit needs first: the author (allowed to write
+/// messages) and the body as a JSON object, or the error (auth first).
+fn write_request(
+    st: &State,
+    req: &Incoming,
+) -> Result<(String, serde_json::Map<String, Value>), Resp> {
+    Ok((writer(st, req)?, body_object(req)?))
 }
 
 fn body_object(req: &Incoming) -> Result<serde_json::Map<String, Value>, Resp> {
@@ -232,12 +234,8 @@ fn plausible_email(e: &str) -> bool {
 /// `POST /v1/messages`.
 pub(crate) fn create(inner: &Inner, req: &Incoming) -> Resp {
     let mut st = inner.lock();
-    let author = match writer(&st, req) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let o = match body_object(req) {
-        Ok(o) => o,
+    let (author, o) = match write_request(&st, req) {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let (room, email) = match (str_field(&o, "roomId"), str_field(&o, "toPersonEmail")) {
@@ -331,12 +329,8 @@ pub(crate) fn get(inner: &Inner, req: &Incoming, id: &str) -> Resp {
 /// `PUT /v1/messages/{id}`: a new text/markdown for a message, in its own room.
 pub(crate) fn edit(inner: &Inner, req: &Incoming, id: &str) -> Resp {
     let mut st = inner.lock();
-    let author = match writer(&st, req) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let o = match body_object(req) {
-        Ok(o) => o,
+    let (author, o) = match write_request(&st, req) {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let room = match str_field(&o, "roomId") {

@@ -2,8 +2,6 @@
 
 use std::collections::HashMap;
 
-use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use serde_json::{Value, json};
 
 use crate::DataSource;
@@ -43,12 +41,7 @@ pub(crate) struct Orgs {
 /// The uuid inside a Webex org id (`ciscospark://<region>/ORGANIZATION/<uuid>`,
 /// base64 with or without padding), or `None` if the id is not shaped like one.
 pub(crate) fn org_uuid(id: &str) -> Option<String> {
-    let raw = STANDARD_NO_PAD
-        .decode(id)
-        .or_else(|_| STANDARD.decode(id))
-        .ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let rest = text.strip_prefix("ciscospark://")?;
+    let rest = util::webex_id_path(id)?;
     let (region, rest) = rest.split_once('/')?;
     let uuid = rest.strip_prefix("ORGANIZATION/")?;
     let ok = |s: &str| {
@@ -121,6 +114,8 @@ impl Orgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
 
     #[test]
     fn org_ids_round_trip() {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 
 pub(crate) fn random_bytes(n: usize) -> Vec<u8> {
     let mut buf = vec![0u8; n];
@@ -51,6 +51,17 @@ pub(crate) fn b64url(bytes: &[u8]) -> String {
 /// Webex-style resource id: base64 (no padding) of `ciscospark://us/<KIND>/<id>`.
 pub(crate) fn webex_id(kind: &str, id: &str) -> String {
     STANDARD_NO_PAD.encode(format!("ciscospark://us/{kind}/{id}"))
+}
+
+/// The path inside a Webex resource id (what follows `ciscospark://` in
+/// its base64, with or without padding), or `None` if it is not one.
+pub(crate) fn webex_id_path(id: &str) -> Option<String> {
+    let raw = STANDARD_NO_PAD
+        .decode(id)
+        .or_else(|_| STANDARD.decode(id))
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    text.strip_prefix("ciscospark://").map(str::to_string)
 }
 
 /// PKCE S256: BASE64URL-NOPAD(SHA256(verifier)).

@@ -11,8 +11,9 @@
 
 use super::{ApiError, HttpApi, TransientReason, urlencode_path};
 use crate::secret::{ExposeSecret, SecretString};
+use reqwest::Method;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::fmt;
 
 /// Who gets the message: a room (a space the bot was added to) or a
@@ -132,33 +133,24 @@ impl MessagesApi for HttpApi {
         to: &Recipient,
         markdown: &str,
     ) -> Result<Posted, ApiError> {
-        let url = self.url("/messages");
         let mut body = json!({"markdown": markdown, "text": plain_text(markdown)});
         match to {
             Recipient::Room(r) => body["roomId"] = json!(r),
             Recipient::Person(e) => body["toPersonEmail"] = json!(e),
         }
-        let bytes = self
-            .send("POST /messages", |c| {
-                c.post(&url)
-                    .bearer_auth(bot.expose_secret())
-                    .header("accept", "application/json")
-                    .json(&body)
-            })
-            .await?;
-        parse_posted(&bytes)
+        message_call(
+            self,
+            bot,
+            (Method::POST, "POST /messages"),
+            "/messages",
+            Some(&body),
+        )
+        .await
     }
 
     async fn details(&self, bot: &SecretString, id: &str) -> Result<Posted, ApiError> {
-        let url = self.url(&format!("/messages/{}", urlencode_path(id)));
-        let bytes = self
-            .send("GET /messages/{id}", |c| {
-                c.get(&url)
-                    .bearer_auth(bot.expose_secret())
-                    .header("accept", "application/json")
-            })
-            .await?;
-        parse_posted(&bytes)
+        let path = format!("/messages/{}", urlencode_path(id));
+        message_call(self, bot, (Method::GET, "GET /messages/{id}"), &path, None).await
     }
 
     async fn edit(
@@ -168,18 +160,43 @@ impl MessagesApi for HttpApi {
         room_id: &str,
         markdown: &str,
     ) -> Result<Posted, ApiError> {
-        let url = self.url(&format!("/messages/{}", urlencode_path(id)));
+        let path = format!("/messages/{}", urlencode_path(id));
         let body = json!({"roomId": room_id, "markdown": markdown, "text": plain_text(markdown)});
-        let bytes = self
-            .send("PUT /messages/{id}", |c| {
-                c.put(&url)
-                    .bearer_auth(bot.expose_secret())
-                    .header("accept", "application/json")
-                    .json(&body)
-            })
-            .await?;
-        parse_posted(&bytes)
+        message_call(
+            self,
+            bot,
+            (Method::PUT, "PUT /messages/{id}"),
+            &path,
+            Some(&body),
+        )
+        .await
     }
+}
+
+/// One message call (`what` names it in logs and errors): `method` on
+/// `path` with the bot's token (and `body` as JSON), its answer read as
+/// the message.
+async fn message_call(
+    api: &HttpApi,
+    bot: &SecretString,
+    (method, what): (Method, &str),
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Posted, ApiError> {
+    let url = api.url(path);
+    let bytes = api
+        .send(what, |c| {
+            let req = c
+                .request(method.clone(), &url)
+                .bearer_auth(bot.expose_secret())
+                .header("accept", "application/json");
+            match body {
+                Some(b) => req.json(b),
+                None => req,
+            }
+        })
+        .await?;
+    parse_posted(&bytes)
 }
 
 fn parse_posted(bytes: &[u8]) -> Result<Posted, ApiError> {

@@ -303,24 +303,17 @@ fn with_etcd_down_at_start_the_export_keeps_the_agent_ready_and_healthy() {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut notify = Notify::bind(&t.path("notify.sock"));
-    let mut c = t.cmd();
     // Nothing listens there: every etcd call fails.
-    c.env(
-        "WEBEX_TOKEN_STORE",
-        format!("etcd://127.0.0.1:{}/{prefix}", free_port()),
-    )
-    .env("WEBEX_TOKEN_ETCD_TIMEOUT", "1s")
-    .env("NOTIFY_SOCKET", t.path("notify.sock"))
-    .args(["--json", "watch", "--health", &addr])
-    .stdin(std::process::Stdio::null())
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    let w = Watch {
-        out: crate::watch::collect(child.stdout.take().unwrap()),
-        err: crate::watch::collect(child.stderr.take().unwrap()),
-        child,
-    };
+    let store = format!("etcd://127.0.0.1:{}/{prefix}", free_port());
+    let socket = t.path("notify.sock");
+    let w = t.spawn(
+        &["--health", &addr],
+        &[
+            ("WEBEX_TOKEN_STORE", &store),
+            ("WEBEX_TOKEN_ETCD_TIMEOUT", "1s"),
+            ("NOTIFY_SOCKET", socket.to_str().unwrap()),
+        ],
+    );
     w.wait_for("failed", 1, secs(15));
     notify.wait_for(&["READY=1", "transient failure"]);
     let (status, v) = healthz(port);

@@ -8,7 +8,7 @@ use crate::common::{code, stderr, stdout};
 use crate::etcd_cluster::EtcdCluster;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 use std::time::Duration;
 use tempfile::TempDir;
 use webex_sim::{Sim, SimOptions, TokenKind};
@@ -51,6 +51,14 @@ impl Hosts {
         })
     }
 
+    /// [`new`](Self::new), then a first `refresh` on host 0 (which puts
+    /// the state in etcd).
+    fn refreshed(n: usize) -> Option<Hosts> {
+        let f = Hosts::new(n)?;
+        f.run_ok(0, &["refresh"]);
+        Some(f)
+    }
+
     fn dir(&self, h: usize) -> &Path {
         self.hosts[h].path()
     }
@@ -63,16 +71,49 @@ impl Hosts {
         self.dir(h).join("token-config.json")
     }
 
+    /// The binary on host `h`, with the store.
+    fn cmd(&self, h: usize) -> Command {
+        let mut c =
+            crate::common::scrubbed(assert_cmd::cargo::cargo_bin("webex-token"), self.dir(h));
+        c.env("WEBEX_TOKEN_STORE", self.cluster.url(&self.prefix))
+            .env("WEBEX_TOKEN_ETCD_TIMEOUT", "3s");
+        c
+    }
+
     fn run(&self, h: usize, args: &[&str]) -> Output {
-        let out = crate::common::scrubbed(assert_cmd::cargo::cargo_bin("webex-token"), self.dir(h))
-            .env("WEBEX_TOKEN_STORE", self.cluster.url(&self.prefix))
-            .env("WEBEX_TOKEN_ETCD_TIMEOUT", "3s")
+        let out = self
+            .cmd(h)
             .env("WEBEX_TOKEN_LOCK_TIMEOUT", "30s")
             .args(args)
             .output()
             .unwrap();
         self.assert_clean(&out);
         out
+    }
+
+    /// `run`, which must exit 0.
+    fn run_ok(&self, h: usize, args: &[&str]) -> Output {
+        let out = self.run(h, args);
+        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
+        out
+    }
+
+    /// `refresh --mint` on host `h`, which must exit 0 having minted once:
+    /// its output and the token it minted with.
+    fn mint(&self, h: usize) -> (Output, String) {
+        self.sim.clear_requests();
+        let out = self.run_ok(h, &["refresh", "--mint"]);
+        let mints = self.mints();
+        assert_eq!(mints.len(), 1, "one mint");
+        let bearer = mints[0].bearer().unwrap_or_default().to_string();
+        (out, bearer)
+    }
+
+    /// A person pastes `token` as the personal token into host `h`'s config.
+    fn paste_personal_token(&self, h: usize, token: &str) {
+        let mut c = self.config(h);
+        c["tokenManager"]["personalAccessToken"] = Value::from(token);
+        std::fs::write(self.config_file(h), serde_json::to_vec_pretty(&c).unwrap()).unwrap();
     }
 
     fn env_value(&self, h: usize, key: &str) -> Option<String> {
@@ -90,6 +131,12 @@ impl Hosts {
             .into_iter()
             .find(|(k, _)| k.contains(part))
             .unwrap_or_else(|| panic!("no key with {part} under /{}/", self.prefix))
+    }
+
+    /// `stored`, its value parsed.
+    fn stored_json(&self, part: &str) -> (String, Value) {
+        let (k, v) = self.stored(part);
+        (k, serde_json::from_str(&v).unwrap())
     }
 
     fn put(&self, key: &str, value: &str) {
@@ -158,11 +205,9 @@ impl Hosts {
 
 #[test]
 fn a_bad_value_in_etcd_is_exit_3_naming_the_key_and_the_export_is_untouched_until_fixed() {
-    let Some(f) = Hosts::new(1) else {
+    let Some(f) = Hosts::refreshed(1) else {
         return;
     };
-    let out = f.run(0, &["refresh"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
     let (key, good) = f.stored("/tokens/");
     let doc: Value = serde_json::from_str(&good).unwrap();
     let rt = doc["refreshToken"].as_str().unwrap().to_string();
@@ -205,8 +250,7 @@ fn a_bad_value_in_etcd_is_exit_3_naming_the_key_and_the_export_is_untouched_unti
     // The key fixed (here: the good value written back): the next run
     // exports it and everything works again, with no edit of the env file.
     f.put(&key, &good);
-    let out = f.run(0, &["refresh"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    f.run_ok(0, &["refresh"]);
     assert!(
         f.env_value(0, REFRESH).as_deref() == Some(rt.as_str()),
         "the export holds the store's refresh token again"
@@ -216,21 +260,17 @@ fn a_bad_value_in_etcd_is_exit_3_naming_the_key_and_the_export_is_untouched_unti
         "re-exported"
     );
     // (Longer than the token lives: a refresh, through the store.)
-    let out = f.run(0, &["token", "--min-valid", "100d"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let (_, now) = f.stored("/tokens/");
-    let now: Value = serde_json::from_str(&now).unwrap();
+    let out = f.run_ok(0, &["token", "--min-valid", "100d"]);
+    let (_, now) = f.stored_json("/tokens/");
     assert!(stdout(&out).trim() == now["accessToken"].as_str().unwrap());
     assert!(f.env_value(0, ACCESS).as_deref() == now["accessToken"].as_str());
 }
 
 #[test]
 fn an_export_holding_a_bad_value_does_not_block_reading_the_store() {
-    let Some(f) = Hosts::new(1) else {
+    let Some(f) = Hosts::refreshed(1) else {
         return;
     };
-    let out = f.run(0, &["refresh"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
     let rt = f.env_value(0, REFRESH).unwrap();
     let access = f.env_value(0, ACCESS).unwrap();
     // What an older webex-token exported from a bad etcd value (the store
@@ -250,83 +290,58 @@ fn an_export_holding_a_bad_value_does_not_block_reading_the_store() {
     std::fs::write(f.env_file(0), broken).unwrap();
     f.extra_secrets.borrow_mut().push(format!("{rt} tail"));
 
-    let out = f.run(0, &["token"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = f.run_ok(0, &["token"]);
     assert!(stdout(&out).trim() == access, "the stored access token");
     assert!(stderr(&out).contains(REFRESH), "{}", stderr(&out));
     // The export now holds the store's values again; the host's line stays.
     assert!(f.env_value(0, REFRESH).as_deref() == Some(rt.as_str()));
     assert_eq!(f.env_value(0, "MY_OWN_SETTING").as_deref(), Some("kept"));
-    let out = f.run(0, &["token"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = f.run_ok(0, &["token"]);
     assert!(stderr(&out).is_empty(), "{}", stderr(&out));
 }
 
 #[test]
 fn a_personal_token_pasted_into_the_config_wins_over_the_stores_older_one() {
-    let Some(f) = Hosts::new(2) else {
+    let Some(f) = Hosts::refreshed(2) else {
         return;
     };
-    let out = f.run(0, &["refresh"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
     let old = f.config(0)["tokenManager"]["personalAccessToken"]
         .as_str()
         .unwrap()
         .to_string();
-    let (manager_key, m) = f.stored("/manager");
-    let m: Value = serde_json::from_str(&m).unwrap();
+    let (manager_key, m) = f.stored_json("/manager");
     assert!(m["personalAccessToken"].as_str() == Some(old.as_str()));
 
     // A person pastes a new portal token into host 0's config (the old one
     // is revoked: using it would take level 3).
     let pasted = f.sim.issue_personal_token(Duration::from_secs(12 * 3600));
     f.sim.revoke_token(&old);
-    let mut c = f.config(0);
-    c["tokenManager"]["personalAccessToken"] = Value::from(pasted.clone());
-    std::fs::write(f.config_file(0), serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+    f.paste_personal_token(0, &pasted);
 
-    f.sim.clear_requests();
-    let out = f.run(0, &["refresh", "--mint"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let mints = f.mints();
-    assert_eq!(mints.len(), 1);
-    assert!(
-        mints[0].bearer() == Some(pasted.as_str()),
-        "minted with the pasted token"
-    );
+    let (out, bearer) = f.mint(0);
+    assert!(bearer == pasted, "minted with the pasted token");
     assert_eq!(f.level3(), 0, "no level 3: the pasted token works");
     let err = stderr(&out);
     assert!(
         err.contains("has not seen") && err.contains(&manager_key),
         "the take-over is reported, naming the key: {err}"
     );
-    let (_, m) = f.stored("/manager");
-    let m: Value = serde_json::from_str(&m).unwrap();
+    let (_, m) = f.stored_json("/manager");
     assert!(m["personalAccessToken"].as_str() == Some(pasted.as_str()));
 
     // Host 1 still has the old config: it does not move the store back.
-    f.sim.clear_requests();
-    let out = f.run(1, &["refresh", "--mint"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let mints = f.mints();
-    assert_eq!(mints.len(), 1);
-    assert!(
-        mints[0].bearer() == Some(pasted.as_str()),
-        "still the pasted one"
-    );
+    let (out, bearer) = f.mint(1);
+    assert!(bearer == pasted, "still the pasted one");
     assert!(!stderr(&out).contains("has not seen"), "{}", stderr(&out));
-    let (_, m) = f.stored("/manager");
-    let m: Value = serde_json::from_str(&m).unwrap();
+    let (_, m) = f.stored_json("/manager");
     assert!(m["personalAccessToken"].as_str() == Some(pasted.as_str()));
 }
 
 #[test]
 fn level_3_with_etcd_says_the_renewed_state_went_to_the_etcd_key() {
-    let Some(f) = Hosts::new(1) else {
+    let Some(f) = Hosts::refreshed(1) else {
         return;
     };
-    let out = f.run(0, &["refresh"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
     let (manager_key, _) = f.stored("/manager");
     let config_before = std::fs::read(f.config_file(0)).unwrap();
     let expire_all = || {
@@ -336,8 +351,7 @@ fn level_3_with_etcd_says_the_renewed_state_went_to_the_etcd_key() {
     };
 
     expire_all();
-    let out = f.run(0, &["refresh"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = f.run_ok(0, &["refresh"]);
     let text = stdout(&out);
     assert!(
         text.contains(&format!("saved in the etcd key {manager_key}")),
@@ -349,8 +363,7 @@ fn level_3_with_etcd_says_the_renewed_state_went_to_the_etcd_key() {
     );
 
     expire_all();
-    let out = f.run(0, &["--json", "refresh"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = f.run_ok(0, &["--json", "refresh"]);
     crate::json_schema::assert_valid("refresh", &out);
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["personalTokenRenewed"], true, "{v}");
@@ -367,111 +380,49 @@ fn level_3_with_etcd_says_the_renewed_state_went_to_the_etcd_key() {
 
 #[test]
 fn a_manager_key_an_older_version_wrote_keeps_its_state_and_a_later_paste_wins() {
-    let Some(f) = Hosts::new(1) else {
+    let Some(f) = Hosts::refreshed(1) else {
         return;
     };
-    let out = f.run(0, &["refresh"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
     // As an older webex-token left it: no record of config tokens, and a
     // personal token level 3 renewed since (after the config was written;
     // the config keeps the seed's).
-    let (key, m) = f.stored("/manager");
-    let mut m: Value = serde_json::from_str(&m).unwrap();
+    let (key, mut m) = f.stored_json("/manager");
     let renewed = f.sim.issue_personal_token(Duration::from_secs(12 * 3600));
     m.as_object_mut().unwrap().remove("configTokensSeen");
     m["personalAccessToken"] = Value::from(renewed.clone());
     m["writtenAt"] = Value::from(jiff::Timestamp::now().to_string());
     f.put(&key, &m.to_string());
 
-    f.sim.clear_requests();
-    let out = f.run(0, &["refresh", "--mint"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let mints = f.mints();
-    assert_eq!(mints.len(), 1);
+    let (out, bearer) = f.mint(0);
     assert!(
-        mints[0].bearer() == Some(renewed.as_str()),
+        bearer == renewed,
         "the store's renewed token, not the config's older one"
     );
     assert!(!stderr(&out).contains("has not seen"), "{}", stderr(&out));
-    let (_, m) = f.stored("/manager");
-    let m: Value = serde_json::from_str(&m).unwrap();
+    let (_, m) = f.stored_json("/manager");
     assert!(m["personalAccessToken"].as_str() == Some(renewed.as_str()));
 
     // From now on a token pasted into the config counts.
     let pasted = f.sim.issue_personal_token(Duration::from_secs(12 * 3600));
-    let mut c = f.config(0);
-    c["tokenManager"]["personalAccessToken"] = Value::from(pasted.clone());
-    std::fs::write(f.config_file(0), serde_json::to_vec_pretty(&c).unwrap()).unwrap();
-    f.sim.clear_requests();
-    let out = f.run(0, &["refresh", "--mint"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert!(f.mints()[0].bearer() == Some(pasted.as_str()));
+    f.paste_personal_token(0, &pasted);
+    let (out, bearer) = f.mint(0);
+    assert!(bearer == pasted, "the pasted token");
     assert!(stderr(&out).contains("has not seen"), "{}", stderr(&out));
 }
 
 /// `setup-oauth` on host `h` with the browser flow, the test playing the
 /// browser against the simulator's authorize page.
 fn setup_oauth(f: &Hosts, h: usize, global: &[&str]) -> Output {
-    use std::io::{BufRead, BufReader};
-    let mut child = crate::common::scrubbed(assert_cmd::cargo::cargo_bin("webex-token"), f.dir(h))
-        .env("WEBEX_TOKEN_STORE", f.cluster.url(&f.prefix))
-        .env("WEBEX_TOKEN_ETCD_TIMEOUT", "3s")
-        .env_remove("DISPLAY")
-        .env_remove("WAYLAND_DISPLAY")
-        .args(global)
-        .args([
-            "setup-oauth",
-            "--no-browser",
-            "--port",
-            "0",
-            "--timeout",
-            "60s",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let url = loop {
-        let mut line = String::new();
-        assert!(err.read_line(&mut line).unwrap() > 0, "no authorize URL");
-        let l = line.trim();
-        if l.starts_with("http") && l.contains("/authorize?") {
-            break l.to_string();
-        }
-    };
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host_port, path) = rest.split_at(rest.find('/').unwrap());
-    let (status, resp) = crate::sim_e2e::raw_get(host_port, path);
-    assert_eq!(status, 302, "{resp}");
-    let location = resp
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("Location: ")
-                .or_else(|| l.strip_prefix("location: "))
-        })
-        .unwrap()
-        .trim()
-        .to_string();
-    let cb = location.strip_prefix("http://localhost:").unwrap();
-    let (port, cb_path) = cb.split_at(cb.find('/').unwrap());
-    let (status, page) = crate::sim_e2e::raw_get(&format!("127.0.0.1:{port}"), cb_path);
-    assert_eq!(status, 200, "{page}");
-    let mut out = child.wait_with_output().unwrap();
-    let mut rest_err = Vec::new();
-    std::io::Read::read_to_end(&mut err, &mut rest_err).unwrap();
-    out.stderr = rest_err;
+    let out = crate::sim_e2e::setup_oauth_in_browser(f.cmd(h).args(global));
     f.assert_clean(&out);
     out
 }
 
 #[test]
 fn setup_oauth_with_etcd_says_the_tokens_went_to_the_etcd_key() {
-    let Some(f) = Hosts::new(1) else {
+    let Some(f) = Hosts::refreshed(1) else {
         return;
     };
-    let out = f.run(0, &["refresh"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
     let (key, _) = f.stored("/manager");
     let config_pat = |f: &Hosts| f.config(0)["tokenManager"]["personalAccessToken"].clone();
     let before = config_pat(&f);
@@ -485,8 +436,7 @@ fn setup_oauth_with_etcd_says_the_tokens_went_to_the_etcd_key() {
         )),
         "{text}"
     );
-    let (_, m) = f.stored("/manager");
-    let m: Value = serde_json::from_str(&m).unwrap();
+    let (_, m) = f.stored_json("/manager");
     assert!(
         m["personalAccessToken"] != before,
         "the store has the new token"

@@ -9,7 +9,7 @@
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,29 +36,16 @@ impl Agent {
     /// `watch --json --health 127.0.0.1:PORT` over `orgs` orgs (and
     /// `args`), once `/healthz` answers 200.
     fn start(orgs: usize, args: &[&str]) -> Agent {
-        let sim = Sim::start(SimOptions::default().with_org_count(orgs)).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        sim.write_demo_files(dir.path()).unwrap();
+        let (sim, dir) = demo(orgs);
         // `:0`, and the port read from the agent's log line: a port picked
         // free beforehand can be taken meanwhile as the source port of one
         // of the flood's connections (tests run side by side).
-        let mut child =
+        let mut child = spawn_piped(
             crate::common::scrubbed(assert_cmd::cargo::cargo_bin("webex-token"), dir.path())
                 .args(["--json", "watch", "--health", "127.0.0.1:0"])
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let out = child.stdout.take().unwrap();
-        let e = events.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                e.lock().unwrap().push(line);
-            }
-        });
+                .args(args),
+        );
+        let events = crate::watch::collect(child.stdout.take().unwrap());
         let (tx, rx) = std::sync::mpsc::channel();
         let err = child.stderr.take().unwrap();
         std::thread::spawn(move || {
@@ -97,14 +84,36 @@ impl Agent {
 
     /// The `--json` events named `name` printed so far.
     fn count(&self, name: &str) -> usize {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["event"] == name)
-            .count()
+        count_events(&self.events, name)
     }
+}
+
+/// `c` started with no stdin, its stdout and stderr piped to the test.
+fn spawn_piped(c: &mut Command) -> Child {
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// A simulator over `orgs` orgs and its demo files in a new folder.
+fn demo(orgs: usize) -> (Sim, TempDir) {
+    let sim = Sim::start(SimOptions::default().with_org_count(orgs)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    sim.write_demo_files(dir.path()).unwrap();
+    (sim, dir)
+}
+
+/// How many of the `--json` lines in `lines` are events named `name`.
+fn count_events(lines: &Mutex<Vec<String>>, name: &str) -> usize {
+    lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == name)
+        .count()
 }
 
 impl Drop for Agent {
@@ -420,45 +429,22 @@ fn out_of_descriptors_the_health_port_keeps_serving_and_the_agent_keeps_working(
 #[test]
 fn many_orgs_under_a_small_descriptor_limit_all_get_a_token() {
     const ORGS: usize = 150;
-    let sim = Sim::start(SimOptions::default().with_org_count(ORGS)).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    sim.write_demo_files(dir.path()).unwrap();
+    let (_sim, dir) = demo(ORGS);
     let bin = assert_cmd::cargo::cargo_bin("webex-token");
     // `sh` lowers the limit and execs the agent (no unsafe pre_exec here).
-    let mut child = crate::common::scrubbed("sh", dir.path())
-        .args([
-            "-c",
-            "ulimit -n 48 && exec \"$0\" --json watch --concurrency 2",
-            bin.to_str().unwrap(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let out = child.stdout.take().unwrap();
-    let e = events.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            e.lock().unwrap().push(line);
-        }
-    });
+    let mut child = spawn_piped(crate::common::scrubbed("sh", dir.path()).args([
+        "-c",
+        "ulimit -n 48 && exec \"$0\" --json watch --concurrency 2",
+        bin.to_str().unwrap(),
+    ]));
+    let events = crate::watch::collect(child.stdout.take().unwrap());
     let mut err = child.stderr.take().unwrap();
     let stderr = std::thread::spawn(move || {
         let mut s = String::new();
         let _ = err.read_to_string(&mut s);
         s
     });
-    let named = |name: &str| {
-        events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["event"] == name)
-            .count()
-    };
+    let named = |name: &str| count_events(&events, name);
     let end = Instant::now() + Duration::from_secs(120);
     while named("refreshed") < ORGS && named("failed") == 0 {
         if Instant::now() > end || child.try_wait().unwrap().is_some() {

@@ -3,8 +3,8 @@
 //! error without one (before any request), and `status` naming its source.
 
 use crate::common::*;
+use crate::secrets::{listed_source, write_secret};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
 
 const BOT: &str = "SECRET-bot-token-inline-0a1b2c3d";
 const BOT_FILE: &str = "SECRET-bot-token-from-a-file-4e5f";
@@ -26,29 +26,9 @@ fn config_with_notify(notify: Value) -> Value {
     c
 }
 
-fn write_secret(dir: &Path, name: &str, value: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, format!("{value}\n")).unwrap();
-    p
-}
-
 /// `status --json`'s source for `notify.webexBotToken`, if listed.
 fn bot_source(t: &TestEnv, extra_env: &[(&str, &str)]) -> Option<String> {
-    let mut c = t.cmd();
-    c.args(["-vv", "--json", "status"]);
-    for (k, v) in extra_env {
-        c.env(k, v);
-    }
-    let out = c.output().unwrap();
-    t.assert_no_secrets(&out, &[]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["secretSources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["key"] == "notify.webexBotToken")
-        .map(|s| s["source"].as_str().unwrap().to_string())
+    listed_source(t, &["-vv"], extra_env, "notify.webexBotToken")
 }
 
 #[tokio::test]

@@ -3,25 +3,25 @@
 //! device codes that live seconds.
 
 use crate::common::{code, free_port, mode, stderr, stdout};
+use crate::watch::{Watch, http_get, secs};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tempfile::TempDir;
-use webex_sim::{Sim, SimOptions};
+use webex_sim::SimOptions;
 
 const ACCESS: &str = "WEBEX_SERVICE_APP_ACCESS_TOKEN";
 const AUTHORIZE: &str = "/v1/device/authorize";
 
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
+/// watch.rs's test world (the simulator, the demo files, the binary), with
+/// what the re-authorization tests add to it.
+struct Env(crate::watch::Env);
 
-struct Env {
-    sim: Sim,
-    dir: TempDir,
+impl std::ops::Deref for Env {
+    type Target = crate::watch::Env;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Env {
@@ -29,85 +29,26 @@ impl Env {
     /// dead integration refresh token), as after the integration was
     /// de-authorized.
     fn revoked(code_life: Duration) -> Env {
-        let sim = Sim::start(SimOptions {
+        let t = Env(crate::watch::Env::new(SimOptions {
             device_interval: secs(1),
             device_code_ttl: code_life,
             ..SimOptions::default()
-        })
-        .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        sim.write_demo_files(dir.path()).unwrap();
-        let t = Env { sim, dir };
-        let mut c = t.config();
-        c["tokenManager"]["personalAccessToken"] = "bogus-personal-token".into();
-        c["tokenManager"]["integration"]["refreshToken"] = "bogus-integration-rt".into();
-        std::fs::write(
-            t.path("token-config.json"),
-            serde_json::to_string_pretty(&c).unwrap(),
-        )
-        .unwrap();
+        }));
+        t.break_config();
         t
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
     }
 
     fn record(&self) -> PathBuf {
         self.path("token-config.json.reauth.json")
     }
 
-    fn cmd(&self) -> Command {
-        crate::common::scrubbed(assert_cmd::cargo::cargo_bin("webex-token"), self.dir.path())
-    }
-
-    fn config(&self) -> Value {
-        serde_json::from_str(&std::fs::read_to_string(self.path("token-config.json")).unwrap())
-            .unwrap()
-    }
-
-    fn env_value(&self, key: &str) -> Option<String> {
-        let it = dotenvy::from_path_iter(self.path(".env")).ok()?;
-        it.filter_map(Result::ok)
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v)
-    }
-
-    /// Every secret the files hold now, and the simulator's client secrets.
-    fn secrets(&self) -> Vec<String> {
-        let c = self.config();
-        let mut out: Vec<String> = [
-            &c["serviceApp"]["clientSecret"],
-            &c["tokenManager"]["personalAccessToken"],
-            &c["tokenManager"]["integration"]["clientSecret"],
-            &c["tokenManager"]["integration"]["refreshToken"],
-        ]
-        .iter()
-        .filter_map(|v| v.as_str().map(String::from))
-        .collect();
-        out.extend(self.env_value(ACCESS));
-        out.extend(self.env_value("WEBEX_SERVICE_APP_REFRESH_TOKEN"));
-        out
-    }
-
+    /// `--json watch` with `args` (and no extra environment).
     fn spawn(&self, args: &[&str]) -> Watch {
-        self.spawn_with(args, &[])
+        self.0.spawn(args, &[])
     }
 
     fn spawn_with(&self, args: &[&str], envs: &[(&str, &str)]) -> Watch {
-        let mut child = self
-            .cmd()
-            .envs(envs.iter().copied())
-            .args(["--json", "watch"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = collect(child.stdout.take().unwrap());
-        let err = collect(child.stderr.take().unwrap());
-        Watch { child, out, err }
+        self.0.spawn(args, envs)
     }
 
     fn authorize_requests(&self) -> usize {
@@ -131,105 +72,13 @@ impl Env {
 
     /// No secret in `texts`: no token or client secret of the files, and
     /// no device code.
-    fn assert_clean(&self, texts: &[&str]) {
+    fn assert_no_secret_in(&self, texts: &[&str]) {
         for s in self.secrets().into_iter().chain(self.device_codes()) {
             for t in texts {
                 assert!(!t.contains(s.as_str()), "secret leaked:\n{t}");
             }
         }
     }
-}
-
-fn collect(r: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let l = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines().map_while(Result::ok) {
-            l.lock().unwrap().push(line);
-        }
-    });
-    lines
-}
-
-struct Watch {
-    child: Child,
-    out: Arc<Mutex<Vec<String>>>,
-    err: Arc<Mutex<Vec<String>>>,
-}
-
-impl Watch {
-    fn stdout(&self) -> String {
-        self.out.lock().unwrap().join("\n")
-    }
-
-    fn stderr(&self) -> String {
-        self.err.lock().unwrap().join("\n")
-    }
-
-    fn named(&self, name: &str) -> Vec<Value> {
-        self.out
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-            .filter(|e| e["event"] == name)
-            .collect()
-    }
-
-    fn wait_for(&self, name: &str, n: usize, within: Duration) -> Vec<Value> {
-        let end = Instant::now() + within;
-        loop {
-            let got = self.named(name);
-            if got.len() >= n {
-                return got;
-            }
-            assert!(
-                Instant::now() < end,
-                "no {n} `{name}` events within {within:?}; stdout:\n{}\nstderr:\n{}",
-                self.stdout(),
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        crate::common::send_signal(self.child.id(), sig);
-    }
-
-    fn stop(mut self) -> (i32, Watch) {
-        self.signal("TERM");
-        let end = Instant::now() + secs(10);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(100));
-                return (s.code().unwrap_or(-1), self);
-            }
-            assert!(Instant::now() < end, "watch did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or_default();
-    (status, body.to_string())
 }
 
 #[test]
@@ -345,7 +194,7 @@ fn a_rejected_chain_asks_a_person_and_recovers_on_approval_without_a_restart() {
     assert!(audit.contains("\"event\":\"reauthorized\""), "{audit}");
     let logged = std::fs::read_to_string(&hook_log).unwrap();
     assert!(logged.contains("event=reauthorized"), "{logged}");
-    t.assert_clean(&[&w.stdout(), &w.stderr(), &audit, &record]);
+    t.assert_no_secret_in(&[&w.stdout(), &w.stderr(), &audit, &record]);
     for d in t.device_codes() {
         assert!(!logged.contains(&d), "a device code reached a hook");
     }
@@ -404,7 +253,7 @@ fn lapsed_codes_are_renewed_and_a_refusal_stops_asking_until_sighup() {
     }
     let (c, w) = w.stop();
     assert_eq!(c, 0, "{}", w.stderr());
-    t.assert_clean(&[&w.stdout(), &w.stderr()]);
+    t.assert_no_secret_in(&[&w.stdout(), &w.stderr()]);
     assert!(t.record().exists());
     // A person runs setup-oauth by hand: the saved link is stale, and gone.
     // (Once the code the stopped watch asked for last has lapsed, so that
@@ -521,14 +370,10 @@ fn reauth_window_zero_never_asks_and_bad_windows_are_usage_errors() {
 
 #[test]
 fn an_integration_refresh_token_near_its_end_is_renewed_ahead_while_tokens_work() {
-    let sim = Sim::start(SimOptions {
+    let t = Env(crate::watch::Env::new(SimOptions {
         device_interval: secs(1),
         ..SimOptions::default()
-    })
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    sim.write_demo_files(dir.path()).unwrap();
-    let t = Env { sim, dir };
+    }));
     // Known to lapse in 2 days: within watch's --rt-min-valid (14d).
     let mut c = t.config();
     let rt = c["tokenManager"]["integration"]["refreshToken"]
@@ -539,11 +384,7 @@ fn an_integration_refresh_token_near_its_end_is_renewed_ahead_while_tokens_work(
         crate::common::in_secs(2 * 86_400).into();
     c["tokenManager"]["integration"]["refreshTokenFingerprint"] =
         webex_token::secret::fingerprint_str(&rt).into();
-    std::fs::write(
-        t.path("token-config.json"),
-        serde_json::to_string_pretty(&c).unwrap(),
-    )
-    .unwrap();
+    t.write_config(&c);
     let out = t.cmd().arg("status").output().unwrap();
     assert!(stdout(&out).contains("cannot roll it"), "{}", stdout(&out));
     let port = free_port();
@@ -569,7 +410,7 @@ fn an_integration_refresh_token_near_its_end_is_renewed_ahead_while_tokens_work(
     assert_eq!(t.authorize_requests(), 1);
     let (c, w) = w.stop();
     assert_eq!(c, 0, "{}", w.stderr());
-    t.assert_clean(&[&w.stdout(), &w.stderr()]);
+    t.assert_no_secret_in(&[&w.stdout(), &w.stderr()]);
 }
 
 /// `--notify-webex` end to end: the flow's notices reach one Webex message
@@ -583,11 +424,7 @@ fn the_webex_message_follows_the_flow_in_one_message_edited_in_place() {
     std::fs::write(&bot_file, format!("{bot}\n")).unwrap();
     let mut c = t.config();
     c["notify"] = serde_json::json!({"webexBotTokenFile": bot_file.display().to_string()});
-    std::fs::write(
-        t.path("token-config.json"),
-        serde_json::to_string_pretty(&c).unwrap(),
-    )
-    .unwrap();
+    t.write_config(&c);
     let room = t.sim.new_room_id();
     let w = t.spawn(&["--notify-webex", &room]);
     // A first code, then a second once the first lapsed (3 s codes).
@@ -652,7 +489,7 @@ fn the_webex_message_follows_the_flow_in_one_message_edited_in_place() {
     let mut seen: Vec<&str> = texts.iter().map(String::as_str).collect();
     let (out, err) = (w.stdout(), w.stderr());
     seen.extend([out.as_str(), err.as_str()]);
-    t.assert_clean(&seen);
+    t.assert_no_secret_in(&seen);
     for x in seen {
         assert!(!x.contains(&bot), "the bot token leaked: {x}");
     }
@@ -693,5 +530,5 @@ fn the_window_ends_on_the_wall_clock_and_no_code_is_asked_after_it() {
     assert_eq!(st["reauth"]["state"], "stopped", "{st}");
     let (c, w) = w.stop();
     assert_eq!(c, 0, "{}", w.stderr());
-    t.assert_clean(&[&w.stdout(), &w.stderr()]);
+    t.assert_no_secret_in(&[&w.stdout(), &w.stderr()]);
 }

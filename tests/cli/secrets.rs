@@ -61,16 +61,23 @@ fn config_without_sa_secret(extra: Value) -> Value {
     c
 }
 
-fn write_secret(dir: &Path, name: &str, value: &str) -> PathBuf {
+/// `value` and a newline in `dir/name`, as an operator keeps a secret.
+pub(crate) fn write_secret(dir: &Path, name: &str, value: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, format!("{value}\n")).unwrap();
     p
 }
 
-/// `status --json`'s source for `key`.
-fn source_of(t: &TestEnv, extra_env: &[(&str, &str)], key: &str) -> String {
+/// `status --json` (after `global`, with `extra_env`): the source it lists
+/// for `key`, if it lists one.
+pub(crate) fn listed_source(
+    t: &TestEnv,
+    global: &[&str],
+    extra_env: &[(&str, &str)],
+    key: &str,
+) -> Option<String> {
     let mut c = t.cmd();
-    c.args(["--json", "status"]);
+    c.args(global).args(["--json", "status"]);
     for (k, v) in extra_env {
         c.env(k, v);
     }
@@ -84,7 +91,11 @@ fn source_of(t: &TestEnv, extra_env: &[(&str, &str)], key: &str) -> String {
         .iter()
         .find(|s| s["key"] == key)
         .map(|s| s["source"].as_str().unwrap().to_string())
-        .unwrap_or_else(|| panic!("no source for {key} in {v}"))
+}
+
+/// `status --json`'s source for `key`.
+fn source_of(t: &TestEnv, extra_env: &[(&str, &str)], key: &str) -> String {
+    listed_source(t, &[], extra_env, key).unwrap_or_else(|| panic!("no source for {key}"))
 }
 
 fn refresh(t: &TestEnv, extra_env: &[(&str, &str)], args: &[&str]) -> std::process::Output {

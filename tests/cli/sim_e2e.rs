@@ -347,38 +347,11 @@ pub(crate) fn raw_get(host_port: &str, target: &str) -> (u16, String) {
     (status, resp)
 }
 
-/// setup-oauth end to end: the simulator plays Webex's authorize page and
-/// token endpoint (and checks the PKCE verifier against the challenge); the
-/// test plays the browser. Then `refresh` works with what was stored.
-#[test]
-fn setup_oauth_against_the_simulator() {
-    use std::io::{BufRead, BufReader};
-    let t = SimEnv::new(SimOptions::default());
-    let sim = &t.sim;
-    let cfg_path = t.dir.path().join("token-config.json");
-    let before: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
-    // The stored personal token is dead: only the new authorization helps.
-    sim.expire_all(TokenKind::Personal);
-    sim.expire_all(TokenKind::IntegrationRefresh);
-
-    let mut child = t
-        .cmd()
-        .args([
-            "setup-oauth",
-            "--no-browser",
-            "--port",
-            "0",
-            "--timeout",
-            "60s",
-        ])
-        .env_remove("DISPLAY")
-        .env_remove("WAYLAND_DISPLAY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
+/// The browser of `setup-oauth --no-browser --port 0`: reads its stderr up
+/// to the authorize URL, asks the simulator's authorize page, follows its
+/// redirect to the callback (which must answer 200). Returns the stderr
+/// read so far.
+pub(crate) fn play_browser(err: &mut impl std::io::BufRead) -> String {
     let mut seen = String::new();
     let url = loop {
         let mut line = String::new();
@@ -392,7 +365,6 @@ fn setup_oauth_against_the_simulator() {
             break l.to_string();
         }
     };
-    // The "browser": ask the simulator's authorize page, follow its redirect.
     let rest = url.strip_prefix("http://").unwrap();
     let (host_port, path) = rest.split_at(rest.find('/').unwrap());
     let (status, resp) = raw_get(host_port, path);
@@ -414,10 +386,54 @@ fn setup_oauth_against_the_simulator() {
     let (port, cb_path) = cb.split_at(cb.find('/').unwrap());
     let (status, page) = raw_get(&format!("127.0.0.1:{port}"), cb_path);
     assert_eq!(status, 200, "{page}");
-    let out = child.wait_with_output().unwrap();
-    let mut rest_err = String::new();
-    std::io::Read::read_to_string(&mut err, &mut rest_err).unwrap();
-    assert_eq!(code(&out), 0, "{seen}{rest_err}");
+    seen
+}
+
+/// `cmd` (the binary, with what the test needs) running `setup-oauth
+/// --no-browser --port 0` with the browser flow and [`play_browser`] as
+/// the browser: its output, with all of its stderr.
+pub(crate) fn setup_oauth_in_browser(cmd: &mut Command) -> Output {
+    let mut child = cmd
+        .args([
+            "setup-oauth",
+            "--no-browser",
+            "--port",
+            "0",
+            "--timeout",
+            "60s",
+        ])
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let seen = play_browser(&mut err);
+    let mut out = child.wait_with_output().unwrap();
+    let mut all_err = seen.into_bytes();
+    std::io::Read::read_to_end(&mut err, &mut all_err).unwrap();
+    out.stderr = all_err;
+    out
+}
+
+/// setup-oauth end to end: the simulator plays Webex's authorize page and
+/// token endpoint (and checks the PKCE verifier against the challenge); the
+/// test plays the browser. Then `refresh` works with what was stored.
+#[test]
+fn setup_oauth_against_the_simulator() {
+    let t = SimEnv::new(SimOptions::default());
+    let sim = &t.sim;
+    let cfg_path = t.dir.path().join("token-config.json");
+    let before: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    // The stored personal token is dead: only the new authorization helps.
+    sim.expire_all(TokenKind::Personal);
+    sim.expire_all(TokenKind::IntegrationRefresh);
+
+    let out = setup_oauth_in_browser(&mut t.cmd());
+    let all_err = stderr(&out);
+    assert_eq!(code(&out), 0, "{all_err}");
 
     // The simulator accepted the PKCE verifier (it answers 400 otherwise).
     let exchange = sim
@@ -449,7 +465,7 @@ fn setup_oauth_against_the_simulator() {
             .unwrap()
     );
     assert!(sim.is_token_valid(pat) && sim.is_token_valid(irt));
-    let printed = format!("{}{seen}{rest_err}", stdout(&out));
+    let printed = format!("{}{all_err}", stdout(&out));
     for s in [
         pat,
         irt,

@@ -169,11 +169,15 @@ impl Watch {
             assert!(
                 Instant::now() < end,
                 "no {n} `{name}` events within {within:?}; stdout:\n{}\nstderr:\n{}",
-                self.out.lock().unwrap().join("\n"),
+                self.stdout(),
                 self.stderr()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    pub(crate) fn stdout(&self) -> String {
+        self.out.lock().unwrap().join("\n")
     }
 
     pub(crate) fn stderr(&self) -> String {
@@ -284,7 +288,7 @@ fn keeps_the_env_file_valid_across_expiries_without_storms() {
     assert_eq!(levels[0], 2);
     assert!(levels[1..].iter().all(|l| *l == 1), "{levels:?}");
     assert_eq!(w.named("stopping").len(), 1);
-    t.assert_clean(&w.out.lock().unwrap().join("\n"), &w.stderr(), &secrets);
+    t.assert_clean(&w.stdout(), &w.stderr(), &secrets);
 }
 
 #[test]
@@ -782,8 +786,8 @@ fn datasources_due_are_renewed_and_the_next_run_is_planned_for_the_next_expiry()
         .collect();
     let (code, w) = w.stop();
     assert_eq!(code, 0, "{}", w.stderr());
-    t.assert_clean(&w.out.lock().unwrap().join("\n"), &w.stderr(), &secrets);
-    t.assert_clean(&w.out.lock().unwrap().join("\n"), &w.stderr(), &jws);
+    t.assert_clean(&w.stdout(), &w.stderr(), &secrets);
+    t.assert_clean(&w.stdout(), &w.stderr(), &jws);
 }
 
 #[test]
@@ -924,7 +928,7 @@ fn health_reports_every_org_and_names_the_failing_ones() {
     }
     let (code, w) = w.stop();
     assert_eq!(code, 0);
-    let out = w.out.lock().unwrap().join("\n");
+    let out = w.stdout();
     t.assert_clean(&out, &w.stderr(), &secrets);
     t.assert_clean(&metrics, &body, &secrets);
 }

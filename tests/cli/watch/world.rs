@@ -20,6 +20,18 @@ fn two_of_three() -> (Env, Value) {
     (t, third)
 }
 
+/// [`two_of_three`] with `watch --health` on a free port running, once
+/// both orgs got a token: the env, the third org's entry, the port and
+/// the agent.
+fn watching_two_of_three() -> (Env, Value, u16, Watch) {
+    let (t, third) = two_of_three();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let w = t.spawn(&["--health", &addr, "--check-interval", "1h"], &[]);
+    w.wait_for("refreshed", 2, secs(10));
+    (t, third, port, w)
+}
+
 /// The config listing org1 and `third` (org2 taken out).
 fn swap_second_for(t: &Env, third: &Value) {
     let mut c = t.config();
@@ -73,7 +85,7 @@ fn assert_no_secrets(t: &Env, w: &Watch) {
         secrets.extend(org_token(t, org));
     }
     assert!(secrets.len() >= 6, "{secrets:?}");
-    t.assert_clean(&w.out.lock().unwrap().join("\n"), &w.stderr(), &secrets);
+    t.assert_clean(&w.stdout(), &w.stderr(), &secrets);
 }
 
 /// After the switch from org1+org2 to org1+org3: org3 watched with a
@@ -107,11 +119,7 @@ fn assert_followed(t: &Env, w: &Watch, port: u16) {
 
 #[test]
 fn sighup_starts_the_orgs_added_and_stops_the_orgs_removed() {
-    let (t, third) = two_of_three();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let w = t.spawn(&["--health", &addr, "--check-interval", "1h"], &[]);
-    w.wait_for("refreshed", 2, secs(10));
+    let (t, third, port, w) = watching_two_of_three();
     let (status, names, metrics) = health(port);
     assert_eq!((status, names), (200, vec!["org1".into(), "org2".into()]));
     assert!(metrics.contains("org=\"org2\""), "{metrics}");
@@ -132,11 +140,7 @@ fn sighup_starts_the_orgs_added_and_stops_the_orgs_removed() {
 
 #[test]
 fn a_changed_config_is_followed_without_a_signal_and_a_broken_one_keeps_the_orgs() {
-    let (t, third) = two_of_three();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let w = t.spawn(&["--health", &addr, "--check-interval", "1h"], &[]);
-    w.wait_for("refreshed", 2, secs(10));
+    let (t, third, port, w) = watching_two_of_three();
     // A config that no longer parses: said, naming the file; the orgs stay.
     let good = std::fs::read(t.path("token-config.json")).unwrap();
     std::fs::write(t.path("token-config.json"), b"{\"serviceApp\": ").unwrap();
@@ -205,11 +209,7 @@ fn a_clock_jump_is_noticed_at_once_and_the_token_refreshed() {
 
 #[test]
 fn an_org_whose_env_file_changed_is_watched_anew_under_its_name() {
-    let (t, _) = two_of_three();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let w = t.spawn(&["--health", &addr, "--check-interval", "1h"], &[]);
-    w.wait_for("refreshed", 2, secs(10));
+    let (t, _, port, w) = watching_two_of_three();
     let mut c = t.config();
     c["serviceApp"]["orgs"][1]["envFile"] = "moved.env".into();
     t.write_config(&c);
