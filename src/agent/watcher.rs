@@ -498,12 +498,21 @@ impl<'a> Watcher<'a> {
             self.store.env_path().to_path_buf(),
         ];
         files.extend(self.settings.state_path.clone());
+        // With a shared store (etcd) the person may be asked, and approve,
+        // on another host: no file here changes, the store does.
+        let shared_store = matches!(self.store, store::Store::Etcd(_));
         tokio::select! {
             _ = tokio::time::sleep(d) => false,
             Ok(()) = self.wake.changed() => false,
             () = retired(&mut self.retire) => false,
             _ = files_changed(&files), if watch_files => {
                 tracing::info!("the config or env file changed: trying again");
+                true
+            }
+            () = store_authorized(&self.store, &self.org, self.personal_seen.clone()),
+                if watch_files && shared_store =>
+            {
+                tracing::info!("the store holds a new authorization (another host): trying again");
                 true
             }
         }
@@ -870,6 +879,29 @@ fn listing_rejected(e: &Error) -> bool {
             ..
         })
     )
+}
+
+/// How often a loop waiting for a person reads a shared store to see
+/// whether the integration was authorized again elsewhere (one etcd read).
+const STORE_CHECK: Duration = Duration::from_secs(10);
+
+/// Resolves when the store's personal token is no longer the one `seen`
+/// (a re-authorization saved by another host of the fleet, or by a
+/// `setup-oauth` there). A read that fails is tried again at the next look.
+async fn store_authorized(store: &store::Store, org: &OrgId, seen: Option<String>) {
+    loop {
+        tokio::time::sleep(STORE_CHECK).await;
+        if let Ok(snap) = store.load(org).await
+            && snap
+                .config
+                .personal_access_token
+                .get()
+                .map(crate::secret::fingerprint)
+                != seen
+        {
+            return;
+        }
+    }
 }
 
 /// Resolves when the config or env file changes (size, mtime, presence).
