@@ -233,7 +233,11 @@ fn a_bad_value_in_etcd_is_exit_3_naming_the_key_and_the_export_is_untouched_unti
         (good[..good.len() / 2].to_string(), "not JSON"),
     ] {
         f.put(&key, &value);
-        for args in [&["refresh"][..], &["token", "--min-valid", "100d"]] {
+        for args in [
+            &["refresh"][..],
+            &["token", "--min-valid", "100d"],
+            &["watch", "--once"],
+        ] {
             let out = f.run(0, args);
             let err = stderr(&out);
             assert_eq!(code(&out), 3, "{args:?} with {names}: {err}");
