@@ -911,3 +911,121 @@ fn three_hosts_ask_a_person_once_and_all_recover() {
     events.sort();
     assert_eq!(events, ["reauth_required", "reauthorized"]);
 }
+
+/// docs/reauthorize.md, fleets: the pending record lives in the etcd key
+/// `…/reauth` too, so `status` on a host that is not asking shows the same
+/// link and code, a flow taken over by another host goes on in the same
+/// window, and once approved no host shows a pending re-authorization.
+#[test]
+fn every_host_shows_the_fleets_pending_code_and_a_taken_over_flow_resumes_its_window() {
+    let Some(f) = Fleet::new(
+        SimOptions {
+            device_interval: secs(1),
+            ..SimOptions::default()
+        },
+        3,
+    ) else {
+        return;
+    };
+    assert_eq!(code(&f.run(0, &["refresh"])), 0);
+    for kind in [
+        TokenKind::ServiceAccess,
+        TokenKind::ServiceRefresh,
+        TokenKind::Personal,
+        TokenKind::IntegrationRefresh,
+    ] {
+        f.sim.expire_all(kind);
+    }
+    let record_file = |h: usize| f.dir(h).join("token-config.json.reauth.json");
+    let stored_record = || {
+        f.stored()
+            .into_iter()
+            .find(|(k, _)| k.ends_with("/reauth"))
+            .map(|(_, v)| v)
+    };
+    let status_reauth = |h: usize| {
+        let out = f.run(h, &["--json", "status"]);
+        let v: Value = serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| {
+            panic!("host {h}: status --json: {e}: {}", stdout(&out));
+        });
+        v["reauth"].clone()
+    };
+    let asked = || f.sim.count("POST", "/v1/device/authorize");
+    let args = ["--json", "watch", "--check-interval", "2s"];
+    let mut watchers: Vec<Option<Child>> = (0..3).map(|h| Some(f.spawn(h, &args))).collect();
+    let end = Instant::now() + secs(30);
+    let holder = || (0..3).find(|&h| record_file(h).exists());
+    while asked() == 0 || holder().is_none() {
+        assert!(Instant::now() < end, "no host asked for a code");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The flow holder keeps its own copy, as on one host.
+    let holder = holder().unwrap();
+    let first: Value =
+        serde_json::from_str(&std::fs::read_to_string(record_file(holder)).unwrap()).unwrap();
+    assert_eq!(first["state"], "pending");
+    assert_eq!(first["codesRequested"], 1);
+    // A host that is not asking shows the same code.
+    let other = (holder + 1) % 3;
+    assert!(!record_file(other).exists());
+    let shown = status_reauth(other);
+    assert_eq!(shown["state"], "pending", "host {other}: {shown}");
+    assert_eq!(shown["userCode"], first["userCode"]);
+    assert_eq!(shown["verifyUrl"], first["verifyUrl"]);
+    assert_eq!(shown["windowStartedAt"], first["windowStartedAt"]);
+    // The key holds what the holder's file holds, never the device code.
+    assert_eq!(stored_record().as_ref(), Some(&first));
+    assert!(
+        first
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|k| !k.to_lowercase().contains("device")),
+        "{first}"
+    );
+
+    // The holder stops: another host takes the flow over in the same window.
+    let w = watchers[holder].take().unwrap();
+    signal(&w, "TERM");
+    let out = wait_output(w);
+    assert_eq!(code(&out), 0, "host {holder}: {}", stderr(&out));
+    f.assert_clean(&out);
+    let end = Instant::now() + secs(30);
+    while asked() < 2 || stored_record().is_none_or(|r| r["codesRequested"] != 2) {
+        assert!(Instant::now() < end, "no other host took the flow over");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = stored_record().unwrap();
+    assert_eq!(second["windowStartedAt"], first["windowStartedAt"]);
+    assert_eq!(second["windowEndsAt"], first["windowEndsAt"]);
+    assert_ne!(second["userCode"], first["userCode"]);
+    let code_now = second["userCode"].as_str().unwrap().to_string();
+    assert_eq!(status_reauth(holder)["userCode"], code_now.as_str());
+    assert!(f.sim.approve_device(Some(&code_now)).is_some());
+
+    let end = Instant::now() + secs(30);
+    while !(0..3).filter(|&h| h != holder).all(|h| {
+        f.env_value(h, ACCESS)
+            .is_some_and(|t| f.sim.is_token_valid(&t))
+    }) {
+        assert!(Instant::now() < end, "not every host recovered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        stored_record(),
+        None,
+        "the record key is gone once approved"
+    );
+    // Every host, the stopped one (whose own copy stays) included.
+    for h in 0..3 {
+        assert_eq!(status_reauth(h), Value::Null, "host {h}");
+    }
+    assert_eq!(asked(), 2);
+    for (h, w) in watchers.into_iter().enumerate() {
+        let Some(w) = w else { continue };
+        signal(&w, "TERM");
+        let out = wait_output(w);
+        assert_eq!(code(&out), 0, "host {h}: {}", stderr(&out));
+        f.assert_clean(&out);
+    }
+}
