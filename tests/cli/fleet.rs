@@ -1029,3 +1029,93 @@ fn every_host_shows_the_fleets_pending_code_and_a_taken_over_flow_resumes_its_wi
         f.assert_clean(&out);
     }
 }
+
+/// The etcd key `…/reauth` is read like the store's other values: one that
+/// webex-token would not have written is ignored with a warning naming the
+/// key (never fatal, never quoted); `setup-oauth` on any host removes it.
+#[test]
+fn a_bad_reauth_record_in_etcd_is_ignored_and_setup_oauth_removes_the_key() {
+    let Some(f) = Fleet::new(SimOptions::default(), 2) else {
+        return;
+    };
+    assert_eq!(code(&f.run(0, &["refresh"])), 0);
+    let manager = f
+        .stored()
+        .into_iter()
+        .map(|(k, _)| k)
+        .find(|k| k.ends_with("/manager"))
+        .unwrap();
+    let key = format!("{}/reauth", manager.trim_end_matches("/manager"));
+    let status = |h: usize| {
+        let out = f.run(h, &["--json", "status"]);
+        assert_eq!(code(&out), 0, "host {h}: {}", stderr(&out));
+        let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        (v["reauth"].clone(), stderr(&out))
+    };
+    let record = |user_code: &str| {
+        serde_json::json!({
+            "state": "pending",
+            "reason": "chain_rejected",
+            "verifyUrl": format!("https://example.test/verify?userCode={user_code}"),
+            "userCode": user_code,
+            "codeExpiresAt": "2099-01-01T00:05:00Z",
+            "windowStartedAt": "2099-01-01T00:00:00Z",
+            "windowEndsAt": "2099-01-02T00:00:00Z",
+            "codesRequested": 3,
+            "lastRequestedAt": "2099-01-01T00:00:00Z",
+        })
+    };
+    let mut escaping = record("ABCD");
+    escaping["userCode"] = "AB\u{1b}[31mSENTINEL".into();
+    for (value, named) in [
+        ("not-json-SENTINEL".to_string(), "not JSON"),
+        (
+            r#"{"state":"pending","userCode":["SENTINEL"]}"#.to_string(),
+            "not webex-token's",
+        ),
+        (escaping.to_string(), "`userCode`"),
+    ] {
+        f.cluster.etcdctl_ok(&["put", &key, &value]);
+        let (shown, err) = status(1);
+        assert_eq!(shown, Value::Null, "{value}");
+        assert!(err.contains(&key) && err.contains(named), "{value}: {err}");
+        assert!(!err.contains("SENTINEL"), "the value is not quoted: {err}");
+    }
+    // One another host wrote: shown here, though this host has no copy.
+    f.cluster
+        .etcdctl_ok(&["put", &key, &record("WXYZ-1234").to_string()]);
+    let (shown, _) = status(1);
+    assert_eq!(shown["userCode"], "WXYZ-1234");
+    assert_eq!(shown["codesRequested"], 3);
+
+    // A person authorizes the integration by hand on host 1: the fleet's
+    // record is stale, and gone.
+    let setup = f
+        .cmd(1)
+        .env_remove("WEBEX_TOKEN_TEST_NO_RETRY_DELAY")
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .args([
+            "setup-oauth",
+            "--device",
+            "--no-browser",
+            "--timeout",
+            "60s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + secs(15);
+    while f.sim.approve_device(None).is_none() {
+        assert!(Instant::now() < end, "setup-oauth asked for no code");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = wait_output(setup);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        f.stored().iter().all(|(k, _)| *k != key),
+        "setup-oauth removes the key"
+    );
+    assert_eq!(status(0).0, Value::Null);
+}
