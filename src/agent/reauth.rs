@@ -687,13 +687,18 @@ async fn run_flow(ctx: &Ctx<'_>, reason: Reason, personal_seen: Option<String>) 
         store: &store,
         guard: &lock,
     };
-    let ended = flow(ctx, reason, &saved).await;
+    let ended = flow(ctx, reason, personal_seen.as_deref(), &saved).await;
     store.release(lock).await;
     ended
 }
 
 /// [`run_flow`] once the lock is held.
-async fn flow(ctx: &Ctx<'_>, reason: Reason, saved: &Saved<'_>) -> Ended {
+async fn flow(
+    ctx: &Ctx<'_>,
+    reason: Reason,
+    personal_seen: Option<&str>,
+    saved: &Saved<'_>,
+) -> Ended {
     let settings = ctx.settings;
     let config = match settings.load_config() {
         Ok(c) => c,
@@ -745,8 +750,10 @@ async fn flow(ctx: &Ctx<'_>, reason: Reason, saved: &Saved<'_>) -> Ended {
         if !watch.sleep(clock_until(next_at)).await {
             return interrupted(ctx, saved).await;
         }
-        if reason == Reason::Expiring && !still_expiring(ctx) {
-            tracing::info!("the integration was authorized again meanwhile");
+        if authorized_meanwhile(ctx, reason, personal_seen).await {
+            tracing::info!(
+                "the integration was authorized again meanwhile: no more codes are asked for"
+            );
             saved.remove().await;
             ctx.monitor.set_reauth(None);
             return Ended::Approved;
@@ -1005,11 +1012,29 @@ fn clock_until(at: Timestamp) -> Duration {
     Duration::from_secs(clock::seconds_until(clock::now(), at).max(0) as u64)
 }
 
-fn still_expiring(ctx: &Ctx<'_>) -> bool {
-    ctx.settings
-        .load_config()
-        .map(|c| integration_expiring(&c, clock::now(), ctx.options.rt_min_valid))
-        .unwrap_or(true)
+/// True when the store no longer needs this flow: for a rejected chain, its
+/// personal token is not the one the failing tick had (a person, maybe on
+/// another host of the fleet, authorized meanwhile: this host's files need
+/// not change, so their stamp cannot tell); for an expiring integration,
+/// its refresh token no longer lapses soon. A store that cannot be read
+/// changes nothing.
+async fn authorized_meanwhile(ctx: &Ctx<'_>, reason: Reason, personal_seen: Option<&str>) -> bool {
+    let Ok(snap) = ctx.settings.store().load(&OrgId::configured()).await else {
+        return false;
+    };
+    match reason {
+        Reason::Rejected => {
+            snap.config
+                .personal_access_token
+                .get()
+                .map(fingerprint)
+                .as_deref()
+                != personal_seen
+        }
+        Reason::Expiring => {
+            !integration_expiring(&snap.config, clock::now(), ctx.options.rt_min_valid)
+        }
+    }
 }
 
 /// A stop signal keeps the record (the next start resumes the window); a

@@ -1119,3 +1119,66 @@ fn a_bad_reauth_record_in_etcd_is_ignored_and_setup_oauth_removes_the_key() {
     );
     assert_eq!(status(0).0, Value::Null);
 }
+
+/// A person fixes the fleet on another host (pastes a new personal token
+/// there and runs `refresh`): the flow holder's files do not change, but
+/// it sees the store's new token before its next code, stops asking and
+/// removes the fleet's record.
+#[test]
+fn a_flow_stops_when_another_host_authorizes_the_fleet() {
+    let Some(f) = Fleet::new(
+        SimOptions {
+            device_interval: secs(1),
+            device_code_ttl: secs(2),
+            ..SimOptions::default()
+        },
+        2,
+    ) else {
+        return;
+    };
+    assert_eq!(code(&f.run(0, &["refresh"])), 0);
+    for kind in [
+        TokenKind::ServiceAccess,
+        TokenKind::ServiceRefresh,
+        TokenKind::Personal,
+        TokenKind::IntegrationRefresh,
+    ] {
+        f.sim.expire_all(kind);
+    }
+    let has_record = || f.stored().iter().any(|(k, _)| k.ends_with("/reauth"));
+    let asked = || f.sim.count("POST", "/v1/device/authorize");
+    let w = f.spawn(0, &["watch", "--check-interval", "2s"]);
+    let end = Instant::now() + secs(30);
+    while asked() == 0 || !has_record() {
+        assert!(Instant::now() < end, "host 0 asked for no code");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Host 1: a new portal token pasted into its config, then `refresh`.
+    let pasted = f.sim.issue_personal_token(secs(12 * 3600));
+    let config_file = f.dir(1).join("token-config.json");
+    let mut c: Value = serde_json::from_slice(&std::fs::read(&config_file).unwrap()).unwrap();
+    c["tokenManager"]["personalAccessToken"] = Value::from(pasted);
+    write_private(&config_file, &serde_json::to_vec_pretty(&c).unwrap());
+    let out = f.run(1, &["refresh"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Codes live 2 s: within a few of them the holder has looked.
+    let end = Instant::now() + secs(20);
+    while has_record() {
+        assert!(Instant::now() < end, "the flow goes on asking");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after = asked();
+    // It asks no more: two more code lives pass without a request.
+    std::thread::sleep(secs(5));
+    assert_eq!(asked(), after);
+    assert!(!has_record());
+    signal(&w, "TERM");
+    let out = wait_output(w);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    f.assert_clean(&out);
+    assert!(
+        stderr(&out).contains("authorized again meanwhile"),
+        "{}",
+        stderr(&out)
+    );
+}
