@@ -1266,6 +1266,34 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_record_with_control_characters_or_bad_times_is_refused() {
+        let good = Pending {
+            state: "stopped".into(),
+            reason: Reason::Rejected.name().into(),
+            verify_url: "https://example.test/verify".into(),
+            user_code: "ABCD".into(),
+            // (A stop before any code leaves the times empty.)
+            code_expires_at: String::new(),
+            window_started_at: "2026-01-01T00:00:00Z".into(),
+            window_ends_at: "2026-01-02T00:00:00Z".into(),
+            codes_requested: 0,
+            last_requested_at: String::new(),
+            notice_id: None,
+            stopped_reason: Some("failed: no".into()),
+        };
+        assert_eq!(good.bad_field(), None);
+        let mut p = good.clone();
+        p.user_code = "AB\u{1b}[2J".into();
+        assert_eq!(p.bad_field(), Some("userCode"));
+        let mut p = good.clone();
+        p.notice_id = Some("m\r\n1".into());
+        assert_eq!(p.bad_field(), Some("noticeId"));
+        let mut p = good;
+        p.window_ends_at = "tomorrow".into();
+        assert_eq!(p.bad_field(), Some("windowEndsAt"));
+    }
+
     /// Records what the notifier was told; answers a message id.
     struct FakeTell {
         calls: Mutex<Vec<String>>,
