@@ -34,18 +34,17 @@ use crate::config::Config;
 use crate::engine;
 use crate::engine::signals;
 use crate::error::{Error, SetupError};
-use crate::fs_atomic::{self, WriteMode};
 use crate::names::SCOPE_APPLICATIONS_TOKEN;
 use crate::oauth::{Pacer, poll_device, printable};
 use crate::secret::fingerprint;
 use crate::settings::Settings;
-use crate::store::{LockScope, StoreError, TokenStore};
+use crate::store::{LockScope, Store, StoreError, StoreGuard, TokenStore};
 use crate::tokens::OrgId;
 use crate::webex::{ClientCredentials, OAuthApi};
 use futures_util::future::BoxFuture;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -189,61 +188,97 @@ impl Pending {
     }
 }
 
-/// The file the agent writes next to: the state file when there is one,
-/// else the config.
-fn beside(settings: &Settings) -> &Path {
-    settings
-        .state_path
-        .as_deref()
-        .unwrap_or(&settings.config_path)
+/// `<config or state file>.reauth.json`: this host's copy of the record
+/// (with `--store etcd://` the fleet's is the key `/PREFIX/<appId>/reauth`).
+#[cfg(test)]
+fn record_path(settings: &Settings) -> PathBuf {
+    settings.files_store().reauth_record_path()
 }
 
-fn sibling(p: &Path, suffix: &str) -> PathBuf {
-    let mut name = p.file_name().unwrap_or_default().to_os_string();
-    name.push(suffix);
-    p.with_file_name(name)
+impl Pending {
+    /// The first field that does not read as webex-token writes it (text
+    /// a terminal would act on, a time that is not one), if any.
+    fn bad_field(&self) -> Option<&'static str> {
+        let text = [
+            ("verifyUrl", self.verify_url.as_str()),
+            ("userCode", self.user_code.as_str()),
+            ("noticeId", self.notice_id.as_deref().unwrap_or_default()),
+        ];
+        let times = [
+            ("codeExpiresAt", self.code_expires_at.as_str()),
+            ("windowStartedAt", self.window_started_at.as_str()),
+            ("windowEndsAt", self.window_ends_at.as_str()),
+            ("lastRequestedAt", self.last_requested_at.as_str()),
+        ];
+        text.iter()
+            .find(|(_, v)| printable(v) != *v)
+            .or_else(|| {
+                times
+                    .iter()
+                    .find(|(_, v)| !v.is_empty() && clock::parse(v).is_none())
+            })
+            .map(|(name, _)| *name)
+    }
 }
 
-/// `<config or state file>.reauth.json`.
-pub fn record_path(settings: &Settings) -> PathBuf {
-    sibling(beside(settings), ".reauth.json")
-}
-
-/// The saved record, if there is a readable one.
-pub fn read_record(path: &Path) -> Option<Pending> {
-    let text = std::fs::read_to_string(path).ok()?;
-    match serde_json::from_str(&text) {
-        Ok(p) => Some(p),
-        Err(e) => {
-            tracing::debug!("ignoring {}: {e}", path.display());
+/// The saved record, if there is a readable one: with etcd the fleet's
+/// (whichever host runs the flow), else this host's file. One that does
+/// not read as webex-token writes it is ignored with a warning.
+pub async fn read_saved(store: &Store) -> Option<Pending> {
+    let p: Pending = store.reauth_record().await?;
+    match p.bad_field() {
+        None => Some(p),
+        Some(field) => {
+            tracing::warn!(
+                "ignoring the re-authorization record in {}: `{field}` is not as webex-token writes it",
+                store.reauth_record_place()
+            );
             None
         }
     }
 }
 
-fn write_record(path: &Path, p: &Pending) {
-    let mut text = serde_json::to_string_pretty(p).unwrap_or_default();
-    text.push('\n');
-    if let Err(e) = fs_atomic::write_file(path, text.as_bytes(), WriteMode::Atomic) {
-        tracing::warn!(
-            "could not save the re-authorization record {}: {e}",
-            path.display()
-        );
-    }
+/// Where a running flow keeps its record: the store, under the flow's lock.
+struct Saved<'a> {
+    store: &'a Store,
+    guard: &'a StoreGuard,
 }
 
-fn remove_record(path: &Path) {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!("could not remove {}: {e}", path.display()),
+impl Saved<'_> {
+    async fn read(&self) -> Option<Pending> {
+        read_saved(self.store).await
+    }
+
+    async fn put(&self, p: &Pending) {
+        if let Err(e) = self.store.put_reauth_record(self.guard, p).await {
+            tracing::warn!(
+                "could not save the re-authorization record ({}): {e}",
+                self.store.reauth_record_place()
+            );
+        }
+    }
+
+    async fn remove(&self) {
+        if let Err(e) = self.store.remove_reauth_record(Some(self.guard)).await {
+            tracing::warn!(
+                "could not remove the re-authorization record ({}): {e}",
+                self.store.reauth_record_place()
+            );
+        }
     }
 }
 
 /// Forgets what `watch` saved about a flow: after `setup-oauth` authorized
-/// the integration by hand, a pending link or a "stopped asking" is stale.
-pub fn forget(settings: &Settings) {
-    remove_record(&record_path(settings));
+/// the integration by hand, a pending link or a "stopped asking" is stale
+/// (this host's file, and with etcd the fleet's key).
+pub async fn forget(settings: &Settings) {
+    let store = settings.store();
+    if let Err(e) = store.remove_reauth_record(None).await {
+        tracing::warn!(
+            "could not remove the re-authorization record ({}): {e}",
+            store.reauth_record_place()
+        );
+    }
 }
 
 // ---------------------------------------------------------------- telling
@@ -608,7 +643,6 @@ impl Pacer for PollPacer<'_> {
 /// One flow: codes until approved, denied, or the window is over.
 async fn run_flow(ctx: &Ctx<'_>, reason: Reason, personal_seen: Option<String>) -> Ended {
     let settings = ctx.settings;
-    let record_path = record_path(settings);
     // The flow's lock: a file beside the config (or state file), or with
     // etcd a key of the fleet, held for as long as the flow asks.
     let store = settings.store();
@@ -620,7 +654,7 @@ async fn run_flow(ctx: &Ctx<'_>, reason: Reason, personal_seen: Option<String>) 
                 "another webex-token process holds {}: it asks the person to re-authorize",
                 path.display()
             );
-            if let Some(p) = read_record(&record_path).filter(Pending::is_pending)
+            if let Some(p) = read_saved(&store).await.filter(Pending::is_pending)
                 && let Some(at) = clock::parse(&p.code_expires_at)
             {
                 ctx.monitor
@@ -649,13 +683,22 @@ async fn run_flow(ctx: &Ctx<'_>, reason: Reason, personal_seen: Option<String>) 
             return Ended::NotRun;
         }
     }
-    let ended = flow(ctx, reason, &record_path).await;
+    let saved = Saved {
+        store: &store,
+        guard: &lock,
+    };
+    let ended = flow(ctx, reason, personal_seen.as_deref(), &saved).await;
     store.release(lock).await;
     ended
 }
 
 /// [`run_flow`] once the lock is held.
-async fn flow(ctx: &Ctx<'_>, reason: Reason, record_path: &Path) -> Ended {
+async fn flow(
+    ctx: &Ctx<'_>,
+    reason: Reason,
+    personal_seen: Option<&str>,
+    saved: &Saved<'_>,
+) -> Ended {
     let settings = ctx.settings;
     let config = match settings.load_config() {
         Ok(c) => c,
@@ -684,7 +727,9 @@ async fn flow(ctx: &Ctx<'_>, reason: Reason, record_path: &Path) -> Ended {
     let now = clock::now();
     // A flow of an earlier run whose window is still open goes on in that
     // window (its device code is gone: a new code is asked for at once).
-    let resumed = read_record(record_path)
+    let resumed = saved
+        .read()
+        .await
         .filter(Pending::is_pending)
         .and_then(|p| Some((p.window()?, p)))
         .filter(|(w, _)| w.end > now);
@@ -703,11 +748,13 @@ async fn flow(ctx: &Ctx<'_>, reason: Reason, record_path: &Path) -> Ended {
     let mut next_at = now;
     loop {
         if !watch.sleep(clock_until(next_at)).await {
-            return interrupted(ctx, record_path);
+            return interrupted(ctx, saved).await;
         }
-        if reason == Reason::Expiring && !still_expiring(ctx) {
-            tracing::info!("the integration was authorized again meanwhile");
-            remove_record(record_path);
+        if authorized_meanwhile(ctx, reason, personal_seen).await {
+            tracing::info!(
+                "the integration was authorized again meanwhile: no more codes are asked for"
+            );
+            saved.remove().await;
             ctx.monitor.set_reauth(None);
             return Ended::Approved;
         }
@@ -718,7 +765,7 @@ async fn flow(ctx: &Ctx<'_>, reason: Reason, record_path: &Path) -> Ended {
             let detail = "nobody approved within --reauth-window; send SIGHUP, change the config or run `webex-token setup-oauth`";
             return stop(
                 ctx,
-                record_path,
+                saved,
                 None,
                 "window_over",
                 detail,
@@ -744,7 +791,7 @@ async fn flow(ctx: &Ctx<'_>, reason: Reason, record_path: &Path) -> Ended {
                 if next_at >= window.end {
                     return stop(
                         ctx,
-                        record_path,
+                        saved,
                         None,
                         "window_over",
                         "the re-authorization window ended",
@@ -764,7 +811,7 @@ async fn flow(ctx: &Ctx<'_>, reason: Reason, record_path: &Path) -> Ended {
                 };
                 return stop(
                     ctx,
-                    record_path,
+                    saved,
                     None,
                     "failed",
                     &detail,
@@ -802,7 +849,7 @@ async fn flow(ctx: &Ctx<'_>, reason: Reason, record_path: &Path) -> Ended {
             notice_id: notice_id.clone(),
             stopped_reason: None,
         };
-        write_record(record_path, &record);
+        saved.put(&record).await;
         ctx.monitor
             .set_reauth(Some((&verify_url, &user_code, lapses)));
         // `systemctl status` shows it too.
@@ -835,7 +882,7 @@ async fn flow(ctx: &Ctx<'_>, reason: Reason, record_path: &Path) -> Ended {
         {
             notice_id = Some(id);
             record.notice_id = notice_id.clone();
-            write_record(record_path, &record);
+            saved.put(&record).await;
         }
         let interval = d
             .interval
@@ -850,7 +897,7 @@ async fn flow(ctx: &Ctx<'_>, reason: Reason, record_path: &Path) -> Ended {
             poll_device(&api, &client, &d.device_code, interval, life, &mut pacer).await
         };
         if watch.interrupted {
-            return interrupted(ctx, record_path);
+            return interrupted(ctx, saved).await;
         }
         match polled {
             Ok(grant) => {
@@ -869,7 +916,7 @@ async fn flow(ctx: &Ctx<'_>, reason: Reason, record_path: &Path) -> Ended {
                 tracing::info!(
                     "re-authorized: the token-manager integration's tokens are saved; the chain runs again"
                 );
-                remove_record(record_path);
+                saved.remove().await;
                 ctx.monitor.set_reauth(None);
                 announce(
                     ctx,
@@ -901,7 +948,7 @@ async fn flow(ctx: &Ctx<'_>, reason: Reason, record_path: &Path) -> Ended {
                 let detail = "the person declined the request (access_denied): whoever owns the token-manager integration must approve it, or run `webex-token setup-oauth`; send SIGHUP to ask again";
                 return stop(
                     ctx,
-                    record_path,
+                    saved,
                     Some(record),
                     "access_denied",
                     detail,
@@ -925,7 +972,7 @@ async fn flow(ctx: &Ctx<'_>, reason: Reason, record_path: &Path) -> Ended {
                         let detail = "nobody approved within --reauth-window; send SIGHUP, change the config or run `webex-token setup-oauth`";
                         return stop(
                             ctx,
-                            record_path,
+                            saved,
                             Some(record),
                             "window_over",
                             detail,
@@ -945,7 +992,7 @@ async fn flow(ctx: &Ctx<'_>, reason: Reason, record_path: &Path) -> Ended {
                     None => {
                         return stop(
                             ctx,
-                            record_path,
+                            saved,
                             Some(record),
                             "failed",
                             &e.to_string(),
@@ -965,19 +1012,37 @@ fn clock_until(at: Timestamp) -> Duration {
     Duration::from_secs(clock::seconds_until(clock::now(), at).max(0) as u64)
 }
 
-fn still_expiring(ctx: &Ctx<'_>) -> bool {
-    ctx.settings
-        .load_config()
-        .map(|c| integration_expiring(&c, clock::now(), ctx.options.rt_min_valid))
-        .unwrap_or(true)
+/// True when the store no longer needs this flow: for a rejected chain, its
+/// personal token is not the one the failing tick had (a person, maybe on
+/// another host of the fleet, authorized meanwhile: this host's files need
+/// not change, so their stamp cannot tell); for an expiring integration,
+/// its refresh token no longer lapses soon. A store that cannot be read
+/// changes nothing.
+async fn authorized_meanwhile(ctx: &Ctx<'_>, reason: Reason, personal_seen: Option<&str>) -> bool {
+    let Ok(snap) = ctx.settings.store().load(&OrgId::configured()).await else {
+        return false;
+    };
+    match reason {
+        Reason::Rejected => {
+            snap.config
+                .personal_access_token
+                .get()
+                .map(fingerprint)
+                .as_deref()
+                != personal_seen
+        }
+        Reason::Expiring => {
+            !integration_expiring(&snap.config, clock::now(), ctx.options.rt_min_valid)
+        }
+    }
 }
 
 /// A stop signal keeps the record (the next start resumes the window); a
 /// change of the files ends the flow (a person acted: the watchers try the
 /// chain again and ask anew if it still fails).
-fn interrupted(ctx: &Ctx<'_>, record_path: &Path) -> Ended {
+async fn interrupted(ctx: &Ctx<'_>, saved: &Saved<'_>) -> Ended {
     if signals::stop_requested().is_none() && !ctx.stopping.load(Ordering::SeqCst) {
-        remove_record(record_path);
+        saved.remove().await;
         ctx.monitor.set_reauth(None);
     }
     Ended::Interrupted
@@ -987,7 +1052,7 @@ fn interrupted(ctx: &Ctx<'_>, record_path: &Path) -> Ended {
 #[allow(clippy::too_many_arguments)]
 async fn stop(
     ctx: &Ctx<'_>,
-    record_path: &Path,
+    saved: &Saved<'_>,
     record: Option<Pending>,
     why: &'static str,
     detail: &str,
@@ -996,24 +1061,26 @@ async fn stop(
     notice_id: Option<&str>,
 ) -> Ended {
     tracing::error!("stopped asking for re-authorization ({why}): {detail}");
-    let mut r = record
-        .or_else(|| read_record(record_path))
-        .unwrap_or(Pending {
-            state: String::new(),
-            reason: String::new(),
-            verify_url: String::new(),
-            user_code: String::new(),
-            code_expires_at: String::new(),
-            window_started_at: String::new(),
-            window_ends_at: String::new(),
-            codes_requested: codes,
-            last_requested_at: String::new(),
-            notice_id: notice_id.map(String::from),
-            stopped_reason: None,
-        });
+    let record = match record {
+        Some(r) => Some(r),
+        None => saved.read().await,
+    };
+    let mut r = record.unwrap_or(Pending {
+        state: String::new(),
+        reason: String::new(),
+        verify_url: String::new(),
+        user_code: String::new(),
+        code_expires_at: String::new(),
+        window_started_at: String::new(),
+        window_ends_at: String::new(),
+        codes_requested: codes,
+        last_requested_at: String::new(),
+        notice_id: notice_id.map(String::from),
+        stopped_reason: None,
+    });
     r.state = "stopped".into();
     r.stopped_reason = Some(format!("{why}: {detail}"));
-    write_record(record_path, &r);
+    saved.put(&r).await;
     ctx.monitor.set_reauth(None);
     announce(
         ctx,
@@ -1199,6 +1266,34 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_record_with_control_characters_or_bad_times_is_refused() {
+        let good = Pending {
+            state: "stopped".into(),
+            reason: Reason::Rejected.name().into(),
+            verify_url: "https://example.test/verify".into(),
+            user_code: "ABCD".into(),
+            // (A stop before any code leaves the times empty.)
+            code_expires_at: String::new(),
+            window_started_at: "2026-01-01T00:00:00Z".into(),
+            window_ends_at: "2026-01-02T00:00:00Z".into(),
+            codes_requested: 0,
+            last_requested_at: String::new(),
+            notice_id: None,
+            stopped_reason: Some("failed: no".into()),
+        };
+        assert_eq!(good.bad_field(), None);
+        let mut p = good.clone();
+        p.user_code = "AB\u{1b}[2J".into();
+        assert_eq!(p.bad_field(), Some("userCode"));
+        let mut p = good.clone();
+        p.notice_id = Some("m\r\n1".into());
+        assert_eq!(p.bad_field(), Some("noticeId"));
+        let mut p = good;
+        p.window_ends_at = "tomorrow".into();
+        assert_eq!(p.bad_field(), Some("windowEndsAt"));
+    }
+
     /// Records what the notifier was told; answers a message id.
     struct FakeTell {
         calls: Mutex<Vec<String>>,
@@ -1220,7 +1315,9 @@ mod tests {
                 calls.push(format!("code {notice_id:?}"));
                 if calls.len() == 2 {
                     // The id given for the first code was saved with it.
-                    let saved = read_record(&self.record).unwrap();
+                    let saved: Pending =
+                        serde_json::from_str(&std::fs::read_to_string(&self.record).unwrap())
+                            .unwrap();
                     assert_eq!(saved.notice_id.as_deref(), Some("msg-1"));
                     assert!(self.sim.approve_device(Some(user_code)).is_some());
                 }

@@ -112,8 +112,9 @@ async fn store_grant(
     }
     let store = settings.store();
     engine::save_authorization(&store, &update, settings.lock_timeout).await?;
-    // A link `watch` saved for a person (docs/reauthorize.md) is stale now.
-    crate::agent::reauth::forget(settings);
+    // A link `watch` saved for a person (docs/reauthorize.md) is stale now,
+    // on this host and (etcd) for the fleet.
+    crate::agent::reauth::forget(settings).await;
     let stored = Stored {
         config_path: config.path.clone(),
         state_path: config.state_path.clone(),

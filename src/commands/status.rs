@@ -209,13 +209,14 @@ async fn gather(
         check,
         failure,
         notes,
-        reauth: reauth_record(settings),
+        reauth: reauth_record(settings).await,
     }
 }
 
-/// What `watch` saved about a device grant it asked a person for.
-fn reauth_record(settings: &Settings) -> Option<Reauth> {
-    let p = reauth::read_record(&reauth::record_path(settings))?;
+/// What `watch` saved about a device grant it asked a person for (with
+/// etcd: whichever host of the fleet runs it).
+async fn reauth_record(settings: &Settings) -> Option<Reauth> {
+    let p = reauth::read_saved(&settings.store()).await?;
     Some(Reauth {
         pending: p.is_pending(),
         reason: p.reason,

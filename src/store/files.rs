@@ -517,6 +517,12 @@ impl FilesStore {
         }
     }
 
+    /// Where `watch` keeps its pending re-authorization record:
+    /// `<config or state file>.reauth.json`, beside the flow's lock.
+    pub fn reauth_record_path(&self) -> PathBuf {
+        sibling(self.renewable_path(), "reauth.json")
+    }
+
     /// Where renewed token-manager state is written: the state file, if
     /// the run has one, else the config file.
     pub fn renewable_path(&self) -> &Path {

@@ -213,6 +213,119 @@ impl Store {
     }
 }
 
+/// `watch`'s pending re-authorization record (`agent::reauth`'s document,
+/// opaque here). With files it is `<config or state file>.reauth.json`;
+/// with etcd it is that file too (this host's copy) and the key
+/// `/PREFIX/<appId>/reauth`, which every host of the fleet reads.
+impl Store {
+    /// Where the record is kept, for messages.
+    pub fn reauth_record_place(&self) -> String {
+        match self {
+            Store::Files(f) => f.reauth_record_path().display().to_string(),
+            Store::Etcd(e) => match e.reauth_key() {
+                Ok(key) => format!("the etcd key {key}"),
+                Err(_) => format!("the etcd store (under /{}/)", e.cluster.settings.prefix),
+            },
+        }
+    }
+
+    /// The record, if there is a readable one. With etcd the key is what
+    /// counts (no key: no record, whatever this host's copy says); this
+    /// host's copy is read only when etcd cannot be. A record that does not
+    /// read as one is ignored with a warning.
+    pub async fn reauth_record<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
+        let local = self.files().reauth_record_path();
+        if let Store::Etcd(e) = self {
+            match e.reauth_record().await {
+                Ok(found) => return found,
+                Err(err @ StoreError::EtcdData { .. }) => {
+                    tracing::warn!("ignoring the re-authorization record: {err}");
+                    return None;
+                }
+                Err(err) => tracing::warn!(
+                    "could not read the re-authorization record from etcd ({err}); showing this host's copy {}",
+                    local.display()
+                ),
+            }
+        }
+        let text = match std::fs::read_to_string(&local) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(
+                    "ignoring the re-authorization record {}: {e}",
+                    local.display()
+                );
+                return None;
+            }
+        };
+        match serde_json::from_str(&text) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                // (Line and column only: the file is not quoted.)
+                tracing::warn!(
+                    "ignoring the re-authorization record {}: it is not webex-token's (line {} column {})",
+                    local.display(),
+                    e.line(),
+                    e.column()
+                );
+                None
+            }
+        }
+    }
+
+    /// Saves the record (guard of `LockScope::Reauth`): this host's file,
+    /// and with etcd the key, while the lock is still held.
+    pub async fn put_reauth_record<T: serde::Serialize>(
+        &self,
+        guard: &StoreGuard,
+        record: &T,
+    ) -> Result<(), StoreError> {
+        let mut text = serde_json::to_vec_pretty(record).expect("serializable");
+        text.push(b'\n');
+        let local = self.files().reauth_record_path();
+        crate::fs_atomic::write_file(&local, &text, crate::fs_atomic::WriteMode::Atomic).map_err(
+            |source| StoreError::Write {
+                what: "the re-authorization record".into(),
+                source,
+                recovery: None,
+            },
+        )?;
+        match (self, guard) {
+            (Store::Files(_), StoreGuard::Files(_)) => Ok(()),
+            (Store::Etcd(e), StoreGuard::Etcd(g)) => e.put_reauth_record(g, text).await,
+            _ => Err(wrong_scope("the re-authorization record")),
+        }
+    }
+
+    /// Removes the record: this host's file, and with etcd the key (while
+    /// `guard` is held when one is given; `setup-oauth` gives none).
+    pub async fn remove_reauth_record(&self, guard: Option<&StoreGuard>) -> Result<(), StoreError> {
+        let local = self.files().reauth_record_path();
+        match std::fs::remove_file(&local) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(StoreError::Write {
+                    what: "the re-authorization record".into(),
+                    source: WriteError::Io {
+                        path: local,
+                        action: "remove",
+                        source,
+                    },
+                    recovery: None,
+                });
+            }
+        }
+        match (self, guard) {
+            (Store::Files(_), _) => Ok(()),
+            (Store::Etcd(e), None) => e.delete_reauth_record(None).await,
+            (Store::Etcd(e), Some(StoreGuard::Etcd(g))) => e.delete_reauth_record(Some(g)).await,
+            (Store::Etcd(_), Some(_)) => Err(wrong_scope("the re-authorization record")),
+        }
+    }
+}
+
 impl TokenStore for Store {
     type Guard = StoreGuard;
 

@@ -914,3 +914,274 @@ fn three_hosts_ask_a_person_once_and_all_recover() {
     events.sort();
     assert_eq!(events, ["reauth_required", "reauthorized"]);
 }
+
+/// docs/reauthorize.md, fleets: the pending record lives in the etcd key
+/// `…/reauth` too, so `status` on a host that is not asking shows the same
+/// link and code, a flow taken over by another host goes on in the same
+/// window, and once approved no host shows a pending re-authorization.
+#[test]
+fn every_host_shows_the_fleets_pending_code_and_a_taken_over_flow_resumes_its_window() {
+    let Some(f) = Fleet::new(
+        SimOptions {
+            device_interval: secs(1),
+            ..SimOptions::default()
+        },
+        3,
+    ) else {
+        return;
+    };
+    assert_eq!(code(&f.run(0, &["refresh"])), 0);
+    for kind in [
+        TokenKind::ServiceAccess,
+        TokenKind::ServiceRefresh,
+        TokenKind::Personal,
+        TokenKind::IntegrationRefresh,
+    ] {
+        f.sim.expire_all(kind);
+    }
+    let record_file = |h: usize| f.dir(h).join("token-config.json.reauth.json");
+    let stored_record = || {
+        f.stored()
+            .into_iter()
+            .find(|(k, _)| k.ends_with("/reauth"))
+            .map(|(_, v)| v)
+    };
+    let status_reauth = |h: usize| {
+        let out = f.run(h, &["--json", "status"]);
+        let v: Value = serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| {
+            panic!("host {h}: status --json: {e}: {}", stdout(&out));
+        });
+        v["reauth"].clone()
+    };
+    let asked = || f.sim.count("POST", "/v1/device/authorize");
+    let args = ["--json", "watch", "--check-interval", "2s"];
+    let mut watchers: Vec<Option<Child>> = (0..3).map(|h| Some(f.spawn(h, &args))).collect();
+    let end = Instant::now() + secs(30);
+    let holder = || (0..3).find(|&h| record_file(h).exists());
+    while asked() == 0 || holder().is_none() {
+        assert!(Instant::now() < end, "no host asked for a code");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The flow holder keeps its own copy, as on one host.
+    let holder = holder().unwrap();
+    let first: Value =
+        serde_json::from_str(&std::fs::read_to_string(record_file(holder)).unwrap()).unwrap();
+    assert_eq!(first["state"], "pending");
+    assert_eq!(first["codesRequested"], 1);
+    // A host that is not asking shows the same code.
+    let other = (holder + 1) % 3;
+    assert!(!record_file(other).exists());
+    let shown = status_reauth(other);
+    assert_eq!(shown["state"], "pending", "host {other}: {shown}");
+    assert_eq!(shown["userCode"], first["userCode"]);
+    assert_eq!(shown["verifyUrl"], first["verifyUrl"]);
+    assert_eq!(shown["windowStartedAt"], first["windowStartedAt"]);
+    // The key holds what the holder's file holds, never the device code.
+    assert_eq!(stored_record().as_ref(), Some(&first));
+    assert!(
+        first
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|k| !k.to_lowercase().contains("device")),
+        "{first}"
+    );
+
+    // The holder stops: another host takes the flow over in the same window.
+    let w = watchers[holder].take().unwrap();
+    signal(&w, "TERM");
+    let out = wait_output(w);
+    assert_eq!(code(&out), 0, "host {holder}: {}", stderr(&out));
+    f.assert_clean(&out);
+    let end = Instant::now() + secs(30);
+    while asked() < 2 || stored_record().is_none_or(|r| r["codesRequested"] != 2) {
+        assert!(Instant::now() < end, "no other host took the flow over");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = stored_record().unwrap();
+    assert_eq!(second["windowStartedAt"], first["windowStartedAt"]);
+    assert_eq!(second["windowEndsAt"], first["windowEndsAt"]);
+    assert_ne!(second["userCode"], first["userCode"]);
+    let code_now = second["userCode"].as_str().unwrap().to_string();
+    assert_eq!(status_reauth(holder)["userCode"], code_now.as_str());
+    assert!(f.sim.approve_device(Some(&code_now)).is_some());
+
+    let end = Instant::now() + secs(30);
+    while !(0..3).filter(|&h| h != holder).all(|h| {
+        f.env_value(h, ACCESS)
+            .is_some_and(|t| f.sim.is_token_valid(&t))
+    }) {
+        assert!(Instant::now() < end, "not every host recovered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        stored_record(),
+        None,
+        "the record key is gone once approved"
+    );
+    // Every host, the stopped one (whose own copy stays) included.
+    for h in 0..3 {
+        assert_eq!(status_reauth(h), Value::Null, "host {h}");
+    }
+    assert_eq!(asked(), 2);
+    for (h, w) in watchers.into_iter().enumerate() {
+        let Some(w) = w else { continue };
+        signal(&w, "TERM");
+        let out = wait_output(w);
+        assert_eq!(code(&out), 0, "host {h}: {}", stderr(&out));
+        f.assert_clean(&out);
+    }
+}
+
+/// The etcd key `…/reauth` is read like the store's other values: one that
+/// webex-token would not have written is ignored with a warning naming the
+/// key (never fatal, never quoted); `setup-oauth` on any host removes it.
+#[test]
+fn a_bad_reauth_record_in_etcd_is_ignored_and_setup_oauth_removes_the_key() {
+    let Some(f) = Fleet::new(SimOptions::default(), 2) else {
+        return;
+    };
+    assert_eq!(code(&f.run(0, &["refresh"])), 0);
+    let manager = f
+        .stored()
+        .into_iter()
+        .map(|(k, _)| k)
+        .find(|k| k.ends_with("/manager"))
+        .unwrap();
+    let key = format!("{}/reauth", manager.trim_end_matches("/manager"));
+    let status = |h: usize| {
+        let out = f.run(h, &["--json", "status"]);
+        assert_eq!(code(&out), 0, "host {h}: {}", stderr(&out));
+        let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        (v["reauth"].clone(), stderr(&out))
+    };
+    let record = |user_code: &str| {
+        serde_json::json!({
+            "state": "pending",
+            "reason": "chain_rejected",
+            "verifyUrl": format!("https://example.test/verify?userCode={user_code}"),
+            "userCode": user_code,
+            "codeExpiresAt": "2099-01-01T00:05:00Z",
+            "windowStartedAt": "2099-01-01T00:00:00Z",
+            "windowEndsAt": "2099-01-02T00:00:00Z",
+            "codesRequested": 3,
+            "lastRequestedAt": "2099-01-01T00:00:00Z",
+        })
+    };
+    let mut escaping = record("ABCD");
+    escaping["userCode"] = "AB\u{1b}[31mSENTINEL".into();
+    for (value, named) in [
+        ("not-json-SENTINEL".to_string(), "not JSON"),
+        (
+            r#"{"state":"pending","userCode":["SENTINEL"]}"#.to_string(),
+            "not webex-token's",
+        ),
+        (escaping.to_string(), "`userCode`"),
+    ] {
+        f.cluster.etcdctl_ok(&["put", &key, &value]);
+        let (shown, err) = status(1);
+        assert_eq!(shown, Value::Null, "{value}");
+        assert!(err.contains(&key) && err.contains(named), "{value}: {err}");
+        assert!(!err.contains("SENTINEL"), "the value is not quoted: {err}");
+    }
+    // One another host wrote: shown here, though this host has no copy.
+    f.cluster
+        .etcdctl_ok(&["put", &key, &record("WXYZ-1234").to_string()]);
+    let (shown, _) = status(1);
+    assert_eq!(shown["userCode"], "WXYZ-1234");
+    assert_eq!(shown["codesRequested"], 3);
+
+    // A person authorizes the integration by hand on host 1: the fleet's
+    // record is stale, and gone.
+    let setup = f
+        .cmd(1)
+        .env_remove("WEBEX_TOKEN_TEST_NO_RETRY_DELAY")
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .args([
+            "setup-oauth",
+            "--device",
+            "--no-browser",
+            "--timeout",
+            "60s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + secs(15);
+    while f.sim.approve_device(None).is_none() {
+        assert!(Instant::now() < end, "setup-oauth asked for no code");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = wait_output(setup);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        f.stored().iter().all(|(k, _)| *k != key),
+        "setup-oauth removes the key"
+    );
+    assert_eq!(status(0).0, Value::Null);
+}
+
+/// A person fixes the fleet on another host (pastes a new personal token
+/// there and runs `refresh`): the flow holder's files do not change, but
+/// it sees the store's new token before its next code, stops asking and
+/// removes the fleet's record.
+#[test]
+fn a_flow_stops_when_another_host_authorizes_the_fleet() {
+    let Some(f) = Fleet::new(
+        SimOptions {
+            device_interval: secs(1),
+            device_code_ttl: secs(2),
+            ..SimOptions::default()
+        },
+        2,
+    ) else {
+        return;
+    };
+    assert_eq!(code(&f.run(0, &["refresh"])), 0);
+    for kind in [
+        TokenKind::ServiceAccess,
+        TokenKind::ServiceRefresh,
+        TokenKind::Personal,
+        TokenKind::IntegrationRefresh,
+    ] {
+        f.sim.expire_all(kind);
+    }
+    let has_record = || f.stored().iter().any(|(k, _)| k.ends_with("/reauth"));
+    let asked = || f.sim.count("POST", "/v1/device/authorize");
+    let w = f.spawn(0, &["watch", "--check-interval", "2s"]);
+    let end = Instant::now() + secs(30);
+    while asked() == 0 || !has_record() {
+        assert!(Instant::now() < end, "host 0 asked for no code");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Host 1: a new portal token pasted into its config, then `refresh`.
+    let pasted = f.sim.issue_personal_token(secs(12 * 3600));
+    let config_file = f.dir(1).join("token-config.json");
+    let mut c: Value = serde_json::from_slice(&std::fs::read(&config_file).unwrap()).unwrap();
+    c["tokenManager"]["personalAccessToken"] = Value::from(pasted);
+    write_private(&config_file, &serde_json::to_vec_pretty(&c).unwrap());
+    let out = f.run(1, &["refresh"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Codes live 2 s: within a few of them the holder has looked.
+    let end = Instant::now() + secs(20);
+    while has_record() {
+        assert!(Instant::now() < end, "the flow goes on asking");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after = asked();
+    // It asks no more: two more code lives pass without a request.
+    std::thread::sleep(secs(5));
+    assert_eq!(asked(), after);
+    assert!(!has_record());
+    signal(&w, "TERM");
+    let out = wait_output(w);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    f.assert_clean(&out);
+    assert!(
+        stderr(&out).contains("authorized again meanwhile"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -509,6 +509,8 @@ impl Serialize for Compare {
 pub enum Op {
     Get(Vec<u8>),
     Put(Vec<u8>, Vec<u8>),
+    /// Deletes the one key (absent: nothing happens).
+    Delete(Vec<u8>),
 }
 
 impl Serialize for Op {
@@ -531,10 +533,13 @@ impl Serialize for Op {
             Range(Key<'a>),
             #[serde(rename = "request_put")]
             Put(KeyValue<'a>),
+            #[serde(rename = "request_delete_range")]
+            Delete(Key<'a>),
         }
         match self {
             Op::Get(key) => Wire::Range(Key { key }),
             Op::Put(key, value) => Wire::Put(KeyValue { key, value }),
+            Op::Delete(key) => Wire::Delete(Key { key }),
         }
         .serialize(s)
     }

@@ -4,7 +4,12 @@
 //! - `tokens/<targetOrgId>`: one org's service-app tokens (JSON);
 //! - `manager`: the renewable token-manager state (personal token,
 //!   integration refresh token, their expiries; JSON);
-//! - `lock/org/<targetOrgId>`, `lock/manager`: etcd's lock service names.
+//! - `reauth`: `watch`'s pending re-authorization record (the device-grant
+//!   link and user code for a person, never the device code; JSON), written
+//!   only by the holder of `lock/reauth`, so every host's `status` shows it
+//!   and a flow restarted on another host resumes its window;
+//! - `lock/org/<targetOrgId>`, `lock/manager`, `lock/reauth`: etcd's lock
+//!   service names.
 //!
 //! Static credentials (client ids and secrets) stay in each host's config
 //! file. Each host's env file is an *export* of its org's tokens, rewritten
@@ -756,6 +761,7 @@ struct Keys {
     lock_org: String,
     lock_manager: String,
     lock_reauth: String,
+    reauth: String,
 }
 
 impl EtcdStore {
@@ -781,6 +787,7 @@ impl EtcdStore {
             lock_org: format!("{base}/lock/org/{}", segment(&target)),
             lock_manager: format!("{base}/lock/manager"),
             lock_reauth: format!("{base}/lock/reauth"),
+            reauth: format!("{base}/reauth"),
         })
     }
 
@@ -873,6 +880,75 @@ impl EtcdStore {
     pub fn manager_key(&self) -> Result<String, StoreError> {
         let config = self.local_config()?;
         Ok(self.keys(&config, &OrgId::configured())?.manager)
+    }
+
+    /// The key of the pending re-authorization record (`/PREFIX/<appId>/reauth`).
+    pub fn reauth_key(&self) -> Result<String, StoreError> {
+        let config = self.local_config()?;
+        Ok(self.keys(&config, &OrgId::configured())?.reauth)
+    }
+
+    /// The pending re-authorization record the fleet's flow holder wrote
+    /// (`None`: there is none). A value that is not such a record (not
+    /// JSON, or not its fields) is an [`StoreError::EtcdData`] naming the
+    /// key, never quoting the value.
+    pub async fn reauth_record<T: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Result<Option<T>, StoreError> {
+        let key = self.reauth_key()?;
+        let names = [key.as_str()];
+        let names = &names;
+        let got = self
+            .cluster
+            .call("reading the re-authorization record", move |g| async move {
+                g.get_all(names).await
+            })
+            .await?;
+        match got.values.into_iter().next().flatten() {
+            Some((value, _)) => checked_doc(&key, &value, &[]).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Puts the record, only while `guard` (the re-authorization lock) is
+    /// held: a host whose lease lapsed cannot overwrite the next holder's.
+    pub async fn put_reauth_record(
+        &self,
+        guard: &EtcdGuard,
+        value: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        if guard.scope != LockScope::Reauth {
+            return Err(wrong_scope("the re-authorization record"));
+        }
+        let key = self.reauth_key()?;
+        self.fenced_put(guard, &key, value, false).await.map(|_| ())
+    }
+
+    /// Deletes the record: while `guard` is held when one is given (the
+    /// flow that approved or ended), else at once (`setup-oauth`, which
+    /// authorized the integration by hand).
+    pub async fn delete_reauth_record(&self, guard: Option<&EtcdGuard>) -> Result<(), StoreError> {
+        let key = self.reauth_key()?;
+        let when: Vec<Compare> = guard
+            .map(|g| vec![Compare::Exists(g.key.clone())])
+            .unwrap_or_default();
+        let then = [Op::Delete(key.into_bytes())];
+        let (when, then) = (&when, &then);
+        let resp = self
+            .cluster
+            .call(
+                "removing the re-authorization record",
+                move |g| async move { g.txn(when, then, &[]).await },
+            )
+            .await?;
+        match guard {
+            Some(g) if !resp.succeeded => Err(StoreError::LockLost {
+                key: String::from_utf8_lossy(&g.key).into_owned(),
+                ttl: self.cluster.settings.lock_ttl,
+                recovery: None,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Where renewed token-manager state goes: the etcd key, for messages.
