@@ -414,3 +414,32 @@ pub fn send_signal(pid: u32, sig: &str) {
     let pid = Pid::from_raw(i32::try_from(pid).expect("pid fits i32")).expect("pid is not 0");
     kill_process(pid, signal).unwrap_or_else(|e| panic!("kill -{sig} {pid:?}: {e}"));
 }
+
+/// `setup-oauth --device` as a person runs it by hand (`cmd` is the
+/// program with its files and environment), approved at the simulator as
+/// soon as it has asked for a code; its output.
+pub fn setup_oauth_device_approved(mut cmd: std::process::Command, sim: &webex_sim::Sim) -> Output {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let child = cmd
+        .env_remove("WEBEX_TOKEN_TEST_NO_RETRY_DELAY")
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .args([
+            "setup-oauth",
+            "--device",
+            "--no-browser",
+            "--timeout",
+            "60s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(15);
+    while sim.approve_device(None).is_none() {
+        assert!(Instant::now() < end, "setup-oauth asked for no code");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}

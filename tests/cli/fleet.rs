@@ -30,6 +30,21 @@ struct Fleet {
 }
 
 impl Fleet {
+    /// A working store (one `refresh`), then every token revoked at Webex
+    /// (the service-app pair, the personal token, the integration refresh
+    /// token), as after the integration was de-authorized.
+    fn refreshed_then_revoked(&self) {
+        assert_eq!(code(&self.run(0, &["refresh"])), 0);
+        for kind in [
+            TokenKind::ServiceAccess,
+            TokenKind::ServiceRefresh,
+            TokenKind::Personal,
+            TokenKind::IntegrationRefresh,
+        ] {
+            self.sim.expire_all(kind);
+        }
+    }
+
     fn new(opts: SimOptions, n: usize) -> Option<Fleet> {
         let cluster = EtcdCluster::start_or_skip(3)?;
         let sim = Sim::start(opts).unwrap();
@@ -865,15 +880,7 @@ fn three_hosts_ask_a_person_once_and_all_recover() {
     ) else {
         return;
     };
-    assert_eq!(code(&f.run(0, &["refresh"])), 0);
-    for kind in [
-        TokenKind::ServiceAccess,
-        TokenKind::ServiceRefresh,
-        TokenKind::Personal,
-        TokenKind::IntegrationRefresh,
-    ] {
-        f.sim.expire_all(kind);
-    }
+    f.refreshed_then_revoked();
     // The default --check-interval (1h): the hosts not running the flow
     // learn of the approval from the store, not from their next check.
     let args = ["--json", "watch"];
@@ -930,15 +937,7 @@ fn every_host_shows_the_fleets_pending_code_and_a_taken_over_flow_resumes_its_wi
     ) else {
         return;
     };
-    assert_eq!(code(&f.run(0, &["refresh"])), 0);
-    for kind in [
-        TokenKind::ServiceAccess,
-        TokenKind::ServiceRefresh,
-        TokenKind::Personal,
-        TokenKind::IntegrationRefresh,
-    ] {
-        f.sim.expire_all(kind);
-    }
+    f.refreshed_then_revoked();
     let record_file = |h: usize| f.dir(h).join("token-config.json.reauth.json");
     let stored_record = || {
         f.stored()
@@ -1093,28 +1092,7 @@ fn a_bad_reauth_record_in_etcd_is_ignored_and_setup_oauth_removes_the_key() {
 
     // A person authorizes the integration by hand on host 1: the fleet's
     // record is stale, and gone.
-    let setup = f
-        .cmd(1)
-        .env_remove("WEBEX_TOKEN_TEST_NO_RETRY_DELAY")
-        .env_remove("DISPLAY")
-        .env_remove("WAYLAND_DISPLAY")
-        .args([
-            "setup-oauth",
-            "--device",
-            "--no-browser",
-            "--timeout",
-            "60s",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let end = Instant::now() + secs(15);
-    while f.sim.approve_device(None).is_none() {
-        assert!(Instant::now() < end, "setup-oauth asked for no code");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = wait_output(setup);
+    let out = crate::common::setup_oauth_device_approved(f.cmd(1), &f.sim);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(
         f.stored().iter().all(|(k, _)| *k != key),
@@ -1139,15 +1117,7 @@ fn a_flow_stops_when_another_host_authorizes_the_fleet() {
     ) else {
         return;
     };
-    assert_eq!(code(&f.run(0, &["refresh"])), 0);
-    for kind in [
-        TokenKind::ServiceAccess,
-        TokenKind::ServiceRefresh,
-        TokenKind::Personal,
-        TokenKind::IntegrationRefresh,
-    ] {
-        f.sim.expire_all(kind);
-    }
+    f.refreshed_then_revoked();
     let has_record = || f.stored().iter().any(|(k, _)| k.ends_with("/reauth"));
     let asked = || f.sim.count("POST", "/v1/device/authorize");
     let w = f.spawn(0, &["watch", "--check-interval", "2s"]);

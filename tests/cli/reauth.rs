@@ -6,7 +6,6 @@ use crate::common::{code, free_port, mode, stderr, stdout};
 use crate::watch::{Watch, http_get, secs};
 use serde_json::Value;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 use webex_sim::SimOptions;
 
@@ -260,28 +259,7 @@ fn lapsed_codes_are_renewed_and_a_refusal_stops_asking_until_sighup() {
     // the one approved below is setup-oauth's.)
     std::thread::sleep(Duration::from_millis(2500));
     t.sim.set_device_code_ttl(secs(60));
-    let setup = t
-        .cmd()
-        .env_remove("WEBEX_TOKEN_TEST_NO_RETRY_DELAY")
-        .env_remove("DISPLAY")
-        .env_remove("WAYLAND_DISPLAY")
-        .args([
-            "setup-oauth",
-            "--device",
-            "--no-browser",
-            "--timeout",
-            "60s",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let end = Instant::now() + secs(15);
-    while t.sim.approve_device(None).is_none() {
-        assert!(Instant::now() < end, "setup-oauth asked for no code");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = setup.wait_with_output().unwrap();
+    let out = crate::common::setup_oauth_device_approved(t.cmd(), &t.sim);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(!t.record().exists(), "setup-oauth removes the record");
 }
