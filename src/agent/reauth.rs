@@ -61,6 +61,9 @@ pub const SLOW_JITTER: Duration = Duration::from_secs(300);
 const DEFAULT_CODE_LIFE: Duration = Duration::from_secs(300);
 /// The poll interval when the answer names none (RFC 8628 §3.2).
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+/// Why the flow stopped when nobody approved within the window, and what
+/// brings it back.
+const WINDOW_OVER: &str = "nobody approved within --reauth-window; send SIGHUP, change the config or run `webex-token setup-oauth`";
 /// After a failed request for a code (network, 5xx, 429): the next try.
 const RETRY_CODE: Duration = Duration::from_secs(30);
 /// How long to wait for the flow's lock: it is free at once, or held by
@@ -674,7 +677,7 @@ async fn run_flow(ctx: &Ctx<'_>, reason: Reason, personal_seen: Option<String>) 
             .load(&OrgId::configured())
             .await
             .ok()
-            .and_then(|s| s.config.personal_access_token.get().map(fingerprint));
+            .and_then(|s| s.config.personal_token_fingerprint());
         if now != personal_seen {
             tracing::info!(
                 "the integration was authorized again meanwhile: no device grant needed"
@@ -762,7 +765,7 @@ async fn flow(
         if asked >= window.end {
             // (The wall clock moved past the window while a code lived:
             // suspend and resume, an NTP step. No new code after the end.)
-            let detail = "nobody approved within --reauth-window; send SIGHUP, change the config or run `webex-token setup-oauth`";
+            let detail = WINDOW_OVER;
             return stop(
                 ctx,
                 saved,
@@ -969,7 +972,7 @@ async fn flow(
                         next_at = at;
                     }
                     None => {
-                        let detail = "nobody approved within --reauth-window; send SIGHUP, change the config or run `webex-token setup-oauth`";
+                        let detail = WINDOW_OVER;
                         return stop(
                             ctx,
                             saved,
@@ -1023,14 +1026,7 @@ async fn authorized_meanwhile(ctx: &Ctx<'_>, reason: Reason, personal_seen: Opti
         return false;
     };
     match reason {
-        Reason::Rejected => {
-            snap.config
-                .personal_access_token
-                .get()
-                .map(fingerprint)
-                .as_deref()
-                != personal_seen
-        }
+        Reason::Rejected => snap.config.personal_token_fingerprint().as_deref() != personal_seen,
         Reason::Expiring => {
             !integration_expiring(&snap.config, clock::now(), ctx.options.rt_min_valid)
         }
@@ -1403,9 +1399,7 @@ mod tests {
         let before = std::fs::read_to_string(&config).unwrap();
         let seen = Settings::load_config(&settings)
             .unwrap()
-            .personal_access_token
-            .get()
-            .map(fingerprint);
+            .personal_token_fingerprint();
         assert_eq!(
             run_flow(&ctx, Reason::Rejected, seen).await,
             Ended::Approved

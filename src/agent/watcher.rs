@@ -406,11 +406,7 @@ impl<'a> Watcher<'a> {
             let next = match &snap {
                 Some(snap) => {
                     self.monitor.observe(&self.org, &snap.tokens, &snap.config);
-                    self.personal_seen = snap
-                        .config
-                        .personal_access_token
-                        .get()
-                        .map(crate::secret::fingerprint);
+                    self.personal_seen = snap.config.personal_token_fingerprint();
                     // Ahead of time: the integration's refresh token cannot
                     // be rolled, so a person is asked before it lapses.
                     if let Some(r) = self.reauth
@@ -892,12 +888,7 @@ async fn store_authorized(store: &store::Store, org: &OrgId, seen: Option<String
     loop {
         tokio::time::sleep(STORE_CHECK).await;
         if let Ok(snap) = store.load(org).await
-            && snap
-                .config
-                .personal_access_token
-                .get()
-                .map(crate::secret::fingerprint)
-                != seen
+            && snap.config.personal_token_fingerprint() != seen
         {
             return;
         }

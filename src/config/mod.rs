@@ -611,6 +611,15 @@ impl ParsedCache {
 }
 
 impl Config {
+    /// The fingerprint of the personal token this config holds (`None`:
+    /// none): how the agent tells a new authorization from the one whose
+    /// chain failed.
+    pub fn personal_token_fingerprint(&self) -> Option<String> {
+        self.personal_access_token
+            .get()
+            .map(crate::secret::fingerprint)
+    }
+
     /// Reads and parses the config file at `path` (already absolute).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let bytes = read_config_file(path)?;
